@@ -1,0 +1,136 @@
+//! The application: the one place that knows every store and service and wires them together.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::datadir::DataDir;
+use crate::error::Result;
+use crate::store::{StoreStats, Stores};
+use crate::writelog::WriteLog;
+use crate::writelog::check::{CheckReport, check};
+use crate::writelog::projection::Projection;
+
+pub struct App {
+    pub config: Config,
+    pub dir: parking_lot::Mutex<DataDir>,
+    pub stores: Stores,
+    pub writes: WriteLog,
+    pub started: Instant,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct StoreStatus {
+    pub name: &'static str,
+    pub backend: &'static str,
+    pub items: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct IndexerStatus {
+    pub name: &'static str,
+    pub applied_seq: u64,
+    pub committed_seq: u64,
+    pub head_seq: u64,
+    pub lag: u64,
+    pub caught_up: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+    pub data_dir: String,
+    pub ready: bool,
+    pub stores: Vec<StoreStatus>,
+    pub indexers: Vec<IndexerStatus>,
+}
+
+impl App {
+    /// Opens the data directory and the stores, and starts the indexers (which replay what they missed).
+    pub async fn open(config: Config) -> Result<Arc<App>> {
+        Stores::check_backends(&config)?;
+        let dir = DataDir::open(&config.data_dir)?;
+        let stores = Stores::open(&config, &dir).await?;
+        let writes = WriteLog::start(&stores, &config.indexer).await?;
+        Ok(Arc::new(App { config, dir: parking_lot::Mutex::new(dir), stores, writes, started: Instant::now() }))
+    }
+
+    /// Opens the data directory and stores without indexers, for offline maintenance (reindex).
+    pub async fn open_stores(config: &Config) -> Result<(DataDir, Stores)> {
+        Stores::check_backends(config)?;
+        let dir = DataDir::open(&config.data_dir)?;
+        let stores = Stores::open(config, &dir).await?;
+        Ok((dir, stores))
+    }
+
+    pub fn projections(&self) -> Vec<Arc<dyn Projection>> {
+        self.writes.indexers().iter().map(|i| i.projection.clone()).collect()
+    }
+
+    pub fn ready(&self) -> bool {
+        self.writes.caught_up()
+    }
+
+    pub async fn indexer_status(&self) -> Result<Vec<IndexerStatus>> {
+        let head = self.stores.records.head_seq().await?;
+        Ok(self
+            .writes
+            .indexers()
+            .iter()
+            .map(|i| IndexerStatus {
+                name: i.name(),
+                applied_seq: i.visible_seq(),
+                committed_seq: i.committed_seq(),
+                head_seq: head,
+                lag: head.saturating_sub(i.visible_seq()),
+                caught_up: i.caught_up(),
+                last_error: i.last_error(),
+            })
+            .collect())
+    }
+
+    pub async fn store_status(&self) -> Result<Vec<StoreStatus>> {
+        let s = &self.stores;
+        let entry =
+            |name, backend, stats: StoreStats| StoreStatus { name, backend, items: stats.items, bytes: stats.bytes };
+        Ok(vec![
+            entry("records", s.records.backend(), s.records.stats().await?),
+            entry("text", s.text.backend(), s.text.stats().await?),
+            entry("vectors", s.vectors.backend(), s.vectors.stats().await?),
+            entry("graph", s.graph.backend(), s.graph.stats().await?),
+            entry("objects", s.objects.backend(), s.objects.stats().await?),
+        ])
+    }
+
+    pub async fn status(&self) -> Result<Status> {
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            data_dir: self.config.data_dir.display().to_string(),
+            ready: self.ready(),
+            stores: self.store_status().await?,
+            indexers: self.indexer_status().await?,
+        })
+    }
+
+    /// Compares the record with every derived store, after letting the indexers catch up.
+    pub async fn check(&self) -> Result<CheckReport> {
+        let head = self.stores.records.head_seq().await?;
+        self.writes.wait_indexed(head).await;
+        for indexer in self.writes.indexers() {
+            indexer.persist().await?;
+        }
+        check(&*self.stores.records, &self.projections()).await
+    }
+
+    /// Stops the indexers after they persist their state.
+    pub async fn shutdown(&self) {
+        self.writes.shutdown().await;
+    }
+}

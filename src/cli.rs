@@ -1,0 +1,203 @@
+//! The command line: `nexus serve | check | reindex | config | version`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::app::App;
+use crate::config::{Config, ConfigFile, FlagOverrides, LogFlags, LogFormat, SYSTEM_CONFIG_PATH, ServerFlags};
+use crate::datadir::{DataDir, Holder};
+use crate::error::{Error, ErrorCode, Result};
+use crate::writelog::check::CheckReport;
+use crate::writelog::{projections, reindex};
+
+#[derive(Parser, Debug)]
+#[command(name = "nexus", version, about = "Memory and knowledge appliance for AI agents and teams")]
+pub struct Cli {
+    /// Data directory (default ./nexus-data, or $NEXUS_DATA_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Configuration file (default /etc/nexus/nexus.toml when it exists).
+    #[arg(long, global = true, value_name = "FILE", env = "NEXUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Address and port to listen on (default 127.0.0.1:7700).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Compare the record with every derived store; exit 1 when anything diverges.
+    Check {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild derived stores from the record (all of them unless --store is given).
+    Reindex {
+        #[arg(long, value_enum)]
+        store: Option<StoreName>,
+    },
+    /// Print the effective configuration, secrets redacted.
+    Config,
+    /// Print the version.
+    Version,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum StoreName {
+    Text,
+    Vectors,
+    Graph,
+}
+
+impl StoreName {
+    fn as_str(self) -> &'static str {
+        match self {
+            StoreName::Text => "text",
+            StoreName::Vectors => "vectors",
+            StoreName::Graph => "graph",
+        }
+    }
+}
+
+impl Cli {
+    fn load_config(&self) -> Result<Config> {
+        let listen = match &self.command {
+            Command::Serve { listen } => *listen,
+            _ => None,
+        };
+        let flags = FlagOverrides {
+            data_dir: self.data_dir.clone(),
+            server: listen.map(|listen| ServerFlags { listen }),
+            log: self.log_format.map(|format| LogFlags { format }),
+        };
+        let file = match &self.config {
+            Some(path) => ConfigFile::Explicit(path),
+            None => ConfigFile::IfExists(std::path::Path::new(SYSTEM_CONFIG_PATH)),
+        };
+        Config::load(file, &flags)
+    }
+}
+
+/// Runs the command; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    match run_inner(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nexus: error: {e}");
+            e.code.exit_code()
+        }
+    }
+}
+
+async fn run_inner(cli: Cli) -> Result<i32> {
+    if let Command::Version = cli.command {
+        println!("nexus {}", env!("CARGO_PKG_VERSION"));
+        return Ok(0);
+    }
+    let config = cli.load_config()?;
+    crate::telemetry::init_logs(config.log.format, &config.log.level);
+    match cli.command {
+        Command::Version => unreachable!("handled above"),
+        Command::Config => {
+            print!("{}", config.to_redacted_toml());
+            Ok(0)
+        }
+        Command::Serve { .. } => serve(config).await,
+        Command::Check { json } => check(config, json).await,
+        Command::Reindex { store } => reindex_stores(config, store).await,
+    }
+}
+
+async fn serve(config: Config) -> Result<i32> {
+    let listen = config.server.listen;
+    let app = App::open(config).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Error::new(ErrorCode::ConfigInvalid, format!("cannot listen on {listen}: {e}; choose another --listen address"))
+    })?;
+    let bound = listener.local_addr()?;
+    app.dir.lock().announce_listen(&bound.to_string())?;
+    crate::telemetry::metrics_handle();
+    tracing::info!(address = %bound, data_dir = %app.config.data_dir.display(), "nexus is serving");
+    println!("nexus: listening on http://{bound}");
+    crate::http::serve(app.clone(), listener, shutdown_signal()).await?;
+    app.shutdown().await;
+    tracing::info!("stopped cleanly");
+    Ok(0)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn check(config: Config, json: bool) -> Result<i32> {
+    let report = match DataDir::holder(&config.data_dir) {
+        Holder::Held(info) => check_via_server(info.listen, info.pid).await?,
+        Holder::Free => {
+            let app = App::open(config).await?;
+            let report = app.check().await;
+            app.shutdown().await;
+            report?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::internal("encode report", e))?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.ok { 0 } else { 1 })
+}
+
+/// A running server holds the data directory: ask it.
+async fn check_via_server(listen: Option<String>, pid: u32) -> Result<CheckReport> {
+    let Some(listen) = listen else {
+        return Err(Error::new(
+            ErrorCode::DataDirLocked,
+            format!("the data directory is held by pid {pid}, which is not serving HTTP; stop it and run check again"),
+        ));
+    };
+    let addr: std::net::SocketAddr = listen.parse().map_err(|e| Error::internal("lock file address", e))?;
+    let host =
+        if addr.ip().is_unspecified() { std::net::SocketAddr::new([127, 0, 0, 1].into(), addr.port()) } else { addr };
+    let url = format!("http://{host}/api/v1/admin/check");
+    let response = reqwest::get(&url).await.map_err(|e| Error::internal("ask the running server", e))?;
+    if !response.status().is_success() {
+        return Err(Error::internal("ask the running server", format!("{url} answered {}", response.status())));
+    }
+    response.json().await.map_err(|e| Error::internal("read the running server's report", e))
+}
+
+async fn reindex_stores(config: Config, only: Option<StoreName>) -> Result<i32> {
+    let (_dir, stores) = App::open_stores(&config).await?;
+    let total = stores.records.stats().await?.items;
+    for projection in projections(&stores) {
+        if only.is_some_and(|s| s.as_str() != projection.name()) {
+            continue;
+        }
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} records ({per_sec}, {eta})")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(projection.name());
+        let done = reindex::reindex(&*stores.records, &projection, |n| bar.set_position(n)).await?;
+        bar.finish();
+        println!("{}: rebuilt from {done} records", projection.name());
+    }
+    Ok(0)
+}

@@ -1,0 +1,403 @@
+//! The one typed configuration.
+//!
+//! Layers, later wins: the defaults compiled in from `assets/default-config.toml`; the config file
+//! (`--config FILE`, else `/etc/nexus/nexus.toml` when it exists); `NEXUS_DATA_DIR` and
+//! `NEXUS__SECTION__KEY` environment variables; command-line flags. Unknown keys, wrong types and
+//! bad values are errors that name the key and the layer it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_CONFIG: &str = include_str!("../assets/default-config.toml");
+pub const SYSTEM_CONFIG_PATH: &str = "/etc/nexus/nexus.toml";
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub indexer: IndexerConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexerConfig {
+    pub batch_size: usize,
+    pub persist_interval_ms: u64,
+    pub wait_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    pub records: RecordsConfig,
+    pub vectors: VectorsConfig,
+    pub text: TextConfig,
+    pub graph: GraphConfig,
+    pub objects: ObjectsConfig,
+}
+
+/// A value that is never printed: `nexus config` and `Debug` show it redacted.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordsBackend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsConfig {
+    pub backend: RecordsBackend,
+    pub synchronous: Synchronous,
+    /// Connection URL of a cluster backend; may hold a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorsBackend {
+    Usearch,
+    Qdrant,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    F32,
+    F16,
+    I8,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorsConfig {
+    pub backend: VectorsBackend,
+    pub dimensions: usize,
+    pub connectivity: usize,
+    pub expansion_add: usize,
+    pub expansion_search: usize,
+    pub quantization: Quantization,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TextBackend {
+    Tantivy,
+    Elasticsearch,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextConfig {
+    pub backend: TextBackend,
+    pub writer_memory_mb: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphBackend {
+    Sled,
+    Neo4j,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphConfig {
+    pub backend: GraphBackend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectsBackend {
+    Local,
+    S3,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectsConfig {
+    pub backend: ObjectsBackend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+}
+
+/// Values given on the command line: the last layer.
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerFlags>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogFlags>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServerFlags {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LogFlags {
+    pub format: LogFormat,
+}
+
+/// Where the configuration file comes from.
+pub enum ConfigFile<'a> {
+    /// `--config FILE`: must exist.
+    Explicit(&'a Path),
+    /// `/etc/nexus/nexus.toml` (or another path in tests) when it exists.
+    IfExists(&'a Path),
+}
+
+impl Config {
+    /// Loads the configuration from every layer, using the process environment.
+    pub fn load(file: ConfigFile<'_>, flags: &FlagOverrides) -> Result<Config> {
+        Self::load_with_env(file, flags, Env::prefixed("NEXUS__").split("__"), std::env::var_os("NEXUS_DATA_DIR"))
+    }
+
+    fn load_with_env(
+        file: ConfigFile<'_>,
+        flags: &FlagOverrides,
+        env: Env,
+        data_dir_env: Option<std::ffi::OsString>,
+    ) -> Result<Config> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG));
+        match file {
+            ConfigFile::Explicit(path) => {
+                if !path.is_file() {
+                    return Err(Error::config(format!(
+                        "config file {} does not exist or is not a file; check the --config path",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            ConfigFile::IfExists(path) => {
+                if path.is_file() {
+                    figment = figment.merge(Toml::file_exact(path));
+                }
+            }
+        }
+        if let Some(dir) = data_dir_env {
+            figment = figment.merge(Serialized::default("data_dir", PathBuf::from(dir)));
+        }
+        figment = figment.merge(env).merge(Serialized::defaults(flags));
+        let config: Config = figment.extract().map_err(|errors| {
+            let lines: Vec<String> = errors.into_iter().map(describe_figment_error).collect();
+            Error::config(format!("invalid configuration: {}", lines.join("; ")))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone cannot.
+    fn validate(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::config(format!("invalid configuration: `{key}` {why}")));
+        if self.data_dir.as_os_str().is_empty() {
+            return bad("data_dir", "must not be empty");
+        }
+        if self.server.body_limit_bytes < 1024 {
+            return bad("server.body_limit_bytes", "must be at least 1024");
+        }
+        if self.server.request_timeout_secs == 0 {
+            return bad("server.request_timeout_secs", "must be at least 1");
+        }
+        if !(1..=100_000).contains(&self.indexer.batch_size) {
+            return bad("indexer.batch_size", "must be between 1 and 100000");
+        }
+        if self.indexer.persist_interval_ms < 10 {
+            return bad("indexer.persist_interval_ms", "must be at least 10");
+        }
+        if !(1..=16_384).contains(&self.store.vectors.dimensions) {
+            return bad("store.vectors.dimensions", "must be between 1 and 16384");
+        }
+        if !(2..=256).contains(&self.store.vectors.connectivity) {
+            return bad("store.vectors.connectivity", "must be between 2 and 256");
+        }
+        if self.store.vectors.expansion_add == 0 || self.store.vectors.expansion_search == 0 {
+            return bad("store.vectors.expansion_add/expansion_search", "must be at least 1");
+        }
+        if self.store.text.writer_memory_mb < 15 {
+            return bad("store.text.writer_memory_mb", "must be at least 15 (tantivy's minimum)");
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return bad("log.level", "is not a valid level or filter (e.g. \"info\", \"nexus=debug\")");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// Figment's message, the key and the layer the value came from, in one line.
+fn describe_figment_error(e: figment::Error) -> String {
+    let key: Vec<&str> = e.path.iter().map(String::as_str).filter(|p| *p != "default").collect();
+    let origin = match &e.metadata {
+        Some(meta) => match &meta.source {
+            Some(figment::Source::File(path)) => format!("config file {}", path.display()),
+            _ if meta.name.contains("environment") => {
+                let var = format!("NEXUS__{}", key.join("__").to_uppercase());
+                format!("environment variable {var}")
+            }
+            _ if meta.name.contains("Serialized") => "command-line flags".to_string(),
+            _ => meta.name.to_string(),
+        },
+        None => "configuration".to_string(),
+    };
+    let kind = e.kind.to_string();
+    if key.is_empty() {
+        format!("{kind} (in {origin})")
+    } else {
+        format!("key `{}`: {kind} (in {origin})", key.join("."))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn quiet_env() -> Env {
+        Env::prefixed("NEXUS_TEST_UNSET__").split("__")
+    }
+
+    fn load_str(toml: &str) -> Result<Config> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(toml.as_bytes()).unwrap();
+        Config::load_with_env(ConfigFile::Explicit(file.path()), &FlagOverrides::default(), quiet_env(), None)
+    }
+
+    #[test]
+    fn defaults_are_valid_and_zero_config() {
+        let config = Config::load_with_env(
+            ConfigFile::IfExists(Path::new("/nonexistent/nexus.toml")),
+            &FlagOverrides::default(),
+            quiet_env(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:7700");
+        assert_eq!(config.data_dir, PathBuf::from("./nexus-data"));
+        assert_eq!(config.store.records.backend, RecordsBackend::Sqlite);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        assert_eq!(err.code, crate::error::ErrorCode::ConfigInvalid);
+        assert!(err.message.contains("lisen"), "{}", err.message);
+        assert!(err.message.contains("config file"), "{}", err.message);
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let err = load_str("[store.vectors]\ndimensions = \"many\"\n").unwrap_err();
+        assert!(err.message.contains("store.vectors.dimensions"), "{}", err.message);
+    }
+
+    #[test]
+    fn unknown_backend_is_rejected() {
+        let err = load_str("[store.records]\nbackend = \"mysql\"\n").unwrap_err();
+        assert!(err.message.contains("store.records.backend"), "{}", err.message);
+        assert!(err.message.contains("mysql"), "{}", err.message);
+    }
+
+    #[test]
+    fn bad_value_is_rejected() {
+        let err = load_str("[store.vectors]\ndimensions = 0\n").unwrap_err();
+        assert!(err.message.contains("store.vectors.dimensions"), "{}", err.message);
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"[server]\nlisten = \"127.0.0.1:1111\"\n").unwrap();
+        let flags = FlagOverrides {
+            server: Some(ServerFlags { listen: "127.0.0.1:2222".parse().unwrap() }),
+            ..Default::default()
+        };
+        let config = Config::load_with_env(ConfigFile::Explicit(file.path()), &flags, quiet_env(), None).unwrap();
+        assert_eq!(config.server.listen.port(), 2222);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let config = load_str("[store.records]\nurl = \"postgres://u:hunter2@db/x\"\n").unwrap();
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("hunter2"));
+        assert!(shown.contains("<redacted>"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

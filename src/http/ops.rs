@@ -1,0 +1,74 @@
+//! Operations: liveness, readiness, metrics, status and consistency checks.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::app::{App, IndexerStatus, Status};
+use crate::error::Result;
+use crate::telemetry;
+use crate::writelog::check::CheckReport;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
+    status: &'static str,
+}
+
+/// Liveness: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
+pub async fn health() -> axum::Json<Health> {
+    axum::Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    ready: bool,
+    indexers: Vec<IndexerStatus>,
+}
+
+/// Readiness: stores are open and every indexer has replayed what it missed.
+#[utoipa::path(get, path = "/ready", tag = "ops", responses(
+    (status = 200, body = Readiness, description = "ready"),
+    (status = 503, body = Readiness, description = "indexers still catching up"),
+))]
+pub async fn ready(State(app): State<Arc<App>>) -> Result<Response> {
+    let ready = app.ready();
+    let body = Readiness { ready, indexers: app.indexer_status().await? };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// Server status for the UI: stores, their sizes and indexer lag.
+#[utoipa::path(get, path = "/api/v1/status", tag = "ops", responses((status = 200, body = Status)))]
+pub async fn status(State(app): State<Arc<App>>) -> Result<axum::Json<Status>> {
+    Ok(axum::Json(app.status().await?))
+}
+
+/// Compares the record with every derived store (counts and ids).
+#[utoipa::path(get, path = "/api/v1/admin/check", tag = "ops", responses((status = 200, body = CheckReport)))]
+pub async fn check(State(app): State<Arc<App>>) -> Result<axum::Json<CheckReport>> {
+    Ok(axum::Json(app.check().await?))
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn metrics(State(app): State<Arc<App>>) -> Result<Response> {
+    for store in app.store_status().await? {
+        metrics::gauge!("nexus_store_items", "store" => store.name).set(store.items as f64);
+        metrics::gauge!("nexus_store_bytes", "store" => store.name).set(store.bytes as f64);
+    }
+    for indexer in app.indexer_status().await? {
+        metrics::gauge!("nexus_indexer_lag", "store" => indexer.name).set(indexer.lag as f64);
+        metrics::gauge!("nexus_indexer_applied_seq", "store" => indexer.name).set(indexer.applied_seq as f64);
+        metrics::gauge!("nexus_change_log_head_seq").set(indexer.head_seq as f64);
+    }
+    metrics::gauge!("nexus_ready").set(if app.ready() { 1.0 } else { 0.0 });
+    metrics::gauge!("nexus_uptime_seconds").set(app.started.elapsed().as_secs_f64());
+    metrics::gauge!("nexus_process_resident_memory_bytes").set(telemetry::resident_memory_bytes() as f64);
+    metrics::gauge!("nexus_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let body = telemetry::metrics_handle().render();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
+}

@@ -1,0 +1,100 @@
+//! The graph store: typed entities and relations, and the algorithms that walk them.
+//!
+//! Contract:
+//! - Nodes and edges are keyed by record key and addressed by record id within a tenant.
+//! - An edge may name a node that does not exist (yet); it is stored and joins the graph when
+//!   the node appears. Walks report such endpoints by id with `node: None`.
+//! - Walks never cross tenants. `neighbours` follows edges in the given direction; `k_hop`
+//!   returns every node within `k` edges (either direction), nearest first; `shortest_path`
+//!   returns the fewest-edges path (edges taken in either direction) or `None`.
+//! - Changes are visible at once; [`GraphStore::commit`] makes them durable together with the
+//!   change-log position returned by [`GraphStore::committed_seq`].
+
+pub mod sled;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{RecordKey, Seq, StoreStats, TenantId};
+use crate::error::Result;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GraphNode {
+    pub key: RecordKey,
+    #[schema(value_type = String)]
+    pub tenant: TenantId,
+    pub id: String,
+    pub label: String,
+    pub name: String,
+    pub properties: serde_json::Value,
+    /// Microseconds since the epoch.
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct GraphEdge {
+    pub key: RecordKey,
+    #[schema(value_type = String)]
+    pub tenant: TenantId,
+    pub id: String,
+    pub label: String,
+    pub source: String,
+    pub target: String,
+    pub properties: serde_json::Value,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum GraphWrite {
+    Node(GraphNode),
+    Edge(GraphEdge),
+    Delete(RecordKey),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Out,
+    In,
+    Both,
+}
+
+/// A node reached by a walk: its id, its data when the node exists, and how far it is.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Reached {
+    pub id: String,
+    pub node: Option<GraphNode>,
+    pub depth: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Neighbour {
+    pub edge: GraphEdge,
+    pub id: String,
+    pub node: Option<GraphNode>,
+}
+
+#[async_trait]
+pub trait GraphStore: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+
+    async fn apply(&self, writes: Vec<GraphWrite>) -> Result<()>;
+
+    async fn node(&self, tenant: &TenantId, id: &str) -> Result<Option<GraphNode>>;
+    async fn neighbours(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        direction: Direction,
+        label: Option<&str>,
+    ) -> Result<Vec<Neighbour>>;
+    async fn k_hop(&self, tenant: &TenantId, id: &str, k: usize, limit: usize) -> Result<Vec<Reached>>;
+    async fn shortest_path(&self, tenant: &TenantId, from: &str, to: &str) -> Result<Option<Vec<String>>>;
+
+    async fn commit(&self, seq: Seq) -> Result<()>;
+    async fn committed_seq(&self) -> Result<Seq>;
+
+    async fn keys(&self) -> Result<Vec<RecordKey>>;
+    async fn clear(&self) -> Result<()>;
+    async fn stats(&self) -> Result<StoreStats>;
+}

@@ -1,0 +1,46 @@
+//! The object store: original files (uploads, attachments, backups), streamed in and out.
+//!
+//! Contract:
+//! - Objects live under a tenant; keys are `/`-separated paths of non-empty segments without
+//!   `.` or `..`. An invalid key is refused with `invalid_request`.
+//! - [`ObjectStore::put`] streams the body (never held whole in memory), replaces any object at
+//!   the key atomically (a reader sees the old or the new object, never a part) and returns its
+//!   size and SHA-256.
+//! - [`ObjectStore::get`] of a missing key is `not_found`; [`ObjectStore::delete`] of one is `false`.
+//! - [`ObjectStore::list`] returns the tenant's objects under a key prefix, sorted by key.
+
+pub mod local;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use serde::Serialize;
+
+use super::{StoreStats, TenantId};
+use crate::error::Result;
+
+pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// Hex SHA-256 of the content, where known without reading it (after a put).
+    pub sha256: Option<String>,
+    pub last_modified: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+
+    async fn put(&self, tenant: &TenantId, key: &str, data: ByteStream) -> Result<ObjectInfo>;
+    async fn get(&self, tenant: &TenantId, key: &str) -> Result<(ObjectInfo, ByteStream)>;
+    async fn head(&self, tenant: &TenantId, key: &str) -> Result<Option<ObjectInfo>>;
+    async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool>;
+    async fn list(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Hex SHA-256 of the stored content, read as a stream.
+    async fn content_hash(&self, tenant: &TenantId, key: &str) -> Result<String>;
+    async fn stats(&self) -> Result<StoreStats>;
+}

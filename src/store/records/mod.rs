@@ -1,0 +1,163 @@
+//! The record store: the system of record.
+//!
+//! Contract:
+//! - A [`RecordStore::write`] applies a batch of upserts and deletes for one tenant and appends one
+//!   change-log entry per record, all in one transaction: either every write and its entry is
+//!   durable when it returns, or none is.
+//! - Change-log sequence numbers strictly increase and are never reused; so are record keys.
+//! - An upsert of an existing `(tenant, id)` keeps its key and `created_at` and bumps `version`.
+//! - Deleting an absent id is not an error and logs nothing.
+//! - [`RecordStore::changes_since`] returns entries in sequence order together with the record's
+//!   current state (`None` once deleted), so replaying any suffix of the log converges.
+//! - Vectors are kept here as the source of truth; [`RecordStore::nearest_exact`] searches them
+//!   exactly, for small or heavily filtered sets.
+//! - Tenant-scoped methods never return another tenant's records.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{RecordKey, Seq, StoreStats, TenantId};
+use crate::error::Result;
+
+/// What a record contributes to the graph store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum GraphItem {
+    /// An entity: `label` is its type (person, project...), `name` how it is called.
+    Node { label: String, name: String },
+    /// A relation from record id `source` to record id `target`.
+    Edge { label: String, source: String, target: String },
+}
+
+/// A stored record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Record {
+    pub key: RecordKey,
+    #[schema(value_type = String)]
+    pub tenant: TenantId,
+    pub id: String,
+    pub kind: String,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub vector: Option<Vec<f32>>,
+    pub graph: Option<GraphItem>,
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A record as written; the store assigns key, version and times.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NewRecord {
+    pub id: String,
+    pub kind: String,
+    pub title: Option<String>,
+    pub body: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub vector: Option<Vec<f32>>,
+    pub graph: Option<GraphItem>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    Upsert(NewRecord),
+    Delete { id: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeOp {
+    Upsert,
+    Delete,
+}
+
+/// What one write did.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Written {
+    pub id: String,
+    pub key: RecordKey,
+    pub op: ChangeOp,
+    pub version: u64,
+    pub seq: Seq,
+}
+
+/// The outcome of a batch: `seq` is the last change-log entry it appended (or the head if none).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct WriteReceipt {
+    pub seq: Seq,
+    pub written: Vec<Written>,
+}
+
+/// A change-log entry with the record's state now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub seq: Seq,
+    pub tenant: TenantId,
+    pub key: RecordKey,
+    pub id: String,
+    pub op: ChangeOp,
+    pub record: Option<Record>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    pub kind: Option<String>,
+    /// Return records with a key greater than this (keyset pagination).
+    pub after_key: Option<RecordKey>,
+    pub limit: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExactHit {
+    pub key: RecordKey,
+    pub id: String,
+    /// Cosine distance (0 = same direction).
+    pub distance: f32,
+}
+
+#[async_trait]
+pub trait RecordStore: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+
+    /// Applies `writes` for `tenant` atomically, each with a change-log entry.
+    async fn write(&self, tenant: &TenantId, writes: Vec<Write>) -> Result<WriteReceipt>;
+
+    async fn get(&self, tenant: &TenantId, id: &str) -> Result<Option<Record>>;
+
+    async fn get_by_keys(&self, tenant: &TenantId, keys: &[RecordKey]) -> Result<Vec<Record>>;
+
+    async fn list(&self, tenant: &TenantId, filter: &ListFilter) -> Result<Vec<Record>>;
+
+    async fn count(&self, tenant: &TenantId) -> Result<u64>;
+
+    /// Exact nearest neighbours by cosine distance among the tenant's records with a vector.
+    async fn nearest_exact(
+        &self,
+        tenant: &TenantId,
+        kind: Option<&str>,
+        vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<ExactHit>>;
+
+    // --- system scope: the write path and operations only ---
+
+    /// Up to `limit` change-log entries after `after`, in order.
+    async fn changes_since(&self, after: Seq, limit: usize) -> Result<Vec<Change>>;
+
+    /// The last sequence number in the change log (0 when empty).
+    async fn head_seq(&self) -> Result<Seq>;
+
+    /// Records of every tenant with a key greater than `after_key`, in key order (rebuilds, checks).
+    async fn scan(&self, after_key: RecordKey, limit: usize) -> Result<Vec<Record>>;
+
+    /// Drops change-log entries up to and including `upto` (all derived stores have them durably).
+    async fn prune_changes(&self, upto: Seq) -> Result<u64>;
+
+    async fn stats(&self) -> Result<StoreStats>;
+}

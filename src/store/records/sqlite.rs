@@ -1,0 +1,443 @@
+//! The embedded record store: SQLite (bundled) in WAL mode, with sqlite-vec for exact vector search.
+//!
+//! One writer connection serialises writes; a few reader connections serve reads concurrently
+//! (WAL lets readers run beside the writer). All calls run on the blocking pool.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Once};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use parking_lot::Mutex;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{
+    Change, ChangeOp, ExactHit, GraphItem, ListFilter, NewRecord, Record, RecordStore, Write, WriteReceipt, Written,
+};
+use crate::config::{RecordsConfig, Synchronous};
+use crate::error::{Error, Result};
+use crate::store::{RecordKey, Seq, StoreStats, TenantId, blocking, dir_size};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
+
+const READERS: usize = 4;
+const DB_FILE: &str = "nexus.sqlite";
+
+pub struct SqliteRecordStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    dir: std::path::PathBuf,
+}
+
+impl Inner {
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        for _ in 0..self.readers.len() {
+            let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+            if let Some(conn) = self.readers[i].try_lock() {
+                return f(&conn);
+            }
+        }
+        let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
+        f(&self.readers[i].lock())
+    }
+}
+
+fn register_sqlite_vec() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| unsafe {
+        // sqlite-vec exports its entry point with the C signature SQLite expects of an extension.
+        type Init = unsafe extern "C" fn(
+            *mut rusqlite::ffi::sqlite3,
+            *mut *mut std::os::raw::c_char,
+            *const rusqlite::ffi::sqlite3_api_routines,
+        ) -> std::os::raw::c_int;
+        let init: Init = std::mem::transmute(sqlite_vec::sqlite3_vec_init as *const ());
+        rusqlite::ffi::sqlite3_auto_extension(Some(init));
+    });
+}
+
+fn open_connection(path: &Path, config: &RecordsConfig) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let sync = match config.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if applied > MIGRATIONS.len() {
+        return Err(Error::new(
+            crate::error::ErrorCode::DataDirFormatTooNew,
+            format!(
+                "the record store has schema version {applied}, newer than this nexus knows ({}); run a newer nexus",
+                MIGRATIONS.len()
+            ),
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "record store schema migrated");
+    }
+    Ok(())
+}
+
+impl SqliteRecordStore {
+    pub async fn open(dir: &Path, config: &RecordsConfig) -> Result<SqliteRecordStore> {
+        let dir = dir.to_path_buf();
+        let config = config.clone();
+        blocking(move || {
+            register_sqlite_vec();
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join(DB_FILE);
+            let mut writer = open_connection(&path, &config)?;
+            migrate(&mut writer)?;
+            let readers =
+                (0..READERS).map(|_| open_connection(&path, &config).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
+            Ok(SqliteRecordStore {
+                inner: Arc::new(Inner { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0), dir }),
+            })
+        })
+        .await
+    }
+}
+
+fn now_micros() -> i64 {
+    Utc::now().timestamp_micros()
+}
+
+fn from_micros(us: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(us).single().unwrap_or_default()
+}
+
+pub(crate) fn vector_to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub(crate) fn blob_to_vector(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+const RECORD_COLUMNS: &str =
+    "key, tenant, id, kind, title, body, tags, metadata, vector, graph, version, created_at, updated_at";
+
+fn record_from_row(row: &Row<'_>, offset: usize) -> rusqlite::Result<Record> {
+    let json_err = |i: usize, e: serde_json::Error| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    };
+    let tags: String = row.get(offset + 6)?;
+    let metadata: String = row.get(offset + 7)?;
+    let vector: Option<Vec<u8>> = row.get(offset + 8)?;
+    let graph: Option<String> = row.get(offset + 9)?;
+    let tenant: String = row.get(offset + 1)?;
+    Ok(Record {
+        key: row.get::<_, i64>(offset)? as u64,
+        tenant: TenantId::new(tenant)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e)))?,
+        id: row.get(offset + 2)?,
+        kind: row.get(offset + 3)?,
+        title: row.get(offset + 4)?,
+        body: row.get(offset + 5)?,
+        tags: serde_json::from_str(&tags).map_err(|e| json_err(offset + 6, e))?,
+        metadata: serde_json::from_str(&metadata).map_err(|e| json_err(offset + 7, e))?,
+        vector: vector.map(|b| blob_to_vector(&b)),
+        graph: graph.map(|g| serde_json::from_str::<GraphItem>(&g)).transpose().map_err(|e| json_err(offset + 9, e))?,
+        version: row.get::<_, i64>(offset + 10)? as u64,
+        created_at: from_micros(row.get(offset + 11)?),
+        updated_at: from_micros(row.get(offset + 12)?),
+    })
+}
+
+fn upsert(tx: &rusqlite::Transaction<'_>, tenant: &TenantId, r: &NewRecord, now: i64) -> Result<(RecordKey, u64)> {
+    let tags = serde_json::to_string(&r.tags).map_err(|e| Error::internal("encode tags", e))?;
+    let metadata = serde_json::to_string(&r.metadata).map_err(|e| Error::internal("encode metadata", e))?;
+    let graph = r
+        .graph
+        .as_ref()
+        .map(|g| serde_json::to_string(g))
+        .transpose()
+        .map_err(|e| Error::internal("encode graph", e))?;
+    let vector = r.vector.as_deref().map(vector_to_blob);
+    let (key, version): (i64, i64) = tx.query_row(
+        "INSERT INTO records (tenant, id, kind, title, body, tags, metadata, vector, graph, version, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?10)
+         ON CONFLICT (tenant, id) DO UPDATE SET
+            kind = excluded.kind, title = excluded.title, body = excluded.body, tags = excluded.tags,
+            metadata = excluded.metadata, vector = excluded.vector, graph = excluded.graph,
+            version = records.version + 1, updated_at = excluded.updated_at
+         RETURNING key, version",
+        params![tenant.as_str(), r.id, r.kind, r.title, r.body, tags, metadata, vector, graph, now],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    Ok((key as u64, version as u64))
+}
+
+fn log_change(
+    tx: &rusqlite::Transaction<'_>,
+    tenant: &TenantId,
+    key: RecordKey,
+    id: &str,
+    op: ChangeOp,
+    now: i64,
+) -> Result<Seq> {
+    let op = match op {
+        ChangeOp::Upsert => "upsert",
+        ChangeOp::Delete => "delete",
+    };
+    tx.execute(
+        "INSERT INTO changes (tenant, record_key, id, op, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![tenant.as_str(), key as i64, id, op, now],
+    )?;
+    Ok(tx.last_insert_rowid() as u64)
+}
+
+fn head_seq(conn: &Connection) -> Result<Seq> {
+    // sqlite_sequence keeps the highest seq ever handed out, even after pruning.
+    let seq: Option<i64> =
+        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'changes'", [], |r| r.get(0)).optional()?;
+    Ok(seq.unwrap_or(0) as u64)
+}
+
+#[async_trait]
+impl RecordStore for SqliteRecordStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn write(&self, tenant: &TenantId, writes: Vec<Write>) -> Result<WriteReceipt> {
+        let inner = self.inner.clone();
+        let tenant = tenant.clone();
+        blocking(move || {
+            let mut conn = inner.writer.lock();
+            let tx = conn.transaction()?;
+            let now = now_micros();
+            let mut written = Vec::with_capacity(writes.len());
+            for write in &writes {
+                match write {
+                    Write::Upsert(record) => {
+                        let (key, version) = upsert(&tx, &tenant, record, now)?;
+                        let seq = log_change(&tx, &tenant, key, &record.id, ChangeOp::Upsert, now)?;
+                        written.push(Written { id: record.id.clone(), key, op: ChangeOp::Upsert, version, seq });
+                    }
+                    Write::Delete { id } => {
+                        let gone: Option<(i64, i64)> = tx
+                            .query_row(
+                                "DELETE FROM records WHERE tenant = ?1 AND id = ?2 RETURNING key, version",
+                                params![tenant.as_str(), id],
+                                |r| Ok((r.get(0)?, r.get(1)?)),
+                            )
+                            .optional()?;
+                        if let Some((key, version)) = gone {
+                            let seq = log_change(&tx, &tenant, key as u64, id, ChangeOp::Delete, now)?;
+                            written.push(Written {
+                                id: id.clone(),
+                                key: key as u64,
+                                op: ChangeOp::Delete,
+                                version: version as u64,
+                                seq,
+                            });
+                        }
+                    }
+                }
+            }
+            let seq = match written.last() {
+                Some(w) => w.seq,
+                None => head_seq(&tx)?,
+            };
+            tx.commit()?;
+            Ok(WriteReceipt { seq, written })
+        })
+        .await
+    }
+
+    async fn get(&self, tenant: &TenantId, id: &str) -> Result<Option<Record>> {
+        let inner = self.inner.clone();
+        let (tenant, id) = (tenant.clone(), id.to_string());
+        blocking(move || {
+            inner.read(|conn| {
+                let sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND id = ?2");
+                Ok(conn.query_row(&sql, params![tenant.as_str(), id], |r| record_from_row(r, 0)).optional()?)
+            })
+        })
+        .await
+    }
+
+    async fn get_by_keys(&self, tenant: &TenantId, keys: &[RecordKey]) -> Result<Vec<Record>> {
+        let inner = self.inner.clone();
+        let tenant = tenant.clone();
+        let keys = keys.to_vec();
+        blocking(move || {
+            inner.read(|conn| {
+                let sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND key = ?2");
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut out = Vec::with_capacity(keys.len());
+                for key in keys {
+                    if let Some(r) =
+                        stmt.query_row(params![tenant.as_str(), key as i64], |r| record_from_row(r, 0)).optional()?
+                    {
+                        out.push(r);
+                    }
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn list(&self, tenant: &TenantId, filter: &ListFilter) -> Result<Vec<Record>> {
+        let inner = self.inner.clone();
+        let tenant = tenant.clone();
+        let filter = filter.clone();
+        blocking(move || {
+            inner.read(|conn| {
+                let sql = format!(
+                    "SELECT {RECORD_COLUMNS} FROM records
+                     WHERE tenant = ?1 AND (?2 IS NULL OR kind = ?2) AND key > ?3
+                     ORDER BY key LIMIT ?4"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(
+                    params![tenant.as_str(), filter.kind, filter.after_key.unwrap_or(0) as i64, filter.limit as i64],
+                    |r| record_from_row(r, 0),
+                )?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn count(&self, tenant: &TenantId) -> Result<u64> {
+        let inner = self.inner.clone();
+        let tenant = tenant.clone();
+        blocking(move || {
+            inner.read(|conn| {
+                let n: i64 =
+                    conn.query_row("SELECT count(*) FROM records WHERE tenant = ?1", [tenant.as_str()], |r| r.get(0))?;
+                Ok(n as u64)
+            })
+        })
+        .await
+    }
+
+    async fn nearest_exact(
+        &self,
+        tenant: &TenantId,
+        kind: Option<&str>,
+        vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<ExactHit>> {
+        let inner = self.inner.clone();
+        let tenant = tenant.clone();
+        let kind = kind.map(str::to_string);
+        let blob = vector_to_blob(vector);
+        blocking(move || {
+            inner.read(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT key, id, vec_distance_cosine(vector, ?3) AS distance FROM records
+                     WHERE tenant = ?1 AND (?2 IS NULL OR kind = ?2) AND vector IS NOT NULL AND length(vector) = ?4
+                     ORDER BY distance LIMIT ?5",
+                )?;
+                let rows = stmt.query_map(params![tenant.as_str(), kind, blob, blob.len() as i64, k as i64], |r| {
+                    Ok(ExactHit {
+                        key: r.get::<_, i64>(0)? as u64,
+                        id: r.get(1)?,
+                        distance: r.get::<_, f64>(2)? as f32,
+                    })
+                })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn changes_since(&self, after: Seq, limit: usize) -> Result<Vec<Change>> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner.read(|conn| {
+                let sql = format!(
+                    "SELECT c.seq, c.tenant, c.record_key, c.id, c.op, {}
+                     FROM changes c LEFT JOIN records r ON r.key = c.record_key
+                     WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2",
+                    RECORD_COLUMNS.split(", ").map(|c| format!("r.{c}")).collect::<Vec<_>>().join(", ")
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![after as i64, limit as i64], |row| {
+                    let tenant: String = row.get(1)?;
+                    let op: String = row.get(4)?;
+                    let present: Option<i64> = row.get(5)?;
+                    let record = match present {
+                        Some(_) => Some(record_from_row(row, 5)?),
+                        None => None,
+                    };
+                    Ok((row.get::<_, i64>(0)?, tenant, row.get::<_, i64>(2)?, row.get::<_, String>(3)?, op, record))
+                })?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (seq, tenant, key, id, op, record) = row?;
+                    let op = if op == "delete" { ChangeOp::Delete } else { ChangeOp::Upsert };
+                    out.push(Change {
+                        seq: seq as u64,
+                        tenant: TenantId::new(tenant)?,
+                        key: key as u64,
+                        id,
+                        op,
+                        record,
+                    });
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn head_seq(&self) -> Result<Seq> {
+        let inner = self.inner.clone();
+        blocking(move || inner.read(head_seq)).await
+    }
+
+    async fn scan(&self, after_key: RecordKey, limit: usize) -> Result<Vec<Record>> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner.read(|conn| {
+                let sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE key > ?1 ORDER BY key LIMIT ?2");
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params![after_key as i64, limit as i64], |r| record_from_row(r, 0))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn prune_changes(&self, upto: Seq) -> Result<u64> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let conn = inner.writer.lock();
+            Ok(conn.execute("DELETE FROM changes WHERE seq <= ?1", [upto as i64])? as u64)
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let items =
+                inner.read(|conn| Ok(conn.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))?))?;
+            Ok(StoreStats { items: items as u64, bytes: dir_size(&inner.dir) })
+        })
+        .await
+    }
+}

@@ -1,0 +1,514 @@
+//! The conformance suites: one function per store trait, run against every implementation
+//! (`tests/conformance.rs` runs the embedded ones; a cluster twin adds its own call).
+//!
+//! Each suite takes a function that opens the store on the same underlying storage, so it can
+//! check what survives a reopen. Suites panic on the first broken promise.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+
+use super::TenantId;
+use super::graph::{Direction, GraphEdge, GraphNode, GraphStore, GraphWrite};
+use super::objects::ObjectStore;
+use super::records::{ChangeOp, GraphItem, ListFilter, NewRecord, RecordStore, Write};
+use super::text::{TextDoc, TextQuery, TextStore};
+use super::vectors::{VectorPoint, VectorQuery, VectorStore};
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).unwrap()
+}
+
+fn record(id: &str, kind: &str, body: &str) -> NewRecord {
+    NewRecord {
+        id: id.into(),
+        kind: kind.into(),
+        body: Some(body.into()),
+        metadata: serde_json::json!({"n": 1}),
+        ..Default::default()
+    }
+}
+
+/// A unit vector along axis `i` with a small tilt towards axis `j`.
+pub fn axis_vector(dims: usize, i: usize, j: usize, tilt: f32) -> Vec<f32> {
+    let mut v = vec![0.0; dims];
+    v[i % dims] = 1.0;
+    v[j % dims] += tilt;
+    v
+}
+
+pub async fn record_store_suite<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn RecordStore>>,
+{
+    let store = open().await;
+    let (a, b) = (tenant("suite-a"), tenant("suite-b"));
+    assert_eq!(store.head_seq().await.unwrap(), 0, "a new store has an empty change log");
+
+    // Writes are atomic batches with one change entry each, in order.
+    let mut with_vector = record("r1", "note", "first body");
+    with_vector.vector = Some(axis_vector(4, 0, 1, 0.1));
+    with_vector.tags = vec!["x".into()];
+    with_vector.graph = Some(GraphItem::Node { label: "person".into(), name: "Ada".into() });
+    let receipt = store
+        .write(&a, vec![Write::Upsert(with_vector.clone()), Write::Upsert(record("r2", "note", "second"))])
+        .await
+        .unwrap();
+    assert_eq!(receipt.written.len(), 2);
+    assert!(receipt.written[0].seq < receipt.written[1].seq, "sequence numbers increase");
+    assert_eq!(receipt.seq, receipt.written[1].seq);
+    assert_ne!(receipt.written[0].key, receipt.written[1].key);
+    let r1 = store.get(&a, "r1").await.unwrap().expect("r1 stored");
+    assert_eq!(r1.vector.as_deref(), with_vector.vector.as_deref(), "vectors round-trip exactly");
+    assert_eq!(r1.graph, with_vector.graph);
+    assert_eq!(r1.tags, vec!["x".to_string()]);
+    assert_eq!(r1.metadata, serde_json::json!({"n": 1}));
+    assert_eq!(r1.version, 1);
+
+    // Upsert keeps key and created_at, bumps version.
+    let receipt2 = store.write(&a, vec![Write::Upsert(record("r1", "note", "changed"))]).await.unwrap();
+    let r1b = store.get(&a, "r1").await.unwrap().unwrap();
+    assert_eq!(r1b.key, r1.key);
+    assert_eq!(r1b.version, 2);
+    assert_eq!(r1b.created_at, r1.created_at);
+    assert_eq!(r1b.body.as_deref(), Some("changed"));
+    assert!(r1b.vector.is_none(), "an upsert replaces the whole record");
+    assert!(receipt2.seq > receipt.seq);
+
+    // Tenant isolation.
+    store.write(&b, vec![Write::Upsert(record("r1", "note", "b's own r1"))]).await.unwrap();
+    assert_eq!(store.get(&a, "r1").await.unwrap().unwrap().body.as_deref(), Some("changed"));
+    assert_eq!(store.get(&b, "r1").await.unwrap().unwrap().body.as_deref(), Some("b's own r1"));
+    assert!(store.get(&b, "r2").await.unwrap().is_none(), "b cannot read a's r2");
+    assert_eq!(store.count(&a).await.unwrap(), 2);
+    assert_eq!(store.count(&b).await.unwrap(), 1);
+    let b_key = store.get(&b, "r1").await.unwrap().unwrap().key;
+    assert!(store.get_by_keys(&a, &[b_key]).await.unwrap().is_empty(), "keys do not cross tenants");
+
+    // Delete: logged once; deleting an absent id logs nothing.
+    let head = store.head_seq().await.unwrap();
+    let del = store.write(&a, vec![Write::Delete { id: "r2".into() }]).await.unwrap();
+    assert_eq!(del.written.len(), 1);
+    assert_eq!(del.written[0].op, ChangeOp::Delete);
+    let none = store.write(&a, vec![Write::Delete { id: "nope".into() }]).await.unwrap();
+    assert!(none.written.is_empty());
+    assert_eq!(none.seq, head + 1, "an empty receipt reports the head");
+    assert!(store.get(&a, "r2").await.unwrap().is_none());
+
+    // The change log carries each record's current state; deleted records have none.
+    let changes = store.changes_since(0, 100).await.unwrap();
+    assert_eq!(changes.len(), 5);
+    assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    let first = &changes[0];
+    assert_eq!((first.id.as_str(), first.tenant.as_str()), ("r1", "suite-a"));
+    assert_eq!(first.record.as_ref().unwrap().version, 2, "replay sees the current state");
+    let r2_changes: Vec<_> = changes.iter().filter(|c| c.id == "r2").collect();
+    assert!(r2_changes.iter().all(|c| c.record.is_none()));
+    assert_eq!(r2_changes.last().unwrap().op, ChangeOp::Delete);
+    assert_eq!(store.changes_since(changes[2].seq, 100).await.unwrap().len(), 2);
+    assert_eq!(store.changes_since(0, 2).await.unwrap().len(), 2, "limit is honoured");
+
+    // Keys are never reused, even after the newest record is deleted.
+    let r3 = store.write(&a, vec![Write::Upsert(record("r3", "task", "third"))]).await.unwrap();
+    store.write(&a, vec![Write::Delete { id: "r3".into() }]).await.unwrap();
+    let r4 = store.write(&a, vec![Write::Upsert(record("r4", "task", "fourth"))]).await.unwrap();
+    assert!(r4.written[0].key > r3.written[0].key);
+
+    // Listing: by kind, keyset pagination.
+    for i in 0..5 {
+        store.write(&a, vec![Write::Upsert(record(&format!("p{i}"), "page", "x"))]).await.unwrap();
+    }
+    let page1 = store.list(&a, &ListFilter { kind: Some("page".into()), after_key: None, limit: 3 }).await.unwrap();
+    assert_eq!(page1.len(), 3);
+    let page2 = store
+        .list(&a, &ListFilter { kind: Some("page".into()), after_key: Some(page1[2].key), limit: 3 })
+        .await
+        .unwrap();
+    assert_eq!(page2.len(), 2);
+    assert!(page2.iter().all(|r| r.kind == "page" && r.key > page1[2].key));
+    assert!(
+        store.list(&b, &ListFilter { kind: Some("page".into()), after_key: None, limit: 10 }).await.unwrap().is_empty()
+    );
+
+    // Exact vector search: nearest first, scoped to tenant and kind.
+    let dims = 4;
+    for (id, i) in [("v0", 0), ("v1", 1), ("v2", 2)] {
+        let mut r = record(id, "vec", "v");
+        r.vector = Some(axis_vector(dims, i, i + 1, 0.05));
+        store.write(&a, vec![Write::Upsert(r)]).await.unwrap();
+    }
+    let mut other = record("v9", "vec", "v");
+    other.vector = Some(axis_vector(dims, 1, 1, 0.0));
+    store.write(&b, vec![Write::Upsert(other)]).await.unwrap();
+    let hits = store.nearest_exact(&a, Some("vec"), &axis_vector(dims, 1, 0, 0.0), 2).await.unwrap();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0].id, "v1");
+    assert!(hits[0].distance <= hits[1].distance);
+    assert!(hits.iter().all(|h| h.id != "v9"));
+
+    // Scan covers every tenant in key order; stats count records.
+    let all = store.scan(0, 1000).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].key < w[1].key));
+    assert_eq!(all.len() as u64, store.stats().await.unwrap().items);
+    assert!(all.iter().any(|r| r.tenant == b));
+
+    // Pruning keeps the head and the later entries.
+    let head = store.head_seq().await.unwrap();
+    store.prune_changes(head - 1).await.unwrap();
+    assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 1);
+    assert_eq!(store.head_seq().await.unwrap(), head, "pruning never lowers the head");
+
+    // Everything acknowledged survives a reopen.
+    drop(store);
+    let store = open().await;
+    assert_eq!(store.get(&a, "r1").await.unwrap().unwrap().version, 2);
+    assert_eq!(store.head_seq().await.unwrap(), head);
+    let next = store.write(&a, vec![Write::Upsert(record("after", "note", "x"))]).await.unwrap();
+    assert_eq!(next.seq, head + 1, "sequence numbers continue after a reopen");
+}
+
+pub async fn vector_store_suite<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn VectorStore>>,
+{
+    let store = open().await;
+    let dims = store.dimensions();
+    let (a, b) = (tenant("suite-a"), tenant("suite-b"));
+    let point = |key, t: &TenantId, kind: &str, i, j, tilt| VectorPoint {
+        key,
+        tenant: t.clone(),
+        kind: kind.into(),
+        vector: axis_vector(dims, i, j, tilt),
+    };
+    assert_eq!(store.committed_seq().await.unwrap(), 0);
+    store
+        .upsert(vec![
+            point(1, &a, "doc", 0, 1, 0.1),
+            point(2, &a, "doc", 1, 2, 0.1),
+            point(3, &a, "memory", 0, 2, 0.3),
+            point(4, &b, "doc", 0, 1, 0.0),
+        ])
+        .await
+        .unwrap();
+    let query = |t: &TenantId, k, kinds: Option<Vec<String>>| VectorQuery {
+        tenant: t.clone(),
+        vector: axis_vector(dims, 0, 0, 0.0),
+        k,
+        kinds,
+        predicate: None,
+    };
+    let hits = store.search(query(&a, 3, None)).await.unwrap();
+    assert_eq!(hits.iter().map(|h| h.key).collect::<Vec<_>>(), vec![1, 3, 2], "best first");
+    assert!(hits[0].score > hits[1].score && hits[1].score > hits[2].score);
+    assert!(hits[0].score <= 1.0001 && hits[0].score > 0.9);
+    assert!(store.search(query(&a, 10, None)).await.unwrap().iter().all(|h| h.key != 4), "tenant isolation");
+    assert_eq!(store.search(query(&b, 10, None)).await.unwrap().len(), 1);
+    let docs = store.search(query(&a, 10, Some(vec!["memory".into()]))).await.unwrap();
+    assert_eq!(docs.iter().map(|h| h.key).collect::<Vec<_>>(), vec![3], "kind filter");
+    let mut with_predicate = query(&a, 10, None);
+    with_predicate.predicate = Some(Arc::new(|key| key % 2 == 0));
+    assert_eq!(store.search(with_predicate).await.unwrap().iter().map(|h| h.key).collect::<Vec<_>>(), vec![2]);
+    assert!(store.search(query(&tenant("nobody"), 10, None)).await.unwrap().is_empty());
+
+    // Upsert replaces; delete removes.
+    store.upsert(vec![point(1, &a, "doc", 3, 3, 0.0)]).await.unwrap();
+    let hits = store.search(query(&a, 1, None)).await.unwrap();
+    assert_eq!(hits[0].key, 3, "key 1 moved away from the query");
+    store.delete(vec![3, 99]).await.unwrap();
+    assert_eq!(store.keys().await.unwrap(), vec![1, 2, 4]);
+
+    // Bad vectors are refused.
+    let mut bad = point(5, &a, "doc", 0, 0, 0.0);
+    bad.vector.push(1.0);
+    assert!(store.upsert(vec![bad]).await.is_err(), "wrong dimensions refused");
+    let mut nan = point(5, &a, "doc", 0, 0, 0.0);
+    nan.vector[0] = f32::NAN;
+    assert!(store.upsert(vec![nan]).await.is_err(), "NaN refused");
+
+    // Commit makes state and position durable together.
+    store.commit(7).await.unwrap();
+    store.upsert(vec![point(6, &a, "doc", 2, 2, 0.0)]).await.unwrap(); // applied, not committed
+    drop(store);
+    let store = open().await;
+    assert_eq!(store.committed_seq().await.unwrap(), 7);
+    assert_eq!(store.keys().await.unwrap(), vec![1, 2, 4], "uncommitted changes are replayed, not kept");
+    assert_eq!(store.search(query(&b, 10, None)).await.unwrap()[0].key, 4, "tenants survive a reopen");
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.items, 3);
+
+    store.clear().await.unwrap();
+    assert!(store.keys().await.unwrap().is_empty());
+    assert_eq!(store.committed_seq().await.unwrap(), 0);
+}
+
+fn text_doc(key: u64, t: &TenantId, kind: &str, title: &str, body: &str, tags: &[&str]) -> TextDoc {
+    TextDoc {
+        key,
+        tenant: t.clone(),
+        kind: kind.into(),
+        title: title.into(),
+        body: body.into(),
+        tags: tags.iter().map(|s| s.to_string()).collect(),
+        updated_at: 0,
+    }
+}
+
+pub async fn text_store_suite<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn TextStore>>,
+{
+    let store = open().await;
+    let (a, b) = (tenant("suite-a"), tenant("suite-b"));
+    store
+        .upsert(vec![
+            text_doc(
+                1,
+                &a,
+                "doc",
+                "Gardening notes",
+                "The gardener runs the greenhouse and waters tomatoes daily.",
+                &["home"],
+            ),
+            text_doc(2, &a, "doc", "Running a marathon", "Training plans for runners.", &["sport"]),
+            text_doc(3, &a, "memory", "Lunch", "Ada prefers tomatoes in her salad.", &["home", "food"]),
+            text_doc(4, &b, "doc", "Running secrets", "Tenant b runs too.", &[]),
+        ])
+        .await
+        .unwrap();
+    let q = |t: &TenantId, text: &str| TextQuery {
+        tenant: t.clone(),
+        query: text.into(),
+        limit: 10,
+        offset: 0,
+        kinds: None,
+        tags: vec![],
+    };
+    assert!(store.search(q(&a, "tomatoes")).await.unwrap().is_empty(), "invisible before commit");
+    store.commit(3).await.unwrap();
+
+    // Stemming: "running" finds "runs" and "runners"; the title match ranks first.
+    let hits = store.search(q(&a, "running")).await.unwrap();
+    let keys: Vec<u64> = hits.iter().map(|h| h.key).collect();
+    assert_eq!(keys.first(), Some(&2), "title match outranks body match: {keys:?}");
+    assert!(keys.contains(&1), "stemmed body match: {keys:?}");
+    assert!(!keys.contains(&4), "tenant isolation");
+
+    // Snippets highlight the matched words.
+    let hits = store.search(q(&a, "greenhouse")).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    let snippet = &hits[0].snippet;
+    assert!(!snippet.highlights.is_empty());
+    let (s, e) = snippet.highlights[0];
+    assert_eq!(snippet.text[s..e].to_lowercase(), "greenhouse");
+
+    // Filters: kinds and tags.
+    let mut kinds = q(&a, "tomatoes");
+    kinds.kinds = Some(vec!["memory".into()]);
+    assert_eq!(store.search(kinds).await.unwrap().iter().map(|h| h.key).collect::<Vec<_>>(), vec![3]);
+    let mut tags = q(&a, "tomatoes");
+    tags.tags = vec!["home".into(), "food".into()];
+    assert_eq!(store.search(tags).await.unwrap().iter().map(|h| h.key).collect::<Vec<_>>(), vec![3]);
+
+    // Query syntax: phrases, required and excluded terms; malformed input is not an error.
+    assert_eq!(
+        store.search(q(&a, "\"waters tomatoes\"")).await.unwrap().iter().map(|h| h.key).collect::<Vec<_>>(),
+        vec![1]
+    );
+    let excluded = store.search(q(&a, "tomatoes -salad")).await.unwrap();
+    assert_eq!(excluded.iter().map(|h| h.key).collect::<Vec<_>>(), vec![1]);
+    assert!(store.search(q(&a, "tomatoes AND (")).await.is_ok());
+    assert!(
+        store.search(q(&a, "tenant:suite-b runs")).await.unwrap().iter().all(|h| h.key != 4),
+        "field syntax cannot escape the tenant"
+    );
+
+    // Pagination.
+    let mut page = q(&a, "tomatoes running");
+    page.limit = 1;
+    page.offset = 1;
+    assert_eq!(store.search(page).await.unwrap().len(), 1);
+
+    // Replace and delete.
+    store.upsert(vec![text_doc(1, &a, "doc", "Gardening notes", "Only roses now.", &[])]).await.unwrap();
+    store.delete(vec![3]).await.unwrap();
+    store.commit(5).await.unwrap();
+    assert!(store.search(q(&a, "tomatoes")).await.unwrap().is_empty());
+    assert_eq!(store.keys().await.unwrap(), vec![1, 2, 4]);
+
+    // Durable with its position.
+    store.upsert(vec![text_doc(9, &a, "doc", "uncommitted", "gone after reopen", &[])]).await.unwrap();
+    drop(store);
+    let store = open().await;
+    assert_eq!(store.committed_seq().await.unwrap(), 5);
+    assert_eq!(store.keys().await.unwrap(), vec![1, 2, 4]);
+    assert_eq!(store.stats().await.unwrap().items, 3);
+    store.clear().await.unwrap();
+    assert!(store.keys().await.unwrap().is_empty());
+    assert_eq!(store.committed_seq().await.unwrap(), 0);
+}
+
+fn node(key: u64, t: &TenantId, id: &str, name: &str) -> GraphWrite {
+    GraphWrite::Node(GraphNode {
+        key,
+        tenant: t.clone(),
+        id: id.into(),
+        label: "person".into(),
+        name: name.into(),
+        properties: serde_json::json!({}),
+        updated_at: 0,
+    })
+}
+
+fn edge(key: u64, t: &TenantId, id: &str, label: &str, source: &str, target: &str) -> GraphWrite {
+    GraphWrite::Edge(GraphEdge {
+        key,
+        tenant: t.clone(),
+        id: id.into(),
+        label: label.into(),
+        source: source.into(),
+        target: target.into(),
+        properties: serde_json::json!({"since": 2020}),
+        updated_at: 0,
+    })
+}
+
+pub async fn graph_store_suite<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn GraphStore>>,
+{
+    let store = open().await;
+    let (a, b) = (tenant("suite-a"), tenant("suite-b"));
+    // a: ada -knows-> bob -knows-> cy -works_with-> dee ; ada -manages-> eve (eve has no node yet)
+    store
+        .apply(vec![
+            node(1, &a, "ada", "Ada"),
+            node(2, &a, "bob", "Bob"),
+            node(3, &a, "cy", "Cy"),
+            node(4, &a, "dee", "Dee"),
+            edge(10, &a, "e1", "knows", "ada", "bob"),
+            edge(11, &a, "e2", "knows", "bob", "cy"),
+            edge(12, &a, "e3", "works_with", "cy", "dee"),
+            edge(13, &a, "e4", "manages", "ada", "eve"),
+            node(20, &b, "ada", "Other Ada"),
+            edge(21, &b, "e1", "knows", "ada", "zed"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.node(&a, "ada").await.unwrap().unwrap().name, "Ada");
+    assert_eq!(store.node(&b, "ada").await.unwrap().unwrap().name, "Other Ada", "tenants are separate graphs");
+    assert!(store.node(&a, "zed").await.unwrap().is_none());
+
+    let out = store.neighbours(&a, "ada", Direction::Out, None).await.unwrap();
+    assert_eq!(out.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), vec!["bob", "eve"]);
+    assert!(out[1].node.is_none(), "an edge may name a node that does not exist yet");
+    assert_eq!(out[0].edge.properties["since"], 2020);
+    let incoming = store.neighbours(&a, "bob", Direction::In, None).await.unwrap();
+    assert_eq!(incoming.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), vec!["ada"]);
+    let labelled = store.neighbours(&a, "ada", Direction::Both, Some("manages")).await.unwrap();
+    assert_eq!(labelled.len(), 1);
+
+    let hops = store.k_hop(&a, "ada", 2, 100).await.unwrap();
+    let ids: Vec<(&str, usize)> = hops.iter().map(|r| (r.id.as_str(), r.depth)).collect();
+    assert_eq!(ids, vec![("bob", 1), ("eve", 1), ("cy", 2)]);
+    assert_eq!(store.k_hop(&a, "ada", 3, 2).await.unwrap().len(), 2, "limit is honoured");
+
+    let path = store.shortest_path(&a, "ada", "dee").await.unwrap().unwrap();
+    assert_eq!(path, vec!["ada", "bob", "cy", "dee"]);
+    assert_eq!(store.shortest_path(&a, "dee", "ada").await.unwrap().unwrap().len(), 4, "paths ignore direction");
+    assert!(store.shortest_path(&a, "ada", "zed").await.unwrap().is_none(), "no path across tenants");
+
+    // eve appears: the dangling edge now reaches her.
+    store.apply(vec![node(5, &a, "eve", "Eve")]).await.unwrap();
+    let out = store.neighbours(&a, "ada", Direction::Out, Some("manages")).await.unwrap();
+    assert_eq!(out[0].node.as_ref().unwrap().name, "Eve");
+
+    // Re-pointing an edge and deleting a node.
+    store.apply(vec![edge(11, &a, "e2", "knows", "bob", "dee"), GraphWrite::Delete(3)]).await.unwrap();
+    assert_eq!(store.shortest_path(&a, "ada", "dee").await.unwrap().unwrap(), vec!["ada", "bob", "dee"]);
+    assert!(store.node(&a, "cy").await.unwrap().is_none());
+    let cy = store.neighbours(&a, "cy", Direction::Both, None).await.unwrap();
+    assert_eq!(cy.len(), 1, "cy's remaining edge still names it");
+
+    store.commit(42).await.unwrap();
+    drop(store);
+    let store = open().await;
+    assert_eq!(store.committed_seq().await.unwrap(), 42);
+    assert_eq!(store.keys().await.unwrap(), vec![1, 2, 4, 5, 10, 11, 12, 13, 20, 21]);
+    assert_eq!(store.shortest_path(&a, "ada", "dee").await.unwrap().unwrap(), vec!["ada", "bob", "dee"]);
+    store.clear().await.unwrap();
+    assert!(store.keys().await.unwrap().is_empty());
+    assert!(store.node(&a, "ada").await.unwrap().is_none());
+}
+
+fn body(parts: &[&'static [u8]]) -> super::objects::ByteStream {
+    let chunks: Vec<std::io::Result<Bytes>> = parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+    futures::stream::iter(chunks).boxed()
+}
+
+async fn read_all(mut stream: super::objects::ByteStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    out
+}
+
+pub async fn object_store_suite<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn ObjectStore>>,
+{
+    let store = open().await;
+    let (a, b) = (tenant("suite-a"), tenant("suite-b"));
+    let info = store.put(&a, "docs/report.txt", body(&[b"hello ", b"world"])).await.unwrap();
+    assert_eq!(info.size, 11);
+    // sha256("hello world")
+    assert_eq!(info.sha256.as_deref(), Some("b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"));
+    let (meta, stream) = store.get(&a, "docs/report.txt").await.unwrap();
+    assert_eq!(meta.size, 11);
+    assert_eq!(read_all(stream).await, b"hello world");
+    assert_eq!(store.content_hash(&a, "docs/report.txt").await.unwrap(), info.sha256.unwrap());
+
+    // Large objects stream through in many chunks.
+    let big: &'static [u8] = Box::leak(vec![7u8; 3 * 1024 * 1024].into_boxed_slice());
+    let parts: Vec<&'static [u8]> = big.chunks(64 * 1024).collect();
+    let info = store.put(&a, "blobs/big.bin", body(&parts)).await.unwrap();
+    assert_eq!(info.size, big.len() as u64);
+    assert_eq!(read_all(store.get(&a, "blobs/big.bin").await.unwrap().1).await.len(), big.len());
+
+    // Replace, tenant isolation, listing by prefix.
+    store.put(&a, "docs/report.txt", body(&[b"v2"])).await.unwrap();
+    assert_eq!(read_all(store.get(&a, "docs/report.txt").await.unwrap().1).await, b"v2");
+    store.put(&b, "docs/report.txt", body(&[b"b's"])).await.unwrap();
+    assert_eq!(read_all(store.get(&a, "docs/report.txt").await.unwrap().1).await, b"v2");
+    store.put(&a, "docs/notes.md", body(&[b"# notes"])).await.unwrap();
+    let listed: Vec<String> = store.list(&a, "docs/").await.unwrap().into_iter().map(|o| o.key).collect();
+    assert_eq!(listed, vec!["docs/notes.md", "docs/report.txt"]);
+    assert_eq!(store.list(&a, "").await.unwrap().len(), 3);
+    assert_eq!(store.list(&b, "").await.unwrap().len(), 1);
+
+    // Missing keys and bad keys.
+    let missing = store.get(&a, "docs/none.txt").await.err().unwrap();
+    assert_eq!(missing.code, crate::error::ErrorCode::NotFound);
+    assert!(store.head(&a, "docs/none.txt").await.unwrap().is_none());
+    for bad in ["", "../escape", "a//b", "a/./b", "/abs"] {
+        let err = store.put(&a, bad, body(&[b"x"])).await.err().unwrap_or_else(|| panic!("{bad:?} accepted"));
+        assert_eq!(err.code, crate::error::ErrorCode::InvalidRequest, "{bad:?}");
+    }
+
+    // Delete.
+    assert!(store.delete(&a, "docs/notes.md").await.unwrap());
+    assert!(!store.delete(&a, "docs/notes.md").await.unwrap());
+    assert!(store.head(&a, "docs/notes.md").await.unwrap().is_none());
+
+    drop(store);
+    let store = open().await;
+    assert_eq!(store.head(&a, "docs/report.txt").await.unwrap().unwrap().size, 2);
+    assert_eq!(store.stats().await.unwrap().items, 3);
+}

@@ -1,0 +1,73 @@
+//! The text store: full-text search with BM25.
+//!
+//! Contract:
+//! - Documents are keyed by record key; [`TextStore::upsert`] replaces a key's document.
+//! - English text is stemmed, so "running" finds "runs"; a title match weighs more than a body match.
+//! - A search sees only the query's tenant, optionally only some kinds and documents carrying all
+//!   the given tags; hits come best first with a snippet whose highlights are byte ranges into
+//!   the snippet text.
+//! - The query language: words (any may match, more matches rank higher), "quoted phrases",
+//!   `+required` and `-excluded` terms. Malformed syntax is searched as plain words, never an error.
+//! - Changes are visible to search after [`TextStore::commit`], which also makes them durable
+//!   together with the change-log position returned by [`TextStore::committed_seq`].
+
+pub mod tantivy;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::{RecordKey, Seq, StoreStats, TenantId};
+use crate::error::Result;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextDoc {
+    pub key: RecordKey,
+    pub tenant: TenantId,
+    pub kind: String,
+    pub title: String,
+    pub body: String,
+    pub tags: Vec<String>,
+    /// Microseconds since the epoch.
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct TextQuery {
+    pub tenant: TenantId,
+    pub query: String,
+    pub limit: usize,
+    pub offset: usize,
+    pub kinds: Option<Vec<String>>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Snippet {
+    pub text: String,
+    /// Byte ranges `[start, end)` of matched terms within `text`.
+    pub highlights: Vec<(usize, usize)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextHit {
+    pub key: RecordKey,
+    pub score: f32,
+    pub snippet: Snippet,
+}
+
+#[async_trait]
+pub trait TextStore: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+
+    async fn upsert(&self, docs: Vec<TextDoc>) -> Result<()>;
+    async fn delete(&self, keys: Vec<RecordKey>) -> Result<()>;
+    async fn search(&self, query: TextQuery) -> Result<Vec<TextHit>>;
+
+    /// Makes applied changes visible and durable, up to change-log position `seq`.
+    async fn commit(&self, seq: Seq) -> Result<()>;
+    async fn committed_seq(&self) -> Result<Seq>;
+
+    async fn keys(&self) -> Result<Vec<RecordKey>>;
+    async fn clear(&self) -> Result<()>;
+    async fn stats(&self) -> Result<StoreStats>;
+}

@@ -1,0 +1,273 @@
+//! The embedded text store: a tantivy index with English stemming (tantivy's `en_stem` analyzer).
+//!
+//! One `IndexWriter` lives for the store's lifetime. A commit carries the change-log position as
+//! its payload, so the position and the documents become durable together.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
+use tantivy::schema::{
+    FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
+
+use super::{Snippet, TextDoc, TextHit, TextQuery, TextStore};
+use crate::config::TextConfig;
+use crate::error::{Error, Result};
+use crate::store::{RecordKey, Seq, StoreStats, blocking, dir_size};
+
+const TITLE_BOOST: f32 = 2.0;
+const SNIPPET_CHARS: usize = 240;
+
+#[derive(Clone, Copy)]
+struct Fields {
+    key: Field,
+    tenant: Field,
+    kind: Field,
+    tags: Field,
+    title: Field,
+    body: Field,
+    updated_at: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut builder = Schema::builder();
+    let stemmed = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("en_stem")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let fields = Fields {
+        key: builder.add_u64_field("key", INDEXED | FAST | STORED),
+        tenant: builder.add_text_field("tenant", STRING),
+        kind: builder.add_text_field("kind", STRING),
+        tags: builder.add_text_field("tags", STRING),
+        title: builder.add_text_field("title", stemmed.clone()),
+        body: builder.add_text_field("body", stemmed),
+        updated_at: builder.add_i64_field("updated_at", FAST),
+    };
+    (builder.build(), fields)
+}
+
+struct Inner {
+    dir: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    fields: Fields,
+}
+
+pub struct TantivyTextStore {
+    inner: Arc<Inner>,
+}
+
+fn tantivy_err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Error + '_ {
+    move |e| Error::store(context, e)
+}
+
+impl TantivyTextStore {
+    pub async fn open(dir: &Path, config: &TextConfig) -> Result<TantivyTextStore> {
+        let dir = dir.to_path_buf();
+        let memory = config.writer_memory_mb * 1024 * 1024;
+        blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let (schema, fields) = schema();
+            let mmap = tantivy::directory::MmapDirectory::open(&dir).map_err(tantivy_err("open text index"))?;
+            let index = Index::open_or_create(mmap, schema).map_err(|e| {
+                Error::store("open text index (if its schema changed, delete the text folder and run `nexus reindex --store text`)", e)
+            })?;
+            let writer = index.writer(memory).map_err(tantivy_err("open text index writer"))?;
+            let reader = index
+                .reader_builder()
+                .reload_policy(ReloadPolicy::Manual)
+                .try_into()
+                .map_err(tantivy_err("open text index reader"))?;
+            Ok(TantivyTextStore { inner: Arc::new(Inner { dir, index, reader, writer: Mutex::new(writer), fields }) })
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn filters(&self, query: &TextQuery) -> Vec<(Occur, Box<dyn Query>)> {
+        let f = self.fields;
+        let term = |field: Field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(Term::from_field_text(field, value), IndexRecordOption::Basic))
+        };
+        let mut clauses = vec![(Occur::Must, term(f.tenant, query.tenant.as_str()))];
+        if let Some(kinds) = &query.kinds {
+            let any_kind: Vec<(Occur, Box<dyn Query>)> =
+                kinds.iter().map(|k| (Occur::Should, term(f.kind, k))).collect();
+            clauses.push((Occur::Must, Box::new(BooleanQuery::new(any_kind))));
+        }
+        for tag in &query.tags {
+            clauses.push((Occur::Must, term(f.tags, tag)));
+        }
+        clauses
+    }
+
+    fn snippet(&self, generators: &[SnippetGenerator], doc: &TantivyDocument) -> Snippet {
+        for generator in generators {
+            let snippet = generator.snippet_from_doc(doc);
+            if !snippet.highlighted().is_empty() {
+                return Snippet {
+                    text: snippet.fragment().to_string(),
+                    highlights: snippet.highlighted().iter().map(|r| (r.start, r.end)).collect(),
+                };
+            }
+        }
+        // No term matched in the stored text (e.g. only a stem did): show the body's start.
+        let body = doc.get_first(self.fields.body).and_then(|v| v.as_str()).unwrap_or_default();
+        let mut end = body.len().min(SNIPPET_CHARS);
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        Snippet { text: body[..end].to_string(), highlights: Vec::new() }
+    }
+
+    fn search(&self, query: &TextQuery) -> Result<Vec<TextHit>> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let f = self.fields;
+        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.body]);
+        parser.set_field_boost(f.title, TITLE_BOOST);
+        // Lenient: malformed syntax degrades to the words it contains instead of failing.
+        let (user_query, _errors) = parser.parse_query_lenient(&query.query);
+        let searcher = self.reader.searcher();
+        let mut generators = Vec::new();
+        for field in [f.body, f.title] {
+            let mut generator =
+                SnippetGenerator::create(&searcher, &*user_query, field).map_err(tantivy_err("prepare snippets"))?;
+            generator.set_max_num_chars(SNIPPET_CHARS);
+            generators.push(generator);
+        }
+        let mut clauses = vec![(Occur::Must, user_query)];
+        clauses.extend(self.filters(query));
+        let full = BooleanQuery::new(clauses);
+        let top = searcher
+            .search(&full, &TopDocs::with_limit(query.limit).and_offset(query.offset).order_by_score())
+            .map_err(tantivy_err("search text"))?;
+        let mut hits = Vec::with_capacity(top.len());
+        for (score, address) in top {
+            let doc: TantivyDocument = searcher.doc(address).map_err(tantivy_err("read text document"))?;
+            let key = doc.get_first(f.key).and_then(|v| v.as_u64()).unwrap_or_default();
+            hits.push(TextHit { key, score, snippet: self.snippet(&generators, &doc) });
+        }
+        Ok(hits)
+    }
+}
+
+#[async_trait]
+impl TextStore for TantivyTextStore {
+    fn backend(&self) -> &'static str {
+        "tantivy"
+    }
+
+    async fn upsert(&self, docs: Vec<TextDoc>) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let f = inner.fields;
+            let writer = inner.writer.lock();
+            for d in docs {
+                writer.delete_term(Term::from_field_u64(f.key, d.key));
+                let mut document = doc!(
+                    f.key => d.key,
+                    f.tenant => d.tenant.as_str(),
+                    f.kind => d.kind,
+                    f.title => d.title,
+                    f.body => d.body,
+                    f.updated_at => d.updated_at,
+                );
+                for tag in d.tags {
+                    document.add_text(f.tags, tag);
+                }
+                writer.add_document(document).map_err(tantivy_err("index text document"))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, keys: Vec<RecordKey>) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let writer = inner.writer.lock();
+            for key in keys {
+                writer.delete_term(Term::from_field_u64(inner.fields.key, key));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn search(&self, query: TextQuery) -> Result<Vec<TextHit>> {
+        let inner = self.inner.clone();
+        blocking(move || inner.search(&query)).await
+    }
+
+    async fn commit(&self, seq: Seq) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut writer = inner.writer.lock();
+            let mut prepared = writer.prepare_commit().map_err(tantivy_err("prepare text commit"))?;
+            prepared.set_payload(&seq.to_string());
+            prepared.commit().map_err(tantivy_err("commit text index"))?;
+            drop(writer);
+            inner.reader.reload().map_err(tantivy_err("reload text index"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn committed_seq(&self) -> Result<Seq> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let metas = inner.index.load_metas().map_err(tantivy_err("read text index metadata"))?;
+            Ok(metas.payload.and_then(|p| p.parse().ok()).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn keys(&self) -> Result<Vec<RecordKey>> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let searcher = inner.reader.searcher();
+            let mut keys = Vec::new();
+            for segment in searcher.segment_readers() {
+                let column = segment.fast_fields().u64("key").map_err(tantivy_err("read text keys"))?;
+                keys.extend(segment.doc_ids_alive().filter_map(|doc| column.first(doc)));
+            }
+            keys.sort_unstable();
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut writer = inner.writer.lock();
+            writer.delete_all_documents().map_err(tantivy_err("clear text index"))?;
+            let mut prepared = writer.prepare_commit().map_err(tantivy_err("prepare text commit"))?;
+            prepared.set_payload("0");
+            prepared.commit().map_err(tantivy_err("commit text index"))?;
+            drop(writer);
+            inner.reader.reload().map_err(tantivy_err("reload text index"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let items = self.inner.reader.searcher().num_docs();
+        Ok(StoreStats { items, bytes: dir_size(&self.inner.dir) })
+    }
+}

@@ -1,0 +1,88 @@
+//! The vector store: approximate nearest-neighbour search over record vectors.
+//!
+//! Contract:
+//! - Points are keyed by record key; [`VectorStore::upsert`] replaces a key's vector, tenant and kind.
+//! - Every vector has exactly [`VectorStore::dimensions`] finite components; others are refused.
+//! - Similarity is cosine; hits come best first with `score = 1 - cosine distance`.
+//! - A search sees only the query's tenant, optionally only some kinds and keys a predicate accepts.
+//! - Applied changes are visible to search at once; [`VectorStore::commit`] makes them durable
+//!   together with the change-log position they reach, which [`VectorStore::committed_seq`] returns
+//!   after a restart. Replaying changes after that position is idempotent.
+
+pub mod usearch;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{RecordKey, Seq, StoreStats, TenantId};
+use crate::error::{Error, ErrorCode, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VectorPoint {
+    pub key: RecordKey,
+    pub tenant: TenantId,
+    pub kind: String,
+    pub vector: Vec<f32>,
+}
+
+/// Extra filter over keys, evaluated inside the index walk.
+pub type KeyPredicate = Arc<dyn Fn(RecordKey) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+pub struct VectorQuery {
+    pub tenant: TenantId,
+    pub vector: Vec<f32>,
+    pub k: usize,
+    pub kinds: Option<Vec<String>>,
+    pub predicate: Option<KeyPredicate>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VectorHit {
+    pub key: RecordKey,
+    pub score: f32,
+}
+
+#[async_trait]
+pub trait VectorStore: Send + Sync + 'static {
+    fn backend(&self) -> &'static str;
+    fn dimensions(&self) -> usize;
+
+    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<()>;
+    async fn delete(&self, keys: Vec<RecordKey>) -> Result<()>;
+    async fn search(&self, query: VectorQuery) -> Result<Vec<VectorHit>>;
+
+    /// Makes everything applied so far durable, up to change-log position `seq`.
+    async fn commit(&self, seq: Seq) -> Result<()>;
+    async fn committed_seq(&self) -> Result<Seq>;
+
+    /// Every key held, all tenants (checks).
+    async fn keys(&self) -> Result<Vec<RecordKey>>;
+    /// Drops everything, including the committed position (rebuilds).
+    async fn clear(&self) -> Result<()>;
+    async fn stats(&self) -> Result<StoreStats>;
+}
+
+/// Refuses a vector of the wrong size or with a NaN or infinite component.
+pub fn validate_vector(vector: &[f32], dimensions: usize) -> Result<()> {
+    if vector.len() != dimensions {
+        return Err(Error::new(
+            ErrorCode::InvalidVector,
+            format!(
+                "vector has {} dimensions, but this store holds {dimensions}; send vectors of that size",
+                vector.len()
+            ),
+        ));
+    }
+    if let Some(i) = vector.iter().position(|x| !x.is_finite()) {
+        return Err(Error::new(ErrorCode::InvalidVector, format!("vector component {i} is not a finite number")));
+    }
+    if vector.iter().all(|x| *x == 0.0) {
+        return Err(Error::new(
+            ErrorCode::InvalidVector,
+            "vector is all zeros, which has no direction for cosine similarity",
+        ));
+    }
+    Ok(())
+}

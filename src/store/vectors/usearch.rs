@@ -1,0 +1,311 @@
+//! The embedded vector store: a usearch HNSW index (cosine) held in memory and saved to disk.
+//!
+//! The index keeps only keys and vectors, so a side table maps each key to its tenant and kind for
+//! filtering. A commit saves both under a new generation and then atomically replaces
+//! `manifest.json`, which names the files and the change-log position they reach; a crash at any
+//! instant leaves the previous generation intact.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use super::{VectorHit, VectorPoint, VectorQuery, VectorStore, validate_vector};
+use crate::config::{Quantization, VectorsConfig};
+use crate::error::{Error, ErrorCode, Result};
+use crate::store::{RecordKey, Seq, StoreStats, blocking, dir_size};
+
+const MANIFEST: &str = "manifest.json";
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    generation: u64,
+    seq: Seq,
+    dimensions: usize,
+    quantization: Quantization,
+    index_file: String,
+    points_file: String,
+}
+
+/// Tenant and kind of every key, with both strings interned.
+#[derive(Default, Serialize, Deserialize)]
+struct Points {
+    tenants: Vec<String>,
+    kinds: Vec<String>,
+    /// key -> (tenant index, kind index)
+    entries: HashMap<RecordKey, (u32, u32)>,
+}
+
+impl Points {
+    fn intern(list: &mut Vec<String>, value: &str) -> u32 {
+        match list.iter().position(|v| v == value) {
+            Some(i) => i as u32,
+            None => {
+                list.push(value.to_string());
+                (list.len() - 1) as u32
+            }
+        }
+    }
+}
+
+struct State {
+    index: Index,
+    points: Points,
+    generation: u64,
+    committed_seq: Seq,
+}
+
+pub struct UsearchVectorStore {
+    dir: PathBuf,
+    config: VectorsConfig,
+    state: Arc<RwLock<State>>,
+}
+
+fn usearch_err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Error + '_ {
+    move |e| Error::store(context, e)
+}
+
+fn new_index(config: &VectorsConfig) -> Result<Index> {
+    let options = IndexOptions {
+        dimensions: config.dimensions,
+        metric: MetricKind::Cos,
+        // Ask explicitly: usearch's default quantises to bf16.
+        quantization: match config.quantization {
+            Quantization::F32 => ScalarKind::F32,
+            Quantization::F16 => ScalarKind::F16,
+            Quantization::I8 => ScalarKind::I8,
+        },
+        connectivity: config.connectivity,
+        expansion_add: config.expansion_add,
+        expansion_search: config.expansion_search,
+        multi: false,
+    };
+    let index = Index::new(&options).map_err(usearch_err("create vector index"))?;
+    index.reserve(1024).map_err(usearch_err("reserve vector index"))?;
+    Ok(index)
+}
+
+fn load_state(dir: &Path, config: &VectorsConfig) -> Result<State> {
+    let manifest_path = dir.join(MANIFEST);
+    let index = new_index(config)?;
+    let Ok(text) = std::fs::read_to_string(&manifest_path) else {
+        return Ok(State { index, points: Points::default(), generation: 0, committed_seq: 0 });
+    };
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Error::new(ErrorCode::DataDirInvalid, format!("{} is corrupt: {e}", manifest_path.display())))?;
+    if manifest.dimensions != config.dimensions || manifest.quantization != config.quantization {
+        return Err(Error::config(format!(
+            "the vector index was built with {} dimensions ({:?}), but store.vectors asks for {} ({:?}); \
+             run `nexus reindex --store vectors` to rebuild it",
+            manifest.dimensions, manifest.quantization, config.dimensions, config.quantization
+        )));
+    }
+    let index_path = dir.join(&manifest.index_file);
+    index
+        .load(index_path.to_str().ok_or_else(|| Error::invalid("data directory path is not UTF-8"))?)
+        .map_err(usearch_err("load vector index"))?;
+    index.change_expansion_search(config.expansion_search);
+    index.change_expansion_add(config.expansion_add);
+    let points: Points = serde_json::from_slice(&std::fs::read(dir.join(&manifest.points_file))?)
+        .map_err(|e| Error::store("load vector points", e))?;
+    Ok(State { index, points, generation: manifest.generation, committed_seq: manifest.seq })
+}
+
+impl UsearchVectorStore {
+    pub async fn open(dir: &Path, config: &VectorsConfig) -> Result<UsearchVectorStore> {
+        let dir = dir.to_path_buf();
+        let config = config.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let state = load_state(&dir, &config)?;
+            Ok(UsearchVectorStore { dir, config, state: Arc::new(RwLock::new(state)) })
+        })
+        .await
+    }
+}
+
+fn save_generation(dir: &Path, state: &State, generation: u64, seq: Seq, config: &VectorsConfig) -> Result<()> {
+    let index_file = format!("index-{generation}.usearch");
+    let points_file = format!("points-{generation}.json");
+    let index_path = dir.join(&index_file);
+    state
+        .index
+        .save(index_path.to_str().ok_or_else(|| Error::invalid("data directory path is not UTF-8"))?)
+        .map_err(usearch_err("save vector index"))?;
+    std::fs::File::open(&index_path)?.sync_all()?;
+    let points = serde_json::to_vec(&state.points).map_err(|e| Error::internal("encode vector points", e))?;
+    write_synced(&dir.join(&points_file), &points)?;
+    let manifest = Manifest {
+        generation,
+        seq,
+        dimensions: config.dimensions,
+        quantization: config.quantization,
+        index_file,
+        points_file,
+    };
+    let manifest = serde_json::to_vec(&manifest).map_err(|e| Error::internal("encode vector manifest", e))?;
+    let tmp = dir.join(format!("{MANIFEST}.tmp"));
+    write_synced(&tmp, &manifest)?;
+    std::fs::rename(&tmp, dir.join(MANIFEST))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    // Older generations are no longer referenced.
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let is_old = (name.starts_with("index-") || name.starts_with("points-"))
+            && !name.starts_with(&format!("index-{generation}."))
+            && !name.starts_with(&format!("points-{generation}."));
+        if is_old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+#[async_trait]
+impl VectorStore for UsearchVectorStore {
+    fn backend(&self) -> &'static str {
+        "usearch"
+    }
+
+    fn dimensions(&self) -> usize {
+        self.config.dimensions
+    }
+
+    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<()> {
+        for p in &points {
+            validate_vector(&p.vector, self.config.dimensions)?;
+        }
+        let state = self.state.clone();
+        blocking(move || {
+            let mut state = state.write();
+            let needed = state.index.size() + points.len();
+            if needed > state.index.capacity() {
+                let capacity = needed.max(state.index.capacity() * 2);
+                state.index.reserve(capacity).map_err(usearch_err("grow vector index"))?;
+            }
+            for p in points {
+                if state.index.contains(p.key) {
+                    state.index.remove(p.key).map_err(usearch_err("replace vector"))?;
+                }
+                state.index.add(p.key, &p.vector).map_err(usearch_err("add vector"))?;
+                let tenant = Points::intern(&mut state.points.tenants, p.tenant.as_str());
+                let kind = Points::intern(&mut state.points.kinds, &p.kind);
+                state.points.entries.insert(p.key, (tenant, kind));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, keys: Vec<RecordKey>) -> Result<()> {
+        let state = self.state.clone();
+        blocking(move || {
+            let mut state = state.write();
+            for key in keys {
+                if state.index.contains(key) {
+                    state.index.remove(key).map_err(usearch_err("remove vector"))?;
+                }
+                state.points.entries.remove(&key);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn search(&self, query: VectorQuery) -> Result<Vec<VectorHit>> {
+        validate_vector(&query.vector, self.config.dimensions)?;
+        let state = self.state.clone();
+        blocking(move || {
+            let state = state.read();
+            let Some(tenant) = state.points.tenants.iter().position(|t| t == query.tenant.as_str()) else {
+                return Ok(Vec::new());
+            };
+            if query.k == 0 || state.index.size() == 0 {
+                return Ok(Vec::new());
+            }
+            let kinds: Option<Vec<u32>> = query.kinds.as_ref().map(|kinds| {
+                kinds.iter().filter_map(|k| state.points.kinds.iter().position(|x| x == k).map(|i| i as u32)).collect()
+            });
+            let entries = &state.points.entries;
+            let accept = |key: RecordKey| -> bool {
+                let Some((t, k)) = entries.get(&key) else { return false };
+                *t as usize == tenant
+                    && kinds.as_ref().is_none_or(|ks| ks.contains(k))
+                    && query.predicate.as_ref().is_none_or(|p| p(key))
+            };
+            let matches =
+                state.index.filtered_search(&query.vector, query.k, accept).map_err(usearch_err("search vectors"))?;
+            Ok(matches
+                .keys
+                .iter()
+                .zip(matches.distances.iter())
+                .map(|(key, distance)| VectorHit { key: *key, score: 1.0 - distance })
+                .collect())
+        })
+        .await
+    }
+
+    async fn commit(&self, seq: Seq) -> Result<()> {
+        let state = self.state.clone();
+        let dir = self.dir.clone();
+        let config = self.config.clone();
+        blocking(move || {
+            // A read lock: searches go on while the index is saved; writers wait.
+            let guard = state.upgradable_read();
+            if guard.committed_seq == seq && seq != 0 {
+                return Ok(());
+            }
+            let generation = guard.generation + 1;
+            save_generation(&dir, &guard, generation, seq, &config)?;
+            let mut state = parking_lot::RwLockUpgradableReadGuard::upgrade(guard);
+            state.generation = generation;
+            state.committed_seq = seq;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn committed_seq(&self) -> Result<Seq> {
+        Ok(self.state.read().committed_seq)
+    }
+
+    async fn keys(&self) -> Result<Vec<RecordKey>> {
+        let mut keys: Vec<RecordKey> = self.state.read().points.entries.keys().copied().collect();
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    async fn clear(&self) -> Result<()> {
+        let state = self.state.clone();
+        let dir = self.dir.clone();
+        let config = self.config.clone();
+        blocking(move || {
+            let mut state = state.write();
+            state.index = new_index(&config)?;
+            state.points = Points::default();
+            let generation = state.generation + 1;
+            save_generation(&dir, &state, generation, 0, &config)?;
+            state.generation = generation;
+            state.committed_seq = 0;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
+        let items = self.state.read().points.entries.len() as u64;
+        Ok(StoreStats { items, bytes: dir_size(&self.dir) })
+    }
+}

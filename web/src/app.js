@@ -1,0 +1,124 @@
+// App shell: hash router + left navigation.
+//
+// Adding a page = one module under ./pages/ plus one entry in ROUTES.
+// A page module exports:
+//   export const title = 'Search';
+//   export function mount(container, { params }) { ...; return cleanup; }
+// `container` is an empty element inside <main>; `params` are the extra
+// path segments ("#/documents/42" -> ["42"]); `cleanup` (optional) is
+// called when the user navigates away (stop timers, abort fetches).
+
+const ROUTES = [
+  { path: 'status', label: 'Status', load: () => import('./pages/status.js') },
+];
+const DEFAULT_ROUTE = 'status';
+
+const nav = document.getElementById('nav');
+const main = document.getElementById('main');
+
+let cleanup = null;
+let navigationId = 0;
+let firstRender = true;
+
+function renderNav() {
+  nav.replaceChildren(
+    ...ROUTES.map((route) => {
+      const li = document.createElement('li');
+      const a = document.createElement('a');
+      a.href = `#/${route.path}`;
+      a.textContent = route.label;
+      a.className = 'nav__link';
+      a.dataset.route = route.path;
+      li.append(a);
+      return li;
+    }),
+  );
+}
+
+function parseHash() {
+  // "#/documents/42?x=1" -> { path: "documents", params: ["42"] }
+  const raw = location.hash.replace(/^#\/?/, '').split('?')[0];
+  const [path = '', ...params] = raw.split('/').filter(Boolean).map(decodeURIComponent);
+  return { path, params };
+}
+
+function setActive(path) {
+  for (const link of nav.querySelectorAll('a[data-route]')) {
+    if (link.dataset.route === path) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+}
+
+function showMessage(heading, text) {
+  const section = document.createElement('section');
+  section.className = 'page';
+  const h1 = document.createElement('h1');
+  h1.textContent = heading;
+  const p = document.createElement('p');
+  p.textContent = text;
+  section.append(h1, p);
+  main.replaceChildren(section);
+}
+
+async function route() {
+  const { path, params } = parseHash();
+  if (!path) {
+    location.replace(`#/${DEFAULT_ROUTE}`);
+    return;
+  }
+
+  const id = ++navigationId;
+  if (cleanup) {
+    try { cleanup(); } catch (err) { console.error(err); }
+    cleanup = null;
+  }
+  setActive(path);
+
+  const entry = ROUTES.find((r) => r.path === path);
+  if (!entry) {
+    document.title = 'Not found · Nexus';
+    showMessage('Page not found', `There is no page at “#/${path}”. Use the navigation to pick a page.`);
+    focusMain();
+    return;
+  }
+
+  let page;
+  try {
+    page = await entry.load();
+  } catch (err) {
+    if (id !== navigationId) return;
+    console.error(err);
+    showMessage('Could not load page', 'This page failed to load. Reload the browser tab to try again.');
+    return;
+  }
+  if (id !== navigationId) return; // user navigated elsewhere meanwhile
+
+  document.title = `${page.title ?? entry.label} · Nexus`;
+  const container = document.createElement('div');
+  container.className = 'page';
+  main.replaceChildren(container);
+  const result = page.mount(container, { params });
+  cleanup = typeof result === 'function' ? result : null;
+  focusMain();
+}
+
+// Move focus to <main> after in-app navigation so keyboard and screen-reader
+// users start at the new content; leave focus alone on the initial load.
+function focusMain() {
+  if (firstRender) {
+    firstRender = false;
+    return;
+  }
+  main.focus({ preventScroll: true });
+  window.scrollTo(0, 0);
+}
+
+// The skip link must not change the hash (that would be read as a route).
+document.querySelector('[data-skip-link]')?.addEventListener('click', (event) => {
+  event.preventDefault();
+  main.focus();
+});
+
+renderNav();
+window.addEventListener('hashchange', route);
+route();
