@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::datadir::DataDir;
+use crate::embed::{self, EmbedService};
 use crate::error::Result;
 use crate::store::{StoreStats, Stores};
 use crate::writelog::WriteLog;
@@ -17,6 +18,7 @@ pub struct App {
     pub config: Config,
     pub dir: parking_lot::Mutex<DataDir>,
     pub stores: Stores,
+    pub embed: Arc<EmbedService>,
     pub writes: WriteLog,
     pub started: Instant,
 }
@@ -55,16 +57,25 @@ impl App {
     /// Opens the data directory and the stores, and starts the indexers (which replay what they missed).
     pub async fn open(config: Config) -> Result<Arc<App>> {
         Stores::check_backends(&config)?;
+        let embedder = embed::open_embedder(&config.embed)?;
         let dir = DataDir::open(&config.data_dir)?;
+        embed::identity::ensure_matches(dir.root(), embedder.identity())?;
         let stores = Stores::open(&config, &dir).await?;
-        let writes = WriteLog::start(&stores, &config.indexer).await?;
-        Ok(Arc::new(App { config, dir: parking_lot::Mutex::new(dir), stores, writes, started: Instant::now() }))
+        let embed = EmbedService::start(embedder, &config.embed);
+        let writes = WriteLog::start(&stores, &config.indexer, embed.clone()).await?;
+        Ok(Arc::new(App { config, dir: parking_lot::Mutex::new(dir), stores, embed, writes, started: Instant::now() }))
     }
 
     /// Opens the data directory and stores without indexers, for offline maintenance (reindex).
-    pub async fn open_stores(config: &Config) -> Result<(DataDir, Stores)> {
+    /// With `discard_vectors`, the vector index is dropped first, to be rebuilt.
+    pub async fn open_stores(config: &Config, discard_vectors: bool) -> Result<(DataDir, Stores)> {
         Stores::check_backends(config)?;
         let dir = DataDir::open(&config.data_dir)?;
+        if discard_vectors {
+            let vectors = dir.path("vectors");
+            std::fs::remove_dir_all(&vectors)?;
+            std::fs::create_dir_all(&vectors)?;
+        }
         let stores = Stores::open(config, &dir).await?;
         Ok((dir, stores))
     }

@@ -9,7 +9,7 @@ use crate::config::{Config, ConfigFile, FlagOverrides, LogFlags, LogFormat, SYST
 use crate::datadir::{DataDir, Holder};
 use crate::error::{Error, ErrorCode, Result};
 use crate::writelog::check::CheckReport;
-use crate::writelog::{projections, reindex};
+use crate::writelog::{projections, reembed, reindex};
 
 #[derive(Parser, Debug)]
 #[command(name = "nexus", version, about = "Memory and knowledge appliance for AI agents and teams")]
@@ -45,6 +45,13 @@ pub enum Command {
     Reindex {
         #[arg(long, value_enum)]
         store: Option<StoreName>,
+    },
+    /// Print the embedding of a text as JSON, made by the configured embedder.
+    Embed {
+        text: String,
+        /// Long texts: print each piece and its vector instead of their average.
+        #[arg(long)]
+        chunks: bool,
     },
     /// Print the effective configuration, secrets redacted.
     Config,
@@ -115,6 +122,26 @@ async fn run_inner(cli: Cli) -> Result<i32> {
         Command::Serve { .. } => serve(config).await,
         Command::Check { json } => check(config, json).await,
         Command::Reindex { store } => reindex_stores(config, store).await,
+        Command::Embed { text, chunks } => embed_text(config, &text, chunks).await,
+    }
+}
+
+async fn embed_text(config: Config, text: &str, chunks: bool) -> Result<i32> {
+    let embedder = crate::embed::open_embedder(&config.embed)?;
+    let service = crate::embed::EmbedService::start(embedder, &config.embed);
+    let json = if chunks {
+        let pieces = service.embed_chunks(text).await?;
+        let pieces: Vec<_> =
+            pieces.into_iter().map(|(text, vector)| serde_json::json!({"text": text, "vector": vector})).collect();
+        serde_json::to_string(&pieces)
+    } else {
+        serde_json::to_string(&service.embed_one(text).await?)
+    };
+    let json = json.map_err(|e| Error::internal("encode vector", e))?;
+    use std::io::Write;
+    match writeln!(std::io::stdout(), "{json}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(0),
     }
 }
 
@@ -181,20 +208,46 @@ async fn check_via_server(listen: Option<String>, pid: u32) -> Result<CheckRepor
     response.json().await.map_err(|e| Error::internal("read the running server's report", e))
 }
 
+fn progress_bar(total: u64, name: &str, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    let template = format!("{{prefix:>8}} [{{bar:40}}] {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}})");
+    bar.set_style(indicatif::ProgressStyle::with_template(&template).expect("static template").progress_chars("=> "));
+    bar.set_prefix(name.to_string());
+    bar
+}
+
 async fn reindex_stores(config: Config, only: Option<StoreName>) -> Result<i32> {
-    let (_dir, stores) = App::open_stores(&config).await?;
+    let with_vectors = only.is_none_or(|s| s == StoreName::Vectors);
+    // The vector index is rebuilt whole: drop it first, since it may have been built with other
+    // dimensions than the configured embedder's and then could not be opened.
+    let embedder = if with_vectors { Some(crate::embed::open_embedder(&config.embed)?) } else { None };
+    let (dir, stores) = App::open_stores(&config, with_vectors).await?;
     let total = stores.records.stats().await?.items;
     for projection in projections(&stores) {
         if only.is_some_and(|s| s.as_str() != projection.name()) {
             continue;
         }
-        let bar = indicatif::ProgressBar::new(total);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:40}] {pos}/{len} records ({per_sec}, {eta})")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(projection.name());
+        let bar = progress_bar(total, projection.name(), "records");
+        if let (Some(embedder), "vectors") = (&embedder, projection.name()) {
+            let service = crate::embed::EmbedService::start(embedder.clone(), &config.embed);
+            let outcome = reembed::reembed_and_rebuild(dir.root(), &*stores.records, &service, &projection, |n| {
+                bar.set_position(n)
+            })
+            .await?;
+            bar.finish();
+            match outcome {
+                reembed::Outcome::Rebuilt { records } => println!("vectors: rebuilt from {records} records"),
+                reembed::Outcome::Reembedded { embedded, resumed_after } => {
+                    let resumed =
+                        if resumed_after > 0 { format!(", resumed after key {resumed_after}") } else { String::new() };
+                    println!(
+                        "vectors: re-embedded {embedded} records with {}{resumed}; index rebuilt",
+                        service.identity()
+                    );
+                }
+            }
+            continue;
+        }
         let done = reindex::reindex(&*stores.records, &projection, |n| bar.set_position(n)).await?;
         bar.finish();
         println!("{}: rebuilt from {done} records", projection.name());

@@ -24,7 +24,72 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub indexer: IndexerConfig,
+    pub embed: EmbedConfig,
     pub store: StoreConfig,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedProvider {
+    /// all-MiniLM-L6-v2, compiled into the binary.
+    Builtin,
+    /// Any OpenAI-compatible `/v1/embeddings` endpoint.
+    Openai,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedConfig {
+    pub provider: EmbedProvider,
+    /// Most texts in one forward pass or remote request.
+    pub batch_size: usize,
+    /// Most texts waiting to be embedded; more are refused with 503 and Retry-After.
+    pub queue_capacity: usize,
+    /// Embeddings of recent texts kept in memory (0 disables the cache).
+    pub cache_entries: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai: Option<OpenAiEmbedConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiEmbedConfig {
+    /// Base URL of the API, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1`.
+    pub url: String,
+    pub model: String,
+    pub dimensions: usize,
+    /// Name of the environment variable holding the API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// File holding the API key (first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// Send `dimensions` in the request (models that can shorten their vectors).
+    #[serde(default)]
+    pub send_dimensions: bool,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Longest text sent as one input; longer texts are embedded in pieces and averaged.
+    #[serde(default = "default_max_input_chars")]
+    pub max_input_chars: usize,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_timeout_secs() -> u64 {
+    30
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_max_input_chars() -> usize {
+    8000
+}
+fn default_concurrency() -> usize {
+    4
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -276,6 +341,42 @@ impl Config {
         }
         if self.indexer.persist_interval_ms < 10 {
             return bad("indexer.persist_interval_ms", "must be at least 10");
+        }
+        if !(1..=2048).contains(&self.embed.batch_size) {
+            return bad("embed.batch_size", "must be between 1 and 2048");
+        }
+        if self.embed.queue_capacity < self.embed.batch_size {
+            return bad("embed.queue_capacity", "must be at least embed.batch_size");
+        }
+        match (&self.embed.provider, &self.embed.openai) {
+            (EmbedProvider::Openai, None) => {
+                return bad("embed.openai", "is required when embed.provider = \"openai\" (url, model, dimensions)");
+            }
+            (EmbedProvider::Openai, Some(openai)) => {
+                if !(openai.url.starts_with("http://") || openai.url.starts_with("https://")) {
+                    return bad("embed.openai.url", "must start with http:// or https://");
+                }
+                if openai.dimensions != self.store.vectors.dimensions {
+                    return bad(
+                        "store.vectors.dimensions",
+                        &format!("must equal embed.openai.dimensions ({})", openai.dimensions),
+                    );
+                }
+                if openai.timeout_secs == 0 || openai.concurrency == 0 || openai.max_input_chars < 16 {
+                    return bad(
+                        "embed.openai",
+                        "timeout_secs and concurrency must be at least 1, max_input_chars at least 16",
+                    );
+                }
+            }
+            (EmbedProvider::Builtin, _) => {
+                if self.store.vectors.dimensions != crate::embed::builtin::DIMENSIONS {
+                    return bad(
+                        "store.vectors.dimensions",
+                        &format!("must be {} with the built-in embedder", crate::embed::builtin::DIMENSIONS),
+                    );
+                }
+            }
         }
         if !(1..=16_384).contains(&self.store.vectors.dimensions) {
             return bad("store.vectors.dimensions", "must be between 1 and 16384");

@@ -21,6 +21,9 @@ pub enum ErrorCode {
     DataDirFormatTooNew,
     DataDirInvalid,
     NotReady,
+    Overloaded,
+    EmbedderMismatch,
+    EmbedderUnavailable,
     Timeout,
     StoreFailure,
     Internal,
@@ -42,6 +45,9 @@ impl ErrorCode {
             ErrorCode::DataDirFormatTooNew => "data_dir_format_too_new",
             ErrorCode::DataDirInvalid => "data_dir_invalid",
             ErrorCode::NotReady => "not_ready",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::EmbedderMismatch => "embedder_mismatch",
+            ErrorCode::EmbedderUnavailable => "embedder_unavailable",
             ErrorCode::Timeout => "timeout",
             ErrorCode::StoreFailure => "store_failure",
             ErrorCode::Internal => "internal",
@@ -56,8 +62,10 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
-            ErrorCode::NotReady | ErrorCode::BackendUnavailable => 503,
+            ErrorCode::NotReady | ErrorCode::BackendUnavailable | ErrorCode::Overloaded => 503,
+            ErrorCode::EmbedderUnavailable => 502,
             ErrorCode::ConfigInvalid
+            | ErrorCode::EmbedderMismatch
             | ErrorCode::DataDirLocked
             | ErrorCode::DataDirFormatTooNew
             | ErrorCode::DataDirInvalid
@@ -78,8 +86,10 @@ impl ErrorCode {
             | ErrorCode::MethodNotAllowed
             | ErrorCode::Timeout => "invalid_request",
             ErrorCode::ConfigInvalid => "config",
-            ErrorCode::NotReady | ErrorCode::BackendUnavailable => "unavailable",
-            ErrorCode::DataDirLocked
+            ErrorCode::NotReady | ErrorCode::BackendUnavailable | ErrorCode::Overloaded => "unavailable",
+            ErrorCode::EmbedderUnavailable => "upstream",
+            ErrorCode::EmbedderMismatch
+            | ErrorCode::DataDirLocked
             | ErrorCode::DataDirFormatTooNew
             | ErrorCode::DataDirInvalid
             | ErrorCode::StoreFailure
@@ -90,7 +100,7 @@ impl ErrorCode {
     /// Process exit code when this error ends a command: 2 for usage and configuration, else 1.
     pub fn exit_code(self) -> i32 {
         match self {
-            ErrorCode::ConfigInvalid | ErrorCode::BackendUnavailable => 2,
+            ErrorCode::ConfigInvalid | ErrorCode::BackendUnavailable | ErrorCode::EmbedderMismatch => 2,
             _ => 1,
         }
     }

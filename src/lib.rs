@@ -4,6 +4,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod datadir;
+pub mod embed;
 pub mod error;
 pub mod http;
 pub mod store;

@@ -66,7 +66,7 @@ async fn indexers_replay_what_they_missed() {
     let data = tmp.path().join("data");
     {
         // Write through the record store only, as if the process died before any indexer ran.
-        let (_dir, stores) = App::open_stores(&config(&data)).await.unwrap();
+        let (_dir, stores) = App::open_stores(&config(&data), false).await.unwrap();
         let tenant = TenantId::default_tenant();
         let writes = (0..30).map(|i| note(&format!("n{i}"), &format!("missed note {i}"))).collect();
         stores.records.write(&tenant, writes).await.unwrap();
@@ -85,7 +85,7 @@ async fn indexers_replay_what_they_missed() {
     app.shutdown().await;
     drop(app);
     // After a clean shutdown every store has committed the head: nothing to replay.
-    let (_dir, stores) = App::open_stores(&config(&data)).await.unwrap();
+    let (_dir, stores) = App::open_stores(&config(&data), false).await.unwrap();
     assert_eq!(stores.text.committed_seq().await.unwrap(), head);
     assert_eq!(stores.vectors.committed_seq().await.unwrap(), head);
     assert_eq!(stores.graph.committed_seq().await.unwrap(), head);

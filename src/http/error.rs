@@ -30,7 +30,8 @@ pub struct ErrorDetail {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let message = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+        // System failures keep their detail in the log; the client learns only that it happened.
+        let message = if self.code.kind() == "system" {
             tracing::error!(code = self.code.as_str(), error = %self, "request failed");
             "internal error; the server log has the details".to_string()
         } else {
@@ -39,7 +40,11 @@ impl IntoResponse for Error {
         let body = ErrorBody {
             error: ErrorDetail { code: self.code.as_str().to_string(), message, kind: self.code.kind().to_string() },
         };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if self.code == ErrorCode::Overloaded {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

@@ -3,6 +3,7 @@
 //! One file per resource; every route is declared through `utoipa_axum::routes!`, so it is in
 //! `/openapi.json` by construction.
 
+pub mod embed;
 pub mod error;
 pub mod graph;
 pub mod objects;
@@ -37,6 +38,7 @@ use crate::error::{Error, ErrorCode};
         (name = "records", description = "The system of record"),
         (name = "graph", description = "Entity and relation graph"),
         (name = "objects", description = "Original files"),
+        (name = "embed", description = "Text embeddings"),
     )
 )]
 struct ApiDoc;
@@ -59,6 +61,7 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(graph::path))
         .routes(routes!(objects::list_objects))
         .routes(routes!(objects::put_object, objects::get_object, objects::delete_object))
+        .routes(routes!(embed::embed))
 }
 
 pub fn router(app: Arc<App>) -> Router {

@@ -65,6 +65,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Result<Response> {
         metrics::gauge!("nexus_indexer_applied_seq", "store" => indexer.name).set(indexer.applied_seq as f64);
         metrics::gauge!("nexus_change_log_head_seq").set(indexer.head_seq as f64);
     }
+    metrics::gauge!("nexus_embed_queue_texts").set(app.embed.queue_len() as f64);
     metrics::gauge!("nexus_ready").set(if app.ready() { 1.0 } else { 0.0 });
     metrics::gauge!("nexus_uptime_seconds").set(app.started.elapsed().as_secs_f64());
     metrics::gauge!("nexus_process_resident_memory_bytes").set(telemetry::resident_memory_bytes() as f64);

@@ -32,11 +32,14 @@ pub struct RecordInput {
     pub metadata: Option<serde_json::Value>,
     pub vector: Option<Vec<f32>>,
     pub graph: Option<GraphItem>,
+    /// Compute the vector from title and body (default: when no `vector` is given).
+    pub embed: Option<bool>,
 }
 
 impl RecordInput {
     fn into_new(self) -> NewRecord {
         NewRecord {
+            embed: self.embed.unwrap_or(self.vector.is_none()),
             id: self.id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             kind: self.kind,
             title: self.title,
@@ -195,6 +198,8 @@ pub struct StoreSearchInput {
     pub query: Option<String>,
     /// Query vector (vector store).
     pub vector: Option<Vec<f32>>,
+    /// Text whose embedding is the query vector (vector store).
+    pub similar_to: Option<String>,
     /// Search the record store exactly instead of the vector index (small or filtered sets).
     #[serde(default)]
     pub exact: bool,
@@ -233,7 +238,13 @@ pub async fn search_records(
         return Err(Error::invalid("top_k must be between 1 and 100"));
     }
     // (key, score, snippet), best first
-    let scored: Vec<(u64, f32, Option<Snippet>)> = match (input.query, input.vector) {
+    let vector = match (input.vector, input.similar_to) {
+        (Some(_), Some(_)) => return Err(Error::invalid("give `vector` or `similar_to`, not both")),
+        (Some(v), None) => Some(v),
+        (None, Some(text)) => Some(app.embed.embed_one(&text).await?),
+        (None, None) => None,
+    };
+    let scored: Vec<(u64, f32, Option<Snippet>)> = match (input.query, vector) {
         (Some(query), None) => {
             let q =
                 TextQuery { tenant: tenant.clone(), query, limit: k, offset: 0, kinds: input.kinds, tags: input.tags };
@@ -253,7 +264,7 @@ pub async fn search_records(
             let q = VectorQuery { tenant: tenant.clone(), vector, k, kinds: input.kinds, predicate: None };
             app.stores.vectors.search(q).await?.into_iter().map(|h| (h.key, h.score, None)).collect()
         }
-        _ => return Err(Error::invalid("give exactly one of `query` and `vector`")),
+        _ => return Err(Error::invalid("give exactly one of `query`, `vector` and `similar_to`")),
     };
     let keys: Vec<u64> = scored.iter().map(|(k, _, _)| *k).collect();
     let records: std::collections::HashMap<u64, Record> =

@@ -10,6 +10,7 @@
 pub mod check;
 pub mod indexer;
 pub mod projection;
+pub mod reembed;
 pub mod reindex;
 
 use std::sync::Arc;
@@ -19,8 +20,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::IndexerConfig;
+use crate::embed::EmbedService;
 use crate::error::{Error, Result};
-use crate::store::records::{GraphItem, NewRecord, RecordStore, Write, WriteReceipt};
+use crate::store::records::{GraphItem, NewRecord, RecordStore, Write, WriteReceipt, embedding_text};
 use crate::store::vectors::validate_vector;
 use crate::store::{Stores, TenantId};
 use indexer::{Indexer, IndexerSettings};
@@ -43,6 +45,7 @@ pub struct WriteOutcome {
 
 pub struct WriteLog {
     records: Arc<dyn RecordStore>,
+    embed: Arc<EmbedService>,
     vector_dimensions: usize,
     indexers: Vec<Arc<Indexer>>,
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -61,7 +64,7 @@ pub fn projections(stores: &Stores) -> Vec<Arc<dyn Projection>> {
 
 impl WriteLog {
     /// Starts one indexer per derived store.
-    pub async fn start(stores: &Stores, config: &IndexerConfig) -> Result<WriteLog> {
+    pub async fn start(stores: &Stores, config: &IndexerConfig, embed: Arc<EmbedService>) -> Result<WriteLog> {
         let (shutdown, _) = watch::channel(false);
         let mut indexers = Vec::new();
         let mut tasks = Vec::new();
@@ -77,6 +80,7 @@ impl WriteLog {
         }
         Ok(WriteLog {
             records: stores.records.clone(),
+            embed,
             vector_dimensions: stores.vectors.dimensions(),
             indexers,
             tasks: parking_lot::Mutex::new(tasks),
@@ -103,6 +107,7 @@ impl WriteLog {
         for write in &writes {
             self.validate(write)?;
         }
+        let writes = self.compute_vectors(writes).await?;
         let receipt = self.records.write(tenant, writes).await?;
         metrics::counter!("nexus_writes_total").increment(receipt.written.len() as u64);
         for indexer in &self.indexers {
@@ -120,6 +125,32 @@ impl WriteLog {
             }
         }
         true
+    }
+
+    /// Embeds the text of every upsert that asks for it, in one call so they share batches.
+    async fn compute_vectors(&self, mut writes: Vec<Write>) -> Result<Vec<Write>> {
+        let mut wanted: Vec<(usize, String)> = Vec::new();
+        for (i, write) in writes.iter().enumerate() {
+            if let Write::Upsert(r) = write {
+                if r.embed {
+                    let text = embedding_text(r.title.as_deref(), r.body.as_deref());
+                    if !text.trim().is_empty() {
+                        wanted.push((i, text));
+                    }
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(writes);
+        }
+        let texts: Vec<String> = wanted.iter().map(|(_, t)| t.clone()).collect();
+        let vectors = self.embed.embed(&texts).await?;
+        for ((i, _), vector) in wanted.into_iter().zip(vectors) {
+            if let Write::Upsert(r) = &mut writes[i] {
+                r.vector = Some(vector);
+            }
+        }
+        Ok(writes)
     }
 
     fn validate(&self, write: &Write) -> Result<()> {
@@ -147,6 +178,9 @@ impl WriteLog {
             return Err(Error::invalid("metadata must be a JSON object"));
         }
         if let Some(vector) = &r.vector {
+            if r.embed {
+                return Err(Error::invalid("give a vector or ask for one to be computed (embed), not both"));
+            }
             validate_vector(vector, self.vector_dimensions)?;
         }
         match &r.graph {

@@ -1,6 +1,8 @@
 //! Starts the real `nexus` binary for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod fake_openai;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

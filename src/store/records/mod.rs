@@ -49,6 +49,25 @@ pub struct Record {
     pub version: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The vector is computed by Nexus from the text (and recomputed when the embedder changes).
+    pub embed: bool,
+}
+
+impl Record {
+    /// The text a computed vector is made from.
+    pub fn embedding_text(&self) -> String {
+        embedding_text(self.title.as_deref(), self.body.as_deref())
+    }
+}
+
+/// Title and body, as one text to embed.
+pub fn embedding_text(title: Option<&str>, body: Option<&str>) -> String {
+    match (title.filter(|t| !t.trim().is_empty()), body.filter(|b| !b.trim().is_empty())) {
+        (Some(t), Some(b)) => format!("{t}\n\n{b}"),
+        (Some(t), None) => t.to_string(),
+        (None, Some(b)) => b.to_string(),
+        (None, None) => String::new(),
+    }
 }
 
 /// A record as written; the store assigns key, version and times.
@@ -62,6 +81,8 @@ pub struct NewRecord {
     pub metadata: serde_json::Value,
     pub vector: Option<Vec<f32>>,
     pub graph: Option<GraphItem>,
+    /// Ask the write path to compute `vector` from the title and body.
+    pub embed: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -155,6 +176,10 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// Records of every tenant with a key greater than `after_key`, in key order (rebuilds, checks).
     async fn scan(&self, after_key: RecordKey, limit: usize) -> Result<Vec<Record>>;
+
+    /// Replaces vectors in place, without a new version or change-log entry: re-embedding, run
+    /// while no indexer serves the vector store, which is rebuilt afterwards.
+    async fn set_vectors(&self, updates: Vec<(RecordKey, Option<Vec<f32>>)>) -> Result<()>;
 
     /// Drops change-log entries up to and including `upto` (all derived stores have them durably).
     async fn prune_changes(&self, upto: Seq) -> Result<u64>;

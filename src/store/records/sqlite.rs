@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::store::{RecordKey, Seq, StoreStats, TenantId, blocking, dir_size};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/sqlite/0001_init.sql"), include_str!("migrations/sqlite/0002_embed_flag.sql")];
 
 const READERS: usize = 4;
 const DB_FILE: &str = "nexus.sqlite";
@@ -133,7 +134,7 @@ pub(crate) fn blob_to_vector(b: &[u8]) -> Vec<f32> {
 }
 
 const RECORD_COLUMNS: &str =
-    "key, tenant, id, kind, title, body, tags, metadata, vector, graph, version, created_at, updated_at";
+    "key, tenant, id, kind, title, body, tags, metadata, vector, graph, version, created_at, updated_at, embed";
 
 fn record_from_row(row: &Row<'_>, offset: usize) -> rusqlite::Result<Record> {
     let json_err = |i: usize, e: serde_json::Error| {
@@ -159,6 +160,7 @@ fn record_from_row(row: &Row<'_>, offset: usize) -> rusqlite::Result<Record> {
         version: row.get::<_, i64>(offset + 10)? as u64,
         created_at: from_micros(row.get(offset + 11)?),
         updated_at: from_micros(row.get(offset + 12)?),
+        embed: row.get::<_, i64>(offset + 13)? != 0,
     })
 }
 
@@ -173,14 +175,14 @@ fn upsert(tx: &rusqlite::Transaction<'_>, tenant: &TenantId, r: &NewRecord, now:
         .map_err(|e| Error::internal("encode graph", e))?;
     let vector = r.vector.as_deref().map(vector_to_blob);
     let (key, version): (i64, i64) = tx.query_row(
-        "INSERT INTO records (tenant, id, kind, title, body, tags, metadata, vector, graph, version, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?10)
+        "INSERT INTO records (tenant, id, kind, title, body, tags, metadata, vector, graph, version, created_at, updated_at, embed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 1, ?10, ?10, ?11)
          ON CONFLICT (tenant, id) DO UPDATE SET
             kind = excluded.kind, title = excluded.title, body = excluded.body, tags = excluded.tags,
             metadata = excluded.metadata, vector = excluded.vector, graph = excluded.graph,
-            version = records.version + 1, updated_at = excluded.updated_at
+            version = records.version + 1, updated_at = excluded.updated_at, embed = excluded.embed
          RETURNING key, version",
-        params![tenant.as_str(), r.id, r.kind, r.title, r.body, tags, metadata, vector, graph, now],
+        params![tenant.as_str(), r.id, r.kind, r.title, r.body, tags, metadata, vector, graph, now, r.embed],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
     Ok((key as u64, version as u64))
@@ -418,6 +420,23 @@ impl RecordStore for SqliteRecordStore {
                 let rows = stmt.query_map(params![after_key as i64, limit as i64], |r| record_from_row(r, 0))?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
+        })
+        .await
+    }
+
+    async fn set_vectors(&self, updates: Vec<(RecordKey, Option<Vec<f32>>)>) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut conn = inner.writer.lock();
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached("UPDATE records SET vector = ?2 WHERE key = ?1")?;
+                for (key, vector) in &updates {
+                    stmt.execute(params![*key as i64, vector.as_deref().map(vector_to_blob)])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }
