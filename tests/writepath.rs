@@ -36,7 +36,7 @@ async fn read_your_writes_and_check_catches_divergence() {
     let outcome =
         app.writes.write(&tenant, vec![note("a", "apples and pears"), note("b", "bananas")], true).await.unwrap();
     assert_eq!(outcome.indexed, Some(true));
-    let q = TextQuery { tenant: tenant.clone(), query: "pears".into(), limit: 5, offset: 0, kinds: None, tags: vec![] };
+    let q = TextQuery::new(tenant.clone(), "pears", 5);
     assert_eq!(app.stores.text.search(q.clone()).await.unwrap().len(), 1, "visible as soon as the write returns");
     assert!(app.check().await.unwrap().ok);
 

@@ -10,7 +10,7 @@ use super::error::{ApiJson, ApiPath, ApiQuery};
 use super::tenant::Tenant;
 use crate::app::App;
 use crate::error::{Error, Result};
-use crate::store::records::{GraphItem, ListFilter, NewRecord, Record, Write};
+use crate::store::records::{GraphItem, ListFilter, NewRecord, Record, RecordFilter, Write};
 use crate::store::text::{Snippet, TextQuery};
 use crate::store::vectors::VectorQuery;
 use crate::writelog::WriteOutcome;
@@ -246,18 +246,16 @@ pub async fn search_records(
     };
     let scored: Vec<(u64, f32, Option<Snippet>)> = match (input.query, vector) {
         (Some(query), None) => {
-            let q =
-                TextQuery { tenant: tenant.clone(), query, limit: k, offset: 0, kinds: input.kinds, tags: input.tags };
+            let mut q = TextQuery::new(tenant.clone(), query, k);
+            q.kinds = input.kinds;
+            q.tags = input.tags;
             app.stores.text.search(q).await?.into_iter().map(|h| (h.key, h.score, Some(h.snippet))).collect()
         }
         (None, Some(vector)) if input.exact => {
             crate::store::vectors::validate_vector(&vector, app.stores.vectors.dimensions())?;
-            let kind = match input.kinds.as_deref() {
-                None => None,
-                Some([one]) => Some(one.as_str()),
-                Some(_) => return Err(Error::invalid("exact search takes at most one kind")),
-            };
-            let hits = app.stores.records.nearest_exact(&tenant, kind, &vector, k).await?;
+            let filter =
+                RecordFilter { kinds: input.kinds.unwrap_or_default(), tags: input.tags, ..Default::default() };
+            let hits = app.stores.records.nearest_exact(&tenant, &filter, &vector, k).await?;
             hits.into_iter().map(|h| (h.key, 1.0 - h.distance, None)).collect()
         }
         (None, Some(vector)) => {

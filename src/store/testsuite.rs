@@ -13,7 +13,7 @@ use futures::StreamExt;
 use super::TenantId;
 use super::graph::{Direction, GraphEdge, GraphNode, GraphStore, GraphWrite};
 use super::objects::ObjectStore;
-use super::records::{ChangeOp, GraphItem, ListFilter, NewRecord, RecordStore, Write};
+use super::records::{ChangeOp, GraphItem, ListFilter, NewRecord, RecordFilter, RecordStore, Write};
 use super::text::{TextDoc, TextQuery, TextStore};
 use super::vectors::{VectorPoint, VectorQuery, VectorStore};
 
@@ -143,11 +143,90 @@ where
     let mut other = record("v9", "vec", "v");
     other.vector = Some(axis_vector(dims, 1, 1, 0.0));
     store.write(&b, vec![Write::Upsert(other)]).await.unwrap();
-    let hits = store.nearest_exact(&a, Some("vec"), &axis_vector(dims, 1, 0, 0.0), 2).await.unwrap();
+    let hits = store.nearest_exact(&a, &RecordFilter::kinds(&["vec"]), &axis_vector(dims, 1, 0, 0.0), 2).await.unwrap();
     assert_eq!(hits.len(), 2);
     assert_eq!(hits[0].id, "v1");
     assert!(hits[0].distance <= hits[1].distance);
     assert!(hits.iter().all(|h| h.id != "v9"));
+
+    // Filters on tags, metadata and dates, shared by exact search and key selection.
+    let tagged = |id: &str, tags: &[&str], meta: serde_json::Value, i: usize| {
+        let mut r = record(id, "filtered", "f");
+        r.tags = tags.iter().map(|t| t.to_string()).collect();
+        r.metadata = meta;
+        r.vector = Some(axis_vector(dims, i, i, 0.0));
+        Write::Upsert(r)
+    };
+    store
+        .write(
+            &a,
+            vec![
+                tagged(
+                    "f1",
+                    &["red", "big"],
+                    serde_json::json!({"collection": "c1", "n": 3, "ok": true, "date": "2024-05-01"}),
+                    0,
+                ),
+                tagged(
+                    "f2",
+                    &["red"],
+                    serde_json::json!({"collection": "c2", "n": 4, "ok": false, "date": "2023-01-01T10:00:00Z"}),
+                    1,
+                ),
+                tagged("f3", &["big"], serde_json::json!({"collection": "c1", "n": 3}), 2),
+            ],
+        )
+        .await
+        .unwrap();
+    let ids = |keys: Vec<u64>, all: &[super::records::Record]| -> Vec<String> {
+        let mut out: Vec<String> = all.iter().filter(|r| keys.contains(&r.key)).map(|r| r.id.clone()).collect();
+        out.sort();
+        out
+    };
+    let listed =
+        store.list(&a, &ListFilter { kind: Some("filtered".into()), after_key: None, limit: 10 }).await.unwrap();
+    let select = |f: RecordFilter| {
+        let store = store.clone();
+        let a = a.clone();
+        async move { store.keys_matching(&a, &f, 100).await.unwrap() }
+    };
+    let base = RecordFilter::kinds(&["filtered"]);
+    assert_eq!(
+        ids(select(RecordFilter { tags: vec!["red".into(), "big".into()], ..base.clone() }).await, &listed),
+        vec!["f1"]
+    );
+    assert_eq!(
+        ids(select(RecordFilter { metadata: vec![("collection".into(), "c1".into())], ..base.clone() }).await, &listed),
+        vec!["f1", "f3"]
+    );
+    assert_eq!(
+        ids(select(RecordFilter { metadata: vec![("n".into(), "4".into())], ..base.clone() }).await, &listed),
+        vec!["f2"]
+    );
+    assert_eq!(
+        ids(select(RecordFilter { metadata: vec![("ok".into(), "true".into())], ..base.clone() }).await, &listed),
+        vec!["f1"]
+    );
+    let from = super::records::parse_date("2024-01-01").unwrap();
+    let to = super::records::parse_date("2024-12-31").unwrap();
+    assert_eq!(
+        ids(select(RecordFilter { date_from: Some(from), date_to: Some(to), ..base.clone() }).await, &listed),
+        vec!["f1"]
+    );
+    assert!(
+        select(RecordFilter { metadata: vec![("collection".into(), "c1".into())], ..base.clone() }).await.len() == 2
+    );
+    assert!(store.keys_matching(&b, &base, 100).await.unwrap().is_empty(), "filters never cross tenants");
+    let near = store
+        .nearest_exact(
+            &a,
+            &RecordFilter { metadata: vec![("collection".into(), "c1".into())], ..base.clone() },
+            &axis_vector(dims, 2, 2, 0.0),
+            5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(near.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), vec!["f3", "f1"]);
 
     // Scan covers every tenant in key order; stats count records.
     let all = store.scan(0, 1000).await.unwrap();
@@ -253,7 +332,8 @@ fn text_doc(key: u64, t: &TenantId, kind: &str, title: &str, body: &str, tags: &
         title: title.into(),
         body: body.into(),
         tags: tags.iter().map(|s| s.to_string()).collect(),
-        updated_at: 0,
+        facets: vec![format!("n={}", key % 2)],
+        date: key as i64 * 1000,
     }
 }
 
@@ -280,14 +360,7 @@ where
         ])
         .await
         .unwrap();
-    let q = |t: &TenantId, text: &str| TextQuery {
-        tenant: t.clone(),
-        query: text.into(),
-        limit: 10,
-        offset: 0,
-        kinds: None,
-        tags: vec![],
-    };
+    let q = |t: &TenantId, text: &str| TextQuery::new(t.clone(), text, 10);
     assert!(store.search(q(&a, "tomatoes")).await.unwrap().is_empty(), "invisible before commit");
     store.commit(3).await.unwrap();
 
@@ -313,6 +386,23 @@ where
     let mut tags = q(&a, "tomatoes");
     tags.tags = vec!["home".into(), "food".into()];
     assert_eq!(store.search(tags).await.unwrap().iter().map(|h| h.key).collect::<Vec<_>>(), vec![3]);
+
+    // Facets and date ranges.
+    let mut facets = q(&a, "tomatoes running");
+    facets.facets = vec!["n=1".into()];
+    let mut keys: Vec<u64> = store.search(facets).await.unwrap().iter().map(|h| h.key).collect();
+    keys.sort();
+    assert_eq!(keys, vec![1, 3]);
+    let mut dated = q(&a, "tomatoes running");
+    dated.date_from = Some(2000);
+    dated.date_to = Some(2999);
+    assert_eq!(store.search(dated).await.unwrap().iter().map(|h| h.key).collect::<Vec<_>>(), vec![2]);
+
+    // Snippets for chosen documents, whether or not they matched.
+    let snippets = store.snippets(&a, "greenhouse", vec![1, 2, 4]).await.unwrap();
+    assert_eq!(snippets.len(), 2, "key 4 belongs to another tenant");
+    assert!(!snippets.iter().find(|(k, _)| *k == 1).unwrap().1.highlights.is_empty());
+    assert!(snippets.iter().find(|(k, _)| *k == 2).unwrap().1.highlights.is_empty());
 
     // Query syntax: phrases, required and excluded terms; malformed input is not an error.
     assert_eq!(

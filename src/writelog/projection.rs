@@ -60,7 +60,8 @@ pub fn text_doc(r: &Record) -> TextDoc {
         title: r.title.clone().unwrap_or_default(),
         body: r.body.clone().unwrap_or_default(),
         tags: r.tags.clone(),
-        updated_at: r.updated_at.timestamp_micros(),
+        facets: r.facets(),
+        date: r.date().timestamp_micros(),
     }
 }
 

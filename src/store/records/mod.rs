@@ -58,6 +58,40 @@ impl Record {
     pub fn embedding_text(&self) -> String {
         embedding_text(self.title.as_deref(), self.body.as_deref())
     }
+
+    /// Exact-match filter terms: `key=value` for every top-level scalar metadata field.
+    pub fn facets(&self) -> Vec<String> {
+        let Some(map) = self.metadata.as_object() else { return Vec::new() };
+        map.iter().filter_map(|(k, v)| facet_value(v).map(|v| facet(k, &v))).collect()
+    }
+
+    /// The item's own date: metadata `date` (RFC 3339 or YYYY-MM-DD) when present, else creation.
+    pub fn date(&self) -> DateTime<Utc> {
+        self.metadata.get("date").and_then(|d| d.as_str()).and_then(parse_date).unwrap_or(self.created_at)
+    }
+}
+
+pub fn facet(key: &str, value: &str) -> String {
+    format!("{key}={value}")
+}
+
+/// The text form of a scalar metadata value, as facets and filters compare it.
+pub fn facet_value(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// RFC 3339 timestamps, or plain dates (taken as midnight UTC).
+pub fn parse_date(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(day.and_hms_opt(0, 0, 0)?.and_utc())
 }
 
 /// Title and body, as one text to embed.
@@ -134,6 +168,30 @@ pub struct ListFilter {
     pub limit: usize,
 }
 
+/// Which of a tenant's records a query considers. Empty parts do not restrict.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordFilter {
+    pub kinds: Vec<String>,
+    /// The record carries every one of these tags.
+    pub tags: Vec<String>,
+    /// Top-level metadata fields equal to these values (compared as [`facet_value`] text).
+    pub metadata: Vec<(String, String)>,
+    /// Bounds on [`Record::date`], inclusive.
+    pub date_from: Option<DateTime<Utc>>,
+    pub date_to: Option<DateTime<Utc>>,
+}
+
+impl RecordFilter {
+    pub fn kinds(kinds: &[&str]) -> RecordFilter {
+        RecordFilter { kinds: kinds.iter().map(|k| k.to_string()).collect(), ..Default::default() }
+    }
+
+    /// Whether it restricts more than kinds do (then vector search needs a key predicate).
+    pub fn is_selective(&self) -> bool {
+        !self.tags.is_empty() || !self.metadata.is_empty() || self.date_from.is_some() || self.date_to.is_some()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExactHit {
     pub key: RecordKey,
@@ -157,14 +215,18 @@ pub trait RecordStore: Send + Sync + 'static {
 
     async fn count(&self, tenant: &TenantId) -> Result<u64>;
 
-    /// Exact nearest neighbours by cosine distance among the tenant's records with a vector.
+    /// Exact nearest neighbours by cosine distance among the tenant's records that match
+    /// `filter` and have a vector.
     async fn nearest_exact(
         &self,
         tenant: &TenantId,
-        kind: Option<&str>,
+        filter: &RecordFilter,
         vector: &[f32],
         k: usize,
     ) -> Result<Vec<ExactHit>>;
+
+    /// Keys of the tenant's records that match `filter`, at most `limit`.
+    async fn keys_matching(&self, tenant: &TenantId, filter: &RecordFilter, limit: usize) -> Result<Vec<RecordKey>>;
 
     // --- system scope: the write path and operations only ---
 

@@ -10,10 +10,12 @@ use std::sync::{Arc, Once};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::{
-    Change, ChangeOp, ExactHit, GraphItem, ListFilter, NewRecord, Record, RecordStore, Write, WriteReceipt, Written,
+    Change, ChangeOp, ExactHit, GraphItem, ListFilter, NewRecord, Record, RecordFilter, RecordStore, Write,
+    WriteReceipt, Written,
 };
 use crate::config::{RecordsConfig, Synchronous};
 use crate::error::{Error, Result};
@@ -207,6 +209,45 @@ fn log_change(
     Ok(tx.last_insert_rowid() as u64)
 }
 
+/// A WHERE clause (with positional `?` arguments) selecting the tenant's records that match.
+/// Metadata keys are bound as JSON paths, never spliced into the SQL.
+fn filter_sql(tenant: &TenantId, filter: &RecordFilter) -> (String, Vec<SqlValue>) {
+    let mut sql = vec!["tenant = ?".to_string()];
+    let mut args = vec![SqlValue::Text(tenant.as_str().to_string())];
+    if !filter.kinds.is_empty() {
+        sql.push(format!("kind IN ({})", vec!["?"; filter.kinds.len()].join(", ")));
+        args.extend(filter.kinds.iter().map(|k| SqlValue::Text(k.clone())));
+    }
+    for tag in &filter.tags {
+        sql.push("EXISTS (SELECT 1 FROM json_each(records.tags) WHERE value = ?)".to_string());
+        args.push(SqlValue::Text(tag.clone()));
+    }
+    for (key, value) in &filter.metadata {
+        // Booleans compare as "true"/"false", like facets; other scalars as their text.
+        sql.push(
+            "(CASE json_type(metadata, ?1x) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
+             ELSE CAST(json_extract(metadata, ?1x) AS TEXT) END) = ?"
+                .replace("?1x", "?")
+                .to_string(),
+        );
+        let path = format!("$.\"{}\"", key.replace('"', ""));
+        args.push(SqlValue::Text(path.clone()));
+        args.push(SqlValue::Text(path));
+        args.push(SqlValue::Text(value.clone()));
+    }
+    // The record's date: metadata `date` when SQLite can read it, else creation (microseconds).
+    let date = "COALESCE(unixepoch(json_extract(metadata, '$.date')) * 1000000, created_at)";
+    if let Some(from) = filter.date_from {
+        sql.push(format!("{date} >= ?"));
+        args.push(SqlValue::Integer(from.timestamp_micros()));
+    }
+    if let Some(to) = filter.date_to {
+        sql.push(format!("{date} <= ?"));
+        args.push(SqlValue::Integer(to.timestamp_micros()));
+    }
+    (sql.join(" AND "), args)
+}
+
 fn head_seq(conn: &Connection) -> Result<Seq> {
     // sqlite_sequence keeps the highest seq ever handed out, even after pruning.
     let seq: Option<i64> =
@@ -338,28 +379,48 @@ impl RecordStore for SqliteRecordStore {
     async fn nearest_exact(
         &self,
         tenant: &TenantId,
-        kind: Option<&str>,
+        filter: &RecordFilter,
         vector: &[f32],
         k: usize,
     ) -> Result<Vec<ExactHit>> {
         let inner = self.inner.clone();
-        let tenant = tenant.clone();
-        let kind = kind.map(str::to_string);
+        let (tenant, filter) = (tenant.clone(), filter.clone());
         let blob = vector_to_blob(vector);
         blocking(move || {
             inner.read(|conn| {
-                let mut stmt = conn.prepare_cached(
-                    "SELECT key, id, vec_distance_cosine(vector, ?3) AS distance FROM records
-                     WHERE tenant = ?1 AND (?2 IS NULL OR kind = ?2) AND vector IS NOT NULL AND length(vector) = ?4
-                     ORDER BY distance LIMIT ?5",
-                )?;
-                let rows = stmt.query_map(params![tenant.as_str(), kind, blob, blob.len() as i64, k as i64], |r| {
+                let (where_sql, mut args) = filter_sql(&tenant, &filter);
+                let sql = format!(
+                    "SELECT key, id, vec_distance_cosine(vector, ?) AS distance FROM records
+                     WHERE {where_sql} AND vector IS NOT NULL AND length(vector) = ?
+                     ORDER BY distance LIMIT ?"
+                );
+                let mut all: Vec<SqlValue> = vec![SqlValue::Blob(blob.clone())];
+                all.append(&mut args);
+                all.push(SqlValue::Integer(blob.len() as i64));
+                all.push(SqlValue::Integer(k as i64));
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(params_from_iter(all), |r| {
                     Ok(ExactHit {
                         key: r.get::<_, i64>(0)? as u64,
                         id: r.get(1)?,
                         distance: r.get::<_, f64>(2)? as f32,
                     })
                 })?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn keys_matching(&self, tenant: &TenantId, filter: &RecordFilter, limit: usize) -> Result<Vec<RecordKey>> {
+        let inner = self.inner.clone();
+        let (tenant, filter) = (tenant.clone(), filter.clone());
+        blocking(move || {
+            inner.read(|conn| {
+                let (where_sql, mut args) = filter_sql(&tenant, &filter);
+                args.push(SqlValue::Integer(limit as i64));
+                let mut stmt = conn.prepare_cached(&format!("SELECT key FROM records WHERE {where_sql} LIMIT ?"))?;
+                let rows = stmt.query_map(params_from_iter(args), |r| Ok(r.get::<_, i64>(0)? as u64))?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
         })

@@ -3,9 +3,10 @@
 //! Contract:
 //! - Documents are keyed by record key; [`TextStore::upsert`] replaces a key's document.
 //! - English text is stemmed, so "running" finds "runs"; a title match weighs more than a body match.
-//! - A search sees only the query's tenant, optionally only some kinds and documents carrying all
-//!   the given tags; hits come best first with a snippet whose highlights are byte ranges into
-//!   the snippet text.
+//! - A search sees only the query's tenant, optionally only some kinds, documents carrying all
+//!   the given tags and facets, and documents dated within a range; hits come best first with a
+//!   snippet whose highlights are byte ranges into the snippet text.
+//! - Facets are exact-match terms a domain derives from its records (`collection=notes`).
 //! - The query language: words (any may match, more matches rank higher), "quoted phrases",
 //!   `+required` and `-excluded` terms. Malformed syntax is searched as plain words, never an error.
 //! - Changes are visible to search after [`TextStore::commit`], which also makes them durable
@@ -27,8 +28,10 @@ pub struct TextDoc {
     pub title: String,
     pub body: String,
     pub tags: Vec<String>,
-    /// Microseconds since the epoch.
-    pub updated_at: i64,
+    /// Exact-match filter terms, e.g. `collection=notes`.
+    pub facets: Vec<String>,
+    /// The item's date (microseconds since the epoch), for range filters.
+    pub date: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -39,6 +42,26 @@ pub struct TextQuery {
     pub offset: usize,
     pub kinds: Option<Vec<String>>,
     pub tags: Vec<String>,
+    pub facets: Vec<String>,
+    /// Inclusive bounds on `date`, microseconds since the epoch.
+    pub date_from: Option<i64>,
+    pub date_to: Option<i64>,
+}
+
+impl TextQuery {
+    pub fn new(tenant: TenantId, query: impl Into<String>, limit: usize) -> TextQuery {
+        TextQuery {
+            tenant,
+            query: query.into(),
+            limit,
+            offset: 0,
+            kinds: None,
+            tags: Vec::new(),
+            facets: Vec::new(),
+            date_from: None,
+            date_to: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -62,6 +85,9 @@ pub trait TextStore: Send + Sync + 'static {
     async fn upsert(&self, docs: Vec<TextDoc>) -> Result<()>;
     async fn delete(&self, keys: Vec<RecordKey>) -> Result<()>;
     async fn search(&self, query: TextQuery) -> Result<Vec<TextHit>>;
+    /// Snippets of the given documents for `query` (documents without a match get their start).
+    async fn snippets(&self, tenant: &TenantId, query: &str, keys: Vec<RecordKey>)
+    -> Result<Vec<(RecordKey, Snippet)>>;
 
     /// Makes applied changes visible and durable, up to change-log position `seq`.
     async fn commit(&self, seq: Seq) -> Result<()>;

@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
+use std::ops::Bound;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, TermQuery};
+
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
@@ -19,7 +21,7 @@ use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Te
 use super::{Snippet, TextDoc, TextHit, TextQuery, TextStore};
 use crate::config::TextConfig;
 use crate::error::{Error, Result};
-use crate::store::{RecordKey, Seq, StoreStats, blocking, dir_size};
+use crate::store::{RecordKey, Seq, StoreStats, TenantId, blocking, dir_size};
 
 const TITLE_BOOST: f32 = 2.0;
 const SNIPPET_CHARS: usize = 240;
@@ -30,9 +32,10 @@ struct Fields {
     tenant: Field,
     kind: Field,
     tags: Field,
+    facets: Field,
     title: Field,
     body: Field,
-    updated_at: Field,
+    date: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -49,9 +52,10 @@ fn schema() -> (Schema, Fields) {
         tenant: builder.add_text_field("tenant", STRING),
         kind: builder.add_text_field("kind", STRING),
         tags: builder.add_text_field("tags", STRING),
+        facets: builder.add_text_field("facets", STRING),
         title: builder.add_text_field("title", stemmed.clone()),
         body: builder.add_text_field("body", stemmed),
-        updated_at: builder.add_i64_field("updated_at", FAST),
+        date: builder.add_i64_field("date", INDEXED | FAST),
     };
     (builder.build(), fields)
 }
@@ -110,6 +114,14 @@ impl Inner {
         for tag in &query.tags {
             clauses.push((Occur::Must, term(f.tags, tag)));
         }
+        for facet in &query.facets {
+            clauses.push((Occur::Must, term(f.facets, facet)));
+        }
+        if query.date_from.is_some() || query.date_to.is_some() {
+            let lower = query.date_from.map_or(Bound::Unbounded, |d| Bound::Included(Term::from_field_i64(f.date, d)));
+            let upper = query.date_to.map_or(Bound::Unbounded, |d| Bound::Included(Term::from_field_i64(f.date, d)));
+            clauses.push((Occur::Must, Box::new(RangeQuery::new(lower, upper))));
+        }
         clauses
     }
 
@@ -132,23 +144,65 @@ impl Inner {
         Snippet { text: body[..end].to_string(), highlights: Vec::new() }
     }
 
+    fn parse(&self, text: &str) -> Box<dyn Query> {
+        let f = self.fields;
+        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.body]);
+        parser.set_field_boost(f.title, TITLE_BOOST);
+        // Lenient: malformed syntax degrades to the words it contains instead of failing.
+        parser.parse_query_lenient(text).0
+    }
+
+    fn generators(&self, searcher: &tantivy::Searcher, query: &dyn Query) -> Result<Vec<SnippetGenerator>> {
+        let mut generators = Vec::new();
+        for field in [self.fields.body, self.fields.title] {
+            let mut generator =
+                SnippetGenerator::create(searcher, query, field).map_err(tantivy_err("prepare snippets"))?;
+            generator.set_max_num_chars(SNIPPET_CHARS);
+            generators.push(generator);
+        }
+        Ok(generators)
+    }
+
+    fn snippets(&self, tenant: &TenantId, text: &str, keys: &[RecordKey]) -> Result<Vec<(RecordKey, Snippet)>> {
+        let f = self.fields;
+        let searcher = self.reader.searcher();
+        let user_query = self.parse(text);
+        let generators = self.generators(&searcher, &*user_query)?;
+        let mut out = Vec::new();
+        for &key in keys {
+            let by_key = BooleanQuery::new(vec![
+                (
+                    Occur::Must,
+                    Box::new(TermQuery::new(Term::from_field_u64(f.key, key), IndexRecordOption::Basic))
+                        as Box<dyn Query>,
+                ),
+                (
+                    Occur::Must,
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(f.tenant, tenant.as_str()),
+                        IndexRecordOption::Basic,
+                    )),
+                ),
+            ]);
+            let found = searcher
+                .search(&by_key, &TopDocs::with_limit(1).order_by_score())
+                .map_err(tantivy_err("find document"))?;
+            if let Some((_, address)) = found.first() {
+                let doc: TantivyDocument = searcher.doc(*address).map_err(tantivy_err("read text document"))?;
+                out.push((key, self.snippet(&generators, &doc)));
+            }
+        }
+        Ok(out)
+    }
+
     fn search(&self, query: &TextQuery) -> Result<Vec<TextHit>> {
         if query.limit == 0 {
             return Ok(Vec::new());
         }
         let f = self.fields;
-        let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.body]);
-        parser.set_field_boost(f.title, TITLE_BOOST);
-        // Lenient: malformed syntax degrades to the words it contains instead of failing.
-        let (user_query, _errors) = parser.parse_query_lenient(&query.query);
+        let user_query = self.parse(&query.query);
         let searcher = self.reader.searcher();
-        let mut generators = Vec::new();
-        for field in [f.body, f.title] {
-            let mut generator =
-                SnippetGenerator::create(&searcher, &*user_query, field).map_err(tantivy_err("prepare snippets"))?;
-            generator.set_max_num_chars(SNIPPET_CHARS);
-            generators.push(generator);
-        }
+        let generators = self.generators(&searcher, &*user_query)?;
         let mut clauses = vec![(Occur::Must, user_query)];
         clauses.extend(self.filters(query));
         let full = BooleanQuery::new(clauses);
@@ -184,10 +238,13 @@ impl TextStore for TantivyTextStore {
                     f.kind => d.kind,
                     f.title => d.title,
                     f.body => d.body,
-                    f.updated_at => d.updated_at,
+                    f.date => d.date,
                 );
                 for tag in d.tags {
                     document.add_text(f.tags, tag);
+                }
+                for facet in d.facets {
+                    document.add_text(f.facets, facet);
                 }
                 writer.add_document(document).map_err(tantivy_err("index text document"))?;
             }
@@ -211,6 +268,17 @@ impl TextStore for TantivyTextStore {
     async fn search(&self, query: TextQuery) -> Result<Vec<TextHit>> {
         let inner = self.inner.clone();
         blocking(move || inner.search(&query)).await
+    }
+
+    async fn snippets(
+        &self,
+        tenant: &TenantId,
+        query: &str,
+        keys: Vec<RecordKey>,
+    ) -> Result<Vec<(RecordKey, Snippet)>> {
+        let inner = self.inner.clone();
+        let (tenant, query) = (tenant.clone(), query.to_string());
+        blocking(move || inner.snippets(&tenant, &query, &keys)).await
     }
 
     async fn commit(&self, seq: Seq) -> Result<()> {

@@ -1,0 +1,280 @@
+//! One hybrid search engine for every kind of item (document chunks, memories, meetings...).
+//!
+//! A query runs against the text store (BM25) and the vector store (cosine similarity of the
+//! query's embedding), each asked for more candidates than the page needs; the two ranked lists
+//! are fused with weighted reciprocal rank fusion (`weight / (k + rank)`), and every hit carries
+//! its score breakdown. Filters apply inside both stores: facets, tags and dates in the text
+//! store; for vectors, a selective filter becomes the set of allowed keys (read from the record
+//! store), searched exactly when small and through the HNSW index with a key predicate otherwise.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::embed::EmbedService;
+use crate::error::{Error, Result};
+use crate::store::records::{Record, RecordFilter, facet};
+use crate::store::text::{Snippet, TextQuery};
+use crate::store::vectors::VectorQuery;
+use crate::store::{RecordKey, Stores, TenantId};
+
+/// Below this many allowed keys, a filtered vector search is exact (record store) instead of HNSW.
+const EXACT_SEARCH_MAX_KEYS: usize = 20_000;
+/// Most candidates fetched from each store.
+const MAX_CANDIDATES: usize = 1000;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Hybrid,
+    Keyword,
+    Semantic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fusion {
+    /// Weight of the keyword (BM25) ranking in the fusion.
+    #[serde(default = "one")]
+    pub keyword_weight: f32,
+    /// Weight of the semantic (vector) ranking in the fusion.
+    #[serde(default = "one")]
+    pub semantic_weight: f32,
+    /// The `k` of reciprocal rank fusion: larger flattens the advantage of top ranks.
+    #[serde(default = "sixty")]
+    pub rrf_k: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+fn sixty() -> f32 {
+    60.0
+}
+
+impl Default for Fusion {
+    fn default() -> Self {
+        Fusion { keyword_weight: 1.0, semantic_weight: 1.0, rrf_k: 60.0 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SearchRequest {
+    pub tenant: TenantId,
+    pub query: String,
+    pub mode: Mode,
+    pub filter: RecordFilter,
+    pub top_k: usize,
+    pub offset: usize,
+    pub fusion: Fusion,
+}
+
+/// How a hit scored: its rank (1-based) and raw score in each list it appeared in.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ScoreBreakdown {
+    pub keyword_rank: Option<usize>,
+    /// BM25 score.
+    pub keyword_score: Option<f32>,
+    pub semantic_rank: Option<usize>,
+    /// Cosine similarity.
+    pub semantic_score: Option<f32>,
+    /// The fused score the hit is ranked by (equal to the single list's score outside hybrid mode).
+    pub fused: f32,
+}
+
+#[derive(Clone, Debug)]
+pub struct SearchHit {
+    pub record: Record,
+    pub score: f32,
+    pub breakdown: ScoreBreakdown,
+    pub snippet: Snippet,
+}
+
+pub struct SearchEngine {
+    stores: Stores,
+    embed: Arc<EmbedService>,
+}
+
+struct Ranked {
+    key: RecordKey,
+    score: f32,
+}
+
+impl SearchEngine {
+    pub fn new(stores: Stores, embed: Arc<EmbedService>) -> SearchEngine {
+        SearchEngine { stores, embed }
+    }
+
+    pub async fn search(&self, request: &SearchRequest) -> Result<Vec<SearchHit>> {
+        if request.query.trim().is_empty() {
+            return Err(Error::invalid("query must not be empty"));
+        }
+        if request.top_k == 0 || request.top_k > 100 {
+            return Err(Error::invalid("top_k must be between 1 and 100"));
+        }
+        let wanted = request.offset + request.top_k;
+        let candidates = (wanted * 3).clamp(50, MAX_CANDIDATES).max(wanted);
+        let (keyword, semantic) = match request.mode {
+            Mode::Keyword => (self.keyword(request, candidates).await?, Vec::new()),
+            Mode::Semantic => (Vec::new(), self.semantic(request, candidates).await?),
+            Mode::Hybrid => {
+                let (k, s) = tokio::join!(self.keyword(request, candidates), self.semantic(request, candidates));
+                (k?, s?)
+            }
+        };
+        let mut snippets: HashMap<RecordKey, Snippet> = HashMap::new();
+        let keyword_ranked: Vec<Ranked> = keyword
+            .into_iter()
+            .map(|(key, score, snippet)| {
+                snippets.insert(key, snippet);
+                Ranked { key, score }
+            })
+            .collect();
+        let fused = fuse(&keyword_ranked, &semantic, request.mode, &request.fusion);
+        let page: Vec<(RecordKey, ScoreBreakdown)> =
+            fused.into_iter().skip(request.offset).take(request.top_k).collect();
+
+        let keys: Vec<RecordKey> = page.iter().map(|(k, _)| *k).collect();
+        let mut records: HashMap<RecordKey, Record> =
+            self.stores.records.get_by_keys(&request.tenant, &keys).await?.into_iter().map(|r| (r.key, r)).collect();
+        let missing: Vec<RecordKey> = keys.iter().filter(|k| !snippets.contains_key(k)).copied().collect();
+        if !missing.is_empty() {
+            snippets.extend(self.stores.text.snippets(&request.tenant, &request.query, missing).await?);
+        }
+        Ok(page
+            .into_iter()
+            .filter_map(|(key, breakdown)| {
+                let record = records.remove(&key)?; // deleted since it was indexed
+                let snippet = snippets.remove(&key).unwrap_or_else(|| leading_snippet(&record));
+                Some(SearchHit { score: breakdown.fused, breakdown, snippet, record })
+            })
+            .collect())
+    }
+
+    async fn keyword(&self, request: &SearchRequest, limit: usize) -> Result<Vec<(RecordKey, f32, Snippet)>> {
+        let f = &request.filter;
+        let mut query = TextQuery::new(request.tenant.clone(), request.query.clone(), limit);
+        query.kinds = (!f.kinds.is_empty()).then(|| f.kinds.clone());
+        query.tags = f.tags.clone();
+        query.facets = f.metadata.iter().map(|(k, v)| facet(k, v)).collect();
+        query.date_from = f.date_from.map(|d| d.timestamp_micros());
+        query.date_to = f.date_to.map(|d| d.timestamp_micros());
+        let hits = self.stores.text.search(query).await?;
+        Ok(hits.into_iter().map(|h| (h.key, h.score, h.snippet)).collect())
+    }
+
+    async fn semantic(&self, request: &SearchRequest, limit: usize) -> Result<Vec<Ranked>> {
+        let vector = self.embed.embed_one(&request.query).await?;
+        let f = &request.filter;
+        if f.is_selective() {
+            let allowed = self.stores.records.keys_matching(&request.tenant, f, EXACT_SEARCH_MAX_KEYS + 1).await?;
+            if allowed.len() <= EXACT_SEARCH_MAX_KEYS {
+                let hits = self.stores.records.nearest_exact(&request.tenant, f, &vector, limit).await?;
+                return Ok(hits.into_iter().map(|h| Ranked { key: h.key, score: 1.0 - h.distance }).collect());
+            }
+            let allowed: Arc<HashSet<RecordKey>> = Arc::new(
+                self.stores.records.keys_matching(&request.tenant, f, usize::MAX >> 1).await?.into_iter().collect(),
+            );
+            let query = VectorQuery {
+                tenant: request.tenant.clone(),
+                vector,
+                k: limit,
+                kinds: None,
+                predicate: Some(Arc::new(move |key| allowed.contains(&key))),
+            };
+            return Ok(self
+                .stores
+                .vectors
+                .search(query)
+                .await?
+                .into_iter()
+                .map(|h| Ranked { key: h.key, score: h.score })
+                .collect());
+        }
+        let query = VectorQuery {
+            tenant: request.tenant.clone(),
+            vector,
+            k: limit,
+            kinds: (!f.kinds.is_empty()).then(|| f.kinds.clone()),
+            predicate: None,
+        };
+        Ok(self
+            .stores
+            .vectors
+            .search(query)
+            .await?
+            .into_iter()
+            .map(|h| Ranked { key: h.key, score: h.score })
+            .collect())
+    }
+}
+
+/// Weighted reciprocal rank fusion; single-list modes keep that list's own scores.
+fn fuse(keyword: &[Ranked], semantic: &[Ranked], mode: Mode, fusion: &Fusion) -> Vec<(RecordKey, ScoreBreakdown)> {
+    let mut by_key: HashMap<RecordKey, ScoreBreakdown> = HashMap::new();
+    for (i, r) in keyword.iter().enumerate() {
+        let b = by_key.entry(r.key).or_default();
+        b.keyword_rank = Some(i + 1);
+        b.keyword_score = Some(r.score);
+    }
+    for (i, r) in semantic.iter().enumerate() {
+        let b = by_key.entry(r.key).or_default();
+        b.semantic_rank = Some(i + 1);
+        b.semantic_score = Some(r.score);
+    }
+    for b in by_key.values_mut() {
+        b.fused = match mode {
+            Mode::Keyword => b.keyword_score.unwrap_or(0.0),
+            Mode::Semantic => b.semantic_score.unwrap_or(0.0),
+            Mode::Hybrid => {
+                let part = |rank: Option<usize>, weight: f32| rank.map_or(0.0, |r| weight / (fusion.rrf_k + r as f32));
+                part(b.keyword_rank, fusion.keyword_weight) + part(b.semantic_rank, fusion.semantic_weight)
+            }
+        };
+    }
+    let mut out: Vec<(RecordKey, ScoreBreakdown)> = by_key.into_iter().collect();
+    // Ties broken by key for a stable order across pages.
+    out.sort_by(|a, b| b.1.fused.total_cmp(&a.1.fused).then(a.0.cmp(&b.0)));
+    out
+}
+
+fn leading_snippet(record: &Record) -> Snippet {
+    let body = record.body.as_deref().unwrap_or_default();
+    let mut end = body.len().min(240);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    Snippet { text: body[..end].to_string(), highlights: Vec::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ranked(keys: &[u64]) -> Vec<Ranked> {
+        keys.iter().enumerate().map(|(i, k)| Ranked { key: *k, score: 10.0 - i as f32 }).collect()
+    }
+
+    #[test]
+    fn rrf_rewards_agreement_and_respects_weights() {
+        let fused = fuse(&ranked(&[1, 2, 3]), &ranked(&[3, 4, 1]), Mode::Hybrid, &Fusion::default());
+        let order: Vec<u64> = fused.iter().map(|(k, _)| *k).collect();
+        assert_eq!(&order[..2], &[1, 3], "items in both lists lead");
+        let (_, b) = &fused[0];
+        assert_eq!((b.keyword_rank, b.semantic_rank), (Some(1), Some(3)));
+        assert!((b.fused - (1.0 / 61.0 + 1.0 / 63.0)).abs() < 1e-6);
+
+        let semantic_only = Fusion { keyword_weight: 0.0, ..Fusion::default() };
+        let fused = fuse(&ranked(&[1, 2, 3]), &ranked(&[3, 4, 1]), Mode::Hybrid, &semantic_only);
+        assert_eq!(fused.iter().take(3).map(|(k, _)| *k).collect::<Vec<_>>(), vec![3, 4, 1]);
+    }
+
+    #[test]
+    fn single_modes_keep_raw_scores() {
+        let fused = fuse(&ranked(&[7, 8]), &[], Mode::Keyword, &Fusion::default());
+        assert_eq!(fused[0].0, 7);
+        assert_eq!(fused[0].1.fused, 10.0);
+    }
+}
