@@ -25,6 +25,7 @@ pub struct Config {
     pub log: LogConfig,
     pub indexer: IndexerConfig,
     pub embed: EmbedConfig,
+    pub llm: LlmConfig,
     pub store: StoreConfig,
 }
 
@@ -77,6 +78,82 @@ pub struct OpenAiEmbedConfig {
     /// Requests in flight at once.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// No model: answers are extractive, memory extraction deterministic.
+    None,
+    /// Any OpenAI-compatible `/chat/completions` endpoint.
+    Openai,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    pub provider: LlmProvider,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openai: Option<LlmEndpointConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anthropic: Option<LlmEndpointConfig>,
+}
+
+/// One LLM endpoint: `[llm.openai]` or `[llm.anthropic]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmEndpointConfig {
+    /// Base URL: `https://api.openai.com/v1`, `http://localhost:11434/v1`, `https://api.anthropic.com`.
+    pub url: String,
+    pub model: String,
+    /// Name of the environment variable holding the API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// File holding the API key (first line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// Longest wait for a whole answer, or for the first text of a stream.
+    #[serde(default = "default_llm_timeout_secs")]
+    pub timeout_secs: u64,
+    #[serde(default = "default_llm_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+    /// Longest silence between two pieces of a stream.
+    #[serde(default = "default_llm_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+    #[serde(default = "default_llm_max_retries")]
+    pub max_retries: u32,
+    /// Most tokens an answer may have, unless a request asks for another limit.
+    #[serde(default = "default_llm_max_tokens")]
+    pub max_tokens: u32,
+    #[serde(default = "default_llm_temperature")]
+    pub temperature: f32,
+    /// Tokens of retrieved context a prompt may carry (estimated).
+    #[serde(default = "default_llm_context_tokens")]
+    pub context_tokens: usize,
+}
+
+fn default_llm_timeout_secs() -> u64 {
+    120
+}
+fn default_llm_connect_timeout_secs() -> u64 {
+    10
+}
+fn default_llm_idle_timeout_secs() -> u64 {
+    60
+}
+fn default_llm_max_retries() -> u32 {
+    2
+}
+fn default_llm_max_tokens() -> u32 {
+    1024
+}
+fn default_llm_temperature() -> f32 {
+    0.2
+}
+fn default_llm_context_tokens() -> usize {
+    6000
 }
 
 fn default_timeout_secs() -> u64 {
@@ -139,6 +216,10 @@ pub struct StoreConfig {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -378,6 +459,7 @@ impl Config {
                 }
             }
         }
+        self.validate_llm()?;
         if !(1..=16_384).contains(&self.store.vectors.dimensions) {
             return bad("store.vectors.dimensions", "must be between 1 and 16384");
         }
@@ -392,6 +474,57 @@ impl Config {
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return bad("log.level", "is not a valid level or filter (e.g. \"info\", \"nexus=debug\")");
+        }
+        Ok(())
+    }
+
+    /// The chosen LLM endpoint; the others are only parsed (so a typo in them is still an error).
+    fn validate_llm(&self) -> Result<()> {
+        let bad = |key: String, why: &str| Err(Error::config(format!("invalid configuration: `{key}` {why}")));
+        let (section, endpoint, max_temperature) = match self.llm.provider {
+            LlmProvider::None => return Ok(()),
+            LlmProvider::Openai => ("llm.openai", &self.llm.openai, 2.0),
+            LlmProvider::Anthropic => ("llm.anthropic", &self.llm.anthropic, 1.0),
+        };
+        let Some(endpoint) = endpoint else {
+            let provider = &section[4..];
+            return bad(section.to_string(), &format!("is required when llm.provider = \"{provider}\" (url, model)"));
+        };
+        if !(endpoint.url.starts_with("http://") || endpoint.url.starts_with("https://")) {
+            return bad(format!("{section}.url"), "must start with http:// or https://");
+        }
+        if endpoint.model.trim().is_empty() {
+            return bad(format!("{section}.model"), "must not be empty");
+        }
+        if endpoint.api_key_env.is_some() && endpoint.api_key_file.is_some() {
+            return bad(format!("{section}.api_key_file"), "cannot be set together with api_key_env; keep one");
+        }
+        if self.llm.provider == LlmProvider::Anthropic
+            && endpoint.api_key_env.is_none()
+            && endpoint.api_key_file.is_none()
+        {
+            return bad(format!("{section}.api_key_env"), "or api_key_file is required: Anthropic needs an API key");
+        }
+        for (key, value) in [
+            ("timeout_secs", endpoint.timeout_secs),
+            ("connect_timeout_secs", endpoint.connect_timeout_secs),
+            ("idle_timeout_secs", endpoint.idle_timeout_secs),
+        ] {
+            if value == 0 {
+                return bad(format!("{section}.{key}"), "must be at least 1");
+            }
+        }
+        if endpoint.max_retries > 10 {
+            return bad(format!("{section}.max_retries"), "must be at most 10");
+        }
+        if endpoint.max_tokens == 0 {
+            return bad(format!("{section}.max_tokens"), "must be at least 1");
+        }
+        if !(0.0..=max_temperature).contains(&endpoint.temperature) {
+            return bad(format!("{section}.temperature"), &format!("must be between 0 and {max_temperature}"));
+        }
+        if endpoint.context_tokens < 100 {
+            return bad(format!("{section}.context_tokens"), "must be at least 100");
         }
         Ok(())
     }
@@ -491,6 +624,55 @@ mod tests {
         };
         let config = Config::load_with_env(ConfigFile::Explicit(file.path()), &flags, quiet_env(), None).unwrap();
         assert_eq!(config.server.listen.port(), 2222);
+    }
+
+    #[test]
+    fn llm_defaults_to_none() {
+        let config = load_str("# empty\n").unwrap();
+        assert_eq!(config.llm.provider, LlmProvider::None);
+        assert!(crate::llm::open_llm(&config.llm).unwrap().is_none());
+    }
+
+    #[test]
+    fn llm_endpoint_gets_defaults_and_is_shown_without_key() {
+        let config = load_str(
+            "[llm]\nprovider = \"openai\"\n[llm.openai]\nurl = \"http://localhost:11434/v1\"\nmodel = \"llama3.2\"\n\
+             api_key_env = \"NEXUS_TEST_LLM_KEY\"\n",
+        )
+        .unwrap();
+        let openai = config.llm.openai.as_ref().unwrap();
+        assert_eq!((openai.timeout_secs, openai.max_retries, openai.max_tokens), (120, 2, 1024));
+        let shown = config.to_redacted_toml();
+        assert!(shown.contains("api_key_env = \"NEXUS_TEST_LLM_KEY\""), "{shown}");
+    }
+
+    #[test]
+    fn llm_bad_values_name_their_key() {
+        let cases = [
+            ("[llm]\nprovider = \"openai\"\n", "`llm.openai`"),
+            ("[llm]\nprovider = \"gpt\"\n", "llm.provider"),
+            ("[llm]\nprovider = \"openai\"\n[llm.openai]\nurl = \"localhost\"\nmodel = \"m\"\n", "llm.openai.url"),
+            (
+                "[llm]\nprovider = \"anthropic\"\n[llm.anthropic]\nurl = \"https://api.anthropic.com\"\nmodel = \"m\"\n",
+                "llm.anthropic.api_key_env",
+            ),
+            (
+                "[llm]\nprovider = \"anthropic\"\n[llm.anthropic]\nurl = \"https://a.test\"\nmodel = \"m\"\n\
+                 api_key_env = \"K\"\ntemperature = 1.5\n",
+                "llm.anthropic.temperature",
+            ),
+            (
+                "[llm]\nprovider = \"openai\"\n[llm.openai]\nurl = \"http://a.test\"\nmodel = \"m\"\ntimeout_secs = 0\n",
+                "llm.openai.timeout_secs",
+            ),
+            ("[llm.openai]\nurl = \"http://a.test\"\nmodel = \"m\"\napi_key = \"sk-1\"\n", "api_key"),
+        ];
+        for (toml, key) in cases {
+            let err = load_str(toml).unwrap_err();
+            assert_eq!(err.code, crate::error::ErrorCode::ConfigInvalid);
+            assert!(err.message.contains(key), "{key}: {}", err.message);
+            assert!(!err.message.contains("sk-1"), "a key value is never echoed: {}", err.message);
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     Overloaded,
     EmbedderMismatch,
     EmbedderUnavailable,
+    LlmUnavailable,
+    LlmTimeout,
     Timeout,
     StoreFailure,
     Internal,
@@ -48,6 +50,8 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::EmbedderMismatch => "embedder_mismatch",
             ErrorCode::EmbedderUnavailable => "embedder_unavailable",
+            ErrorCode::LlmUnavailable => "llm_unavailable",
+            ErrorCode::LlmTimeout => "llm_timeout",
             ErrorCode::Timeout => "timeout",
             ErrorCode::StoreFailure => "store_failure",
             ErrorCode::Internal => "internal",
@@ -63,7 +67,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
             ErrorCode::NotReady | ErrorCode::BackendUnavailable | ErrorCode::Overloaded => 503,
-            ErrorCode::EmbedderUnavailable => 502,
+            ErrorCode::EmbedderUnavailable | ErrorCode::LlmUnavailable => 502,
+            ErrorCode::LlmTimeout => 504,
             ErrorCode::ConfigInvalid
             | ErrorCode::EmbedderMismatch
             | ErrorCode::DataDirLocked
@@ -87,7 +92,7 @@ impl ErrorCode {
             | ErrorCode::Timeout => "invalid_request",
             ErrorCode::ConfigInvalid => "config",
             ErrorCode::NotReady | ErrorCode::BackendUnavailable | ErrorCode::Overloaded => "unavailable",
-            ErrorCode::EmbedderUnavailable => "upstream",
+            ErrorCode::EmbedderUnavailable | ErrorCode::LlmUnavailable | ErrorCode::LlmTimeout => "upstream",
             ErrorCode::EmbedderMismatch
             | ErrorCode::DataDirLocked
             | ErrorCode::DataDirFormatTooNew
