@@ -27,6 +27,7 @@ pub enum ErrorCode {
     LlmUnavailable,
     LlmTimeout,
     Timeout,
+    Cancelled,
     StoreFailure,
     Internal,
 }
@@ -53,6 +54,7 @@ impl ErrorCode {
             ErrorCode::LlmUnavailable => "llm_unavailable",
             ErrorCode::LlmTimeout => "llm_timeout",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::Cancelled => "cancelled",
             ErrorCode::StoreFailure => "store_failure",
             ErrorCode::Internal => "internal",
         }
@@ -66,6 +68,7 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
+            ErrorCode::Cancelled => 409,
             ErrorCode::NotReady | ErrorCode::BackendUnavailable | ErrorCode::Overloaded => 503,
             ErrorCode::EmbedderUnavailable | ErrorCode::LlmUnavailable => 502,
             ErrorCode::LlmTimeout => 504,
@@ -89,7 +92,8 @@ impl ErrorCode {
             | ErrorCode::NotFound
             | ErrorCode::RouteNotFound
             | ErrorCode::MethodNotAllowed
-            | ErrorCode::Timeout => "invalid_request",
+            | ErrorCode::Timeout
+            | ErrorCode::Cancelled => "invalid_request",
             ErrorCode::ConfigInvalid => "config",
             ErrorCode::NotReady | ErrorCode::BackendUnavailable | ErrorCode::Overloaded => "unavailable",
             ErrorCode::EmbedderUnavailable | ErrorCode::LlmUnavailable | ErrorCode::LlmTimeout => "upstream",

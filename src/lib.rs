@@ -7,6 +7,7 @@ pub mod datadir;
 pub mod embed;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod llm;
 pub mod search;
 pub mod store;

@@ -81,3 +81,13 @@ async fn local_object_store() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sqlite_job_store() {
+    let (_tmp, path) = dir();
+    let config = RecordsConfig { backend: RecordsBackend::Sqlite, synchronous: Synchronous::Full, url: None };
+    testsuite::job_store_suite(|| async {
+        Arc::new(SqliteRecordStore::open(&path, &config).await.unwrap()) as Arc<dyn nexus::store::jobs::JobStore>
+    })
+    .await;
+}

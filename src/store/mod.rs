@@ -10,6 +10,7 @@
 //! the write path and operations commands.
 
 pub mod graph;
+pub mod jobs;
 pub mod objects;
 pub mod records;
 pub mod testsuite;
@@ -126,6 +127,8 @@ pub struct Stores {
     pub vectors: Arc<dyn vectors::VectorStore>,
     pub graph: Arc<dyn graph::GraphStore>,
     pub objects: Arc<dyn objects::ObjectStore>,
+    /// The job queue lives in the record store's database.
+    pub jobs: Arc<dyn jobs::JobStore>,
 }
 
 impl Stores {
@@ -153,13 +156,14 @@ impl Stores {
     pub async fn open(config: &Config, dir: &DataDir) -> Result<Stores> {
         Self::check_backends(config)?;
         let s = &config.store;
-        let records = records::sqlite::SqliteRecordStore::open(&dir.path("records"), &s.records).await?;
+        let records = Arc::new(records::sqlite::SqliteRecordStore::open(&dir.path("records"), &s.records).await?);
         let text = text::tantivy::TantivyTextStore::open(&dir.path("text"), &s.text).await?;
         let vectors = vectors::usearch::UsearchVectorStore::open(&dir.path("vectors"), &s.vectors).await?;
         let graph = graph::sled::SledGraphStore::open(&dir.path("graph")).await?;
         let objects = objects::local::ObjectStoreBacked::open(&dir.path("objects"))?;
         Ok(Stores {
-            records: Arc::new(records),
+            jobs: records.clone(),
+            records,
             text: Arc::new(text),
             vectors: Arc::new(vectors),
             graph: Arc::new(graph),

@@ -602,3 +602,66 @@ where
     assert_eq!(store.head(&a, "docs/report.txt").await.unwrap().unwrap().size, 2);
     assert_eq!(store.stats().await.unwrap().items, 3);
 }
+
+pub async fn job_store_suite<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn super::jobs::JobStore>>,
+{
+    use super::jobs::JobState;
+    use std::time::Duration;
+    let store = open().await;
+    let (a, b) = (tenant("suite-a"), tenant("suite-b"));
+    let first = store.enqueue(&a, "ingest", serde_json::json!({"n": 1}), 2).await.unwrap();
+    let second = store.enqueue(&a, "ingest", serde_json::json!({"n": 2}), 1).await.unwrap();
+    assert_eq!(first.state, JobState::Queued);
+    assert!(store.get(&b, &first.id).await.unwrap().is_none(), "tenant isolation");
+    assert_eq!(store.list(&a, None, 10).await.unwrap().len(), 2);
+    assert!(store.list(&b, None, 10).await.unwrap().is_empty());
+
+    // Claimed once, oldest first, with the attempt counted.
+    let claimed = store.claim(Duration::from_secs(60)).await.unwrap().unwrap();
+    assert_eq!(claimed.id, first.id);
+    assert_eq!((claimed.state, claimed.attempts), (JobState::Running, 1));
+    assert!(
+        store
+            .heartbeat(&claimed.id, serde_json::json!({"done": 1, "total": 2}), Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let next = store.claim(Duration::from_secs(60)).await.unwrap().unwrap();
+    assert_eq!(next.id, second.id);
+    assert!(store.claim(Duration::from_secs(60)).await.unwrap().is_none(), "nothing else is due");
+
+    // Retry, then dead once attempts are used up.
+    let state = store.fail(&first.id, "boom", Some(chrono::Utc::now())).await.unwrap();
+    assert_eq!(state, JobState::Queued);
+    let again = store.claim(Duration::from_secs(60)).await.unwrap().unwrap();
+    assert_eq!((again.id.as_str(), again.attempts), (first.id.as_str(), 2));
+    assert_eq!(again.progress["done"], 1);
+    assert_eq!(store.fail(&first.id, "boom", Some(chrono::Utc::now())).await.unwrap(), JobState::Dead);
+    assert_eq!(store.get(&a, &first.id).await.unwrap().unwrap().error.as_deref(), Some("boom"));
+
+    // Completion.
+    store.complete(&second.id, serde_json::json!({"ok": true})).await.unwrap();
+    let done = store.get(&a, &second.id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result, Some(serde_json::json!({"ok": true})));
+    assert_eq!(store.list(&a, Some(JobState::Dead), 10).await.unwrap().len(), 1);
+
+    // An expired lease lets another worker take the job over; a cancelled job stops.
+    let third = store.enqueue(&a, "ingest", serde_json::json!({}), 3).await.unwrap();
+    store.claim(Duration::from_millis(1)).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken_over = store.claim(Duration::from_secs(60)).await.unwrap().unwrap();
+    assert_eq!((taken_over.id.as_str(), taken_over.attempts), (third.id.as_str(), 2));
+    assert!(store.cancel(&b, &third.id).await.unwrap().is_none(), "another tenant cannot cancel it");
+    assert_eq!(store.cancel(&a, &third.id).await.unwrap().unwrap().state, JobState::Cancelled);
+    assert!(!store.heartbeat(&third.id, serde_json::json!({}), Duration::from_secs(60)).await.unwrap());
+    assert!(store.claim(Duration::from_secs(60)).await.unwrap().is_none());
+
+    // Durable.
+    drop(store);
+    let store = open().await;
+    assert_eq!(store.list(&a, None, 10).await.unwrap().len(), 3);
+}
