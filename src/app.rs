@@ -9,6 +9,12 @@ use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::embed::{self, EmbedService};
 use crate::error::Result;
+use crate::jobs::Jobs;
+use crate::knowledge::chunk::ChunkOptions;
+use crate::knowledge::documents::Documents;
+use crate::knowledge::ingest::{INGEST_JOB, IngestHandler};
+use crate::llm::Llm;
+use crate::search::SearchEngine;
 use crate::store::{StoreStats, Stores};
 use crate::writelog::WriteLog;
 use crate::writelog::check::{CheckReport, check};
@@ -19,7 +25,13 @@ pub struct App {
     pub dir: parking_lot::Mutex<DataDir>,
     pub stores: Stores,
     pub embed: Arc<EmbedService>,
-    pub writes: WriteLog,
+    pub writes: Arc<WriteLog>,
+    pub search: SearchEngine,
+    pub documents: Arc<Documents>,
+    pub jobs: Arc<Jobs>,
+    pub llm: Option<Arc<dyn Llm>>,
+    job_shutdown: tokio::sync::watch::Sender<bool>,
+    job_workers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub started: Instant,
 }
 
@@ -62,8 +74,33 @@ impl App {
         embed::identity::ensure_matches(dir.root(), embedder.identity())?;
         let stores = Stores::open(&config, &dir).await?;
         let embed = EmbedService::start(embedder, &config.embed);
-        let writes = WriteLog::start(&stores, &config.indexer, embed.clone()).await?;
-        Ok(Arc::new(App { config, dir: parking_lot::Mutex::new(dir), stores, embed, writes, started: Instant::now() }))
+        let llm = crate::llm::open_llm(&config.llm)?;
+        let writes = Arc::new(WriteLog::start(&stores, &config.indexer, embed.clone()).await?);
+        let search = SearchEngine::new(stores.clone(), embed.clone());
+        let chunking = ChunkOptions {
+            max_tokens: config.knowledge.chunk_max_tokens,
+            overlap_tokens: config.knowledge.chunk_overlap_tokens,
+        };
+        let documents = Arc::new(Documents::new(stores.clone(), writes.clone(), embed.clone(), chunking));
+        let mut jobs = Jobs::new(stores.jobs.clone());
+        jobs.register(INGEST_JOB, Arc::new(IngestHandler { stores: stores.clone(), documents: documents.clone() }));
+        let jobs = Arc::new(jobs);
+        let (job_shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let job_workers = jobs.start(config.jobs.workers, shutdown_rx);
+        Ok(Arc::new(App {
+            config,
+            dir: parking_lot::Mutex::new(dir),
+            stores,
+            embed,
+            writes,
+            search,
+            documents,
+            jobs,
+            llm,
+            job_shutdown,
+            job_workers: parking_lot::Mutex::new(job_workers),
+            started: Instant::now(),
+        }))
     }
 
     /// Opens the data directory and stores without indexers, for offline maintenance (reindex).
@@ -142,6 +179,12 @@ impl App {
 
     /// Stops the indexers after they persist their state.
     pub async fn shutdown(&self) {
+        // Running jobs finish their current step; an interrupted one is claimed again next start.
+        self.job_shutdown.send_replace(true);
+        let workers: Vec<_> = self.job_workers.lock().drain(..).collect();
+        for worker in workers {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), worker).await;
+        }
         self.writes.shutdown().await;
     }
 }

@@ -46,6 +46,34 @@ pub enum Command {
         #[arg(long, value_enum)]
         store: Option<StoreName>,
     },
+    /// Ingest files (recursively) into the knowledge base; unchanged files are skipped.
+    Ingest {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        collection: Option<String>,
+        /// Only files matching these globs (e.g. '*.md').
+        #[arg(long)]
+        include: Vec<String>,
+        /// Skip files matching these globs.
+        #[arg(long)]
+        exclude: Vec<String>,
+        #[arg(long)]
+        tag: Vec<String>,
+    },
+    /// Search the knowledge base.
+    Search {
+        query: String,
+        /// Print `{"results": [...]}` as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+        #[arg(long, value_enum, default_value = "hybrid")]
+        mode: SearchMode,
+        #[arg(long)]
+        collection: Option<String>,
+    },
     /// Print the embedding of a text as JSON, made by the configured embedder.
     Embed {
         text: String,
@@ -57,6 +85,13 @@ pub enum Command {
     Config,
     /// Print the version.
     Version,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SearchMode {
+    Hybrid,
+    Keyword,
+    Semantic,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -123,6 +158,19 @@ async fn run_inner(cli: Cli) -> Result<i32> {
         Command::Check { json } => check(config, json).await,
         Command::Reindex { store } => reindex_stores(config, store).await,
         Command::Embed { text, chunks } => embed_text(config, &text, chunks).await,
+        Command::Ingest { paths, collection, include, exclude, tag } => {
+            let args = crate::knowledge_cli::IngestArgs { paths, collection, include, exclude, tags: tag };
+            crate::knowledge_cli::ingest(config, args).await
+        }
+        Command::Search { query, json, top_k, mode, collection } => {
+            let mode = match mode {
+                SearchMode::Hybrid => crate::search::Mode::Hybrid,
+                SearchMode::Keyword => crate::search::Mode::Keyword,
+                SearchMode::Semantic => crate::search::Mode::Semantic,
+            };
+            let args = crate::knowledge_cli::SearchArgs { query, json, top_k, mode, collection };
+            crate::knowledge_cli::search(config, args).await
+        }
     }
 }
 

@@ -26,7 +26,29 @@ pub struct Config {
     pub indexer: IndexerConfig,
     pub embed: EmbedConfig,
     pub llm: LlmConfig,
+    pub knowledge: KnowledgeConfig,
+    pub jobs: JobsConfig,
     pub store: StoreConfig,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnowledgeConfig {
+    /// Largest document accepted by upload or ingest, in bytes.
+    pub max_upload_bytes: u64,
+    /// Most tokens in a chunk (heading context included); at most the embedder's input size.
+    pub chunk_max_tokens: usize,
+    /// Tokens a chunk repeats from the end of the previous one.
+    pub chunk_overlap_tokens: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Background workers running jobs (ingestion) at once.
+    pub workers: usize,
+    /// Attempts before a failing job is dead.
+    pub max_attempts: u32,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -422,6 +444,18 @@ impl Config {
         }
         if self.indexer.persist_interval_ms < 10 {
             return bad("indexer.persist_interval_ms", "must be at least 10");
+        }
+        if !(32..=256).contains(&self.knowledge.chunk_max_tokens) {
+            return bad("knowledge.chunk_max_tokens", "must be between 32 and 256");
+        }
+        if self.knowledge.chunk_overlap_tokens >= self.knowledge.chunk_max_tokens / 2 {
+            return bad("knowledge.chunk_overlap_tokens", "must be less than half of chunk_max_tokens");
+        }
+        if self.knowledge.max_upload_bytes < 1024 {
+            return bad("knowledge.max_upload_bytes", "must be at least 1024");
+        }
+        if !(1..=64).contains(&self.jobs.workers) || !(1..=100).contains(&self.jobs.max_attempts) {
+            return bad("jobs", "workers must be 1-64 and max_attempts 1-100");
         }
         if !(1..=2048).contains(&self.embed.batch_size) {
             return bad("embed.batch_size", "must be between 1 and 2048");

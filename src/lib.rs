@@ -8,6 +8,8 @@ pub mod embed;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod knowledge;
+pub mod knowledge_cli;
 pub mod llm;
 pub mod search;
 pub mod store;

@@ -84,11 +84,11 @@ async fn long_texts_are_embedded_in_pieces_never_truncated() {
     let first = "Photosynthesis in plants converts light into chemical energy. ".repeat(40);
     let second = "The stock market fell sharply after the interest rate decision. ".repeat(40);
     let long = format!("{first}{second}");
-    assert!(model.count_tokens(&long).unwrap() > 2 * MAX_TOKENS);
+    assert!(model.token_count(&long).unwrap() > 2 * MAX_TOKENS);
     let pieces = service.embed_chunks(&long).await.unwrap();
     assert!(pieces.len() >= 3, "{} pieces", pieces.len());
     for (piece, _) in &pieces {
-        assert!(model.count_tokens(piece).unwrap() <= MAX_TOKENS, "every piece fits the model");
+        assert!(model.token_count(piece).unwrap() <= MAX_TOKENS, "every piece fits the model");
     }
     let joined: String =
         pieces.iter().map(|(p, _)| p.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join(" ");

@@ -100,7 +100,7 @@ impl MiniLm {
     }
 
     /// Token count of `text` without truncation, special tokens included.
-    pub fn count_tokens(&self, text: &str) -> Result<usize> {
+    pub fn token_count(&self, text: &str) -> Result<usize> {
         let encoding = self.inner.splitter.encode(text, true).map_err(model_err("tokenize"))?;
         Ok(encoding.len())
     }
@@ -181,6 +181,10 @@ impl Embedder for MiniLm {
     async fn embed_batch(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         let inner = self.inner.clone();
         crate::store::blocking(move || inner.forward(&texts)).await
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.inner.splitter.encode(text, true).map(|e| e.len()).unwrap_or(text.len())
     }
 
     fn concurrency(&self) -> usize {

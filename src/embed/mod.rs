@@ -50,6 +50,9 @@ pub trait Embedder: Send + Sync + 'static {
     /// Embeds texts that each fit the model; one unit vector per text, in order.
     async fn embed_batch(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>>;
 
+    /// Tokens the model sees for `text`, special tokens included (an estimate for remote models).
+    fn count_tokens(&self, text: &str) -> usize;
+
     /// Whether batches should run one at a time (a local model using every core) or side by side.
     fn concurrency(&self) -> usize;
 }
@@ -127,6 +130,10 @@ impl EmbedService {
 
     pub fn dimensions(&self) -> usize {
         self.embedder.identity().dimensions
+    }
+
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.embedder.count_tokens(text)
     }
 
     /// One vector per text. A text too long for the model is embedded in pieces whose vectors

@@ -214,6 +214,11 @@ impl Embedder for OpenAiEmbedder {
         }
     }
 
+    /// About four characters a token, the usual rule of thumb for English with BPE vocabularies.
+    fn count_tokens(&self, text: &str) -> usize {
+        text.len().div_ceil(4) + 2
+    }
+
     fn concurrency(&self) -> usize {
         self.config.concurrency
     }

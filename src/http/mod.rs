@@ -3,12 +3,15 @@
 //! One file per resource; every route is declared through `utoipa_axum::routes!`, so it is in
 //! `/openapi.json` by construction.
 
+pub mod documents;
 pub mod embed;
 pub mod error;
 pub mod graph;
+pub mod jobs;
 pub mod objects;
 pub mod ops;
 pub mod records;
+pub mod search;
 pub mod tenant;
 pub mod ui;
 
@@ -39,6 +42,9 @@ use crate::error::{Error, ErrorCode};
         (name = "graph", description = "Entity and relation graph"),
         (name = "objects", description = "Original files"),
         (name = "embed", description = "Text embeddings"),
+        (name = "documents", description = "The knowledge base's documents"),
+        (name = "search", description = "Hybrid search and grounded answers"),
+        (name = "jobs", description = "Background jobs"),
     )
 )]
 struct ApiDoc;
@@ -62,10 +68,25 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(objects::list_objects))
         .routes(routes!(objects::put_object, objects::get_object, objects::delete_object))
         .routes(routes!(embed::embed))
+        .routes(routes!(documents::list))
+        .routes(routes!(documents::put_text))
+        .routes(routes!(documents::get, documents::delete))
+        .routes(routes!(documents::content))
+        .routes(routes!(documents::collections))
+        .routes(routes!(search::search))
+        .routes(routes!(search::ask))
+        .routes(routes!(jobs::list))
+        .routes(routes!(jobs::get))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::events))
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    let (api, mut openapi) = api().split_for_parts();
+    // Uploads get their own, larger body limit.
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(documents::upload))
+        .layer(DefaultBodyLimit::max(app.config.knowledge.max_upload_bytes.min(usize::MAX as u64) as usize));
+    let (api, mut openapi) = api().merge(uploads).split_for_parts();
     // axum spells a catch-all segment `{*key}`; OpenAPI knows only `{key}`.
     openapi.paths.paths = std::mem::take(&mut openapi.paths.paths)
         .into_iter()

@@ -111,8 +111,10 @@ impl SearchEngine {
         if request.query.trim().is_empty() {
             return Err(Error::invalid("query must not be empty"));
         }
-        if request.top_k == 0 || request.top_k > 100 {
-            return Err(Error::invalid("top_k must be between 1 and 100"));
+        if request.top_k == 0 || request.top_k + request.offset > MAX_CANDIDATES {
+            return Err(Error::invalid(format!(
+                "top_k must be at least 1 and top_k + offset at most {MAX_CANDIDATES}"
+            )));
         }
         let wanted = request.offset + request.top_k;
         let candidates = (wanted * 3).clamp(50, MAX_CANDIDATES).max(wanted);

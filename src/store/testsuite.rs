@@ -217,6 +217,13 @@ where
         select(RecordFilter { metadata: vec![("collection".into(), "c1".into())], ..base.clone() }).await.len() == 2
     );
     assert!(store.keys_matching(&b, &base, 100).await.unwrap().is_empty(), "filters never cross tenants");
+    let counts = store.count_by(&a, &base, "collection").await.unwrap();
+    assert_eq!(counts, vec![("c1".to_string(), 2), ("c2".to_string(), 1)]);
+    let all_keys = store.keys_matching(&a, &base, 100).await.unwrap();
+    assert!(all_keys.windows(2).all(|w| w[0] < w[1]), "key order");
+    let after =
+        store.keys_matching(&a, &RecordFilter { after_key: Some(all_keys[0]), ..base.clone() }, 100).await.unwrap();
+    assert_eq!(after, all_keys[1..].to_vec());
     let near = store
         .nearest_exact(
             &a,

@@ -9,6 +9,8 @@
 // called when the user navigates away (stop timers, abort fetches).
 
 const ROUTES = [
+  { path: 'search', label: 'Search', load: () => import('./pages/search.js') },
+  { path: 'documents', label: 'Documents', load: () => import('./pages/documents.js') },
   { path: 'status', label: 'Status', load: () => import('./pages/status.js') },
 ];
 const DEFAULT_ROUTE = 'status';

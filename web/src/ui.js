@@ -64,3 +64,92 @@ export function formatDuration(totalSeconds) {
 export function formatTime(date) {
   return date.toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 }
+
+/** Compact score: 7.2 -> "7.2", 0.03214 -> "0.0321" (3 significant digits). */
+const scoreFormat = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 3 });
+export function formatScore(n) {
+  return Number.isFinite(n) ? scoreFormat.format(n) : '—';
+}
+
+/**
+ * Parse an API timestamp: RFC 3339 string, or a Unix time number (seconds,
+ * or milliseconds when it is too large to be seconds). Null when unusable.
+ */
+export function parseTimestamp(value) {
+  let date = null;
+  if (typeof value === 'number' && Number.isFinite(value)) {
+    date = new Date(Math.abs(value) < 1e11 ? value * 1000 : value);
+  } else if (typeof value === 'string' && value) {
+    date = /^-?\d+(\.\d+)?$/.test(value) ? parseTimestamp(Number(value)) : new Date(value);
+  }
+  return date && !Number.isNaN(date.getTime()) ? date : null;
+}
+
+/**
+ * A <time> element showing a local date and time (or only the date with
+ * `{ dateOnly: true }`; the full time is then in the tooltip), or "—".
+ */
+export function timeElement(value, { dateOnly = false } = {}) {
+  const date = parseTimestamp(value);
+  if (!date) return h('span', { class: 'muted' }, typeof value === 'string' && value ? value : '—');
+  const full = date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  return h('time', { datetime: date.toISOString(), title: full },
+    dateOnly ? date.toLocaleDateString(undefined, { dateStyle: 'medium' }) : full);
+}
+
+// ---- snippets with highlights ----------------------------------------------
+
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+
+/**
+ * Split `text` into plain and highlighted pieces. `ranges` are [start, end)
+ * BYTE offsets into the UTF-8 encoding of `text` (as the search API sends
+ * them). Ranges are clamped, widened to whole characters (a boundary inside a
+ * multi-byte character never yields U+FFFD), sorted and merged; malformed
+ * ones are ignored.
+ * @returns {{text: string, mark: boolean}[]}
+ */
+export function highlightSegments(text, ranges) {
+  const bytes = utf8Encoder.encode(typeof text === 'string' ? text : '');
+  const n = bytes.length;
+  const isContinuation = (i) => i < n && (bytes[i] & 0xc0) === 0x80;
+
+  const clean = [];
+  for (const range of Array.isArray(ranges) ? ranges : []) {
+    if (!Array.isArray(range) || range.length < 2) continue;
+    let [start, end] = range;
+    if (!Number.isInteger(start) || !Number.isInteger(end)) continue;
+    start = Math.min(Math.max(start, 0), n);
+    end = Math.min(Math.max(end, 0), n);
+    while (start > 0 && isContinuation(start)) start -= 1;
+    while (end < n && isContinuation(end)) end += 1;
+    if (end > start) clean.push([start, end]);
+  }
+  clean.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+
+  const merged = [];
+  for (const [start, end] of clean) {
+    const last = merged[merged.length - 1];
+    if (last && start <= last[1]) last[1] = Math.max(last[1], end);
+    else merged.push([start, end]);
+  }
+
+  const decode = (a, b) => utf8Decoder.decode(bytes.subarray(a, b));
+  const out = [];
+  let pos = 0;
+  for (const [start, end] of merged) {
+    if (start > pos) out.push({ text: decode(pos, start), mark: false });
+    out.push({ text: decode(start, end), mark: true });
+    pos = end;
+  }
+  if (pos < n) out.push({ text: decode(pos, n), mark: false });
+  return out;
+}
+
+/** Nodes for a `{text, highlights}` snippet: text with <mark> elements. */
+export function snippetNodes(snippet) {
+  const text = typeof snippet === 'string' ? snippet : snippet?.text;
+  return highlightSegments(text, snippet?.highlights).map((seg) =>
+    seg.mark ? h('mark', null, seg.text) : seg.text);
+}

@@ -179,6 +179,8 @@ pub struct RecordFilter {
     /// Bounds on [`Record::date`], inclusive.
     pub date_from: Option<DateTime<Utc>>,
     pub date_to: Option<DateTime<Utc>>,
+    /// Only records with a greater key (keyset pagination).
+    pub after_key: Option<RecordKey>,
 }
 
 impl RecordFilter {
@@ -225,8 +227,11 @@ pub trait RecordStore: Send + Sync + 'static {
         k: usize,
     ) -> Result<Vec<ExactHit>>;
 
-    /// Keys of the tenant's records that match `filter`, at most `limit`.
+    /// Keys of the tenant's records that match `filter`, in key order, at most `limit`.
     async fn keys_matching(&self, tenant: &TenantId, filter: &RecordFilter, limit: usize) -> Result<Vec<RecordKey>>;
+
+    /// How many matching records have each value of the top-level metadata field `field`.
+    async fn count_by(&self, tenant: &TenantId, filter: &RecordFilter, field: &str) -> Result<Vec<(String, u64)>>;
 
     // --- system scope: the write path and operations only ---
 

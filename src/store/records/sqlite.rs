@@ -249,6 +249,10 @@ fn filter_sql(tenant: &TenantId, filter: &RecordFilter) -> (String, Vec<SqlValue
         sql.push(format!("{date} <= ?"));
         args.push(SqlValue::Integer(to.timestamp_micros()));
     }
+    if let Some(after) = filter.after_key {
+        sql.push("key > ?".to_string());
+        args.push(SqlValue::Integer(after as i64));
+    }
     (sql.join(" AND "), args)
 }
 
@@ -423,8 +427,31 @@ impl RecordStore for SqliteRecordStore {
             inner.read(|conn| {
                 let (where_sql, mut args) = filter_sql(&tenant, &filter);
                 args.push(SqlValue::Integer(limit as i64));
-                let mut stmt = conn.prepare_cached(&format!("SELECT key FROM records WHERE {where_sql} LIMIT ?"))?;
+                let mut stmt =
+                    conn.prepare_cached(&format!("SELECT key FROM records WHERE {where_sql} ORDER BY key LIMIT ?"))?;
                 let rows = stmt.query_map(params_from_iter(args), |r| Ok(r.get::<_, i64>(0)? as u64))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn count_by(&self, tenant: &TenantId, filter: &RecordFilter, field: &str) -> Result<Vec<(String, u64)>> {
+        let inner = self.inner.clone();
+        let (tenant, filter) = (tenant.clone(), filter.clone());
+        let path = format!("$.\"{}\"", field.replace('"', ""));
+        blocking(move || {
+            inner.read(|conn| {
+                let (where_sql, args) = filter_sql(&tenant, &filter);
+                let mut all = vec![SqlValue::Text(path)];
+                all.extend(args);
+                let sql = format!(
+                    "SELECT CAST(json_extract(metadata, ?) AS TEXT) AS value, count(*) FROM records
+                     WHERE {where_sql} GROUP BY value HAVING value IS NOT NULL ORDER BY value"
+                );
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt
+                    .query_map(params_from_iter(all), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
         })

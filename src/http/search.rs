@@ -1,0 +1,199 @@
+//! Hybrid search and grounded answers over the knowledge base.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiJson;
+use super::tenant::Tenant;
+use crate::app::App;
+use crate::error::{Error, Result};
+use crate::knowledge::ask::{AnswerMode, Citation, answer};
+use crate::knowledge::documents::{CHUNK_KIND, metadata_filter, validate_name};
+use crate::search::{Fusion, Mode, ScoreBreakdown, SearchRequest};
+use crate::store::TenantId;
+use crate::store::records::{RecordFilter, parse_date};
+use crate::store::text::Snippet;
+
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    pub collection: Option<String>,
+    /// Items carrying every one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Top-level metadata fields equal to these scalar values.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Inclusive, RFC 3339 or YYYY-MM-DD, on the item's date.
+    pub date_from: Option<String>,
+    pub date_to: Option<String>,
+    /// Item kinds; default `["chunk"]` (document chunks).
+    pub kinds: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchInput {
+    pub query: String,
+    #[serde(default)]
+    pub mode: Mode,
+    /// 1-100, default 10.
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub offset: usize,
+    #[serde(default)]
+    pub filters: Filters,
+    #[serde(default)]
+    pub fusion: Option<Fusion>,
+}
+
+impl SearchInput {
+    pub fn into_request(self, tenant: TenantId) -> Result<SearchRequest> {
+        let f = self.filters;
+        let date = |d: Option<String>, key: &str| -> Result<_> {
+            d.map(|d| {
+                parse_date(&d).ok_or_else(|| Error::invalid(format!("filters.{key} must be RFC 3339 or YYYY-MM-DD")))
+            })
+            .transpose()
+        };
+        let mut metadata = metadata_filter(&f.metadata)?;
+        if let Some(c) = f.collection {
+            validate_name("collection", &c)?;
+            metadata.push(("collection".into(), c));
+        }
+        let filter = RecordFilter {
+            kinds: f.kinds.unwrap_or_else(|| vec![CHUNK_KIND.to_string()]),
+            tags: f.tags,
+            metadata,
+            date_from: date(f.date_from, "date_from")?,
+            date_to: date(f.date_to, "date_to")?,
+            after_key: None,
+        };
+        let top_k = self.top_k.unwrap_or(10);
+        if !(1..=100).contains(&top_k) {
+            return Err(Error::invalid("top_k must be between 1 and 100"));
+        }
+        Ok(SearchRequest {
+            tenant,
+            query: self.query,
+            mode: self.mode,
+            filter,
+            top_k,
+            offset: self.offset,
+            fusion: self.fusion.unwrap_or_default(),
+        })
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SearchResult {
+    pub document_id: Option<String>,
+    pub chunk_id: String,
+    pub kind: String,
+    pub source: Option<String>,
+    pub title: Option<String>,
+    pub collection: Option<String>,
+    pub score: f32,
+    pub snippet: Snippet,
+    pub scores: ScoreBreakdown,
+    /// The whole chunk.
+    pub text: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SearchResults {
+    pub results: Vec<SearchResult>,
+}
+
+/// Hybrid search: BM25 and vector rankings fused (reciprocal rank fusion), with filters,
+/// snippets and a score breakdown per result.
+#[utoipa::path(post, path = "/api/v1/search", tag = "search", request_body = SearchInput,
+    responses((status = 200, body = SearchResults), (status = 400, body = super::error::ErrorBody)))]
+pub async fn search(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    ApiJson(input): ApiJson<SearchInput>,
+) -> Result<axum::Json<SearchResults>> {
+    let request = input.into_request(tenant)?;
+    let hits = app.search.search(&request).await?;
+    let results = hits
+        .into_iter()
+        .map(|h| {
+            let m = &h.record.metadata;
+            let s = |k: &str| m.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            SearchResult {
+                document_id: s("document_id"),
+                chunk_id: h.record.id.clone(),
+                kind: h.record.kind.clone(),
+                source: s("source"),
+                title: h.record.title.clone(),
+                collection: s("collection"),
+                score: h.score,
+                snippet: h.snippet,
+                scores: h.breakdown,
+                text: h.record.body,
+            }
+        })
+        .collect();
+    Ok(axum::Json(SearchResults { results }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Answer {
+    pub answer: String,
+    pub mode: AnswerMode,
+    pub citations: Vec<Citation>,
+}
+
+/// Answers from the knowledge base with numbered citations; streamed as server-sent events
+/// (`citations`, then `delta`s, then `done`) when the client accepts `text/event-stream`.
+/// Without an LLM configured, the answer is extractive.
+#[utoipa::path(post, path = "/api/v1/ask", tag = "search", request_body = SearchInput,
+    responses((status = 200, body = Answer, description = "JSON, or text/event-stream when accepted"),
+              (status = 400, body = super::error::ErrorBody)))]
+pub async fn ask(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<SearchInput>,
+) -> Result<Response> {
+    let mut request = input.into_request(tenant)?;
+    if request.top_k > 20 {
+        request.top_k = 20;
+    }
+    let streamed = answer(&app.search, app.llm.clone(), request).await?;
+    let wants_sse =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_sse {
+        let mut text = String::new();
+        let mut pieces = streamed.text;
+        while let Some(piece) = pieces.next().await {
+            text.push_str(&piece?);
+        }
+        return Ok(
+            axum::Json(Answer { answer: text, mode: streamed.mode, citations: streamed.citations }).into_response()
+        );
+    }
+    let mode = streamed.mode;
+    let first = Event::default().event("citations").json_data(serde_json::json!({ "citations": streamed.citations }));
+    let deltas = streamed.text.map(|piece| match piece {
+        Ok(text) => Event::default().event("delta").json_data(serde_json::json!({ "text": text })),
+        Err(e) => Event::default().event("error").json_data(serde_json::json!({
+            "error": {"code": e.code.as_str(), "message": e.message, "type": e.code.kind()}
+        })),
+    });
+    let done = Event::default().event("done").json_data(serde_json::json!({ "mode": mode }));
+    let events = futures::stream::once(async move { first })
+        .chain(deltas)
+        .chain(futures::stream::once(async move { done }))
+        .map(|e| Ok::<_, Infallible>(e.unwrap_or_else(|_| Event::default().event("error"))));
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}

@@ -1,0 +1,567 @@
+// Search page: POST /api/v1/search (hybrid / keyword / semantic) with
+// pagination, and "Ask": POST /api/v1/ask read as a server-sent event stream
+// (citations, then deltas, then done/error) rendered as it arrives.
+//
+// The form state is mirrored into the hash ("#/search?q=...&mode=...") with
+// history.replaceState, so reloading or sharing the URL repeats the search
+// without the router remounting the page.
+
+import { getJSON, request, streamEvents } from '../api.js';
+import { h, srOnly, formatNumber, formatScore, snippetNodes } from '../ui.js';
+
+export const title = 'Search';
+
+const MODES = [
+  { value: 'hybrid', label: 'Hybrid' },
+  { value: 'keyword', label: 'Keyword' },
+  { value: 'semantic', label: 'Semantic' },
+];
+const DEFAULT_TOP_K = 10;
+const MAX_TOP_K = 100;
+const SEARCH_TIMEOUT_MS = 30_000;
+
+// "[1]", "[2, 3]" in an answer are citation markers.
+const MARKER_RE = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
+// A tail that may still become a marker when the next delta arrives.
+const PARTIAL_MARKER_RE = /\[[\d,\s]*$/;
+
+let instance = 0; // keeps element ids unique if the page is mounted again
+
+export function mount(root) {
+  const uid = `search${++instance}`;
+  const initial = readHashState();
+
+  // ---- form ----
+  const queryInput = h('input', {
+    id: `${uid}-q`, class: 'input', type: 'search', name: 'q', required: true,
+    autocomplete: 'off', spellcheck: 'false', placeholder: 'What are you looking for?',
+  });
+  queryInput.value = initial.query;
+
+  const modeRadios = MODES.map((m) => {
+    const input = h('input', { type: 'radio', name: `${uid}-mode`, value: m.value, class: 'segmented__input' });
+    input.checked = m.value === initial.mode;
+    return h('label', { class: 'segmented__option' }, input, h('span', null, m.label));
+  });
+
+  const collectionSelect = h('select', { id: `${uid}-collection`, class: 'select' },
+    h('option', { value: '' }, 'All collections'));
+  if (initial.collection) collectionSelect.append(h('option', { value: initial.collection }, initial.collection));
+  collectionSelect.value = initial.collection;
+  const collectionNote = h('span', { class: 'field__hint', id: `${uid}-collection-note` });
+
+  const topKInput = h('input', {
+    id: `${uid}-topk`, class: 'input input--narrow', type: 'number', min: 1, max: MAX_TOP_K, step: 1,
+    inputmode: 'numeric', required: true,
+  });
+  topKInput.value = String(initial.topK);
+
+  const searchButton = h('button', { type: 'submit', class: 'btn btn--primary' }, 'Search');
+  const askButton = h('button', { type: 'button', class: 'btn', onclick: onAskClick }, 'Ask');
+
+  const form = h('form', { class: 'search-form card', role: 'search', 'aria-label': 'Search documents', onsubmit: onSubmit },
+    h('div', { class: 'search-form__row' },
+      h('div', { class: 'field field--grow' },
+        h('label', { for: queryInput.id }, 'Query'),
+        queryInput,
+      ),
+      h('div', { class: 'search-form__actions' }, searchButton, askButton),
+    ),
+    h('div', { class: 'search-form__row' },
+      h('fieldset', { class: 'field segmented' },
+        h('legend', null, 'Mode'),
+        h('div', { class: 'segmented__options' }, modeRadios),
+      ),
+      h('div', { class: 'field' },
+        h('label', { for: collectionSelect.id }, 'Collection'),
+        collectionSelect,
+        collectionNote,
+      ),
+      h('div', { class: 'field' },
+        h('label', { for: topKInput.id }, 'Results per page'),
+        topKInput,
+      ),
+    ),
+  );
+
+  // ---- answer panel (Ask) ----
+  const answer = buildAnswerPanel(uid);
+
+  // ---- results ----
+  const resultsHeading = h('h2', { id: `${uid}-results`, tabindex: -1 }, 'Results');
+  const resultsMeta = h('p', { class: 'page__meta' });
+  const resultsAlert = h('div', { class: 'alert-region', role: 'alert' });
+  const resultsList = h('ol', { class: 'results' });
+  const prevButton = h('button', { type: 'button', class: 'btn btn--small', onclick: () => page(-1) }, '← Previous');
+  const nextButton = h('button', { type: 'button', class: 'btn btn--small', onclick: () => page(1) }, 'Next →');
+  const pageLabel = h('span', { class: 'pager__label' });
+  const pager = h('nav', { class: 'pager', 'aria-label': 'Result pages', hidden: true }, prevButton, pageLabel, nextButton);
+  const resultsSection = h('section', { class: 'card results-card', 'aria-labelledby': resultsHeading.id, hidden: true },
+    h('div', { class: 'card__header' }, resultsHeading, resultsMeta),
+    resultsAlert,
+    resultsList,
+    pager,
+  );
+
+  // Screen-reader announcements (result counts, answer finished).
+  const announcer = h('p', { class: 'visually-hidden', role: 'status' });
+
+  root.append(
+    h('header', { class: 'page__header' },
+      h('h1', null, 'Search'),
+      h('p', { class: 'page__meta' }, 'Find passages in your documents, or ask a question about them.'),
+    ),
+    form,
+    answer.section,
+    resultsSection,
+    announcer,
+  );
+
+  // ---- state ----
+  let stopped = false;
+  let searchController = null;
+  let askController = null;
+  let current = null; // the search shown: { query, mode, topK, collection, offset }
+
+  function readForm() {
+    const mode = modeRadios.map((l) => l.querySelector('input')).find((i) => i.checked)?.value ?? 'hybrid';
+    const topK = clampTopK(Number(topKInput.value));
+    topKInput.value = String(topK);
+    return {
+      query: queryInput.value.trim(),
+      mode,
+      topK,
+      collection: collectionSelect.value,
+    };
+  }
+
+  function bodyFor(state) {
+    const body = { query: state.query, mode: state.mode, top_k: state.topK, offset: state.offset };
+    if (state.collection) body.filters = { collection: state.collection };
+    return body;
+  }
+
+  function announce(text) {
+    announcer.textContent = '';
+    // A fresh text node after clearing makes repeated messages be read again.
+    setTimeout(() => { if (!stopped) announcer.textContent = text; }, 50);
+  }
+
+  // ---- search ----
+  function onSubmit(event) {
+    event.preventDefault();
+    const state = readForm();
+    if (!state.query) {
+      queryInput.value = '';
+      form.reportValidity();
+      return;
+    }
+    runSearch({ ...state, offset: 0 }, false);
+  }
+
+  function page(direction) {
+    if (!current) return;
+    const offset = Math.max(0, current.offset + direction * current.topK);
+    runSearch({ ...current, offset }, true);
+  }
+
+  async function runSearch(state, focusResults) {
+    searchController?.abort();
+    const controller = new AbortController();
+    searchController = controller;
+    writeHashState(state);
+
+    resultsSection.hidden = false;
+    resultsSection.setAttribute('aria-busy', 'true');
+    resultsMeta.textContent = 'Searching…';
+    searchButton.disabled = true;
+    prevButton.disabled = true;
+    nextButton.disabled = true;
+
+    let data;
+    try {
+      data = await request('/search', {
+        method: 'POST', body: bodyFor(state), signal: controller.signal, timeoutMs: SEARCH_TIMEOUT_MS,
+      });
+    } catch (err) {
+      if (controller !== searchController || stopped) return;
+      current = null;
+      resultsList.replaceChildren();
+      pager.hidden = true;
+      resultsMeta.textContent = '';
+      resultsAlert.replaceChildren(errorBanner('Search failed', err));
+      return;
+    } finally {
+      if (controller === searchController) {
+        searchController = null;
+        searchButton.disabled = false;
+        resultsSection.removeAttribute('aria-busy');
+      }
+    }
+    if (stopped) return;
+
+    current = state;
+    resultsAlert.replaceChildren();
+    const results = Array.isArray(data?.results) ? data.results : [];
+    renderResults(state, results);
+    if (focusResults) resultsHeading.focus();
+  }
+
+  function renderResults(state, results) {
+    const first = state.offset + 1;
+    const last = state.offset + results.length;
+    const modeLabel = MODES.find((m) => m.value === state.mode)?.label ?? state.mode;
+    const scope = state.collection ? ` in “${state.collection}”` : '';
+
+    if (results.length === 0) {
+      resultsMeta.textContent = `${modeLabel} search${scope}`;
+      const text = state.offset === 0
+        ? `No results for “${state.query}”.`
+        : 'No more results.';
+      resultsList.replaceChildren(h('li', { class: 'results__empty' }, text));
+      announce(text);
+    } else {
+      resultsMeta.textContent = `${formatNumber(first)}–${formatNumber(last)} · ${modeLabel} search${scope}`;
+      resultsList.start = first;
+      resultsList.replaceChildren(...results.map((r) => resultItem(r, state.mode)));
+      announce(`Showing results ${first} to ${last}.`);
+    }
+
+    const hasPrev = state.offset > 0;
+    const hasNext = results.length >= state.topK;
+    pager.hidden = !hasPrev && !hasNext;
+    prevButton.disabled = !hasPrev;
+    nextButton.disabled = !hasNext;
+    pageLabel.textContent = `Page ${formatNumber(Math.floor(state.offset / state.topK) + 1)}`;
+  }
+
+  // ---- ask ----
+  function onAskClick() {
+    if (askController) {
+      askController.abort();
+      return;
+    }
+    const state = readForm();
+    if (!state.query) {
+      queryInput.value = '';
+      form.reportValidity();
+      return;
+    }
+    runAsk({ ...state, offset: 0 });
+  }
+
+  async function runAsk(state) {
+    const controller = new AbortController();
+    askController = controller;
+    askButton.textContent = 'Stop';
+    askButton.setAttribute('aria-label', 'Stop answering');
+    writeHashState({ ...state, offset: current?.offset ?? 0 });
+
+    const view = answer.start(state.query);
+    let finished = false;
+    try {
+      await streamEvents('/ask', {
+        body: bodyFor(state),
+        signal: controller.signal,
+        onEvent(ev) {
+          if (stopped || controller !== askController) return;
+          let data = null;
+          try {
+            data = ev.data ? JSON.parse(ev.data) : null;
+          } catch {
+            return; // ignore a malformed event rather than abandon the answer
+          }
+          if (ev.event === 'citations') view.citations(Array.isArray(data?.citations) ? data.citations : []);
+          else if (ev.event === 'delta') view.delta(typeof data?.text === 'string' ? data.text : '');
+          else if (ev.event === 'done') {
+            finished = true;
+            view.done(data?.mode);
+            announce('The answer is complete.');
+          } else if (ev.event === 'error') {
+            finished = true;
+            const e = data?.error;
+            view.fail('The answer failed', e?.message || 'The server reported an error.');
+            announce('The answer failed.');
+          }
+        },
+      });
+      if (!finished && !stopped) {
+        view.fail('The answer stopped early', 'The server closed the stream before the answer was complete.');
+      }
+    } catch (err) {
+      if (stopped) return;
+      if (err?.name === 'AbortError') view.stopped();
+      else view.fail(err?.isNetworkError ? 'Server unreachable' : 'The answer failed', err?.message || 'Unknown error.');
+    } finally {
+      if (controller === askController) {
+        askController = null;
+        askButton.textContent = 'Ask';
+        askButton.removeAttribute('aria-label');
+      }
+    }
+  }
+
+  // ---- collections ----
+  const collectionsController = new AbortController();
+  getJSON('/collections', { signal: collectionsController.signal })
+    .then((data) => {
+      const list = Array.isArray(data?.collections) ? data.collections : [];
+      const selected = collectionSelect.value;
+      const names = new Set(list.map((c) => c.name));
+      collectionSelect.replaceChildren(
+        h('option', { value: '' }, 'All collections'),
+        ...list.map((c) => h('option', { value: c.name },
+          Number.isFinite(c.documents) ? `${c.name} (${formatNumber(c.documents)})` : c.name)),
+        // keep a collection from the URL even if the server no longer lists it
+        selected && !names.has(selected) ? h('option', { value: selected }, selected) : null,
+      );
+      collectionSelect.value = selected;
+    })
+    .catch((err) => {
+      if (stopped || err?.name === 'AbortError') return;
+      collectionNote.textContent = 'Collections could not be loaded.';
+      collectionSelect.setAttribute('aria-describedby', collectionNote.id);
+    });
+
+  // Repeat the search from the URL (reload, shared link, back navigation).
+  if (initial.query) runSearch({ ...readForm(), offset: initial.offset }, false);
+
+  return () => {
+    stopped = true;
+    searchController?.abort();
+    askController?.abort();
+    collectionsController.abort();
+  };
+}
+
+// ---- one search result ------------------------------------------------------
+
+function resultItem(r, mode) {
+  const heading = r.title || r.source || r.document_id || 'Untitled';
+  const scores = r.scores && typeof r.scores === 'object' ? r.scores : {};
+  return h('li', { class: 'result' },
+    h('h3', { class: 'result__title' }, heading),
+    h('p', { class: 'result__meta' },
+      r.source && r.source !== heading ? h('span', { class: 'mono break' }, r.source) : null,
+      r.collection ? h('span', { class: 'chip' }, srOnly('Collection: '), r.collection) : null,
+    ),
+    r.snippet ? h('p', { class: 'snippet' }, snippetNodes(r.snippet)) : null,
+    h('dl', { class: 'scores', 'aria-label': 'Scores' },
+      scoreItem('Score', formatScore(r.score), r.score),
+      // A retriever the mode did not use is left out; in hybrid mode a missing
+      // side means that retriever did not find this passage.
+      mode !== 'semantic' || Number.isFinite(scores.keyword_rank)
+        ? rankItem('Keyword', scores.keyword_rank, scores.keyword_score) : null,
+      mode !== 'keyword' || Number.isFinite(scores.semantic_rank)
+        ? rankItem('Semantic', scores.semantic_rank, scores.semantic_score) : null,
+      // "Fused" is shown only when it is not already the score above.
+      Number.isFinite(scores.fused) && scores.fused !== r.score
+        ? scoreItem('Fused', formatScore(scores.fused), scores.fused) : null,
+    ),
+  );
+}
+
+function scoreItem(label, text, raw) {
+  return h('div', { class: 'scores__item' },
+    h('dt', null, label),
+    h('dd', { title: Number.isFinite(raw) ? String(raw) : null }, text));
+}
+
+function rankItem(label, rank, score) {
+  if (!Number.isFinite(rank) && !Number.isFinite(score)) {
+    return h('div', { class: 'scores__item scores__item--none' },
+      h('dt', null, label), h('dd', null, '—', srOnly(' (no match)')));
+  }
+  return h('div', { class: 'scores__item' },
+    h('dt', null, label),
+    h('dd', { title: Number.isFinite(score) ? String(score) : null },
+      Number.isFinite(rank) ? `#${formatNumber(rank)}` : null,
+      Number.isFinite(rank) && Number.isFinite(score) ? ' · ' : null,
+      Number.isFinite(score) ? formatScore(score) : null,
+    ));
+}
+
+// ---- the answer panel -------------------------------------------------------
+
+function buildAnswerPanel(uid) {
+  const heading = h('h2', { id: `${uid}-answer`, tabindex: -1 }, 'Answer');
+  const badge = h('span');
+  const question = h('p', { class: 'answer__question' });
+  const statusLine = h('p', { class: 'page__meta answer__status' });
+  const text = h('div', { class: 'answer__text', 'aria-live': 'polite' });
+  const alert = h('div', { class: 'alert-region', role: 'alert' });
+  const sourcesHeading = h('h3', { class: 'answer__sources-heading', id: `${uid}-sources` }, 'Sources');
+  const sourcesList = h('ol', { class: 'citations', 'aria-labelledby': sourcesHeading.id });
+  const sources = h('div', { class: 'answer__sources', hidden: true }, sourcesHeading, sourcesList);
+
+  const section = h('section', { class: 'card answer', 'aria-labelledby': heading.id, hidden: true },
+    h('div', { class: 'card__header' }, heading, badge),
+    question,
+    statusLine,
+    text,
+    alert,
+    sources,
+  );
+
+  function start(query) {
+    section.hidden = false;
+    badge.replaceChildren();
+    question.replaceChildren(h('span', { class: 'muted' }, 'Question: '), query);
+    statusLine.textContent = 'Looking for sources…';
+    statusLine.classList.add('is-working');
+    text.replaceChildren();
+    text.setAttribute('aria-busy', 'true'); // read the answer once, when it is complete
+    alert.replaceChildren();
+    sources.hidden = true;
+    sourcesList.replaceChildren();
+
+    const known = new Map(); // citation number -> list item id
+    let pending = ''; // text held back because it may be the start of a marker
+    let received = false;
+
+    function appendText(chunk) {
+      let last = 0;
+      for (const m of chunk.matchAll(MARKER_RE)) {
+        const numbers = m[1].split(',').map((s) => Number(s.trim()));
+        if (!numbers.every((n) => known.has(n))) continue; // not a citation we know: keep as text
+        if (m.index > last) text.append(chunk.slice(last, m.index));
+        text.append(markerNode(numbers));
+        last = m.index + m[0].length;
+      }
+      if (last < chunk.length) text.append(chunk.slice(last));
+    }
+
+    function markerNode(numbers) {
+      return h('span', { class: 'cite-group' },
+        numbers.map((n) => {
+          const target = known.get(n);
+          return h('a', {
+            class: 'cite', href: `#${target}`,
+            title: document.getElementById(target)?.dataset.title || `Source ${n}`,
+            onclick: (e) => {
+              // The router owns the hash: scroll and focus instead of navigating.
+              e.preventDefault();
+              const item = document.getElementById(target);
+              if (!item) return;
+              item.scrollIntoView({ block: 'nearest', behavior: prefersReducedMotion() ? 'auto' : 'smooth' });
+              item.focus({ preventScroll: true });
+              item.classList.remove('is-flashing');
+              void item.offsetWidth; // restart the animation
+              item.classList.add('is-flashing');
+            },
+          }, `[${n}]`, srOnly(` source ${n}`));
+        }));
+    }
+
+    function flush(all) {
+      let hold = pending.length;
+      if (!all) {
+        const m = PARTIAL_MARKER_RE.exec(pending);
+        if (m && pending.length - m.index <= 24) hold = m.index;
+      }
+      const out = pending.slice(0, hold);
+      pending = pending.slice(hold);
+      if (out) appendText(out);
+    }
+
+    function finish() {
+      flush(true);
+      statusLine.classList.remove('is-working');
+      text.removeAttribute('aria-busy');
+    }
+
+    return {
+      citations(list) {
+        sourcesList.replaceChildren(...list.map((c, i) => {
+          const n = Number.isInteger(c?.n) ? c.n : i + 1;
+          const id = `${uid}-cite-${n}`;
+          known.set(n, id);
+          const name = c.title || c.source || c.document_id || `Source ${n}`;
+          return h('li', { id, value: n, tabindex: -1, class: 'citation', 'data-title': name },
+            h('span', { class: 'citation__title' }, name),
+            c.source && c.source !== name ? h('span', { class: 'citation__source mono break' }, c.source) : null,
+            c.snippet ? h('p', { class: 'snippet' }, snippetNodes(c.snippet)) : null,
+          );
+        }));
+        sources.hidden = list.length === 0;
+        statusLine.textContent = list.length
+          ? `Writing the answer from ${list.length} source${list.length === 1 ? '' : 's'}…`
+          : 'No matching sources found; writing the answer…';
+      },
+      delta(chunk) {
+        if (!chunk) return;
+        if (!received) {
+          received = true;
+          if (!known.size) statusLine.textContent = 'Writing the answer…';
+        }
+        pending += chunk;
+        flush(false);
+      },
+      done(mode) {
+        finish();
+        if (mode === 'llm') {
+          badge.replaceChildren(h('span', { class: 'badge badge--info' }, 'Generated'));
+          statusLine.textContent = 'Written by the language model from the sources below. Check important facts against them.';
+        } else if (mode === 'extractive') {
+          badge.replaceChildren(h('span', { class: 'badge badge--neutral' }, 'Extractive'));
+          statusLine.textContent = 'Assembled from passages of the sources below; no language model was used.';
+        } else {
+          statusLine.textContent = 'Answer complete.';
+        }
+        if (!received) text.append(h('span', { class: 'muted' }, 'No answer was produced.'));
+      },
+      stopped() {
+        finish();
+        statusLine.textContent = 'Stopped. The answer above is incomplete.';
+      },
+      fail(title, message) {
+        finish();
+        statusLine.textContent = received ? 'The answer above is incomplete.' : '';
+        alert.replaceChildren(h('div', { class: 'banner banner--error' },
+          h('p', { class: 'banner__title' }, title),
+          h('p', null, message)));
+      },
+    };
+  }
+
+  return { section, start };
+}
+
+// ---- helpers ------------------------------------------------------------------
+
+function errorBanner(title, err) {
+  const network = err?.isNetworkError;
+  return h('div', { class: 'banner banner--error' },
+    h('p', { class: 'banner__title' }, network ? 'Server unreachable' : title),
+    h('p', null, err?.message || 'Unknown error.'));
+}
+
+function clampTopK(n) {
+  if (!Number.isFinite(n)) return DEFAULT_TOP_K;
+  return Math.min(MAX_TOP_K, Math.max(1, Math.round(n)));
+}
+
+function prefersReducedMotion() {
+  return window.matchMedia?.('(prefers-reduced-motion: reduce)').matches ?? false;
+}
+
+function readHashState() {
+  const query = location.hash.split('?')[1] ?? '';
+  const p = new URLSearchParams(query);
+  const mode = MODES.some((m) => m.value === p.get('mode')) ? p.get('mode') : 'hybrid';
+  const topK = p.has('top_k') ? clampTopK(Number(p.get('top_k'))) : DEFAULT_TOP_K;
+  const offset = Math.max(0, Math.floor(Number(p.get('offset')) || 0));
+  return { query: p.get('q') ?? '', mode, topK, collection: p.get('collection') ?? '', offset };
+}
+
+function writeHashState(state) {
+  const p = new URLSearchParams();
+  p.set('q', state.query);
+  if (state.mode !== 'hybrid') p.set('mode', state.mode);
+  if (state.collection) p.set('collection', state.collection);
+  if (state.topK !== DEFAULT_TOP_K) p.set('top_k', String(state.topK));
+  if (state.offset) p.set('offset', String(state.offset));
+  const hash = `#/search?${p}`;
+  // replaceState does not fire "hashchange", so the router leaves the page alone.
+  if (location.hash !== hash) history.replaceState(history.state, '', hash);
+}
