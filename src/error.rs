@@ -12,6 +12,8 @@ pub enum ErrorCode {
     InvalidJson,
     InvalidVector,
     PayloadTooLarge,
+    UnsupportedFormat,
+    CorruptDocument,
     NotFound,
     RouteNotFound,
     MethodNotAllowed,
@@ -36,6 +38,8 @@ impl ErrorCode {
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidVector => "invalid_vector",
             ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedFormat => "unsupported_format",
+            ErrorCode::CorruptDocument => "corrupt_document",
             ErrorCode::NotFound => "not_found",
             ErrorCode::RouteNotFound => "route_not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -59,6 +63,8 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest | ErrorCode::InvalidJson | ErrorCode::InvalidVector => 400,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedFormat => 415,
+            ErrorCode::CorruptDocument => 422,
             ErrorCode::NotFound | ErrorCode::RouteNotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
@@ -81,6 +87,8 @@ impl ErrorCode {
             | ErrorCode::InvalidJson
             | ErrorCode::InvalidVector
             | ErrorCode::PayloadTooLarge
+            | ErrorCode::UnsupportedFormat
+            | ErrorCode::CorruptDocument
             | ErrorCode::NotFound
             | ErrorCode::RouteNotFound
             | ErrorCode::MethodNotAllowed

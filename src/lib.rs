@@ -7,6 +7,7 @@ pub mod datadir;
 pub mod embed;
 pub mod error;
 pub mod http;
+pub mod knowledge;
 pub mod store;
 pub mod telemetry;
 pub mod writelog;
