@@ -76,10 +76,11 @@ impl Format {
     /// [`Format::detect`], with an [`ErrorCode::UnsupportedFormat`] error when nothing matches.
     pub fn detect_or_error(file_name: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<Format> {
         Format::detect(file_name, content_type, bytes).ok_or_else(|| {
+            let name = if file_name.is_empty() { "this file".to_string() } else { format!("`{file_name}`") };
             Error::new(
                 ErrorCode::UnsupportedFormat,
                 format!(
-                    "`{file_name}` is not a supported document; supported extensions: \
+                    "{name} is not a supported document; supported extensions: \
                      .txt, .md, .markdown, .html, .htm, .pdf, .docx, .json, .jsonl, .ndjson"
                 ),
             )
@@ -624,7 +625,8 @@ fn pdf_info(doc: &pdf_extract::Document, key: &[u8]) -> Option<String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// DOCX (zip + quick-xml over word/document.xml, streaming: depth costs no stack)
+// DOCX (zip + quick-xml over word/document.xml, streaming: depth costs no stack). The main body
+// only: headers, footers, footnotes and comments live in other parts and are not read.
 
 fn parse_docx(bytes: &[u8]) -> Result<ParsedDoc> {
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
