@@ -378,7 +378,7 @@ fn no_input_makes_the_parser_panic() {
 static MODEL: LazyLock<MiniLm> = LazyLock::new(|| MiniLm::load().expect("load the built-in model"));
 
 fn tokens(text: &str) -> usize {
-    MODEL.count_tokens(text).unwrap()
+    MODEL.token_count(text).unwrap()
 }
 
 fn chunks_of(doc: &ParsedDoc, options: ChunkOptions) -> Vec<Chunk> {

@@ -101,7 +101,7 @@ impl MiniLm {
 
     /// Token count of `text` without truncation, special tokens included.
     pub fn token_count(&self, text: &str) -> Result<usize> {
-        let encoding = self.inner.splitter.encode(text, true).map_err(model_err("tokenize"))?;
+        let encoding = self.inner.splitter.encode_fast(text, true).map_err(model_err("tokenize"))?;
         Ok(encoding.len())
     }
 }
@@ -184,7 +184,7 @@ impl Embedder for MiniLm {
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        self.inner.splitter.encode(text, true).map(|e| e.len()).unwrap_or(text.len())
+        self.inner.splitter.encode_fast(text, true).map(|e| e.len()).unwrap_or(text.len())
     }
 
     fn concurrency(&self) -> usize {
