@@ -1,4 +1,4 @@
-//! The command line: `nexus serve | check | reindex | config | version`.
+//! The command line: `nexus serve | check | reindex | config | doctor | version`.
 
 use std::path::PathBuf;
 
@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::writelog::check::CheckReport;
 use crate::writelog::{projections, reembed, reindex};
 
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "nexus", version, about = "Memory and knowledge appliance for AI agents and teams")]
 pub struct Cli {
     /// Data directory (default ./nexus-data, or $NEXUS_DATA_DIR).
@@ -27,7 +27,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Run the server.
     Serve {
@@ -83,6 +83,9 @@ pub enum Command {
     },
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Check the installation (data directory, free space, port, configuration, model, backends) and print what to
+    /// fix; exit 1 when something is wrong.
+    Doctor,
     /// Print the version.
     Version,
 }
@@ -128,6 +131,12 @@ impl Cli {
         };
         Config::load(file, &flags)
     }
+
+    /// The configuration file that [`Cli::load_config`] reads, if any.
+    fn config_file(&self) -> Option<PathBuf> {
+        let system = std::path::Path::new(SYSTEM_CONFIG_PATH);
+        self.config.clone().or_else(|| system.is_file().then(|| system.to_path_buf()))
+    }
 }
 
 /// Runs the command; returns the process exit code.
@@ -146,15 +155,21 @@ async fn run_inner(cli: Cli) -> Result<i32> {
         println!("nexus {}", env!("CARGO_PKG_VERSION"));
         return Ok(0);
     }
+    if let Command::Doctor = cli.command {
+        return Ok(crate::doctor::run(cli.load_config(), cli.config_file()).await);
+    }
     let config = cli.load_config()?;
     crate::telemetry::init_logs(config.log.format, &config.log.level);
-    match cli.command {
-        Command::Version => unreachable!("handled above"),
+    match cli.command.clone() {
+        Command::Version | Command::Doctor => unreachable!("handled above"),
         Command::Config => {
             print!("{}", config.to_redacted_toml());
             Ok(0)
         }
-        Command::Serve { .. } => serve(config).await,
+        Command::Serve { .. } => {
+            let reload: crate::service::ConfigLoader = Box::new(move || cli.load_config());
+            serve(config, reload).await
+        }
         Command::Check { json } => check(config, json).await,
         Command::Reindex { store } => reindex_stores(config, store).await,
         Command::Embed { text, chunks } => embed_text(config, &text, chunks).await,
@@ -193,7 +208,7 @@ async fn embed_text(config: Config, text: &str, chunks: bool) -> Result<i32> {
     }
 }
 
-async fn serve(config: Config) -> Result<i32> {
+async fn serve(config: Config, reload: crate::service::ConfigLoader) -> Result<i32> {
     let listen = config.server.listen;
     let app = App::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
@@ -204,6 +219,7 @@ async fn serve(config: Config) -> Result<i32> {
     crate::telemetry::metrics_handle();
     tracing::info!(address = %bound, data_dir = %app.config.data_dir.display(), "nexus is serving");
     println!("nexus: listening on http://{bound}");
+    crate::service::start(app.clone(), reload);
     crate::http::serve(app.clone(), listener, shutdown_signal()).await?;
     app.shutdown().await;
     tracing::info!("stopped cleanly");
@@ -217,6 +233,7 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    crate::service::notify_stopping();
 }
 
 async fn check(config: Config, json: bool) -> Result<i32> {

@@ -80,9 +80,10 @@ impl DataDir {
                 ));
             }
         }
-        fs::create_dir_all(root).map_err(|e| {
-            Error::new(ErrorCode::DataDirInvalid, format!("cannot create data directory {}: {e}", root.display()))
-        })?;
+        // Owner and group only: the data is nobody else's business (`nexus doctor` warns otherwise).
+        std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o750).create(root).map_err(
+            |e| Error::new(ErrorCode::DataDirInvalid, format!("cannot create data directory {}: {e}", root.display())),
+        )?;
         let lock = take_lock(root)?;
         let dir = DataDir { root: root.to_path_buf(), lock };
         match found {
@@ -137,7 +138,9 @@ impl DataDir {
     }
 }
 
-fn read_format(root: &Path) -> Result<Option<u32>> {
+/// The format version in `root/FORMAT`: `None` for a missing or empty directory; an error for anything else
+/// that is not a nexus data directory.
+pub fn read_format(root: &Path) -> Result<Option<u32>> {
     let path = root.join(FORMAT_FILE);
     match fs::read_to_string(&path) {
         Ok(text) => text.trim().parse::<u32>().map(Some).map_err(|_| {

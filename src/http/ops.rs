@@ -70,6 +70,16 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Result<Response> {
     metrics::gauge!("nexus_uptime_seconds").set(app.started.elapsed().as_secs_f64());
     metrics::gauge!("nexus_process_resident_memory_bytes").set(telemetry::resident_memory_bytes() as f64);
     metrics::gauge!("nexus_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    // Space left where the data lives, for the disk alert (and `nexus doctor`'s threshold).
+    let data_dir = app.config.data_dir.clone();
+    if let Ok(Ok((free, total))) = tokio::task::spawn_blocking(move || {
+        std::io::Result::Ok((fs4::available_space(&data_dir)?, fs4::total_space(&data_dir)?))
+    })
+    .await
+    {
+        metrics::gauge!("nexus_data_dir_free_bytes").set(free as f64);
+        metrics::gauge!("nexus_data_dir_total_bytes").set(total as f64);
+    }
     let body = telemetry::metrics_handle().render();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
 }

@@ -16,7 +16,12 @@ pub fn nexus_bin() -> &'static str {
 
 /// A `nexus` command with a clean environment: no config file, no NEXUS_* variables.
 pub fn nexus(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(nexus_bin());
+    nexus_at(Path::new(nexus_bin()), data_dir)
+}
+
+/// Like [`nexus`], for another copy of the binary (an installed one).
+pub fn nexus_at(bin: &Path, data_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
     for (key, _) in std::env::vars() {
         if key.starts_with("NEXUS") {
             cmd.env_remove(key);
@@ -52,7 +57,11 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, customize: impl FnOnce(&mut Command)) -> Server {
-        let mut cmd = nexus(data_dir);
+        Self::start_command(nexus(data_dir), data_dir, customize)
+    }
+
+    /// Serves with the given command (from [`nexus`] or [`nexus_at`]) on a free loopback port.
+    pub fn start_command(mut cmd: Command, data_dir: &Path, customize: impl FnOnce(&mut Command)) -> Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -1,0 +1,137 @@
+//! `nexus doctor`, run as a person would: each check's finding, what to fix, and the exit code.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{Server, nexus, run};
+
+struct Report {
+    code: Option<i32>,
+    text: String,
+}
+
+impl Report {
+    /// The line of `check` that mentions `about`.
+    fn line(&self, check: &str, about: &str) -> &str {
+        self.text
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(check) && l.contains(about))
+            .unwrap_or_else(|| panic!("no {check} line about {about:?}:\n{}", self.text))
+    }
+
+    fn level(&self, check: &str, about: &str) -> &str {
+        self.line(check, about).split_whitespace().next().unwrap()
+    }
+
+    /// The fix printed under the line of `check` that mentions `about`.
+    fn fix(&self, check: &str, about: &str) -> &str {
+        let line = self.line(check, about);
+        let next = self.text.lines().skip_while(|l| *l != line).nth(1).unwrap_or("");
+        next.trim().strip_prefix("fix: ").unwrap_or_else(|| panic!("no fix under {line:?}:\n{}", self.text))
+    }
+}
+
+fn doctor(data: &Path, env: &[(&str, &str)]) -> Report {
+    let mut cmd = nexus(data);
+    cmd.arg("doctor").env("NEXUS__SERVER__LISTEN", "127.0.0.1:0");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let out = run(&mut cmd);
+    Report { code: out.status.code(), text: String::from_utf8_lossy(&out.stdout).to_string() }
+}
+
+/// Whether the built-in model's files are in this source tree (a debug build reads them from there).
+fn model_present() -> bool {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/all-minilm-l6-v2");
+    ["config.json", "tokenizer.json", "model.f16.safetensors"].iter().all(|f| dir.join(f).is_file())
+}
+
+#[test]
+fn a_sound_setup_passes_every_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let report = doctor(&data, &[]);
+    assert_eq!(report.level("config", "valid"), "ok");
+    assert_eq!(report.level("data_dir", "does not exist yet"), "ok");
+    assert_eq!(report.level("disk", "GiB free"), "ok");
+    assert_eq!(report.level("port", "127.0.0.1:0"), "ok");
+    for store in ["records: sqlite", "text: tantivy", "vectors: usearch", "graph: sled", "objects: local"] {
+        assert_eq!(report.level("backend", store), "ok");
+    }
+    // The model's files are checked where this debug build reads them.
+    let model = report.line("model", "all-minilm-l6-v2");
+    if model_present() {
+        assert!(model.starts_with("ok"), "{model}");
+        assert_eq!(report.code, Some(0), "{}", report.text);
+        assert!(report.text.contains("everything looks right"));
+    } else {
+        assert!(model.starts_with("FAIL") && model.contains("model.f16.safetensors"), "{model}");
+        assert!(report.fix("model", "all-minilm").contains("assets/models"));
+        assert_eq!(report.code, Some(1), "{}", report.text);
+    }
+    assert!(!data.exists(), "doctor must not create the data directory");
+}
+
+#[test]
+fn names_each_problem_and_its_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    // A port taken by another program.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let report = doctor(&tmp.path().join("data"), &[("NEXUS__SERVER__LISTEN", &addr)]);
+    assert_eq!(report.code, Some(1));
+    assert_eq!(report.level("port", &addr), "FAIL");
+    assert!(report.line("port", &addr).contains("in use by another program"));
+    assert!(report.fix("port", &addr).contains("server.listen"));
+    drop(taken);
+
+    // A cluster backend this build lacks.
+    let report = doctor(&tmp.path().join("data"), &[("NEXUS__STORE__VECTORS__BACKEND", "qdrant")]);
+    assert_eq!(report.code, Some(1));
+    assert_eq!(report.level("backend", "qdrant"), "FAIL");
+    assert!(report.line("backend", "qdrant").contains("not available in this build"));
+    assert!(report.fix("backend", "qdrant").contains("store.vectors.backend = \"usearch\""));
+
+    // An invalid configuration: the key, the layer, and nothing else checked.
+    let report = doctor(&tmp.path().join("data"), &[("NEXUS__SERVER__LISEN", "1")]);
+    assert_eq!(report.code, Some(1));
+    assert!(report.line("config", "lisen").contains("NEXUS__SERVER__LISEN"));
+    assert_eq!(report.text.lines().filter(|l| l.starts_with("FAIL")).count(), 1, "{}", report.text);
+
+    // A data directory open to everyone, and one written by a newer nexus.
+    let data = tmp.path().join("newer");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.join("FORMAT"), "99\n").unwrap();
+    let report = doctor(&data, &[]);
+    assert_eq!(report.code, Some(1));
+    assert_eq!(report.level("data_dir", "every user"), "warn");
+    assert!(report.fix("data_dir", "every user").contains("chmod 750"));
+    assert_eq!(report.level("data_dir", "format 99"), "FAIL");
+
+    // A file where the data directory should be.
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let report = doctor(&file, &[]);
+    assert_eq!(report.level("data_dir", "not a directory"), "FAIL");
+}
+
+#[test]
+fn asks_the_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data);
+    server.wait_ready();
+    let addr = server.addr.to_string();
+    let report = doctor(&data, &[("NEXUS__SERVER__LISTEN", &addr)]);
+    assert_eq!(report.level("port", &addr), "ok", "the port is taken by this nexus itself");
+    assert!(report.line("port", &addr).contains("served by the nexus holding the data directory"));
+    assert_eq!(report.level("server", "ready"), "ok");
+    assert_eq!(report.level("data_dir", "readable and writable"), "ok");
+    assert!(!report.text.contains("every user"), "nexus serve creates its data directory 0750:\n{}", report.text);
+    assert!(server.stop().success());
+}
