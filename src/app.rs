@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::error::Result;
@@ -18,6 +19,7 @@ pub struct App {
     pub dir: parking_lot::Mutex<DataDir>,
     pub stores: Stores,
     pub writes: WriteLog,
+    pub auth: Arc<Auth>,
     pub started: Instant,
 }
 
@@ -57,8 +59,10 @@ impl App {
         Stores::check_backends(&config)?;
         let dir = DataDir::open(&config.data_dir)?;
         let stores = Stores::open(&config, &dir).await?;
+        let auth = Arc::new(Auth::open(&config, dir.root(), stores.auth.clone())?);
+        auth.start_upkeep(config.auth.audit_retention_days);
         let writes = WriteLog::start(&stores, &config.indexer).await?;
-        Ok(Arc::new(App { config, dir: parking_lot::Mutex::new(dir), stores, writes, started: Instant::now() }))
+        Ok(Arc::new(App { config, dir: parking_lot::Mutex::new(dir), stores, writes, auth, started: Instant::now() }))
     }
 
     /// Opens the data directory and stores without indexers, for offline maintenance (reindex).
@@ -129,8 +133,9 @@ impl App {
         check(&*self.stores.records, &self.projections()).await
     }
 
-    /// Stops the indexers after they persist their state.
+    /// Stops the indexers after they persist their state, and writes the queued audit events.
     pub async fn shutdown(&self) {
         self.writes.shutdown().await;
+        self.auth.shutdown().await;
     }
 }

@@ -14,6 +14,12 @@ pub enum ErrorCode {
     PayloadTooLarge,
     NotFound,
     RouteNotFound,
+    Conflict,
+    Unauthorized,
+    KeyExpired,
+    KeyRevoked,
+    Forbidden,
+    RateLimited,
     MethodNotAllowed,
     ConfigInvalid,
     BackendUnavailable,
@@ -35,6 +41,12 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::NotFound => "not_found",
             ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::KeyExpired => "key_expired",
+            ErrorCode::KeyRevoked => "key_revoked",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ConfigInvalid => "config_invalid",
             ErrorCode::BackendUnavailable => "backend_unavailable",
@@ -54,6 +66,10 @@ impl ErrorCode {
             ErrorCode::InvalidRequest | ErrorCode::InvalidJson | ErrorCode::InvalidVector => 400,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::NotFound | ErrorCode::RouteNotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::Unauthorized | ErrorCode::KeyExpired | ErrorCode::KeyRevoked => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited => 429,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
             ErrorCode::NotReady | ErrorCode::BackendUnavailable => 503,
@@ -75,8 +91,11 @@ impl ErrorCode {
             | ErrorCode::PayloadTooLarge
             | ErrorCode::NotFound
             | ErrorCode::RouteNotFound
+            | ErrorCode::Conflict
             | ErrorCode::MethodNotAllowed
             | ErrorCode::Timeout => "invalid_request",
+            ErrorCode::Unauthorized | ErrorCode::KeyExpired | ErrorCode::KeyRevoked | ErrorCode::Forbidden => "auth",
+            ErrorCode::RateLimited => "rate_limit",
             ErrorCode::ConfigInvalid => "config",
             ErrorCode::NotReady | ErrorCode::BackendUnavailable => "unavailable",
             ErrorCode::DataDirLocked

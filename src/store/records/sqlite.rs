@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::store::{RecordKey, Seq, StoreStats, TenantId, blocking, dir_size};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/sqlite/0001_init.sql"), include_str!("migrations/sqlite/0002_auth.sql")];
 
 const READERS: usize = 4;
 const DB_FILE: &str = "nexus.sqlite";
@@ -29,15 +30,17 @@ pub struct SqliteRecordStore {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    writer: Mutex<Connection>,
+/// The database's connections, shared with the auth store (`store::auth::sqlite`), which keeps
+/// its tables in the same file so that one writer serialises every write.
+pub(crate) struct Inner {
+    pub(crate) writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     dir: std::path::PathBuf,
 }
 
 impl Inner {
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         for _ in 0..self.readers.len() {
             let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
             if let Some(conn) = self.readers[i].try_lock() {
@@ -116,11 +119,18 @@ impl SqliteRecordStore {
     }
 }
 
-fn now_micros() -> i64 {
+impl SqliteRecordStore {
+    /// The connections, for the auth store over the same database.
+    pub(crate) fn database(&self) -> Arc<Inner> {
+        self.inner.clone()
+    }
+}
+
+pub(crate) fn now_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
 
-fn from_micros(us: i64) -> DateTime<Utc> {
+pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
     Utc.timestamp_micros(us).single().unwrap_or_default()
 }
 
