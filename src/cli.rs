@@ -208,7 +208,7 @@ fn announce_auth(app: &App) {
                 "nexus: API keys are off: listening on loopback without auth.master_key, every request acts for \
                  the default tenant (set auth.master_key or auth.required = true to require keys)"
             );
-            tracing::warn!("API keys are off (loopback, no master key configured)");
+            tracing::info!("API keys are off (loopback, no master key configured)");
         }
         (Mode::Keys, MasterKeySource::File { path, generated: true }) => {
             println!(

@@ -573,7 +573,8 @@ where
     assert_eq!(first.revoked_at, again.revoked_at, "revoking is idempotent");
 
     // Audit: appended in batches, listed newest first, filtered, confined to a tenant, pruned.
-    let now = Utc::now();
+    // Times are kept to the microsecond.
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
     let event = |minutes_ago: i64, key: Option<&str>, tenant: &TenantId, status: u16| AuditEvent {
         at: now - Duration::minutes(minutes_ago),
         principal: if key.is_some() { "key".into() } else { "anonymous".into() },
