@@ -32,6 +32,7 @@ pub struct AuditParams {
     /// Continue with entries older than this (the `next_before` of the previous page).
     pub before: Option<u64>,
     /// 1-1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 

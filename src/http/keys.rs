@@ -21,13 +21,16 @@ use crate::store::auth::{AuthStore, NewApiKey};
 #[serde(deny_unknown_fields)]
 pub struct KeyInput {
     /// What the key is for, e.g. "support bot".
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// The project (tenant) the key acts for; default: the caller's.
     pub project: Option<String>,
     /// At least one of `read`, `write`, `admin`.
+    #[schema(min_items = 1)]
     pub scopes: Vec<Scope>,
     /// When the key stops working; default: never. Give this or `expires_in_days`.
     pub expires_at: Option<DateTime<Utc>>,
+    #[schema(minimum = 1, maximum = 36500)]
     pub expires_in_days: Option<u32>,
 }
 

@@ -18,8 +18,10 @@ use crate::store::auth::{Org, Project};
 #[serde(deny_unknown_fields)]
 pub struct ProjectInput {
     /// The project's id, which is its tenant id: 1-64 letters, digits, '-' or '_'.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
     /// Default: the id.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
     /// Default: `default`.
     pub org_id: Option<String>,
@@ -62,8 +64,10 @@ pub async fn list_projects(State(app): State<Arc<App>>, Caller(ctx): Caller) -> 
 #[serde(deny_unknown_fields)]
 pub struct OrgInput {
     /// 1-64 letters, digits, '-' or '_'.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
     /// Default: the id.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: Option<String>,
 }
 
