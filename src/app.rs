@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::datadir::DataDir;
 use crate::embed::{self, EmbedService};
@@ -32,6 +33,7 @@ pub struct App {
     pub llm: Option<Arc<dyn Llm>>,
     job_shutdown: tokio::sync::watch::Sender<bool>,
     job_workers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub auth: Arc<Auth>,
     pub started: Instant,
 }
 
@@ -75,6 +77,8 @@ impl App {
         let stores = Stores::open(&config, &dir).await?;
         let embed = EmbedService::start(embedder, &config.embed);
         let llm = crate::llm::open_llm(&config.llm)?;
+        let auth = Arc::new(Auth::open(&config, dir.root(), stores.auth.clone())?);
+        auth.start_upkeep(config.auth.audit_retention_days);
         let writes = Arc::new(WriteLog::start(&stores, &config.indexer, embed.clone()).await?);
         let search = SearchEngine::new(stores.clone(), embed.clone());
         let chunking = ChunkOptions {
@@ -97,6 +101,7 @@ impl App {
             documents,
             jobs,
             llm,
+            auth,
             job_shutdown,
             job_workers: parking_lot::Mutex::new(job_workers),
             started: Instant::now(),
@@ -177,7 +182,7 @@ impl App {
         check(&*self.stores.records, &self.projections()).await
     }
 
-    /// Stops the indexers after they persist their state.
+    /// Stops the indexers after they persist their state, and writes the queued audit events.
     pub async fn shutdown(&self) {
         // Running jobs finish their current step; an interrupted one is claimed again next start.
         self.job_shutdown.send_replace(true);
@@ -186,5 +191,6 @@ impl App {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(10), worker).await;
         }
         self.writes.shutdown().await;
+        self.auth.shutdown().await;
     }
 }

@@ -1,4 +1,5 @@
-//! The command line: `nexus serve | check | reindex | config | doctor | version`.
+//! The command line: `nexus serve | check | reindex | ingest | search | embed | keys | projects |
+//! config | doctor | version`.
 
 use std::path::PathBuf;
 
@@ -6,8 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::app::App;
 use crate::config::{Config, ConfigFile, FlagOverrides, LogFlags, LogFormat, SYSTEM_CONFIG_PATH, ServerFlags};
-use crate::datadir::{DataDir, Holder};
+use crate::datadir::{DataDir, Holder, LockInfo};
 use crate::error::{Error, ErrorCode, Result};
+use crate::store::TenantId;
 use crate::writelog::check::CheckReport;
 use crate::writelog::{projections, reembed, reindex};
 
@@ -81,6 +83,17 @@ pub enum Command {
         #[arg(long)]
         chunks: bool,
     },
+    /// Manage API keys. Works on the data directory, or through the running server that holds it
+    /// (with the master key from configuration or the data directory's master.key).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage projects (tenants), like `keys`.
+    Projects {
+        #[command(subcommand)]
+        command: ProjectsCommand,
+    },
     /// Print the effective configuration, secrets redacted.
     Config,
     /// Check the installation (data directory, free space, port, configuration, model, backends) and print what to
@@ -88,6 +101,53 @@ pub enum Command {
     Doctor,
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum KeysCommand {
+    /// Create a key and print it (shown only this once).
+    Create {
+        /// What the key is for.
+        #[arg(long)]
+        name: String,
+        /// The project (tenant) it acts for.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Comma-separated: read, write, admin.
+        #[arg(long, value_delimiter = ',', default_value = "read,write")]
+        scopes: Vec<String>,
+        /// Stop working after this many days (default: never).
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id; it stops working at once.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ProjectsCommand {
+    /// Create a project: a new, empty tenant.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "default")]
+        org: String,
+    },
+    /// List projects.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -186,6 +246,8 @@ async fn run_inner(cli: Cli) -> Result<i32> {
             let args = crate::knowledge_cli::SearchArgs { query, json, top_k, mode, collection };
             crate::knowledge_cli::search(config, args).await
         }
+        Command::Keys { command } => keys(config, command).await,
+        Command::Projects { command } => projects(config, command).await,
     }
 }
 
@@ -210,20 +272,45 @@ async fn embed_text(config: Config, text: &str, chunks: bool) -> Result<i32> {
 
 async fn serve(config: Config, reload: crate::service::ConfigLoader) -> Result<i32> {
     let listen = config.server.listen;
+    let tls = crate::http::tls::load(&config.server.tls).await?;
     let app = App::open(config).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         Error::new(ErrorCode::ConfigInvalid, format!("cannot listen on {listen}: {e}; choose another --listen address"))
     })?;
     let bound = listener.local_addr()?;
-    app.dir.lock().announce_listen(&bound.to_string())?;
+    let https = tls.is_some();
+    app.dir.lock().announce_listen(&bound.to_string(), https)?;
     crate::telemetry::metrics_handle();
     tracing::info!(address = %bound, data_dir = %app.config.data_dir.display(), "nexus is serving");
-    println!("nexus: listening on http://{bound}");
+    println!("nexus: listening on {}://{bound}", if https { "https" } else { "http" });
+    announce_auth(&app);
     crate::service::start(app.clone(), reload);
-    crate::http::serve(app.clone(), listener, shutdown_signal()).await?;
+    crate::http::serve(app.clone(), listener, tls, shutdown_signal()).await?;
     app.shutdown().await;
     tracing::info!("stopped cleanly");
     Ok(0)
+}
+
+/// Says once, at start, how requests are authenticated.
+fn announce_auth(app: &App) {
+    use crate::auth::{MasterKeySource, Mode};
+    match (app.auth.mode(), &app.auth.master_source) {
+        (Mode::Open, _) => {
+            println!(
+                "nexus: API keys are off: listening on loopback without auth.master_key, every request acts for \
+                 the default tenant (set auth.master_key or auth.required = true to require keys)"
+            );
+            tracing::info!("API keys are off (loopback, no master key configured)");
+        }
+        (Mode::Keys, MasterKeySource::File { path, generated: true }) => {
+            println!(
+                "nexus: API keys are on; a master key was generated into {} (mode 0600): send it as \
+                 `Authorization: Bearer <key>`",
+                path.display()
+            );
+        }
+        (Mode::Keys, _) => println!("nexus: API keys are on"),
+    }
 }
 
 async fn shutdown_signal() {
@@ -238,9 +325,12 @@ async fn shutdown_signal() {
 
 async fn check(config: Config, json: bool) -> Result<i32> {
     let report = match DataDir::holder(&config.data_dir) {
-        Holder::Held(info) => check_via_server(info.listen, info.pid).await?,
+        Holder::Held(info) => check_via_server(&config, info).await?,
         Holder::Free => {
             let app = App::open(config).await?;
+            if let crate::auth::MasterKeySource::File { path, generated: true } = &app.auth.master_source {
+                eprintln!("nexus: a master key was generated into {} (mode 0600)", path.display());
+            }
             let report = app.check().await;
             app.shutdown().await;
             report?
@@ -255,22 +345,234 @@ async fn check(config: Config, json: bool) -> Result<i32> {
 }
 
 /// A running server holds the data directory: ask it.
-async fn check_via_server(listen: Option<String>, pid: u32) -> Result<CheckReport> {
-    let Some(listen) = listen else {
+async fn check_via_server(config: &Config, info: LockInfo) -> Result<CheckReport> {
+    let report = server_request(config, &info, reqwest::Method::GET, "/api/v1/admin/check", None).await?;
+    serde_json::from_value(report).map_err(|e| Error::internal("read the running server's report", e))
+}
+
+/// Sends one request to the server that holds the data directory, with the master key when
+/// there is one (configured, or the data directory's master.key), and returns its JSON answer.
+async fn server_request(
+    config: &Config,
+    info: &LockInfo,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let pid = info.pid;
+    let Some(listen) = &info.listen else {
         return Err(Error::new(
             ErrorCode::DataDirLocked,
-            format!("the data directory is held by pid {pid}, which is not serving HTTP; stop it and run check again"),
+            format!("the data directory is held by pid {pid}, which is not serving HTTP; stop it and try again"),
         ));
     };
+    if info.tls {
+        return Err(Error::new(
+            ErrorCode::DataDirLocked,
+            format!(
+                "the data directory is held by pid {pid}, which serves HTTPS; use its HTTP API with the master key, \
+                 or stop it and try again"
+            ),
+        ));
+    }
     let addr: std::net::SocketAddr = listen.parse().map_err(|e| Error::internal("lock file address", e))?;
     let host =
         if addr.ip().is_unspecified() { std::net::SocketAddr::new([127, 0, 0, 1].into(), addr.port()) } else { addr };
-    let url = format!("http://{host}/api/v1/admin/check");
-    let response = reqwest::get(&url).await.map_err(|e| Error::internal("ask the running server", e))?;
-    if !response.status().is_success() {
-        return Err(Error::internal("ask the running server", format!("{url} answered {}", response.status())));
+    let url = format!("http://{host}{path}");
+    let mut request = reqwest::Client::new().request(method, &url);
+    if let Some(key) = crate::auth::client_master_key(config) {
+        request = request.bearer_auth(key);
     }
-    response.json().await.map_err(|e| Error::internal("read the running server's report", e))
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.map_err(|e| Error::internal("ask the running server", e))?;
+    let status = response.status();
+    let value: serde_json::Value =
+        response.json().await.map_err(|e| Error::internal("read the running server's answer", e))?;
+    if !status.is_success() {
+        let message = value["error"]["message"].as_str().unwrap_or("no message");
+        let code = match status.as_u16() {
+            401 => ErrorCode::Unauthorized,
+            403 => ErrorCode::Forbidden,
+            404 => ErrorCode::NotFound,
+            409 => ErrorCode::Conflict,
+            400 => ErrorCode::InvalidRequest,
+            _ => ErrorCode::Internal,
+        };
+        return Err(Error::new(code, format!("the running server (pid {pid}) refused: {message}")));
+    }
+    Ok(value)
+}
+
+/// Where key and project commands act: on the data directory, or through the server holding it.
+enum AuthTarget {
+    Offline { _dir: DataDir, store: std::sync::Arc<dyn crate::store::auth::AuthStore> },
+    Server(LockInfo),
+}
+
+async fn auth_target(config: &Config) -> Result<AuthTarget> {
+    match DataDir::holder(&config.data_dir) {
+        Holder::Held(info) => Ok(AuthTarget::Server(info)),
+        Holder::Free => {
+            let dir = DataDir::open(&config.data_dir)?;
+            let store = crate::store::Stores::open_auth(config, &dir).await?;
+            Ok(AuthTarget::Offline { _dir: dir, store })
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| Error::internal("encode", e))
+}
+
+fn print_json(value: &serde_json::Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value).map_err(|e| Error::internal("encode", e))?);
+    Ok(())
+}
+
+async fn keys(config: Config, command: KeysCommand) -> Result<i32> {
+    use crate::auth::{Scope, Within};
+    use crate::store::auth::ApiKey;
+    let target = auth_target(&config).await?;
+    match command {
+        KeysCommand::Create { name, project, scopes, expires_in_days, json } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| {
+                    Scope::parse(s.trim())
+                        .ok_or_else(|| Error::invalid(format!("unknown scope `{s}`; use read, write or admin")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let created = match &target {
+                AuthTarget::Offline { store, .. } => {
+                    let input =
+                        crate::http::keys::KeyInput { name, project: None, scopes, expires_at: None, expires_in_days };
+                    to_json(&crate::http::keys::create_key(&**store, TenantId::new(project)?, input).await?)?
+                }
+                AuthTarget::Server(info) => {
+                    let body = serde_json::json!({"name": name, "project": project, "scopes": scopes,
+                                                  "expires_in_days": expires_in_days});
+                    server_request(&config, info, reqwest::Method::POST, "/api/v1/keys", Some(body)).await?
+                }
+            };
+            if json {
+                print_json(&created)?;
+            } else {
+                let key: ApiKey = serde_json::from_value(created["api_key"].clone())
+                    .map_err(|e| Error::internal("read the created key", e))?;
+                println!("{}", created["key"].as_str().unwrap_or_default());
+                eprintln!(
+                    "created key {} for project {} with scopes {}; it is shown only now, store it safely",
+                    key.id,
+                    key.project,
+                    key.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+                );
+            }
+        }
+        KeysCommand::List { project, json } => {
+            let list = match &target {
+                AuthTarget::Offline { store, .. } => {
+                    let within = match project {
+                        Some(p) => Within::Tenant(TenantId::new(p)?),
+                        None => Within::All,
+                    };
+                    serde_json::json!({"keys": to_json(&store.list_keys(&within).await?)?})
+                }
+                AuthTarget::Server(info) => {
+                    let path = match project {
+                        Some(p) => format!("/api/v1/keys?project={p}"),
+                        None => "/api/v1/keys".to_string(),
+                    };
+                    server_request(&config, info, reqwest::Method::GET, &path, None).await?
+                }
+            };
+            if json {
+                print_json(&list)?;
+            } else {
+                let keys: Vec<ApiKey> = serde_json::from_value(list["keys"].clone())
+                    .map_err(|e| Error::internal("read the key list", e))?;
+                println!("{:<16}  {:<20}  {:<16}  {:<17}  {:<10}  name", "id", "project", "scopes", "expires", "state");
+                for k in keys {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else if k.expires_at.is_some_and(|t| t <= chrono::Utc::now()) {
+                        "expired"
+                    } else {
+                        "active"
+                    };
+                    let scopes = k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+                    let expires = k.expires_at.map_or("never".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string());
+                    println!(
+                        "{:<16}  {:<20}  {scopes:<16}  {expires:<17}  {state:<10}  {}",
+                        k.id,
+                        k.project.as_str(),
+                        k.name
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            match &target {
+                AuthTarget::Offline { store, .. } => {
+                    store
+                        .revoke_key(&Within::All, &id, chrono::Utc::now())
+                        .await?
+                        .ok_or_else(|| Error::not_found("key", &id))?;
+                }
+                AuthTarget::Server(info) => {
+                    let path = format!("/api/v1/keys/{id}");
+                    server_request(&config, info, reqwest::Method::DELETE, &path, None).await?;
+                }
+            }
+            println!("revoked key {id}");
+        }
+    }
+    Ok(0)
+}
+
+async fn projects(config: Config, command: ProjectsCommand) -> Result<i32> {
+    use crate::auth::Within;
+    let target = auth_target(&config).await?;
+    match command {
+        ProjectsCommand::Create { id, name, org } => {
+            match &target {
+                AuthTarget::Offline { store, .. } => {
+                    let tenant = TenantId::new(id.clone())?;
+                    store.create_project(&tenant, &org, name.as_deref().unwrap_or(&id)).await?;
+                }
+                AuthTarget::Server(info) => {
+                    let body = serde_json::json!({"id": id, "name": name, "org_id": org});
+                    server_request(&config, info, reqwest::Method::POST, "/api/v1/projects", Some(body)).await?;
+                }
+            }
+            println!("created project {id} in organisation {org}");
+        }
+        ProjectsCommand::List { json } => {
+            let list = match &target {
+                AuthTarget::Offline { store, .. } => {
+                    serde_json::json!({"projects": to_json(&store.list_projects(&Within::All).await?)?})
+                }
+                AuthTarget::Server(info) => {
+                    server_request(&config, info, reqwest::Method::GET, "/api/v1/projects", None).await?
+                }
+            };
+            if json {
+                print_json(&list)?;
+            } else {
+                println!("{:<24}  {:<16}  name", "id", "org");
+                for p in list["projects"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<24}  {:<16}  {}",
+                        p["id"].as_str().unwrap_or_default(),
+                        p["org_id"].as_str().unwrap_or_default(),
+                        p["name"].as_str().unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(0)
 }
 
 fn progress_bar(total: u64, name: &str, unit: &str) -> indicatif::ProgressBar {

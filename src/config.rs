@@ -22,6 +22,8 @@ pub const SYSTEM_CONFIG_PATH: &str = "/etc/nexus/nexus.toml";
 pub struct Config {
     pub data_dir: PathBuf,
     pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
     pub indexer: IndexerConfig,
     pub embed: EmbedConfig,
@@ -198,6 +200,52 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     pub request_timeout_secs: u64,
     pub shutdown_grace_secs: u64,
+    pub max_concurrent_requests: usize,
+    /// Origins a browser may call the API from; empty: same origin only; `["*"]`: any.
+    pub cors_allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// HTTPS: both files or neither. PEM; reloaded on SIGHUP.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The operator's key. Without it, a server that needs keys generates one into the data directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_key: Option<Secret>,
+    /// Require keys on a loopback address too.
+    pub required: bool,
+    /// Serve `/metrics` without a key.
+    pub public_metrics: bool,
+    /// Audit entries older than this are deleted; 0 keeps them forever.
+    pub audit_retention_days: u32,
+}
+
+/// Rate limits; a rate of 0 turns that limit off.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub per_key_per_second: u32,
+    pub per_key_burst: u32,
+    pub per_address_per_second: u32,
+    pub per_address_burst: u32,
+    pub auth_failures_per_minute: u32,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -438,6 +486,40 @@ impl Config {
         }
         if self.server.request_timeout_secs == 0 {
             return bad("server.request_timeout_secs", "must be at least 1");
+        }
+        if self.server.max_concurrent_requests == 0 {
+            return bad("server.max_concurrent_requests", "must be at least 1");
+        }
+        for origin in &self.server.cors_allowed_origins {
+            let looks_right = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && axum::http::HeaderValue::from_str(origin).is_ok());
+            if !looks_right {
+                return bad(
+                    "server.cors_allowed_origins",
+                    "takes \"*\" or origins like \"https://app.example.com\" (scheme and host, no path)",
+                );
+            }
+        }
+        if self.server.tls.cert_file.is_some() != self.server.tls.key_file.is_some() {
+            return bad("server.tls", "needs both cert_file and key_file, or neither");
+        }
+        if let Some(key) = &self.auth.master_key {
+            let key = key.expose();
+            if key.len() < 16 || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return bad(
+                    "auth.master_key",
+                    "must be at least 16 characters without spaces; generate one with `openssl rand -hex 32`",
+                );
+            }
+        }
+        let limits = &self.limits;
+        if limits.per_key_per_second > 0 && limits.per_key_burst == 0 {
+            return bad("limits.per_key_burst", "must be at least 1 when limits.per_key_per_second is set");
+        }
+        if limits.per_address_per_second > 0 && limits.per_address_burst == 0 {
+            return bad("limits.per_address_burst", "must be at least 1 when limits.per_address_per_second is set");
         }
         if !(1..=100_000).contains(&self.indexer.batch_size) {
             return bad("indexer.batch_size", "must be between 1 and 100000");

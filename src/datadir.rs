@@ -9,6 +9,7 @@
 //!   vectors/          vector index (usearch) and its manifest
 //!   graph/            entity graph (sled)
 //!   objects/          original files (object_store, local disk)
+//!   master.key        the generated master key (mode 0600), when keys are on and none is configured
 //! ```
 //!
 //! A directory written by a newer Nexus is refused; an older one is brought forward by the ordered
@@ -45,6 +46,9 @@ pub struct LockInfo {
     pub pid: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
+    /// Whether it serves HTTPS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
 }
 
 /// An open, locked data directory. Dropping it releases the lock.
@@ -118,8 +122,8 @@ impl DataDir {
     }
 
     /// Records the address the server listens on, so that CLI commands can reach it.
-    pub fn announce_listen(&mut self, listen: &str) -> Result<()> {
-        write_lock_info(&mut self.lock, &LockInfo { pid: std::process::id(), listen: Some(listen.to_string()) })
+    pub fn announce_listen(&mut self, listen: &str, tls: bool) -> Result<()> {
+        write_lock_info(&mut self.lock, &LockInfo { pid: std::process::id(), listen: Some(listen.to_string()), tls })
     }
 
     /// Who holds `root`, without taking or disturbing the lock.
@@ -133,7 +137,7 @@ impl DataDir {
                 let _ = file.unlock();
                 Holder::Free
             }
-            Err(_) => Holder::Held(read_lock_info(&path).unwrap_or(LockInfo { pid: 0, listen: None })),
+            Err(_) => Holder::Held(read_lock_info(&path).unwrap_or(LockInfo { pid: 0, listen: None, tls: false })),
         }
     }
 }
@@ -202,7 +206,7 @@ fn take_lock(root: &Path) -> Result<File> {
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
     }
-    write_lock_info(&mut file, &LockInfo { pid: std::process::id(), listen: None })?;
+    write_lock_info(&mut file, &LockInfo { pid: std::process::id(), listen: None, tls: false })?;
     Ok(file)
 }
 

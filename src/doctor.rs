@@ -207,7 +207,7 @@ fn check_free_space(dir: &Path) -> Finding {
 
 fn check_port(listen: SocketAddr, holder: &Holder) -> Finding {
     const CHECK: &str = "port";
-    if let Holder::Held(LockInfo { pid, listen: Some(serving) }) = holder
+    if let Holder::Held(LockInfo { pid, listen: Some(serving), .. }) = holder
         && serving.parse::<SocketAddr>().is_ok_and(|s| s == listen || listen.port() == 0)
     {
         return ok(CHECK, format!("{listen} is served by the nexus holding the data directory (pid {pid})"));

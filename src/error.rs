@@ -16,6 +16,12 @@ pub enum ErrorCode {
     CorruptDocument,
     NotFound,
     RouteNotFound,
+    Conflict,
+    Unauthorized,
+    KeyExpired,
+    KeyRevoked,
+    Forbidden,
+    RateLimited,
     MethodNotAllowed,
     ConfigInvalid,
     BackendUnavailable,
@@ -45,6 +51,12 @@ impl ErrorCode {
             ErrorCode::CorruptDocument => "corrupt_document",
             ErrorCode::NotFound => "not_found",
             ErrorCode::RouteNotFound => "route_not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::KeyExpired => "key_expired",
+            ErrorCode::KeyRevoked => "key_revoked",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::ConfigInvalid => "config_invalid",
             ErrorCode::BackendUnavailable => "backend_unavailable",
@@ -72,6 +84,10 @@ impl ErrorCode {
             ErrorCode::UnsupportedFormat => 415,
             ErrorCode::CorruptDocument => 422,
             ErrorCode::NotFound | ErrorCode::RouteNotFound => 404,
+            ErrorCode::Conflict => 409,
+            ErrorCode::Unauthorized | ErrorCode::KeyExpired | ErrorCode::KeyRevoked => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::RateLimited => 429,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
             ErrorCode::Cancelled => 409,
@@ -99,9 +115,12 @@ impl ErrorCode {
             | ErrorCode::CorruptDocument
             | ErrorCode::NotFound
             | ErrorCode::RouteNotFound
+            | ErrorCode::Conflict
             | ErrorCode::MethodNotAllowed
             | ErrorCode::Timeout
             | ErrorCode::Cancelled => "invalid_request",
+            ErrorCode::Unauthorized | ErrorCode::KeyExpired | ErrorCode::KeyRevoked | ErrorCode::Forbidden => "auth",
+            ErrorCode::RateLimited => "rate_limit",
             ErrorCode::ConfigInvalid => "config",
             ErrorCode::NotReady | ErrorCode::BackendUnavailable | ErrorCode::Overloaded => "unavailable",
             ErrorCode::EmbedderUnavailable | ErrorCode::LlmUnavailable | ErrorCode::LlmTimeout => "upstream",

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use nexus::config::{
     Quantization, RecordsBackend, RecordsConfig, Synchronous, TextBackend, TextConfig, VectorsBackend, VectorsConfig,
 };
+use nexus::store::auth::AuthStore;
+use nexus::store::auth::sqlite::SqliteAuthStore;
 use nexus::store::graph::GraphStore;
 use nexus::store::graph::sled::SledGraphStore;
 use nexus::store::objects::ObjectStore;
@@ -30,6 +32,17 @@ async fn sqlite_record_store() {
     let config = RecordsConfig { backend: RecordsBackend::Sqlite, synchronous: Synchronous::Full, url: None };
     testsuite::record_store_suite(|| async {
         Arc::new(SqliteRecordStore::open(&path, &config).await.unwrap()) as Arc<dyn RecordStore>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sqlite_auth_store() {
+    let (_tmp, path) = dir();
+    let config = RecordsConfig { backend: RecordsBackend::Sqlite, synchronous: Synchronous::Full, url: None };
+    testsuite::auth_store_suite(|| async {
+        let records = SqliteRecordStore::open(&path, &config).await.unwrap();
+        Arc::new(SqliteAuthStore::new(&records)) as Arc<dyn AuthStore>
     })
     .await;
 }

@@ -1,31 +1,41 @@
 //! HTTP: the router, cross-cutting layers and the server loop. Only this folder knows HTTP.
 //!
 //! One file per resource; every route is declared through `utoipa_axum::routes!`, so it is in
-//! `/openapi.json` by construction.
+//! `/openapi.json` by construction. Every request passes [`auth::authenticate`], which decides
+//! from one table what each route needs.
 
+pub mod audit;
+pub mod auth;
 pub mod documents;
 pub mod embed;
 pub mod error;
 pub mod graph;
 pub mod jobs;
+pub mod keys;
 pub mod objects;
 pub mod ops;
+pub mod projects;
 pub mod records;
 pub mod search;
 pub mod tenant;
+pub mod tls;
 pub mod ui;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
+use tower_http::cors::CorsLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -45,6 +55,7 @@ use crate::error::{Error, ErrorCode};
         (name = "documents", description = "The knowledge base's documents"),
         (name = "search", description = "Hybrid search and grounded answers"),
         (name = "jobs", description = "Background jobs"),
+        (name = "auth", description = "API keys, projects (tenants), organisations and the audit log"),
     )
 )]
 struct ApiDoc;
@@ -79,6 +90,57 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::events))
+        .routes(routes!(auth::whoami))
+        .routes(routes!(keys::create, keys::list))
+        .routes(routes!(keys::get, keys::revoke))
+        .routes(routes!(projects::create_project, projects::list_projects))
+        .routes(routes!(projects::create_org, projects::list_orgs))
+        .routes(routes!(audit::list))
+}
+
+/// Adds to the description what the middleware does for every route: the accepted credentials,
+/// and the error body for any status a route does not list (401, 403, 429, 408...).
+fn describe_auth(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let components = openapi.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("`Authorization: Bearer <key>`; `Authorization: Token <key>` is accepted too"))
+                .build(),
+        ),
+    );
+    components.add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
+    let error = ResponseBuilder::new()
+        .description("An error: `error.code` says which (e.g. unauthorized, forbidden, rate_limited, not_found)")
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build();
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        let operations = [
+            (axum::http::Method::GET, &mut item.get),
+            (axum::http::Method::POST, &mut item.post),
+            (axum::http::Method::PUT, &mut item.put),
+            (axum::http::Method::DELETE, &mut item.delete),
+            (axum::http::Method::PATCH, &mut item.patch),
+        ];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            operation.responses.responses.entry("default".to_string()).or_insert_with(|| error.clone().into());
+            let concrete = path.replace('{', "x").replace('}', "");
+            if auth::need_for(&method, &concrete, false) != auth::Need::Public {
+                operation.security = Some(vec![
+                    SecurityRequirement::new("bearer", Vec::<String>::new()),
+                    SecurityRequirement::new("api_key", Vec::<String>::new()),
+                ]);
+            }
+        }
+    }
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -92,15 +154,26 @@ pub fn router(app: Arc<App>) -> Router {
         .into_iter()
         .map(|(path, item)| (path.replace("{*", "{"), item))
         .collect();
+    describe_auth(&mut openapi);
     let openapi = Arc::new(openapi);
-    let timeout = Duration::from_secs(app.config.server.request_timeout_secs);
-    let body_limit = app.config.server.body_limit_bytes;
+    let server = &app.config.server;
+    let timeout = Duration::from_secs(server.request_timeout_secs);
+    let body_limit = server.body_limit_bytes;
+    let concurrency = tower::limit::GlobalConcurrencyLimitLayer::new(server.max_concurrent_requests);
+    let cors = tower::util::option_layer(cors(&server.cors_allowed_origins));
+    let hsts = tower::util::option_layer(server.tls.enabled().then(|| {
+        SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        )
+    }));
     api.route("/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
         .fallback(ui::serve)
         .method_not_allowed_fallback(|| async {
             Error::new(ErrorCode::MethodNotAllowed, "this method is not allowed on this route; see /openapi.json")
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(concurrency)
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
@@ -108,11 +181,49 @@ pub fn router(app: Arc<App>) -> Router {
                 }))
                 .timeout(timeout),
         )
+        .layer(middleware::from_fn_with_state(app.clone(), auth::authenticate))
         .layer(middleware::from_fn(record_metrics))
+        .layer(cors)
+        .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(security_header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
+        .layer(security_header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .layer(hsts)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             Error::internal("request handler", "panicked").into_response()
         }))
         .with_state(app)
+}
+
+/// The UI loads only its own scripts and styles; nothing may frame it.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+fn security_header(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}
+
+/// Cross-origin browser access, when `server.cors_allowed_origins` lists origins.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any};
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-api-key")])
+        .expose_headers([
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
+        ])
+        .max_age(Duration::from_secs(600));
+    Some(if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        layer.allow_origin(AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok())))
+    })
 }
 
 /// Counts requests and their latency by route and status.
@@ -133,28 +244,31 @@ async fn record_metrics(request: Request, next: Next) -> Response {
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish (up to the grace period).
+/// HTTPS when `server.tls` is set: HTTP/2 and HTTP/1.1, the certificate reloaded on SIGHUP.
 pub async fn serve(
     app: Arc<App>,
     listener: tokio::net::TcpListener,
+    tls: Option<tls::Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> crate::error::Result<()> {
     let grace = Duration::from_secs(app.config.server.shutdown_grace_secs);
-    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing in-flight requests");
-        let _ = stopping_tx.send(());
-    };
-    let server = axum::serve(listener, router(app)).with_graceful_shutdown(signal);
-    let server = std::pin::pin!(server.into_future());
-    tokio::select! {
-        result = server => result,
-        _ = async {
-            let _ = stopping_rx.await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests outlived the shutdown grace period");
-            Ok(())
+        stopper.graceful_shutdown(Some(grace));
+    });
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = listener.into_std()?;
+    let served = match tls {
+        Some(tls::Tls { config, cert, key }) => {
+            let reload = tokio::spawn(tls::reload_certificate_on_sighup(config.clone(), cert, key));
+            let served = axum_server::from_tcp_rustls(listener, config)?.handle(handle).serve(service).await;
+            reload.abort();
+            served
         }
-    }
+        None => axum_server::from_tcp(listener)?.handle(handle).serve(service).await,
+    };
+    Ok(served?)
 }

@@ -33,6 +33,12 @@ pub async fn serve(uri: Uri) -> Response {
     }
 }
 
+/// Whether `path` is one of the UI's files (`/` is `index.html`).
+pub fn is_asset(path: &str) -> bool {
+    let path = path.trim_start_matches('/');
+    Assets::get(if path.is_empty() { "index.html" } else { path }).is_some()
+}
+
 pub fn route_not_found(path: &str) -> Response {
     Error::new(ErrorCode::RouteNotFound, format!("no route for {path}; see /openapi.json for the API")).into_response()
 }

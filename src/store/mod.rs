@@ -9,6 +9,7 @@
 //! Methods without a tenant are system-scoped (change log, rebuilds, checks) and are used only by
 //! the write path and operations commands.
 
+pub mod auth;
 pub mod graph;
 pub mod jobs;
 pub mod objects;
@@ -119,10 +120,11 @@ fn cluster_unavailable(store: &str, backend: &str) -> Error {
     )
 }
 
-/// All five stores, opened from configuration.
+/// All five stores, opened from configuration, and the auth store beside the record.
 #[derive(Clone)]
 pub struct Stores {
     pub records: Arc<dyn records::RecordStore>,
+    pub auth: Arc<dyn auth::AuthStore>,
     pub text: Arc<dyn text::TextStore>,
     pub vectors: Arc<dyn vectors::VectorStore>,
     pub graph: Arc<dyn graph::GraphStore>,
@@ -157,6 +159,7 @@ impl Stores {
         Self::check_backends(config)?;
         let s = &config.store;
         let records = Arc::new(records::sqlite::SqliteRecordStore::open(&dir.path("records"), &s.records).await?);
+        let auth = auth::sqlite::SqliteAuthStore::new(&records);
         let text = text::tantivy::TantivyTextStore::open(&dir.path("text"), &s.text).await?;
         let vectors = vectors::usearch::UsearchVectorStore::open(&dir.path("vectors"), &s.vectors).await?;
         let graph = graph::sled::SledGraphStore::open(&dir.path("graph")).await?;
@@ -164,10 +167,18 @@ impl Stores {
         Ok(Stores {
             jobs: records.clone(),
             records,
+            auth: Arc::new(auth),
             text: Arc::new(text),
             vectors: Arc::new(vectors),
             graph: Arc::new(graph),
             objects: Arc::new(objects),
         })
+    }
+
+    /// Only the auth store (and the record database it lives in), for offline key management.
+    pub async fn open_auth(config: &Config, dir: &DataDir) -> Result<Arc<dyn auth::AuthStore>> {
+        Self::check_backends(config)?;
+        let records = records::sqlite::SqliteRecordStore::open(&dir.path("records"), &config.store.records).await?;
+        Ok(Arc::new(auth::sqlite::SqliteAuthStore::new(&records)))
     }
 }

@@ -11,11 +11,13 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use super::TenantId;
+use super::auth::{AuditEvent, AuditFilter, AuthStore, NewApiKey, Scope, Within};
 use super::graph::{Direction, GraphEdge, GraphNode, GraphStore, GraphWrite};
 use super::objects::ObjectStore;
 use super::records::{ChangeOp, GraphItem, ListFilter, NewRecord, RecordFilter, RecordStore, Write};
 use super::text::{TextDoc, TextQuery, TextStore};
 use super::vectors::{VectorPoint, VectorQuery, VectorStore};
+use crate::error::ErrorCode;
 
 fn tenant(name: &str) -> TenantId {
     TenantId::new(name).unwrap()
@@ -671,4 +673,122 @@ where
     drop(store);
     let store = open().await;
     assert_eq!(store.list(&a, None, 10).await.unwrap().len(), 3);
+}
+
+pub async fn auth_store_suite<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn AuthStore>>,
+{
+    use chrono::{Duration, Utc};
+
+    let store = open().await;
+    // Every install starts with the default organisation and project.
+    let orgs = store.list_orgs().await.unwrap();
+    assert_eq!(orgs.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), vec!["default"]);
+    let default = store.get_project(&TenantId::default_tenant()).await.unwrap().expect("default project");
+    assert_eq!(default.org_id, "default");
+
+    // Organisations and projects: ids are unique, projects need their organisation.
+    store.create_org("acme", "Acme").await.unwrap();
+    assert_eq!(store.create_org("acme", "Again").await.unwrap_err().code, ErrorCode::Conflict);
+    let (a, b) = (tenant("suite-a"), tenant("suite-b"));
+    store.create_project(&a, "acme", "A").await.unwrap();
+    store.create_project(&b, "default", "B").await.unwrap();
+    assert_eq!(store.create_project(&a, "acme", "A").await.unwrap_err().code, ErrorCode::Conflict);
+    assert_eq!(store.create_project(&tenant("x"), "nope", "X").await.unwrap_err().code, ErrorCode::NotFound);
+    let all = store.list_projects(&Within::All).await.unwrap();
+    assert_eq!(all.len(), 3);
+    let only_a = store.list_projects(&Within::Tenant(a.clone())).await.unwrap();
+    assert_eq!(only_a.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![a.clone()]);
+
+    // Keys: stored with their hash; a key needs its project; ids are unique.
+    let new_key = |id: &str, project: &TenantId, hash: u8| NewApiKey {
+        id: id.into(),
+        project: project.clone(),
+        name: format!("key {id}"),
+        scopes: vec![Scope::Read, Scope::Write],
+        secret_hash: [hash; 32],
+        expires_at: Some(Utc::now() + Duration::days(1)),
+    };
+    let ka = store.create_key(new_key("ka", &a, 1)).await.unwrap();
+    assert_eq!(ka.scopes, vec![Scope::Read, Scope::Write]);
+    assert!(ka.revoked_at.is_none() && ka.last_used_at.is_none());
+    store.create_key(new_key("kb", &b, 2)).await.unwrap();
+    assert_eq!(store.create_key(new_key("ka", &a, 3)).await.unwrap_err().code, ErrorCode::Conflict);
+    assert_eq!(store.create_key(new_key("kx", &tenant("nope"), 3)).await.unwrap_err().code, ErrorCode::NotFound);
+    let stored = store.get_key("ka").await.unwrap().unwrap();
+    assert_eq!(stored.secret_hash, [1; 32]);
+    assert_eq!(stored.key, ka);
+    assert!(store.get_key("missing").await.unwrap().is_none());
+
+    // Isolation: a tenant lists and revokes only its own keys.
+    let listed = store.list_keys(&Within::Tenant(a.clone())).await.unwrap();
+    assert_eq!(listed.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), vec!["ka"]);
+    assert_eq!(store.list_keys(&Within::All).await.unwrap().len(), 2);
+    assert!(store.revoke_key(&Within::Tenant(a.clone()), "kb", Utc::now()).await.unwrap().is_none());
+    assert!(store.get_key("kb").await.unwrap().unwrap().key.revoked_at.is_none(), "b's key untouched");
+    let first = store.revoke_key(&Within::Tenant(a.clone()), "ka", Utc::now()).await.unwrap().unwrap();
+    let again = store.revoke_key(&Within::All, "ka", Utc::now() + Duration::seconds(5)).await.unwrap().unwrap();
+    assert_eq!(first.revoked_at, again.revoked_at, "revoking is idempotent");
+
+    // Audit: appended in batches, listed newest first, filtered, confined to a tenant, pruned.
+    // Times are kept to the microsecond.
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+    let event = |minutes_ago: i64, key: Option<&str>, tenant: &TenantId, status: u16| AuditEvent {
+        at: now - Duration::minutes(minutes_ago),
+        principal: if key.is_some() { "key".into() } else { "anonymous".into() },
+        key_id: key.map(str::to_string),
+        tenant: Some(tenant.clone()),
+        method: "GET".into(),
+        route: "/api/v1/records/{id}".into(),
+        object_id: Some("r1".into()),
+        status,
+        client: Some("127.0.0.1".into()),
+    };
+    store
+        .append_audit(&[event(60, Some("kb"), &b, 200), event(30, Some("ka"), &a, 200), event(10, None, &a, 401)])
+        .await
+        .unwrap();
+    let filter = |within: Within| AuditFilter {
+        within,
+        key_id: None,
+        method: None,
+        status: None,
+        since: None,
+        until: None,
+        before_seq: None,
+        limit: 100,
+    };
+    let all = store.list_audit(&filter(Within::All)).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all[0].seq > all[1].seq && all[1].seq > all[2].seq, "newest first");
+    assert_eq!(all[0].event, event(10, None, &a, 401));
+    let of_a = store.list_audit(&filter(Within::Tenant(a.clone()))).await.unwrap();
+    assert_eq!(of_a.len(), 2);
+    assert!(of_a.iter().all(|e| e.event.tenant.as_ref() == Some(&a)));
+    let by_key = store.list_audit(&AuditFilter { key_id: Some("kb".into()), ..filter(Within::All) }).await.unwrap();
+    assert_eq!(by_key.len(), 1);
+    let by_status = store.list_audit(&AuditFilter { status: Some(401), ..filter(Within::All) }).await.unwrap();
+    assert_eq!(by_status.len(), 1);
+    let page = store.list_audit(&AuditFilter { limit: 1, ..filter(Within::All) }).await.unwrap();
+    let next = store.list_audit(&AuditFilter { before_seq: Some(page[0].seq), ..filter(Within::All) }).await.unwrap();
+    assert_eq!(next.len(), 2);
+    let recent = store
+        .list_audit(&AuditFilter { since: Some(now - Duration::minutes(45)), ..filter(Within::All) })
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 2);
+    // Using a key marks it.
+    assert!(store.get_key("kb").await.unwrap().unwrap().key.last_used_at.is_some());
+    assert_eq!(store.prune_audit(now - Duration::minutes(20)).await.unwrap(), 2);
+    assert_eq!(store.list_audit(&filter(Within::All)).await.unwrap().len(), 1);
+
+    // Everything survives a reopen.
+    drop(store);
+    let store = open().await;
+    assert_eq!(store.list_keys(&Within::All).await.unwrap().len(), 2);
+    assert!(store.get_key("ka").await.unwrap().unwrap().key.revoked_at.is_some());
+    assert_eq!(store.list_projects(&Within::All).await.unwrap().len(), 3);
+    assert_eq!(store.list_audit(&filter(Within::All)).await.unwrap().len(), 1);
 }

@@ -30,6 +30,7 @@ pub struct Indexer {
     wake: Notify,
     /// Set once the indexer has replayed everything that was in the log when it started.
     caught_up: AtomicBool,
+    start_head: Seq,
     last_error: Mutex<Option<String>>,
     failures: AtomicU64,
 }
@@ -48,7 +49,8 @@ impl Indexer {
     }
 
     pub fn caught_up(&self) -> bool {
-        self.caught_up.load(Ordering::Acquire)
+        // `visible` is published before the run loop sets the flag; a waiter may look in between.
+        self.caught_up.load(Ordering::Acquire) || self.visible_seq() >= self.start_head
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -86,6 +88,7 @@ impl Indexer {
             committed: AtomicU64::new(committed),
             wake: Notify::new(),
             caught_up: AtomicBool::new(committed >= start_head),
+            start_head,
             last_error: Mutex::new(None),
             failures: AtomicU64::new(0),
         });

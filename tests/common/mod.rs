@@ -47,8 +47,13 @@ pub fn run(cmd: &mut Command) -> Output {
 
 pub struct Server {
     pub child: Child,
+    /// Where to connect: the announced address, with an unspecified IP replaced by 127.0.0.1.
     pub addr: SocketAddr,
+    /// `http` or `https`, as announced.
+    pub scheme: String,
     pub data_dir: PathBuf,
+    /// Every line the server printed on stdout so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -57,39 +62,71 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, customize: impl FnOnce(&mut Command)) -> Server {
-        Self::start_command(nexus(data_dir), data_dir, customize)
+        Self::start_on(data_dir, "127.0.0.1:0", customize)
+    }
+
+    pub fn start_on(data_dir: &Path, listen: &str, customize: impl FnOnce(&mut Command)) -> Server {
+        Self::start_command_on(nexus(data_dir), data_dir, listen, customize)
     }
 
     /// Serves with the given command (from [`nexus`] or [`nexus_at`]) on a free loopback port.
-    pub fn start_command(mut cmd: Command, data_dir: &Path, customize: impl FnOnce(&mut Command)) -> Server {
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+    pub fn start_command(cmd: Command, data_dir: &Path, customize: impl FnOnce(&mut Command)) -> Server {
+        Self::start_command_on(cmd, data_dir, "127.0.0.1:0", customize)
+    }
+
+    fn start_command_on(
+        mut cmd: Command,
+        data_dir: &Path,
+        listen: &str,
+        customize: impl FnOnce(&mut Command),
+    ) -> Server {
+        cmd.args(["serve", "--listen", listen]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         customize(&mut cmd);
         let mut child = cmd.spawn().expect("spawn nexus serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = printed.clone();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
             while let Some(Ok(line)) = lines.next() {
-                if let Some(addr) = line.strip_prefix("nexus: listening on http://") {
-                    let _ = tx.send(addr.trim().to_string());
+                if let Some(url) = line.strip_prefix("nexus: listening on ") {
+                    let _ = tx.send(url.trim().to_string());
                 }
+                sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr.parse().unwrap(),
+        let (scheme, addr) = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => {
+                let (scheme, addr) = url.split_once("://").unwrap();
+                let mut addr: SocketAddr = addr.parse().unwrap();
+                if addr.ip().is_unspecified() {
+                    addr.set_ip([127, 0, 0, 1].into());
+                }
+                (scheme.to_string(), addr)
+            }
             Err(_) => {
                 let _ = child.kill();
                 panic!("nexus serve did not announce its address; status {:?}", child.wait());
             }
         };
-        Server { child, addr, data_dir: data_dir.to_path_buf() }
+        Server { child, addr, scheme, data_dir: data_dir.to_path_buf(), stdout: printed }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
+    }
+
+    /// What the server printed on stdout, once the auth notice after the address is there.
+    pub fn printed(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.stdout.lock().unwrap().clone();
+            if lines.len() >= 2 || Instant::now() > deadline {
+                return lines.join("\n");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn wait_ready(&self) {

@@ -8,10 +8,14 @@
 // path segments ("#/documents/42" -> ["42"]); `cleanup` (optional) is
 // called when the user navigates away (stop timers, abort fetches).
 
+import { rememberReturn } from './pages/login.js';
+
 const ROUTES = [
   { path: 'search', label: 'Search', load: () => import('./pages/search.js') },
   { path: 'documents', label: 'Documents', load: () => import('./pages/documents.js') },
   { path: 'status', label: 'Status', load: () => import('./pages/status.js') },
+  { path: 'keys', label: 'API keys', load: () => import('./pages/keys.js') },
+  { path: 'login', label: 'Sign in', load: () => import('./pages/login.js') },
 ];
 const DEFAULT_ROUTE = 'status';
 
@@ -119,6 +123,13 @@ function focusMain() {
 document.querySelector('[data-skip-link]')?.addEventListener('click', (event) => {
   event.preventDefault();
   main.focus();
+});
+
+// A 401 from any request: go to the sign-in page, and come back here afterwards.
+window.addEventListener('nexus:unauthorized', () => {
+  if (parseHash().path === 'login') return;
+  rememberReturn(location.hash);
+  location.hash = '#/login';
 });
 
 renderNav();

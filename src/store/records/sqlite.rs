@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_init.sql"),
     include_str!("migrations/sqlite/0002_embed_flag.sql"),
     include_str!("migrations/sqlite/0003_jobs.sql"),
+    include_str!("migrations/sqlite/0004_auth.sql"),
 ];
 
 const READERS: usize = 4;
@@ -35,7 +36,8 @@ pub struct SqliteRecordStore {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// Shared with the other stores kept in the same database (jobs).
+/// The database's connections, shared with the stores that keep their tables in the same file
+/// (jobs, auth), so that one writer serialises every write.
 pub(crate) struct Inner {
     pub(crate) writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
@@ -120,6 +122,13 @@ impl SqliteRecordStore {
             })
         })
         .await
+    }
+}
+
+impl SqliteRecordStore {
+    /// The connections, for the auth store over the same database.
+    pub(crate) fn database(&self) -> Arc<Inner> {
+        self.inner.clone()
     }
 }
 

@@ -1,0 +1,580 @@
+//! Keys, scopes, tenants, limits and the audit log, end to end: the real binary over real sockets.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::{Server, client, nexus, run};
+use reqwest::Method;
+use reqwest::blocking::{Client, Response};
+use serde_json::{Value, json};
+
+const MASTER: &str = "test-master-key-0123456789abcdef";
+/// Put into tenant A's data, names and files; no answer to tenant B may contain it.
+const MARK: &str = "alpha-secret-7731";
+
+/// A server with keys on (the master key configured) and, unless a test says otherwise, no rate
+/// limits, so that many requests from one address are judged on keys alone.
+fn keyed_server(data: &std::path::Path, limits: bool) -> Server {
+    let server = Server::start_with(data, |cmd| {
+        cmd.env("NEXUS__AUTH__MASTER_KEY", MASTER);
+        if !limits {
+            cmd.env("NEXUS__LIMITS__PER_KEY_PER_SECOND", "0")
+                .env("NEXUS__LIMITS__PER_ADDRESS_PER_SECOND", "0")
+                .env("NEXUS__LIMITS__AUTH_FAILURES_PER_MINUTE", "0");
+        }
+    });
+    server.wait_ready();
+    server
+}
+
+struct Api<'a> {
+    c: Client,
+    server: &'a Server,
+}
+
+impl<'a> Api<'a> {
+    fn new(server: &'a Server) -> Self {
+        Api { c: client(), server }
+    }
+
+    fn send(&self, method: Method, path: &str, key: Option<&str>, body: Option<&Value>) -> Response {
+        let mut request = self.c.request(method, self.server.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().unwrap()
+    }
+
+    fn json(&self, method: Method, path: &str, key: &str, body: Option<Value>) -> Value {
+        let response = self.send(method.clone(), path, Some(key), body.as_ref());
+        let status = response.status();
+        let text = response.text().unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn project(&self, id: &str) {
+        let name = if id == "tenant-a" { format!("{id} {MARK}") } else { id.to_string() };
+        self.json(Method::POST, "/api/v1/projects", MASTER, Some(json!({"id": id, "name": name})));
+    }
+
+    /// A new key of `project` with `scopes`: (id, key).
+    fn key(&self, project: &str, scopes: &[&str]) -> (String, String) {
+        let name = if project == "tenant-a" { format!("{project} key {MARK}") } else { format!("{project} key") };
+        let body = json!({"name": name, "project": project, "scopes": scopes});
+        let created = self.json(Method::POST, "/api/v1/keys", MASTER, Some(body));
+        (created["api_key"]["id"].as_str().unwrap().to_string(), created["key"].as_str().unwrap().to_string())
+    }
+}
+
+/// What the test expects a route to need, written independently of the server's table.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Need {
+    Public,
+    Any,
+    Read,
+    Write,
+    Admin,
+    Operator,
+}
+
+fn expected_need(method: &Method, path: &str) -> Need {
+    let reads = method == Method::GET;
+    match path {
+        "/health" | "/ready" => Need::Public,
+        "/metrics" => Need::Admin,
+        "/api/v1/whoami" => Need::Any,
+        "/api/v1/records/search" => Need::Read,
+        "/api/v1/projects" if reads => Need::Admin,
+        "/api/v1/projects" | "/api/v1/orgs" => Need::Operator,
+        p if p.starts_with("/api/v1/admin/") => Need::Operator,
+        p if p.starts_with("/api/v1/keys") || p.starts_with("/api/v1/audit") => Need::Admin,
+        _ if reads => Need::Read,
+        _ => Need::Write,
+    }
+}
+
+/// One concrete request per documented operation, aimed at tenant A's ids.
+struct Case {
+    method: Method,
+    template: String,
+    path: String,
+    body: Option<Value>,
+    raw_body: Option<Vec<u8>>,
+}
+
+fn cases(openapi: &Value, a_key_id: &str) -> Vec<Case> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    for (template, item) in openapi["paths"].as_object().unwrap() {
+        for (method, _) in item.as_object().unwrap() {
+            let method: Method = method.to_uppercase().parse().unwrap();
+            n += 1;
+            let mut path = template
+                .replace("/records/{id}", "/records/alpha-rec")
+                .replace("/nodes/{id}", "/nodes/alpha-rec")
+                .replace("/keys/{id}", &format!("/keys/{a_key_id}"))
+                .replace("/objects/{key}", "/objects/alpha/doc.txt");
+            assert!(!path.contains('{'), "no id of tenant A for {template}; add one to this test");
+            if template == "/api/v1/graph/path" {
+                path.push_str("?from=alpha-rec&to=alpha-rec-2");
+            }
+            let (body, raw_body) = match (method.as_str(), template.as_str()) {
+                ("GET" | "DELETE", _) => (None, None),
+                ("POST", "/api/v1/records") => (Some(json!({"kind": "note", "body": "b's note"})), None),
+                ("POST", "/api/v1/records/batch") => {
+                    (Some(json!({"writes": [{"op": "upsert", "record": {"kind": "note"}}]})), None)
+                }
+                ("POST", "/api/v1/records/search") => (Some(json!({"query": "alpha secret"})), None),
+                ("PUT", "/api/v1/objects/{key}") => (None, Some(b"b's file".to_vec())),
+                ("POST", "/api/v1/keys") => (Some(json!({"name": "made by the test", "scopes": ["read"]})), None),
+                ("POST", "/api/v1/projects") | ("POST", "/api/v1/orgs") => {
+                    (Some(json!({"id": format!("made-{n}")})), None)
+                }
+                (m, t) => panic!("no request body for {m} {t}; add one to this test"),
+            };
+            out.push(Case { method, template: template.clone(), path, body, raw_body });
+        }
+    }
+    out
+}
+
+impl Api<'_> {
+    fn case(&self, case: &Case, key: Option<&str>) -> (u16, String) {
+        let mut request = self.c.request(case.method.clone(), self.server.url(&case.path));
+        if let Some(key) = key {
+            request = request.header("Authorization", format!("Token {key}"));
+        }
+        if let Some(body) = &case.body {
+            request = request.json(body);
+        }
+        if let Some(raw) = &case.raw_body {
+            request = request.body(raw.clone());
+        }
+        let response = request.send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    }
+}
+
+fn error_code(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = keyed_server(&tmp.path().join("data"), false);
+    let api = Api::new(&server);
+    api.project("tenant-a");
+    api.project("tenant-b");
+    let (a_read_id, a_read) = api.key("tenant-a", &["read"]);
+    let (_, a_write) = api.key("tenant-a", &["read", "write"]);
+    let (_, a_admin) = api.key("tenant-a", &["read", "write", "admin"]);
+    let (_, b_all) = api.key("tenant-b", &["read", "write", "admin"]);
+
+    // Tenant A's data, in every store.
+    let mut v = vec![0.01f32; 384];
+    v[7] = 1.0;
+    let seed = json!({"writes": [
+        {"op": "upsert", "record": {"id": "alpha-rec", "kind": "note", "title": MARK, "body": format!("alpha secret {MARK}"),
+                                    "metadata": {"m": MARK}, "vector": v, "graph": {"type": "node", "label": "person", "name": MARK}}},
+        {"op": "upsert", "record": {"id": "alpha-rec-2", "kind": "note", "body": "alpha neighbour",
+                                    "graph": {"type": "node", "label": "person", "name": "neighbour"}}},
+        {"op": "upsert", "record": {"id": "alpha-edge", "kind": "relation",
+                                    "graph": {"type": "edge", "label": "knows", "source": "alpha-rec", "target": "alpha-rec-2"}}}
+    ]});
+    api.json(Method::POST, "/api/v1/records/batch?wait=true", &a_write, Some(seed));
+    let put = api.c.put(server.url("/api/v1/objects/alpha/doc.txt")).bearer_auth(&a_write).body(MARK).send().unwrap();
+    assert_eq!(put.status(), 200);
+
+    let openapi: Value = api.c.get(server.url("/openapi.json")).send().unwrap().json().unwrap();
+    let cases = cases(&openapi, &a_read_id);
+    assert!(cases.len() >= 20, "{} operations", cases.len());
+    let wrong_secret = format!("nxs_{a_read_id}_{}", "0".repeat(48));
+    let leaks = |body: &str| [MARK, "tenant-a", "alpha-rec-2"].iter().any(|m| body.contains(m));
+    let mut seen: BTreeMap<String, u16> = BTreeMap::new();
+
+    for case in &cases {
+        let what = format!("{} {}", case.method, case.template);
+        let need = expected_need(&case.method, &case.template);
+        if need == Need::Public {
+            assert_eq!(api.case(case, None).0, 200, "{what} is public");
+            continue;
+        }
+        // No key, a wrong secret for a real id, a malformed key: 401, nothing else said.
+        for key in [None, Some(wrong_secret.as_str()), Some("not-a-key")] {
+            let (status, body) = api.case(case, key);
+            assert_eq!(status, 401, "{what} with {key:?}: {body}");
+            assert_eq!(error_code(&body), "unauthorized", "{what}: {body}");
+            assert!(!leaks(&body), "{what}: {body}");
+        }
+        // A read key where more is needed: 403.
+        let (status, body) = api.case(case, Some(&a_read));
+        match need {
+            Need::Write | Need::Admin | Need::Operator => {
+                assert_eq!(status, 403, "{what} with a read key: {body}");
+                assert_eq!(error_code(&body), "forbidden");
+            }
+            _ => assert!(status != 401 && status != 403, "{what} with a read key: {status} {body}"),
+        }
+        // Another tenant's key with every scope: A's ids are not found, lists hold none of A's data.
+        let (status, body) = api.case(case, Some(&b_all));
+        seen.insert(what.clone(), status);
+        assert!(!leaks(&body), "{what} with tenant B's key leaked: {body}");
+        if need == Need::Operator {
+            assert_eq!(status, 403, "{what} spans tenants: {body}");
+            continue;
+        }
+        let names_a_id =
+            case.path.contains("alpha-rec") || case.path.contains("alpha/doc") || case.path.contains(&a_read_id);
+        let mutates = matches!(case.method, Method::POST | Method::PUT);
+        // Walks from a node B does not have answer with an empty list, not 404.
+        let walks = ["/neighbours", "/hops", "/graph/path"].iter().any(|w| case.template.ends_with(w));
+        if names_a_id && !mutates && !walks {
+            assert_eq!(status, 404, "{what} with tenant B's key on A's id: {body}");
+        } else if walks {
+            assert_eq!(status, 200, "{what}: {body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            let empty = ["neighbours", "nodes"].iter().all(|k| v[k].as_array().is_none_or(|a| a.is_empty()));
+            assert!(empty && v["path"].is_null(), "{what} with tenant B's key found A's graph: {body}");
+        } else {
+            assert!((200..300).contains(&status) || status == 404, "{what} with tenant B's key: {status} {body}");
+        }
+    }
+    // The routes this test must have exercised (a renamed route fails here, not silently).
+    for route in
+        ["GET /api/v1/records/{id}", "DELETE /api/v1/keys/{id}", "GET /api/v1/objects/{key}", "GET /api/v1/audit"]
+    {
+        assert!(seen.contains_key(route), "{route} missing from /openapi.json: {seen:?}");
+    }
+
+    // Tenant A's data survived tenant B's deletes and writes, and its read key still works.
+    let got = api.json(Method::GET, "/api/v1/records/alpha-rec", &a_read, None);
+    assert_eq!(got["title"], MARK);
+    let file = api.c.get(server.url("/api/v1/objects/alpha/doc.txt")).bearer_auth(&a_read).send().unwrap();
+    assert_eq!(file.text().unwrap(), MARK);
+    let hits = api.json(Method::POST, "/api/v1/records/search", &a_read, Some(json!({"query": "alpha secret"})));
+    assert_eq!(hits["hits"][0]["id"], "alpha-rec");
+    // Each tenant's admin sees its own keys only.
+    let a_keys = api.json(Method::GET, "/api/v1/keys", &a_admin, None);
+    assert!(a_keys["keys"].as_array().unwrap().iter().all(|k| k["project"] == "tenant-a"));
+    let b_keys = api.json(Method::GET, "/api/v1/keys", &b_all, None);
+    assert!(b_keys["keys"].as_array().unwrap().iter().all(|k| k["project"] == "tenant-b"));
+    let b_projects = api.json(Method::GET, "/api/v1/projects", &b_all, None);
+    assert_eq!(b_projects["projects"].as_array().unwrap().len(), 1);
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn thousand_wrong_keys_from_one_address_end_in_429() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = keyed_server(&tmp.path().join("data"), true);
+    let api = Api::new(&server);
+    let started = Instant::now();
+    let mut statuses = Vec::with_capacity(1000);
+    let mut first_429 = None;
+    for i in 0..1000 {
+        let key = format!("nxs_{:016x}_{:048x}", i, i * 7919);
+        let response = api.send(Method::GET, "/api/v1/records", Some(&key), None);
+        let status = response.status().as_u16();
+        if status == 429 && first_429.is_none() {
+            first_429 = Some((i, started.elapsed()));
+            let headers = response.headers();
+            let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "Retry-After {retry}");
+            for name in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+                assert!(headers.contains_key(name), "429 lacks {name}");
+            }
+            assert_eq!(headers["x-ratelimit-remaining"], "0");
+            assert_eq!(response.json::<Value>().unwrap()["error"]["code"], "rate_limited");
+        }
+        statuses.push(status);
+    }
+    let elapsed = started.elapsed();
+    let (at, when) = first_429.expect("wrong keys were refused with 429");
+    println!("1,000 wrong keys: first 429 at attempt {} after {:?}; all 1,000 in {:?}", at + 1, when, elapsed);
+    assert!(statuses[..at].iter().all(|s| *s == 401), "401 before the limit");
+    assert!(statuses[at..].iter().all(|s| *s == 429), "429 from then on");
+    assert!(at <= 60, "the failure budget is small ({at})");
+
+    // Blocked: even the right key from this address waits; another address is unaffected.
+    assert_eq!(api.send(Method::GET, "/api/v1/records", Some(MASTER), None).status(), 429);
+    let other = Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build().unwrap();
+    let ok = other.get(server.url("/api/v1/records")).bearer_auth(MASTER).send().unwrap();
+    assert_eq!(ok.status(), 200);
+    assert!(ok.headers().contains_key("x-ratelimit-remaining"));
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn per_key_rate_limit_answers_429_with_headers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), |cmd| {
+        cmd.env("NEXUS__AUTH__MASTER_KEY", MASTER)
+            .env("NEXUS__LIMITS__PER_KEY_PER_SECOND", "1")
+            .env("NEXUS__LIMITS__PER_KEY_BURST", "5");
+    });
+    server.wait_ready();
+    let api = Api::new(&server);
+    let mut remaining = Vec::new();
+    for _ in 0..5 {
+        let r = api.send(Method::GET, "/api/v1/records", Some(MASTER), None);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-ratelimit-limit"], "5");
+        remaining.push(r.headers()["x-ratelimit-remaining"].to_str().unwrap().parse::<u32>().unwrap());
+    }
+    assert_eq!(remaining, vec![4, 3, 2, 1, 0]);
+    let refused = api.send(Method::GET, "/api/v1/records", Some(MASTER), None);
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(api.send(Method::GET, "/api/v1/records", Some(MASTER), None).status(), 200, "the bucket refills");
+}
+
+#[test]
+fn loopback_without_master_key_serves_the_default_tenant_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let server = Server::start(&data);
+    server.wait_ready();
+    assert!(server.printed().contains("API keys are off"), "{}", server.printed());
+    let api = Api::new(&server);
+    // A presented key is ignored, whatever it is (the Mem0 client always sends one).
+    for key in [None, Some("m0-anything"), Some(MASTER)] {
+        let r = api.send(Method::POST, "/api/v1/records", key, Some(&json!({"kind": "note"})));
+        assert_eq!(r.status(), 201, "{key:?}");
+    }
+    let me = api.json(Method::GET, "/api/v1/whoami", "ignored", None);
+    assert_eq!(me["principal"], "open");
+    assert_eq!(me["project"], "default");
+    assert!(!data.join("master.key").exists(), "no master key is made while keys are off");
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn non_loopback_requires_keys_with_a_generated_master_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // Bound to every interface; the test talks to it over 127.0.0.1 only.
+    let server = Server::start_on(&data, "0.0.0.0:0", |_| {});
+    let file = data.join("master.key");
+    let printed = server.printed();
+    assert!(printed.contains(&file.display().to_string()), "the key file's path is printed: {printed}");
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let master = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    assert!(master.len() >= 32);
+    let api = Api::new(&server);
+    server.wait_ready();
+    assert_eq!(api.send(Method::GET, "/health", None, None).status(), 200);
+    for path in ["/metrics", "/api/v1/status", "/api/v1/records", "/no-such-page"] {
+        assert_eq!(api.send(Method::GET, path, None, None).status(), 401, "{path}");
+    }
+    assert_eq!(api.send(Method::GET, "/", None, None).status(), 200, "the UI shell loads, to show its login");
+    assert_eq!(api.send(Method::GET, "/api/v1/status", Some(&master), None).status(), 200);
+    assert_eq!(api.send(Method::GET, "/metrics", Some(&master), None).status(), 200);
+    assert_eq!(server.stop().code(), Some(0));
+
+    // Next start: the same key, its path not printed again; /metrics public when configured.
+    let server = Server::start_on(&data, "0.0.0.0:0", |cmd| {
+        cmd.env("NEXUS__AUTH__PUBLIC_METRICS", "true");
+    });
+    assert!(!server.printed().contains("generated"), "{}", server.printed());
+    let api = Api::new(&server);
+    assert_eq!(api.send(Method::GET, "/metrics", None, None).status(), 200);
+    assert_eq!(api.send(Method::GET, "/api/v1/records", Some(&master), None).status(), 200);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), master);
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn keys_expire_are_revoked_and_are_managed_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    // Offline: a key made on the data directory before the server starts.
+    let out = run(nexus(&data).args(["keys", "create", "--name", "ci", "--scopes", "read", "--json"]));
+    assert!(out.status.success(), "{out:?}");
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (offline_id, offline_key) =
+        (created["api_key"]["id"].as_str().unwrap().to_string(), created["key"].as_str().unwrap().to_string());
+    assert_eq!(created["api_key"]["scopes"], json!(["read"]));
+
+    let server = keyed_server(&data, false);
+    let api = Api::new(&server);
+    assert_eq!(api.send(Method::GET, "/api/v1/records", Some(&offline_key), None).status(), 200);
+    for header in ["Authorization", "X-API-Key"] {
+        let value = if header == "Authorization" { format!("Token {offline_key}") } else { offline_key.clone() };
+        let r = api.c.get(server.url("/api/v1/whoami")).header(header, value).send().unwrap();
+        assert_eq!(r.json::<Value>().unwrap()["key_id"], offline_id.as_str(), "{header}");
+    }
+
+    // While the server holds the directory, the command line goes through it with the master key.
+    let with_master = |args: &[&str]| run(nexus(&data).env("NEXUS__AUTH__MASTER_KEY", MASTER).args(args));
+    let out = with_master(&["keys", "list", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(listed["keys"].as_array().unwrap().iter().any(|k| k["id"] == offline_id.as_str()));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&offline_key[20..]), "secrets are never listed");
+    let out = with_master(&["keys", "revoke", &offline_id]);
+    assert!(out.status.success(), "{out:?}");
+    let r = api.send(Method::GET, "/api/v1/records", Some(&offline_key), None);
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "key_revoked");
+    let out = run(nexus(&data).args(["keys", "list"]));
+    assert_eq!(out.status.code(), Some(1), "without the master key the server refuses: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("API key"), "{out:?}");
+
+    // Expiry.
+    let expires_at = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let created = api.json(
+        Method::POST,
+        "/api/v1/keys",
+        MASTER,
+        Some(json!({"name": "short", "scopes": ["read"], "expires_at": expires_at})),
+    );
+    let short = created["key"].as_str().unwrap();
+    assert_eq!(api.send(Method::GET, "/api/v1/records", Some(short), None).status(), 200);
+    std::thread::sleep(Duration::from_millis(2500));
+    let r = api.send(Method::GET, "/api/v1/records", Some(short), None);
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "key_expired");
+    // Bad requests are explained.
+    for body in [
+        json!({"name": "x", "scopes": []}),
+        json!({"name": "", "scopes": ["read"]}),
+        json!({"name": "x", "scopes": ["read"], "expires_at": "2001-01-01T00:00:00Z"}),
+    ] {
+        let r = api.send(Method::POST, "/api/v1/keys", Some(MASTER), Some(&body));
+        assert_eq!(r.status(), 400, "{body}");
+    }
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn audit_log_records_who_what_when_and_outcome() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = keyed_server(&tmp.path().join("data"), false);
+    let api = Api::new(&server);
+    api.project("tenant-a");
+    api.project("tenant-b");
+    let (a_id, a_key) = api.key("tenant-a", &["read", "write", "admin"]);
+    let (_, b_key) = api.key("tenant-b", &["read", "admin"]);
+    let before = chrono::Utc::now();
+    api.json(Method::POST, "/api/v1/records", &a_key, Some(json!({"id": "r1", "kind": "note"})));
+    api.json(Method::GET, "/api/v1/records/r1", &a_key, None);
+    assert_eq!(api.send(Method::GET, "/api/v1/records/nope", Some(&a_key), None).status(), 404);
+    assert_eq!(api.send(Method::GET, "/api/v1/records", Some("nxs_wrong"), None).status(), 401);
+
+    // Written off the request path: wait for it.
+    let path = format!("/api/v1/audit?key_id={a_id}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entries = loop {
+        let page = api.json(Method::GET, &path, MASTER, None);
+        let entries = page["entries"].as_array().unwrap().clone();
+        if entries.len() >= 3 || Instant::now() > deadline {
+            break entries;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    let get = &entries[1];
+    assert_eq!(get["principal"], "key");
+    assert_eq!(get["tenant"], "tenant-a");
+    assert_eq!(get["method"], "GET");
+    assert_eq!(get["route"], "/api/v1/records/{id}");
+    assert_eq!(get["object_id"], "r1");
+    assert_eq!(get["status"], 200);
+    assert_eq!(get["client"], "127.0.0.1");
+    let at: chrono::DateTime<chrono::Utc> = get["at"].as_str().unwrap().parse().unwrap();
+    assert!(at >= before && at <= chrono::Utc::now());
+    assert_eq!(entries[0]["status"], 404);
+    assert_eq!(entries[2]["method"], "POST");
+
+    // Filters and pages.
+    let not_found = api.json(Method::GET, &format!("{path}&status=404"), MASTER, None);
+    assert_eq!(not_found["entries"].as_array().unwrap().len(), 1);
+    let page = api.json(Method::GET, &format!("{path}&limit=2"), MASTER, None);
+    let next = page["next_before"].as_u64().unwrap();
+    let rest = api.json(Method::GET, &format!("{path}&limit=2&before={next}"), MASTER, None);
+    assert_eq!(rest["entries"].as_array().unwrap().len(), 1);
+    let failed = api.json(Method::GET, "/api/v1/audit?status=401", MASTER, None);
+    assert!(failed["entries"].as_array().unwrap().iter().any(|e| e["principal"] == "anonymous"));
+
+    // Each tenant's admin sees its own entries only.
+    let mine = api.json(Method::GET, "/api/v1/audit", &b_key, None);
+    assert!(mine["entries"].as_array().unwrap().iter().all(|e| e["tenant"] == "tenant-b"), "{mine}");
+    let r = api.send(Method::GET, "/api/v1/audit?project=tenant-a", Some(&b_key), None);
+    assert_eq!(r.status(), 404);
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn cors_is_configurable_and_security_headers_are_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("nexus.toml");
+    std::fs::write(&config, "[server]\ncors_allowed_origins = [\"https://app.example\"]\n").unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), |cmd| {
+        cmd.arg("--config").arg(&config).env("NEXUS__AUTH__MASTER_KEY", MASTER);
+    });
+    server.wait_ready();
+    let c = client();
+    let preflight = |origin: &str| {
+        c.request(Method::OPTIONS, server.url("/api/v1/records"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "authorization, content-type")
+            .send()
+            .unwrap()
+    };
+    let allowed = preflight("https://app.example");
+    assert!(allowed.status().is_success(), "preflight needs no key: {}", allowed.status());
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    assert!(!preflight("https://evil.example").headers().contains_key("access-control-allow-origin"));
+
+    for path in ["/", "/api/v1/records", "/health"] {
+        let r = c.get(server.url(path)).send().unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    }
+    // A key-creating answer is never cached.
+    let r = c
+        .post(server.url("/api/v1/keys"))
+        .bearer_auth(MASTER)
+        .json(&json!({"name": "n", "scopes": ["read"]}))
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(server.stop().code(), Some(0));
+}
+
+#[test]
+fn weak_master_key_and_half_tls_config_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = run(nexus(&data).env("NEXUS__AUTH__MASTER_KEY", "short").args(["serve", "--listen", "127.0.0.1:0"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.master_key"), "{out:?}");
+    let out =
+        run(nexus(&data).env("NEXUS__SERVER__TLS__CERT_FILE", "/x.pem").args(["serve", "--listen", "127.0.0.1:0"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.tls"), "{out:?}");
+    let out = run(nexus(&data)
+        .env("NEXUS__SERVER__TLS__CERT_FILE", "/nonexistent/cert.pem")
+        .env("NEXUS__SERVER__TLS__KEY_FILE", "/nonexistent/key.pem")
+        .args(["serve", "--listen", "127.0.0.1:0"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cert.pem"), "{out:?}");
+    assert!(!data.exists(), "refused before touching the data directory");
+}
