@@ -168,11 +168,13 @@ fn anchor(args: &Args) -> Option<Value> {
 /// Idle resident memory of `nexus serve` once ready, with the model loaded.
 fn idle_rss() -> Option<u64> {
     let data = tempfile::tempdir().ok()?;
+    let config = data.path().join("empty.toml");
+    std::fs::write(&config, "").ok()?;
     let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
         .arg("--data-dir")
         .arg(data.path().join("data"))
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("NEXUS_CONFIG", "/dev/null")
+        .env("NEXUS_CONFIG", &config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
