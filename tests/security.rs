@@ -90,7 +90,7 @@ fn expected_need(method: &Method, path: &str) -> Need {
         "/health" | "/ready" => Need::Public,
         "/metrics" => Need::Admin,
         "/api/v1/whoami" => Need::Any,
-        "/api/v1/records/search" => Need::Read,
+        "/api/v1/records/search" | "/api/v1/search" | "/api/v1/ask" | "/api/v1/embed" => Need::Read,
         "/api/v1/projects" if reads => Need::Admin,
         "/api/v1/projects" | "/api/v1/orgs" => Need::Operator,
         p if p.starts_with("/api/v1/admin/") => Need::Operator,
@@ -107,9 +107,19 @@ struct Case {
     path: String,
     body: Option<Value>,
     raw_body: Option<Vec<u8>>,
+    content_type: Option<&'static str>,
 }
 
-fn cases(openapi: &Value, a_key_id: &str) -> Vec<Case> {
+const BOUNDARY: &str = "nexus-test-boundary";
+
+fn multipart_body(name: &str, content: &str) -> Vec<u8> {
+    format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: text/plain\r\n\r\n{content}\r\n--{BOUNDARY}--\r\n"
+    )
+    .into_bytes()
+}
+
+fn cases(openapi: &Value, a_key_id: &str, a_doc: &str, a_job: &str) -> Vec<Case> {
     let mut out = Vec::new();
     let mut n = 0;
     for (template, item) in openapi["paths"].as_object().unwrap() {
@@ -120,13 +130,24 @@ fn cases(openapi: &Value, a_key_id: &str) -> Vec<Case> {
                 .replace("/records/{id}", "/records/alpha-rec")
                 .replace("/nodes/{id}", "/nodes/alpha-rec")
                 .replace("/keys/{id}", &format!("/keys/{a_key_id}"))
-                .replace("/objects/{key}", "/objects/alpha/doc.txt");
+                .replace("/objects/{key}", "/objects/alpha/doc.txt")
+                .replace("/documents/{id}", &format!("/documents/{a_doc}"))
+                .replace("/jobs/{id}", &format!("/jobs/{a_job}"));
             assert!(!path.contains('{'), "no id of tenant A for {template}; add one to this test");
             if template == "/api/v1/graph/path" {
                 path.push_str("?from=alpha-rec&to=alpha-rec-2");
             }
+            let mut content_type = None;
             let (body, raw_body) = match (method.as_str(), template.as_str()) {
                 ("GET" | "DELETE", _) => (None, None),
+                ("POST", "/api/v1/search" | "/api/v1/ask") => (Some(json!({"query": "alpha secret"})), None),
+                ("POST", "/api/v1/embed") => (Some(json!({"texts": ["alpha"]})), None),
+                ("POST", "/api/v1/documents/text") => (Some(json!({"text": "b's text", "source": "b.txt"})), None),
+                ("POST", "/api/v1/documents") => {
+                    content_type = Some("multipart/form-data; boundary=nexus-test-boundary");
+                    (None, Some(multipart_body("b.txt", "b's upload")))
+                }
+                ("POST", "/api/v1/jobs/{id}/cancel") => (None, None),
                 ("POST", "/api/v1/records") => (Some(json!({"kind": "note", "body": "b's note"})), None),
                 ("POST", "/api/v1/records/batch") => {
                     (Some(json!({"writes": [{"op": "upsert", "record": {"kind": "note"}}]})), None)
@@ -139,7 +160,7 @@ fn cases(openapi: &Value, a_key_id: &str) -> Vec<Case> {
                 }
                 (m, t) => panic!("no request body for {m} {t}; add one to this test"),
             };
-            out.push(Case { method, template: template.clone(), path, body, raw_body });
+            out.push(Case { method, template: template.clone(), path, body, raw_body, content_type });
         }
     }
     out
@@ -156,6 +177,9 @@ impl Api<'_> {
         }
         if let Some(raw) = &case.raw_body {
             request = request.body(raw.clone());
+        }
+        if let Some(content_type) = case.content_type {
+            request = request.header("Content-Type", content_type);
         }
         let response = request.send().unwrap();
         (response.status().as_u16(), response.text().unwrap())
@@ -196,8 +220,23 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
     let put = api.c.put(server.url("/api/v1/objects/alpha/doc.txt")).bearer_auth(&a_write).body(MARK).send().unwrap();
     assert_eq!(put.status(), 200);
 
+    let doc = json!({"text": format!("alpha document {MARK}"), "source": "alpha.txt", "title": MARK});
+    let doc = api.json(Method::POST, "/api/v1/documents/text", &a_write, Some(doc));
+    let a_doc = doc["documents"][0]["document"]["id"].as_str().expect("tenant A's document").to_string();
+    let upload = api
+        .c
+        .post(server.url("/api/v1/documents?wait=true"))
+        .bearer_auth(&a_write)
+        .header("Content-Type", "multipart/form-data; boundary=nexus-test-boundary")
+        .body(multipart_body("alpha-upload.txt", MARK))
+        .send()
+        .unwrap();
+    assert_eq!(upload.status(), 202);
+    let upload: Value = upload.json().unwrap();
+    let a_job = upload["jobs"][0]["job_id"].as_str().expect("tenant A's job").to_string();
+
     let openapi: Value = api.c.get(server.url("/openapi.json")).send().unwrap().json().unwrap();
-    let cases = cases(&openapi, &a_read_id);
+    let cases = cases(&openapi, &a_read_id, &a_doc, &a_job);
     assert!(cases.len() >= 20, "{} operations", cases.len());
     let wrong_secret = format!("nxs_{a_read_id}_{}", "0".repeat(48));
     let leaks = |body: &str| [MARK, "tenant-a", "alpha-rec-2"].iter().any(|m| body.contains(m));
@@ -234,8 +273,11 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
             assert_eq!(status, 403, "{what} spans tenants: {body}");
             continue;
         }
-        let names_a_id =
-            case.path.contains("alpha-rec") || case.path.contains("alpha/doc") || case.path.contains(&a_read_id);
+        let names_a_id = case.path.contains("alpha-rec")
+            || case.path.contains("alpha/doc")
+            || case.path.contains(&a_read_id)
+            || case.path.contains(&a_doc)
+            || case.path.contains(&a_job);
         let mutates = matches!(case.method, Method::POST | Method::PUT);
         // Walks from a node B does not have answer with an empty list, not 404.
         let walks = ["/neighbours", "/hops", "/graph/path"].iter().any(|w| case.template.ends_with(w));

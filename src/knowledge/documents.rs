@@ -192,29 +192,12 @@ impl Documents {
         Ok(self.get(tenant, &id).await.is_ok_and(|d| d.sha256 == sha256))
     }
 
-    /// Stores the original (if not already there) and ingests it.
+    /// Parses the bytes, keeps the original (content-addressed, once) and writes the document(s).
+    /// Nothing is stored when the file cannot be read.
     pub async fn ingest_bytes(
         &self,
         tenant: &TenantId,
         meta: &DocumentMeta,
-        bytes: Bytes,
-    ) -> Result<Vec<IngestOutcome>> {
-        let sha256 = hex::encode(Sha256::digest(&bytes));
-        let key = object_key(&sha256);
-        if self.stores.objects.head(tenant, &key).await?.is_none() {
-            let body = bytes.clone();
-            let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
-            self.stores.objects.put(tenant, &key, Box::pin(stream)).await?;
-        }
-        self.ingest_stored(tenant, meta, &sha256, bytes).await
-    }
-
-    /// Ingests bytes already stored under [`object_key`]`(sha256)`.
-    pub async fn ingest_stored(
-        &self,
-        tenant: &TenantId,
-        meta: &DocumentMeta,
-        sha256: &str,
         bytes: Bytes,
     ) -> Result<Vec<IngestOutcome>> {
         if meta.source.trim().is_empty() {
@@ -232,12 +215,20 @@ impl Documents {
             let bytes = bytes.clone();
             crate::store::blocking(move || parse(format, &bytes, &options)).await?
         };
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let key = object_key(&sha256);
+        if self.stores.objects.head(tenant, &key).await?.is_none() {
+            let body = bytes.clone();
+            let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(body) });
+            self.stores.objects.put(tenant, &key, Box::pin(stream)).await?;
+        }
         let many = parsed.len() > 1;
         let mut outcomes = Vec::with_capacity(parsed.len());
         for (i, doc) in parsed.into_iter().enumerate() {
             // A JSON/JSONL file holds one document per record.
             let source = if many { format!("{}#{}", meta.source, i + 1) } else { meta.source.clone() };
-            let target = Target { collection: &collection, source: &source, format, sha256, size: bytes.len() as u64 };
+            let target =
+                Target { collection: &collection, source: &source, format, sha256: &sha256, size: bytes.len() as u64 };
             outcomes.push(self.write_version(tenant, meta, &target, doc).await?);
         }
         Ok(outcomes)
@@ -331,7 +322,8 @@ impl Documents {
             graph: None,
             embed: false,
         }));
-        self.writes.write(tenant, writes, false).await?;
+        // Ingestion answers once the document is searchable (read-your-writes).
+        self.writes.write(tenant, writes, true).await?;
         let document = self.get(tenant, &id).await?;
         match previous {
             Some(prev) => {

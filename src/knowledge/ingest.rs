@@ -47,7 +47,15 @@ impl JobHandler for IngestHandler {
             }
             Err(e) => return Err(e),
         };
-        let outcomes = self.documents.ingest_bytes(&job.tenant, &payload.meta, bytes).await?;
+        let outcomes = match self.documents.ingest_bytes(&job.tenant, &payload.meta, bytes).await {
+            Ok(outcomes) => outcomes,
+            // A file that cannot be read will not become readable on retry: drop the upload.
+            Err(e) if e.code.http_status() < 500 => {
+                self.stores.objects.delete(&job.tenant, &payload.upload_key).await?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         self.stores.objects.delete(&job.tenant, &payload.upload_key).await?;
         ctx.progress(1, 1).await?;
         Ok(serde_json::json!({ "documents": outcomes }))
