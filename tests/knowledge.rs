@@ -218,3 +218,51 @@ fn cli_ingest_and_search() {
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 created"));
 }
+
+#[test]
+fn grounded_answers_with_an_llm_stream_its_words_and_cite_the_sources() {
+    let llm = common::fake_llm::FakeLlm::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("llm.toml");
+    std::fs::write(
+        &config,
+        format!("[llm]\nprovider = \"openai\"\n[llm.openai]\nurl = \"{}\"\nmodel = \"any-key\"\n", llm.openai_url()),
+    )
+    .unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), |cmd| {
+        cmd.env("NEXUS_CONFIG", &config);
+    });
+    server.wait_ready();
+    upload(&server, "guide.md", GUIDE.as_bytes().to_vec(), "garden");
+    let c = client();
+    let answer: Value = c
+        .post(server.url("/api/v1/ask"))
+        .json(&json!({"query": "what eats aphids?", "top_k": 3}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(answer["mode"], "llm", "{answer}");
+    assert_eq!(answer["answer"], common::fake_llm::answer());
+    assert!(!answer["citations"].as_array().unwrap().is_empty());
+    // The model was given the numbered sources and the question.
+    let sent = llm.calls.last_body();
+    let prompt = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or_default())
+        .collect::<String>();
+    assert!(prompt.contains("[1]") && prompt.contains("ladybirds") && prompt.contains("what eats aphids?"), "{prompt}");
+
+    let mut sse = String::new();
+    c.post(server.url("/api/v1/ask"))
+        .header("accept", "text/event-stream")
+        .json(&json!({"query": "what eats aphids?"}))
+        .send()
+        .unwrap()
+        .read_to_string(&mut sse)
+        .unwrap();
+    assert_eq!(sse.matches("event: delta").count(), common::fake_llm::PIECES.len(), "{sse}");
+    assert!(sse.contains(r#""mode":"llm""#));
+}

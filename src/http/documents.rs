@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Multipart, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiJson, ApiPath, ApiQuery};
+use super::error::{ApiJson, ApiMultipart, ApiPath, ApiQuery};
 use super::tenant::Tenant;
 use crate::app::App;
 use crate::error::{Error, ErrorCode, Result};
@@ -58,7 +58,7 @@ pub async fn upload(
     State(app): State<Arc<App>>,
     Tenant(tenant): Tenant,
     ApiQuery(params): ApiQuery<UploadParams>,
-    mut multipart: Multipart,
+    ApiMultipart(mut multipart): ApiMultipart,
 ) -> Result<(StatusCode, axum::Json<Queued>)> {
     let bad = |e: axum::extract::multipart::MultipartError| {
         Error::invalid(format!("malformed multipart body: {}", e.body_text()))

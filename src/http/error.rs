@@ -102,3 +102,17 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .map_err(|e: PathRejection| Error::invalid(format!("invalid path: {}", e.body_text())))
     }
 }
+
+/// `axum::extract::Multipart`, with a malformed or missing multipart body answered in Nexus's
+/// error shape.
+pub struct ApiMultipart(pub axum::extract::Multipart);
+
+impl<S: Send + Sync> FromRequest<S> for ApiMultipart {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Multipart::from_request(req, state).await.map(ApiMultipart).map_err(|e| {
+            Error::invalid(format!("send the body as multipart/form-data with a boundary: {}", e.body_text()))
+        })
+    }
+}
