@@ -266,3 +266,24 @@ fn grounded_answers_with_an_llm_stream_its_words_and_cite_the_sources() {
     assert_eq!(sse.matches("event: delta").count(), common::fake_llm::PIECES.len(), "{sse}");
     assert!(sse.contains(r#""mode":"llm""#));
 }
+
+#[test]
+fn uploads_over_the_limit_are_refused_and_the_server_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start_with(&tmp.path().join("data"), |cmd| {
+        cmd.env("NEXUS__KNOWLEDGE__MAX_UPLOAD_BYTES", "2048");
+    });
+    server.wait_ready();
+    let form = reqwest::blocking::multipart::Form::new()
+        .part("file", reqwest::blocking::multipart::Part::bytes(vec![b'a'; 5000]).file_name("big.txt"));
+    let r = client().post(server.url("/api/v1/documents")).multipart(form).send().unwrap();
+    let status = r.status();
+    let body: Value = r.json().unwrap();
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    let objects: Value = client().get(server.url("/api/v1/objects?prefix=uploads/")).send().unwrap().json().unwrap();
+    assert!(objects["objects"].as_array().unwrap().is_empty(), "nothing of the refused upload is kept");
+    assert_eq!(client().get(server.url("/health")).send().unwrap().status(), 200);
+    let small = upload(&server, "small.txt", b"a small note about compost".to_vec(), "garden");
+    assert_eq!(small["jobs"][0]["state"], "succeeded");
+}

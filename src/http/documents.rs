@@ -60,10 +60,17 @@ pub async fn upload(
     ApiQuery(params): ApiQuery<UploadParams>,
     ApiMultipart(mut multipart): ApiMultipart,
 ) -> Result<(StatusCode, axum::Json<Queued>)> {
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        Error::invalid(format!("malformed multipart body: {}", e.body_text()))
-    };
     let limit = app.config.knowledge.max_upload_bytes;
+    let bad = move |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the upload is larger than knowledge.max_upload_bytes ({limit} bytes)"),
+            )
+        } else {
+            Error::invalid(format!("malformed multipart body: {}", e.body_text()))
+        }
+    };
     let mut base = DocumentMeta::default();
     let mut uploads: Vec<(String, String, Option<String>)> = Vec::new(); // (upload key, file name, content type)
     while let Some(field) = multipart.next_field().await.map_err(bad)? {
@@ -95,6 +102,9 @@ pub async fn upload(
                                 }
                             }
                             Ok(None) => break,
+                            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                                Err(std::io::Error::other("over knowledge.max_upload_bytes"))
+                            }
                             Err(e) => Err(std::io::Error::other(e.body_text())),
                         };
                         let stop = next.is_err();
