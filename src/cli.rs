@@ -350,15 +350,8 @@ async fn check_via_server(config: &Config, info: LockInfo) -> Result<CheckReport
     serde_json::from_value(report).map_err(|e| Error::internal("read the running server's report", e))
 }
 
-/// Sends one request to the server that holds the data directory, with the master key when
-/// there is one (configured, or the data directory's master.key), and returns its JSON answer.
-async fn server_request(
-    config: &Config,
-    info: &LockInfo,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> Result<serde_json::Value> {
+/// The base URL of the server that holds the data directory (plain HTTP on loopback).
+pub(crate) fn server_base(info: &LockInfo) -> Result<String> {
     let pid = info.pid;
     let Some(listen) = &info.listen else {
         return Err(Error::new(
@@ -378,7 +371,20 @@ async fn server_request(
     let addr: std::net::SocketAddr = listen.parse().map_err(|e| Error::internal("lock file address", e))?;
     let host =
         if addr.ip().is_unspecified() { std::net::SocketAddr::new([127, 0, 0, 1].into(), addr.port()) } else { addr };
-    let url = format!("http://{host}{path}");
+    Ok(format!("http://{host}"))
+}
+
+/// Sends one request to the server that holds the data directory, with the master key when
+/// there is one (configured, or the data directory's master.key), and returns its JSON answer.
+pub(crate) async fn server_request(
+    config: &Config,
+    info: &LockInfo,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let pid = info.pid;
+    let url = format!("{}{path}", server_base(info)?);
     let mut request = reqwest::Client::new().request(method, &url);
     if let Some(key) = crate::auth::client_master_key(config) {
         request = request.bearer_auth(key);

@@ -74,7 +74,7 @@ pub async fn ingest(config: Config, args: IngestArgs) -> Result<i32> {
     let files = files(&args)?;
     let collection = args.collection.clone().unwrap_or_else(|| DEFAULT_COLLECTION.to_string());
     let server = match DataDir::holder(&config.data_dir) {
-        Holder::Held(info) => Some(server_url(info.listen, info.pid)?),
+        Holder::Held(info) => Some(crate::cli::server_base(&info)?),
         Holder::Free => None,
     };
     let app = match &server {
@@ -108,7 +108,7 @@ pub async fn ingest(config: Config, args: IngestArgs) -> Result<i32> {
                     let outcomes = app.documents.ingest_bytes(&tenant, &meta, bytes.into()).await?;
                     Ok(outcomes.iter().map(|o| serde_json::to_value(o).unwrap_or_default()).collect())
                 }
-                (None, Some(url)) => upload(url, &meta, bytes).await,
+                (None, Some(url)) => upload(url, crate::auth::client_master_key(&config), &meta, bytes).await,
                 (None, None) => unreachable!("either in-process or through the server"),
             }
         }
@@ -153,7 +153,7 @@ pub async fn ingest(config: Config, args: IngestArgs) -> Result<i32> {
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-async fn upload(url: &str, meta: &DocumentMeta, bytes: Vec<u8>) -> Result<Vec<Value>> {
+async fn upload(url: &str, key: Option<String>, meta: &DocumentMeta, bytes: Vec<u8>) -> Result<Vec<Value>> {
     let name = meta.source.clone();
     let mut form = reqwest::multipart::Form::new()
         .part("file", reqwest::multipart::Part::bytes(bytes).file_name(name))
@@ -161,12 +161,11 @@ async fn upload(url: &str, meta: &DocumentMeta, bytes: Vec<u8>) -> Result<Vec<Va
     if !meta.tags.is_empty() {
         form = form.text("tags", meta.tags.join(","));
     }
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/v1/documents?wait=true"))
-        .multipart(form)
-        .send()
-        .await
-        .map_err(|e| Error::internal("upload to the running server", e))?;
+    let mut request = reqwest::Client::new().post(format!("{url}/api/v1/documents?wait=true")).multipart(form);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.map_err(|e| Error::internal("upload to the running server", e))?;
     let body: Value = response.json().await.map_err(|e| Error::internal("read the server's answer", e))?;
     if let Some(err) = body.get("error") {
         return Err(Error::invalid(err["message"].as_str().unwrap_or("upload refused").to_string()));
@@ -178,19 +177,6 @@ async fn upload(url: &str, meta: &DocumentMeta, bytes: Vec<u8>) -> Result<Vec<Va
             Err(Error::invalid(job["error"].as_str().unwrap_or("ingestion did not finish within a minute").to_string()))
         }
     }
-}
-
-fn server_url(listen: Option<String>, pid: u32) -> Result<String> {
-    let listen = listen.ok_or_else(|| {
-        Error::new(
-            ErrorCode::DataDirLocked,
-            format!("the data directory is held by pid {pid}, which is not serving HTTP"),
-        )
-    })?;
-    let addr: std::net::SocketAddr = listen.parse().map_err(|e| Error::internal("lock file address", e))?;
-    let host =
-        if addr.ip().is_unspecified() { std::net::SocketAddr::new([127, 0, 0, 1].into(), addr.port()) } else { addr };
-    Ok(format!("http://{host}"))
 }
 
 pub struct SearchArgs {
@@ -208,18 +194,7 @@ pub async fn search(config: Config, args: SearchArgs) -> Result<i32> {
     }
     let results: Value = match DataDir::holder(&config.data_dir) {
         Holder::Held(info) => {
-            let url = server_url(info.listen, info.pid)?;
-            let response = reqwest::Client::new()
-                .post(format!("{url}/api/v1/search"))
-                .json(&body)
-                .send()
-                .await
-                .map_err(|e| Error::internal("ask the running server", e))?;
-            let value: Value = response.json().await.map_err(|e| Error::internal("read the server's answer", e))?;
-            if let Some(err) = value.get("error") {
-                return Err(Error::invalid(err["message"].as_str().unwrap_or("search refused").to_string()));
-            }
-            value
+            crate::cli::server_request(&config, &info, reqwest::Method::POST, "/api/v1/search", Some(body)).await?
         }
         Holder::Free => {
             let app = App::open(config).await?;

@@ -31,18 +31,8 @@ impl FakeOpenAi {
     /// Serves on its own thread and runtime, so it works from sync and async tests alike.
     pub fn start() -> FakeOpenAi {
         let calls = Arc::new(Calls::default());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let state = calls.clone();
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(listener.local_addr().unwrap()).unwrap();
-                let app = axum::Router::new().route("/v1/embeddings", post(embeddings)).with_state(state);
-                axum::serve(listener, app).await.unwrap();
-            });
-        });
-        FakeOpenAi { addr: rx.recv().unwrap(), calls }
+        let app = axum::Router::new().route("/v1/embeddings", post(embeddings)).with_state(calls.clone());
+        FakeOpenAi { addr: super::serve_in_background(app), calls }
     }
 
     pub fn url(&self) -> String {
