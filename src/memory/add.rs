@@ -129,6 +129,8 @@ struct Plan {
     writes: Vec<Write>,
     results: Vec<AddResult>,
     relations: Vec<Relation>,
+    /// The run's new turns, as context for the next ones.
+    turns: Vec<String>,
 }
 
 /// The fields every memory of one add shares.
@@ -176,6 +178,9 @@ impl Memories {
         };
         if !plan.writes.is_empty() {
             self.writes.write(tenant, plan.writes, true).await?;
+        }
+        for turn in plan.turns {
+            self.push_turn(tenant, &common.scope, turn);
         }
         Ok(AddOutcome { results: plan.results, relations: plan.relations })
     }
@@ -277,6 +282,7 @@ impl Memories {
             entities: Vec::new(),
             created_at: now,
             updated_at: now,
+            context: None,
         }
     }
 
@@ -310,10 +316,25 @@ impl Memories {
     ) -> Result<Plan> {
         let texts: Vec<String> = candidates.iter().map(|c| c.text.clone()).collect();
         let vectors = if texts.is_empty() { Vec::new() } else { self.embed.embed(&texts).await? };
-        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new() };
+        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new(), turns: Vec::new() };
         let mut added: Vec<(String, String, Vec<f32>)> = Vec::new(); // (fingerprint, id, vector) of this add
+        let mut previous = self.previous_turns(tenant, &common.scope).await?;
         for (candidate, vector) in candidates.into_iter().zip(vectors) {
             let extra = messages.get(candidate.message).map(source_metadata);
+            // The run so far is this turn's context; then the turn joins it.
+            let n = self.config.context_turns;
+            let context = (!previous.is_empty()).then(|| previous[previous.len().saturating_sub(n)..].join("\n"));
+            let speaker = extra
+                .as_ref()
+                .and_then(|e| e.get("name"))
+                .or_else(|| common.metadata.get("speaker"))
+                .and_then(Value::as_str);
+            let text: String = candidate.text.chars().take(300).collect();
+            let line = speaker.map_or_else(|| text.clone(), |s| format!("{s}: {text}"));
+            if common.scope.run_id.is_some() && n > 0 {
+                previous.push(line.clone());
+                plan.turns.push(line);
+            }
             let fingerprint = text_fingerprint(&candidate.text);
             let twin_here = added.iter().find(|(f, _, v)| {
                 *f == fingerprint
@@ -344,6 +365,7 @@ impl Memories {
                 continue;
             }
             let mut memory = self.new_memory(common, &candidate, extra.as_ref());
+            memory.context = context;
             plan.writes.extend(self.graph_writes(&mut memory, &candidate.relations));
             plan.relations.extend(candidate.relations.iter().cloned());
             let entry = self.history_entry(
@@ -409,7 +431,7 @@ impl Memories {
                 Some(format!("{problem}; the facts were added without comparison")),
             ),
         };
-        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new() };
+        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new(), turns: Vec::new() };
         let mut relations_left = relations;
         let mut changed: Vec<String> = Vec::new();
         for decision in decisions {
