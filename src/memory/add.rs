@@ -1,8 +1,9 @@
 //! Adding memories: messages in, ADD / UPDATE / DELETE / NONE events out.
 //!
 //! - `infer=false`: each non-system message is one memory, verbatim (role and name in its
-//!   metadata); a near-duplicate of a memory in the same scope (cosine ≥ `memory.dedupe_similarity`,
-//!   or the same words) is merged into it (event NONE) rather than stored twice.
+//!   metadata); a near-duplicate of a memory in the same scope (the same words give or take case,
+//!   punctuation and filler words, with cosine ≥ `memory.dedupe_similarity`) is merged into it
+//!   (event NONE) rather than stored twice.
 //! - `infer=true` without an LLM: the deterministic extractor ([`super::extract`]), then the same
 //!   duplicate check.
 //! - `infer=true` with an LLM: Mem0's two steps — the model extracts facts; each fact is compared
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::extract::{self, Candidate, Decision, Known};
-use super::model::text_fingerprint;
+use super::model::{same_content, text_fingerprint};
 use super::{
     Event, Filter, HistoryEntry, MEMORY_KIND, Memories, Memory, Message, Relation, Scope, Tier, clean_categories,
     history_record, new_memory_id, parse_day,
@@ -151,6 +152,7 @@ impl Memories {
         // Model calls happen before the scope is locked: they are slow and read nothing of it.
         let mut note = None;
         let mut extracted_relations = Vec::new();
+        let mut model_facts = false;
         let candidates = if !infer {
             verbatim(&messages, &common)
         } else if let Some(llm) = &self.llm {
@@ -158,14 +160,15 @@ impl Memories {
                 extract::extract_with_llm(llm.as_ref(), &messages, request.custom_instructions.as_deref()).await?;
             note = extracted.note;
             extracted_relations = extracted.relations;
+            model_facts = !extracted.fell_back;
             extracted.candidates
         } else {
             extract::extract_without_llm(&messages)
         };
         let input = json!({"messages": messages});
         let _guard = self.scope_lock(tenant, &common.scope).lock().await;
-        let plan = match (&self.llm, infer) {
-            (Some(llm), true) if !candidates.is_empty() => {
+        let plan = match &self.llm {
+            Some(llm) if model_facts && !candidates.is_empty() => {
                 self.plan_with_llm(tenant, llm.as_ref(), &common, candidates, extracted_relations, actor, &input, note)
                     .await?
             }
@@ -312,8 +315,10 @@ impl Memories {
         for (candidate, vector) in candidates.into_iter().zip(vectors) {
             let extra = messages.get(candidate.message).map(source_metadata);
             let fingerprint = text_fingerprint(&candidate.text);
-            let twin_here =
-                added.iter().find(|(f, _, v)| *f == fingerprint || cosine(v, &vector) >= self.config.dedupe_similarity);
+            let twin_here = added.iter().find(|(f, _, v)| {
+                *f == fingerprint
+                    || (cosine(v, &vector) >= self.config.dedupe_similarity && same_content(f, &fingerprint))
+            });
             if let Some((_, id, _)) = twin_here {
                 plan.results.push(AddResult {
                     id: id.clone(),
@@ -324,10 +329,10 @@ impl Memories {
                 });
                 continue;
             }
-            let twin =
-                self.similar(tenant, &common.scope, &vector, 1).await?.into_iter().next().filter(|(m, sim)| {
-                    *sim >= self.config.dedupe_similarity || text_fingerprint(&m.memory) == fingerprint
-                });
+            let twin = self.similar(tenant, &common.scope, &vector, 1).await?.into_iter().next().filter(|(m, sim)| {
+                text_fingerprint(&m.memory) == fingerprint
+                    || (*sim >= self.config.dedupe_similarity && same_content(&m.memory, &candidate.text))
+            });
             if let Some((existing, _)) = twin {
                 plan.results.push(AddResult {
                     id: existing.id,

@@ -402,6 +402,18 @@ impl Message {
     }
 }
 
+/// Words that do not change what a sentence says, for [`same_content`].
+const FILLER: &[&str] = &["a", "an", "the", "really", "very", "so", "just", "quite", "too", "also", "oh", "well", "um"];
+
+/// Whether two texts say the same thing in the same words, give or take case, punctuation and
+/// filler words: the test for a near-duplicate (with a high embedding similarity).
+pub fn same_content(a: &str, b: &str) -> bool {
+    let words = |t: &str| -> std::collections::BTreeSet<String> {
+        text_fingerprint(t).split(' ').filter(|w| !w.is_empty() && !FILLER.contains(w)).map(str::to_string).collect()
+    };
+    words(a) == words(b)
+}
+
 /// A normalised form of a text, to recognise exact repeats.
 pub fn text_fingerprint(text: &str) -> String {
     let folded: String = text.to_lowercase().chars().map(|c| if c.is_alphanumeric() { c } else { ' ' }).collect();
