@@ -33,7 +33,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server() -> Server {
+fn start_server(env: &[(String, String)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("empty.toml");
     std::fs::write(&config, "").unwrap();
@@ -43,6 +43,7 @@ fn start_server() -> Server {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("NEXUS_CONFIG", &config)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().cloned())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -114,49 +115,69 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn main() {
     let mut data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/locomo/locomo-dev5.json"));
     let mut api = "nexus".to_string();
+    let mut env: Vec<(String, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--data" => data = args.next().expect("--data PATH").into(),
             "--api" => api = args.next().expect("--api mem0|nexus"),
+            "--context-turns" => {
+                env.push(("NEXUS__MEMORY__CONTEXT_TURNS".into(), args.next().expect("--context-turns N")))
+            }
             _ => {}
         }
     }
     let samples: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display())))
             .unwrap();
-    let server = start_server();
+    let server = start_server(&env);
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let add_path = if api == "mem0" { "/v1/memories/" } else { "/api/v1/memories" };
     println!("LoCoMo: {} conversations from {}; adds through {add_path}", samples.len(), data.display());
 
-    // Ingest: one thread per conversation, turns in order.
+    // Ingest: sessions (runs) in parallel, each session's turns in order, as a chat app would.
     let started = Instant::now();
+    let mut sessions: Vec<(String, Vec<Turn>)> = Vec::new();
+    for sample in &samples {
+        let user = sample["sample_id"].as_str().unwrap().to_string();
+        let mut by_session: Vec<Vec<Turn>> = Vec::new();
+        for turn in turns(&sample["conversation"]) {
+            if by_session.last().is_none_or(|s: &Vec<Turn>| s[0].session != turn.session) {
+                by_session.push(Vec::new());
+            }
+            by_session.last_mut().unwrap().push(turn);
+        }
+        sessions.extend(by_session.into_iter().map(|s| (user.clone(), s)));
+    }
+    let untimed = sessions.iter().filter(|(_, s)| s[0].time.is_none()).count();
+    assert_eq!(untimed, 0, "every session date parses");
+    let queue = std::sync::Mutex::new(sessions);
     let mut memory_turns: HashMap<String, Vec<String>> = HashMap::new(); // memory id -> dia ids
     let mut total_turns = 0;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = samples
-            .iter()
-            .map(|sample| {
-                let (http, base) = (http.clone(), server.base.clone());
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let (http, base, queue) = (http.clone(), server.base.clone(), &queue);
                 scope.spawn(move || {
-                    let user = sample["sample_id"].as_str().unwrap().to_string();
                     let mut ids: Vec<(String, String)> = Vec::new();
-                    for turn in turns(&sample["conversation"]) {
-                        let body = json!({
-                            "messages": [{"role": "user", "content": turn.text, "name": turn.speaker}],
-                            "user_id": user,
-                            "run_id": format!("{user}-session-{}", turn.session),
-                            "infer": false,
-                            "timestamp": turn.time,
-                            "metadata": {"speaker": turn.speaker, "session": turn.session, "dia_id": turn.dia_id},
-                        });
-                        let response = http.post(format!("{base}{add_path}")).json(&body).send().expect("add");
-                        let status = response.status();
-                        let v: Value = response.json().expect("add answer");
-                        assert!(status.is_success(), "add {}: {status} {v}", turn.dia_id);
-                        let id = v["results"][0]["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
-                        ids.push((id, turn.dia_id));
+                    loop {
+                        let Some((user, session)) = queue.lock().unwrap().pop() else { break };
+                        for turn in session {
+                            let body = json!({
+                                "messages": [{"role": "user", "content": turn.text, "name": turn.speaker}],
+                                "user_id": user,
+                                "run_id": format!("{user}-session-{}", turn.session),
+                                "infer": false,
+                                "timestamp": turn.time,
+                                "metadata": {"speaker": turn.speaker, "session": turn.session, "dia_id": turn.dia_id},
+                            });
+                            let response = http.post(format!("{base}{add_path}")).json(&body).send().expect("add");
+                            let status = response.status();
+                            let v: Value = response.json().expect("add answer");
+                            assert!(status.is_success(), "add {}: {status} {v}", turn.dia_id);
+                            let id = v["results"][0]["id"].as_str().unwrap_or_else(|| panic!("{v}")).to_string();
+                            ids.push((id, turn.dia_id));
+                        }
                     }
                     ids
                 })
@@ -223,13 +244,27 @@ fn main() {
         "retriever", "recall@5", "recall@10", "cat1", "cat2", "cat3", "cat4"
     );
     let mut hybrid10 = 0.0;
-    for mode in ["keyword", "semantic", "hybrid"] {
+    let variants: Vec<(String, Value)> = vec![
+        ("Nexus keyword".into(), json!({"mode": "keyword"})),
+        ("Nexus semantic".into(), json!({"mode": "semantic"})),
+        ("Nexus hybrid".into(), json!({"mode": "hybrid"})),
+        ("  hybrid, no neighbours".into(), json!({"mode": "hybrid", "neighbour_weight": 0.0})),
+        ("  hybrid, neighbours 0.5".into(), json!({"mode": "hybrid", "neighbour_weight": 0.5})),
+        (
+            "  hybrid, keyword 1 : 0.7".into(),
+            json!({"mode": "hybrid", "fusion": {"keyword_weight": 1.0, "semantic_weight": 0.7}}),
+        ),
+    ];
+    for (label, options) in &variants {
         let mut at5 = Vec::new();
         let mut at10 = Vec::new();
         let mut by_cat: HashMap<u64, Vec<f64>> = HashMap::new();
         let mut latencies = Vec::new();
         for q in &questions {
-            let body = json!({"query": q.text, "user_id": q.user, "top_k": 10, "mode": mode, "relations": false});
+            let mut body = json!({"query": q.text, "user_id": q.user, "top_k": 10, "relations": false});
+            for (k, v) in options.as_object().unwrap() {
+                body[k] = v.clone();
+            }
             let t = Instant::now();
             let response =
                 http.post(format!("{}/api/v1/memories/search", server.base)).json(&body).send().expect("search");
@@ -255,7 +290,7 @@ fn main() {
         let cat = |c: u64| mean(by_cat.get(&c).map(Vec::as_slice).unwrap_or(&[]));
         println!(
             "{:<28} {:>9.3} {:>9.3} | {:>25.3} {:>6.3} {:>6.3} {:>6.3} | {:>6.1} {:>7.1}",
-            format!("Nexus {mode}"),
+            label,
             mean(&at5),
             mean(&at10),
             cat(1),
@@ -265,7 +300,7 @@ fn main() {
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.95)
         );
-        if mode == "hybrid" {
+        if label == "Nexus hybrid" {
             hybrid10 = mean(&at10);
         }
     }

@@ -60,6 +60,8 @@ pub struct MemoryConfig {
     pub max_message_bytes: usize,
     /// Turns of the same run embedded with each new turn as its context (0: none).
     pub context_turns: usize,
+    /// Share of a neighbouring turn's search relevance a turn of a run gains (0: none).
+    pub neighbour_weight: f32,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -559,6 +561,9 @@ impl Config {
         }
         if self.memory.recency_half_life_days <= 0.0 {
             return bad("memory.recency_half_life_days", "must be more than 0");
+        }
+        if !(0.0..=1.0).contains(&self.memory.neighbour_weight) {
+            return bad("memory.neighbour_weight", "must be between 0 and 1");
         }
         if self.memory.context_turns > 8 {
             return bad("memory.context_turns", "must be at most 8");

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::memory::add::{AddEvent, AddOutcome, AddRequest, add_event, scope_filter};
 use crate::memory::search::{SearchOptions, SearchOutcome};
 use crate::memory::{Filter, HistoryEntry, ListRequest, Memory, Scope, ScopeCount, Tier, Update};
-use crate::search::Mode;
+use crate::search::{Fusion, Mode};
 
 /// Who a change is attributed to in the history: the key id, or `master` / `open`.
 pub fn actor(ctx: &AuthContext) -> String {
@@ -208,6 +208,11 @@ pub struct SearchInput {
     pub show_expired: bool,
     /// Read the relations around the results from the graph (default true).
     pub relations: Option<bool>,
+    /// Weights of the keyword and semantic rankings in hybrid mode.
+    pub fusion: Option<Fusion>,
+    /// Share of a neighbouring turn's relevance a turn of a run gains (0-1; default
+    /// `memory.neighbour_weight`).
+    pub neighbour_weight: Option<f32>,
 }
 
 #[utoipa::path(post, path = "/api/v1/memories/search", tag = "memories", request_body = SearchInput,
@@ -236,7 +241,12 @@ pub async fn search(
         mode: input.mode,
         show_expired: input.show_expired,
         relations: input.relations.unwrap_or(true),
+        fusion: input.fusion.unwrap_or_default(),
+        neighbour_weight: input.neighbour_weight.unwrap_or(app.config.memory.neighbour_weight),
     };
+    if !(0.0..=1.0).contains(&options.neighbour_weight) {
+        return Err(Error::invalid("neighbour_weight must be between 0 and 1"));
+    }
     Ok(axum::Json(app.memories.search(&tenant, &input.query, &filter, &options).await?))
 }
 

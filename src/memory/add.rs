@@ -129,8 +129,8 @@ struct Plan {
     writes: Vec<Write>,
     results: Vec<AddResult>,
     relations: Vec<Relation>,
-    /// The run's new turns, as context for the next ones.
-    turns: Vec<String>,
+    /// Where the run stands after this add.
+    run: Option<super::RunState>,
 }
 
 /// The fields every memory of one add shares.
@@ -179,8 +179,8 @@ impl Memories {
         if !plan.writes.is_empty() {
             self.writes.write(tenant, plan.writes, true).await?;
         }
-        for turn in plan.turns {
-            self.push_turn(tenant, &common.scope, turn);
+        if let Some(run) = plan.run {
+            self.advance_run(tenant, &common.scope, run);
         }
         Ok(AddOutcome { results: plan.results, relations: plan.relations })
     }
@@ -282,6 +282,7 @@ impl Memories {
             entities: Vec::new(),
             created_at: now,
             updated_at: now,
+            turn: None,
             context: None,
         }
     }
@@ -316,14 +317,16 @@ impl Memories {
     ) -> Result<Plan> {
         let texts: Vec<String> = candidates.iter().map(|c| c.text.clone()).collect();
         let vectors = if texts.is_empty() { Vec::new() } else { self.embed.embed(&texts).await? };
-        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new(), turns: Vec::new() };
+        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new(), run: None };
         let mut added: Vec<(String, String, Vec<f32>)> = Vec::new(); // (fingerprint, id, vector) of this add
-        let mut previous = self.previous_turns(tenant, &common.scope).await?;
+        let mut run = self.run_state(tenant, &common.scope).await?;
         for (candidate, vector) in candidates.into_iter().zip(vectors) {
             let extra = messages.get(candidate.message).map(source_metadata);
             // The run so far is this turn's context; then the turn joins it.
             let n = self.config.context_turns;
-            let context = (!previous.is_empty()).then(|| previous[previous.len().saturating_sub(n)..].join("\n"));
+            let context =
+                (n > 0 && !run.turns.is_empty()).then(|| run.turns.iter().cloned().collect::<Vec<_>>().join("\n"));
+            let turn = common.scope.run_id.is_some().then_some(run.count);
             let speaker = extra
                 .as_ref()
                 .and_then(|e| e.get("name"))
@@ -331,9 +334,13 @@ impl Memories {
                 .and_then(Value::as_str);
             let text: String = candidate.text.chars().take(300).collect();
             let line = speaker.map_or_else(|| text.clone(), |s| format!("{s}: {text}"));
-            if common.scope.run_id.is_some() && n > 0 {
-                previous.push(line.clone());
-                plan.turns.push(line);
+            if common.scope.run_id.is_some() {
+                run.count += 1;
+                run.turns.push_back(line);
+                while run.turns.len() > n {
+                    run.turns.pop_front();
+                }
+                plan.run = Some(run.clone());
             }
             let fingerprint = text_fingerprint(&candidate.text);
             let twin_here = added.iter().find(|(f, _, v)| {
@@ -366,6 +373,7 @@ impl Memories {
             }
             let mut memory = self.new_memory(common, &candidate, extra.as_ref());
             memory.context = context;
+            memory.turn = turn;
             plan.writes.extend(self.graph_writes(&mut memory, &candidate.relations));
             plan.relations.extend(candidate.relations.iter().cloned());
             let entry = self.history_entry(
@@ -431,7 +439,7 @@ impl Memories {
                 Some(format!("{problem}; the facts were added without comparison")),
             ),
         };
-        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new(), turns: Vec::new() };
+        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new(), run: None };
         let mut relations_left = relations;
         let mut changed: Vec<String> = Vec::new();
         for decision in decisions {

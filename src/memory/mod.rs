@@ -56,7 +56,7 @@ pub struct Memories {
     /// Adds to one scope run one at a time, so that duplicate checks see each other.
     scope_locks: Vec<tokio::sync::Mutex<()>>,
     /// The latest turns of recent runs, embedded as context with the next turn.
-    recent_turns: parking_lot::Mutex<lru::LruCache<String, std::collections::VecDeque<String>>>,
+    recent_turns: parking_lot::Mutex<lru::LruCache<String, RunState>>,
 }
 
 /// A change to a memory's fields; absent fields stay as they are.
@@ -92,6 +92,17 @@ pub struct ScopeCount {
     pub kind: &'static str,
     pub name: String,
     pub memories: u64,
+}
+
+/// A run's turn count and its latest turns (`speaker: text`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RunState {
+    pub count: u64,
+    pub turns: std::collections::VecDeque<String>,
+}
+
+fn run_key(tenant: &TenantId, scope: &Scope) -> String {
+    format!("{}\0{}", tenant.as_str(), serde_json::to_string(scope).unwrap_or_default())
 }
 
 pub fn new_memory_id() -> String {
@@ -146,37 +157,30 @@ impl Memories {
         self.llm.is_some()
     }
 
-    /// The last `memory.context_turns` turns of this run (loaded once from the store, then kept).
-    /// Called with the scope locked.
-    pub(crate) async fn previous_turns(&self, tenant: &TenantId, scope: &Scope) -> Result<Vec<String>> {
-        let wanted = self.config.context_turns;
-        if wanted == 0 || scope.run_id.is_none() {
-            return Ok(Vec::new());
+    /// Where a run stands: how many turns it has had, and the last `memory.context_turns` of
+    /// them (loaded once from the store, then kept). Called with the scope locked.
+    pub(crate) async fn run_state(&self, tenant: &TenantId, scope: &Scope) -> Result<RunState> {
+        if scope.run_id.is_none() {
+            return Ok(RunState::default());
         }
-        let key = format!("{}\0{}", tenant.as_str(), serde_json::to_string(scope).unwrap_or_default());
-        if let Some(turns) = self.recent_turns.lock().get(&key) {
-            return Ok(turns.iter().cloned().collect());
+        let key = run_key(tenant, scope);
+        if let Some(state) = self.recent_turns.lock().get(&key) {
+            return Ok(state.clone());
         }
         let mut earlier = self.matching(tenant, &add::scope_filter(scope), true).await?;
         earlier.retain(|m| m.scope() == *scope);
-        earlier.sort_by_key(|m| m.created_at);
-        let turns: std::collections::VecDeque<String> =
-            earlier.iter().rev().take(wanted).rev().map(Memory::as_turn).collect();
-        self.recent_turns.lock().put(key, turns.clone());
-        Ok(turns.into_iter().collect())
+        earlier.sort_by_key(|m| m.turn.unwrap_or(0));
+        let count = earlier.iter().filter_map(|m| m.turn).max().map_or(earlier.len() as u64, |t| t + 1);
+        let keep = self.config.context_turns;
+        let state = RunState { count, turns: earlier.iter().rev().take(keep).rev().map(Memory::as_turn).collect() };
+        self.recent_turns.lock().put(key, state.clone());
+        Ok(state)
     }
 
-    /// Remembers a turn of a run as context for the next ones.
-    pub(crate) fn push_turn(&self, tenant: &TenantId, scope: &Scope, turn: String) {
-        if self.config.context_turns == 0 || scope.run_id.is_none() {
-            return;
-        }
-        let key = format!("{}\0{}", tenant.as_str(), serde_json::to_string(scope).unwrap_or_default());
-        let mut cache = self.recent_turns.lock();
-        let turns = cache.get_or_insert_mut(key, Default::default);
-        turns.push_back(turn);
-        while turns.len() > self.config.context_turns {
-            turns.pop_front();
+    /// Remembers a run's new turns (as context for the next ones) and where it now stands.
+    pub(crate) fn advance_run(&self, tenant: &TenantId, scope: &Scope, state: RunState) {
+        if scope.run_id.is_some() {
+            self.recent_turns.lock().put(run_key(tenant, scope), state);
         }
     }
 

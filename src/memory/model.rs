@@ -140,6 +140,8 @@ pub struct Memory {
     pub entities: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Its position in its run (0 = first turn), for runs.
+    pub turn: Option<u64>,
     /// The turns before it in its run, embedded with it (not shown).
     #[serde(skip)]
     pub context: Option<String>,
@@ -208,6 +210,7 @@ impl Memory {
                 .unwrap_or_default(),
             created_at: r.created_at,
             updated_at: r.updated_at,
+            turn: m.get("turn").and_then(Value::as_u64),
             context: m.get(EMBED_CONTEXT).and_then(Value::as_str).map(str::to_string),
         }
     }
@@ -238,6 +241,9 @@ impl Memory {
         }
         if !self.entities.is_empty() {
             out.insert("entities".into(), json!(self.entities));
+        }
+        if let Some(t) = self.turn {
+            out.insert("turn".into(), t.into());
         }
         if let Some(c) = self.context.as_deref().filter(|c| !c.is_empty()) {
             out.insert(EMBED_CONTEXT.into(), c.into());
@@ -273,6 +279,7 @@ impl Memory {
             entities: Vec::new(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            turn: None,
             context: None,
         }
     }

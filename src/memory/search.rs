@@ -1,9 +1,10 @@
 //! Searching memories: the hybrid engine, then recency and tier weighting, filters and threshold,
 //! and the relations of the graph around what was found.
 //!
-//! Each candidate's **relevance** (0..1) blends its rank in the fused keyword + semantic lists
-//! (normalised reciprocal rank: 1 for first in both) with its cosine similarity to the query
-//! (`hybrid`); `keyword` and `semantic` modes use their own list alone. The **score** is the
+//! Each candidate's **relevance** (0..1) is, in `hybrid` mode, its reciprocal-rank-fusion score
+//! over the keyword and semantic lists divided by the best possible one (1 = first in both; first
+//! in one list only ≈ 0.5); in `keyword` mode the same over the keyword list alone, and in
+//! `semantic` mode its cosine similarity to the query (also reported as `similarity` in every mode). The **score** is the
 //! relevance times the tier's weight (`working` 1.0, `factual` 1.0, `episodic` 0.95, `semantic`
 //! 0.9) times a recency factor that decays from 1 to `1 - memory.recency_weight` with a half-life
 //! of `memory.recency_half_life_days` since the memory's event time (or creation). Results are
@@ -32,11 +33,38 @@ pub struct SearchOptions {
     pub show_expired: bool,
     /// Read the relations around the results from the graph store.
     pub relations: bool,
+    pub fusion: Fusion,
+    /// Share of the best neighbouring turn's relevance a turn gains (0 turns it off).
+    pub neighbour_weight: f32,
 }
 
 impl Default for SearchOptions {
     fn default() -> Self {
-        SearchOptions { top_k: 10, threshold: None, mode: Mode::Hybrid, show_expired: false, relations: true }
+        SearchOptions {
+            top_k: 10,
+            threshold: None,
+            mode: Mode::Hybrid,
+            show_expired: false,
+            relations: true,
+            fusion: Fusion::default(),
+            neighbour_weight: 0.0,
+        }
+    }
+}
+
+/// A turn of a run gains `weight` times the relevance of its best neighbouring turn among the
+/// candidates (the one before or after it): an answer is often the reply to what matched.
+fn spread_to_neighbours(scored: &mut [(Memory, f32, f32, ScoreBreakdown)], weight: f32) {
+    if weight <= 0.0 {
+        return;
+    }
+    let by_turn: HashMap<(String, u64), f32> =
+        scored.iter().filter_map(|(m, relevance, ..)| Some(((m.run_id.clone()?, m.turn?), *relevance))).collect();
+    for (m, relevance, ..) in scored.iter_mut() {
+        let (Some(run), Some(turn)) = (m.run_id.clone(), m.turn) else { continue };
+        let before = turn.checked_sub(1).and_then(|t| by_turn.get(&(run.clone(), t))).copied().unwrap_or(0.0);
+        let after = by_turn.get(&(run, turn + 1)).copied().unwrap_or(0.0);
+        *relevance = (*relevance + weight * before.max(after)).min(1.0);
     }
 }
 
@@ -81,9 +109,9 @@ impl Memories {
         }
         let mut store_filter = RecordFilter::kinds(&[MEMORY_KIND]);
         filter.pushdown(&mut store_filter);
-        let fusion = Fusion::default();
+        let fusion = options.fusion;
         // Over-fetch: filters the stores cannot apply, and expiry, remove some afterwards.
-        let candidates = (options.top_k * 4).clamp(50, MAX_TOP_K);
+        let candidates = (options.top_k * 10).clamp(100, MAX_TOP_K);
         let request = SearchRequest {
             tenant: tenant.clone(),
             query: query.to_string(),
@@ -97,7 +125,7 @@ impl Memories {
         let (hits, query_vector) = (hits?, query_vector?);
         let now = Utc::now();
         let best = (fusion.keyword_weight + fusion.semantic_weight) / (fusion.rrf_k + 1.0);
-        let mut results: Vec<ScoredMemory> = hits
+        let mut scored: Vec<(Memory, f32, f32, ScoreBreakdown)> = hits
             .into_iter()
             .filter_map(|hit| {
                 let memory = Memory::from_record(&hit.record);
@@ -113,11 +141,18 @@ impl Memories {
                     Mode::Hybrid => {
                         let fused = rank_part(b.keyword_rank, fusion.keyword_weight)
                             + rank_part(b.semantic_rank, fusion.semantic_weight);
-                        0.5 * (fused / best) + 0.5 * similarity.max(0.0)
+                        fused / best
                     }
                 };
+                Some((memory, relevance, similarity, hit.breakdown))
+            })
+            .collect();
+        spread_to_neighbours(&mut scored, options.neighbour_weight);
+        let mut results: Vec<ScoredMemory> = scored
+            .into_iter()
+            .map(|(memory, relevance, similarity, breakdown)| {
                 let score = relevance * tier_weight(memory.tier) * self.recency(memory.moment(), now);
-                Some(ScoredMemory { memory, score: score.clamp(0.0, 1.0), similarity, breakdown: hit.breakdown })
+                ScoredMemory { memory, score: score.clamp(0.0, 1.0), similarity, breakdown }
             })
             .filter(|r| options.threshold.is_none_or(|t| r.score >= t))
             .collect();
