@@ -15,6 +15,8 @@ use crate::knowledge::chunk::ChunkOptions;
 use crate::knowledge::documents::Documents;
 use crate::knowledge::ingest::{INGEST_JOB, IngestHandler};
 use crate::llm::Llm;
+use crate::memory::Memories;
+use crate::memory::add::AddHandler;
 use crate::search::SearchEngine;
 use crate::store::{StoreStats, Stores};
 use crate::writelog::WriteLog;
@@ -29,6 +31,7 @@ pub struct App {
     pub writes: Arc<WriteLog>,
     pub search: SearchEngine,
     pub documents: Arc<Documents>,
+    pub memories: Arc<Memories>,
     pub jobs: Arc<Jobs>,
     pub llm: Option<Arc<dyn Llm>>,
     job_shutdown: tokio::sync::watch::Sender<bool>,
@@ -86,8 +89,11 @@ impl App {
             overlap_tokens: config.knowledge.chunk_overlap_tokens,
         };
         let documents = Arc::new(Documents::new(stores.clone(), writes.clone(), embed.clone(), chunking));
+        let memories =
+            Arc::new(Memories::new(stores.clone(), writes.clone(), embed.clone(), llm.clone(), config.memory.clone()));
         let mut jobs = Jobs::new(stores.jobs.clone());
         jobs.register(INGEST_JOB, Arc::new(IngestHandler { stores: stores.clone(), documents: documents.clone() }));
+        jobs.register(crate::memory::ADD_JOB, Arc::new(AddHandler(memories.clone())));
         let jobs = Arc::new(jobs);
         let (job_shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let job_workers = jobs.start(config.jobs.workers, shutdown_rx);
@@ -99,6 +105,7 @@ impl App {
             writes,
             search,
             documents,
+            memories,
             jobs,
             llm,
             auth,

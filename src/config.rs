@@ -29,6 +29,7 @@ pub struct Config {
     pub embed: EmbedConfig,
     pub llm: LlmConfig,
     pub knowledge: KnowledgeConfig,
+    pub memory: MemoryConfig,
     pub jobs: JobsConfig,
     pub store: StoreConfig,
 }
@@ -42,6 +43,21 @@ pub struct KnowledgeConfig {
     pub chunk_max_tokens: usize,
     /// Tokens a chunk repeats from the end of the previous one.
     pub chunk_overlap_tokens: usize,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Cosine similarity at or above which an added memory merges into one of the same scope.
+    pub dedupe_similarity: f32,
+    /// Working memories without an expiration expire this many seconds after they are added.
+    pub working_ttl_secs: u64,
+    /// How much recency can lower a score (0 turns recency off).
+    pub recency_weight: f32,
+    /// Days after which the recency part of a score has halved.
+    pub recency_half_life_days: f32,
+    /// Largest message (or memory text) accepted, in bytes.
+    pub max_message_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -532,6 +548,18 @@ impl Config {
         }
         if self.knowledge.chunk_overlap_tokens >= self.knowledge.chunk_max_tokens / 2 {
             return bad("knowledge.chunk_overlap_tokens", "must be less than half of chunk_max_tokens");
+        }
+        if !(0.5..=1.0).contains(&self.memory.dedupe_similarity) {
+            return bad("memory.dedupe_similarity", "must be between 0.5 and 1.0");
+        }
+        if !(0.0..=1.0).contains(&self.memory.recency_weight) {
+            return bad("memory.recency_weight", "must be between 0 and 1");
+        }
+        if self.memory.recency_half_life_days <= 0.0 {
+            return bad("memory.recency_half_life_days", "must be more than 0");
+        }
+        if self.memory.max_message_bytes < 256 {
+            return bad("memory.max_message_bytes", "must be at least 256");
         }
         if self.knowledge.max_upload_bytes < 1024 {
             return bad("knowledge.max_upload_bytes", "must be at least 1024");

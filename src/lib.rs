@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod knowledge;
 pub mod knowledge_cli;
 pub mod llm;
+pub mod memory;
 pub mod search;
 pub mod service;
 pub mod store;

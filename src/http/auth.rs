@@ -57,6 +57,8 @@ const RULES: &[(&str, Need, Need)] = &[
     ("/api/v1/search", READ, READ),
     ("/api/v1/ask", READ, READ),
     ("/api/v1/embed", READ, READ),
+    ("/api/v1/memories/search", READ, READ),
+    ("/api/v1/memories/list", READ, READ),
 ];
 
 pub fn need_for(method: &Method, path: &str, public_metrics: bool) -> Need {

@@ -12,6 +12,7 @@ pub mod error;
 pub mod graph;
 pub mod jobs;
 pub mod keys;
+pub mod memories;
 pub mod objects;
 pub mod ops;
 pub mod projects;
@@ -54,6 +55,7 @@ use crate::error::{Error, ErrorCode};
         (name = "embed", description = "Text embeddings"),
         (name = "documents", description = "The knowledge base's documents"),
         (name = "search", description = "Hybrid search and grounded answers"),
+        (name = "memories", description = "Memories in four tiers (working, factual, episodic, semantic)"),
         (name = "jobs", description = "Background jobs"),
         (name = "auth", description = "API keys, projects (tenants), organisations and the audit log"),
     )
@@ -84,6 +86,14 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(documents::get, documents::delete))
         .routes(routes!(documents::content))
         .routes(routes!(documents::collections))
+        .routes(routes!(memories::add, memories::list, memories::delete_all))
+        .routes(routes!(memories::query))
+        .routes(routes!(memories::search))
+        .routes(routes!(memories::scopes))
+        .routes(routes!(memories::event))
+        .routes(routes!(memories::get, memories::update, memories::delete))
+        .routes(routes!(memories::history))
+        .routes(routes!(memories::feedback))
         .routes(routes!(search::search))
         .routes(routes!(search::ask))
         .routes(routes!(jobs::list))
