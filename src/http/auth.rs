@@ -59,6 +59,13 @@ const RULES: &[(&str, Need, Need)] = &[
     ("/api/v1/embed", READ, READ),
     ("/api/v1/memories/search", READ, READ),
     ("/api/v1/memories/list", READ, READ),
+    // Mem0 compatibility: the clients' constructor pings with whatever key it has.
+    ("/v1/ping/", Authenticated, Authenticated),
+    ("/v1/memories/search/", READ, READ),
+    ("/v2/memories/search/", READ, READ),
+    ("/v3/memories/search/", READ, READ),
+    ("/v2/memories/", READ, READ),
+    ("/v3/memories/", READ, READ),
 ];
 
 pub fn need_for(method: &Method, path: &str, public_metrics: bool) -> Need {

@@ -78,8 +78,8 @@ def raises(status, fn, *args, **kwargs):
     raise Failure(f"{fn.__name__}: expected HTTP {status}, got success: {json.dumps(result, default=str)[:500]}")
 
 
-def raw(method, path, key=KEY, **kwargs):
-    headers = {"Authorization": f"Token {key}"}
+def raw(method, path, key=KEY, headers=None, **kwargs):
+    headers = {"Authorization": f"Token {key}", **(headers or {})}
     return httpx.request(method, f"{URL}{path}", headers=headers, timeout=60, **kwargs)
 
 
@@ -311,12 +311,18 @@ def scenario():
     check_memory(c.get(carol_agent[0]["id"]), user_id=CAROL, agent_id=HELPER)
 
     # ---- add, asynchronous, with event polling
-    queued = s.add_async([{"role": "user", "content": "Alice is learning to play the violin"}],
-                         **({"filters": {"user_id": ALICE}, "infer": False} if GEN == "2" else
-                            {"user_id": ALICE, "infer": False}))
-    check_add_results(queued, texts=["Alice is learning to play the violin"])
+    if GEN == "2":
+        # 2.x queues every inferred add (infer=false is synchronous): the extractor keeps the fact.
+        queued = s.add_async([{"role": "user", "content": "Alice is learning to play the violin"}],
+                             filters={"user_id": ALICE})
+        check_add_results(queued)
+        check(len(queued) == 1 and "violin" in queued[0]["memory"], "the queued add kept the fact", queued)
+    else:
+        queued = s.add_async([{"role": "user", "content": "Alice is learning to play the violin"}],
+                             user_id=ALICE, infer=False)
+        check_add_results(queued, texts=["Alice is learning to play the violin"])
     violin_id = queued[0]["id"]
-    check_memory(c.get(violin_id), user_id=ALICE, memory="Alice is learning to play the violin")
+    check_memory(c.get(violin_id), user_id=ALICE, memory=queued[0]["memory"])
     unknown_event = c.client.get(f"/v1/event/{uuid.uuid4()}/")
     check(unknown_event.status_code == 404 and "detail" in unknown_event.json(), "an unknown event is 404",
           unknown_event.text)
@@ -355,8 +361,10 @@ def scenario():
     check(ids(other_view) == [other_id], "the other tenant sees only its own memory", other_view)
 
     # ---- search
-    found = s.search("hiking trips in the mountains", {"user_id": ALICE})
-    check(found and found[0]["id"] == hiking_id, "the hiking memory ranks first", found)
+    found = s.search("hiking in the Swiss Alps", {"user_id": ALICE})
+    check(len(found) >= 2 and {r["id"] for r in found[:2]} == {hiking_id, assistant_id},
+          "the two hiking memories rank first", found)
+    check(violin_id not in [r["id"] for r in found[:2]], "the violin ranks below them", found)
     scores = [r["score"] for r in found]
     check(all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in scores), "scores are in 0..1", scores)
     check(scores == sorted(scores, reverse=True), "results are ordered by score", scores)
@@ -370,8 +378,8 @@ def scenario():
           all(r["id"] == other_id for r in o.search("hiking in the Alps", {"user_id": ALICE}, threshold=0)),
           "the other tenant finds none of ours")
     if GEN == "0.1":
-        v1 = c.search("hiking in the mountains", user_id=ALICE)  # POST /v1/memories/search/
-        check(isinstance(v1, list) and v1 and v1[0]["id"] == hiking_id, "v1 search by user_id", v1)
+        v1 = c.search("spicy ramen", user_id=ALICE)  # POST /v1/memories/search/
+        check(isinstance(v1, list) and v1 and v1[0]["id"] == ramen_id, "v1 search by user_id", v1)
     if GEN == "1.0":
         # 1.0.x code often passes ids at the top level: they scope the search too.
         top = c.search("cello", user_id=BOB)["results"]
@@ -434,10 +442,22 @@ def scenario():
     c.delete(frozen[0]["id"])
 
     # ---- feedback
-    fb = c.feedback(ramen_id, "positive", "spot on")
-    check(isinstance(fb, dict) and fb.get("memory_id") == ramen_id and fb.get("feedback") == "POSITIVE",
-          "feedback answer", fb)
-    check(c.feedback(ramen_id, None).get("feedback") is None, "feedback can be cleared")
+    if GEN == "2":
+        fb = c.feedback(ramen_id, "positive", "spot on")
+    else:
+        # 0.1.118 and 1.0.11 send the request, then fail in their own telemetry call
+        # (capture_client_event with one argument too many): the answer is read raw instead.
+        try:
+            c.feedback(ramen_id, "positive", "spot on")
+            raise Failure("this client's feedback() was expected to trip over its telemetry call")
+        except TypeError as e:
+            check("capture_client_event" in str(e), "feedback fails only in the client's telemetry", str(e))
+        fb = raw("POST", "/v1/feedback/", json={"memory_id": ramen_id, "feedback": "POSITIVE",
+                                                "feedback_reason": "spot on"}).json()
+    check(isinstance(fb, dict) and fb.get("memory_id") == ramen_id and fb.get("feedback") == "POSITIVE"
+          and fb.get("feedback_reason") == "spot on", "feedback answer", fb)
+    cleared = raw("POST", "/v1/feedback/", json={"memory_id": ramen_id, "feedback": None}).json()
+    check(cleared.get("feedback") is None, "feedback can be cleared", cleared)
     raises(404, c.feedback, str(uuid.uuid4()), "NEGATIVE")
     raw_error(400, "POST", "/v1/feedback/", json={"memory_id": ramen_id, "feedback": "MEH"})
 
@@ -532,8 +552,9 @@ def scenario():
     check(c.delete_users(user_id=CAROL) == {"message": "Entity deleted successfully."}, "delete_users answer")
     check(s.list({"user_id": CAROL}) == [], "carol's memories are deleted")
     check(("user", CAROL) not in {(e["type"], e["name"]) for e in c.users()["results"]}, "carol is gone")
-    raises(404, other.delete_users, user_id=ALICE)
-    check(len(s.list({"user_id": ALICE})) == 3, "another tenant cannot delete alice")
+    daves = ids(s.list({"user_id": DAVE}))
+    raises(404, other.delete_users, user_id=DAVE)  # dave has memories in this tenant only
+    check(daves and ids(s.list({"user_id": DAVE})) == daves, "another tenant cannot delete dave")
     res = c.reset()
     check(res.get("message"), "reset answer", res)
     check(c.users()["results"] == [], "reset leaves no users", c.users())
