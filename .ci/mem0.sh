@@ -61,7 +61,7 @@ for version in "${versions[@]}"; do
     echo "== mem0ai $version"
     mem0_dir="$work/mem0-home-$version"
     mkdir -p "$mem0_dir"
-    if ! MEM0_TELEMETRY=false MEM0_DIR="$mem0_dir" HOME="$mem0_dir" \
+    if ! PYTHONDONTWRITEBYTECODE=1 MEM0_TELEMETRY=false MEM0_DIR="$mem0_dir" HOME="$mem0_dir" \
         NEXUS_URL="$url" NEXUS_KEY="$key_a" NEXUS_PROJECT=mem0-a NEXUS_ORG=mem0-ci \
         NEXUS_OTHER_KEY="$key_b" NEXUS_OTHER_PROJECT=mem0-b NEXUS_READ_KEY="$key_read" \
         timeout 600 "target/mem0-venvs/$version/bin/python" tests/mem0/clients.py; then
