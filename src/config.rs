@@ -58,6 +58,8 @@ pub struct MemoryConfig {
     pub recency_half_life_days: f32,
     /// Largest message (or memory text) accepted, in bytes.
     pub max_message_bytes: usize,
+    /// Turns of the same run embedded with each new turn as its context (0: none).
+    pub context_turns: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -557,6 +559,9 @@ impl Config {
         }
         if self.memory.recency_half_life_days <= 0.0 {
             return bad("memory.recency_half_life_days", "must be more than 0");
+        }
+        if self.memory.context_turns > 8 {
+            return bad("memory.context_turns", "must be at most 8");
         }
         if self.memory.max_message_bytes < 256 {
             return bad("memory.max_message_bytes", "must be at least 256");

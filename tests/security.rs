@@ -91,6 +91,7 @@ fn expected_need(method: &Method, path: &str) -> Need {
         "/metrics" => Need::Admin,
         "/api/v1/whoami" => Need::Any,
         "/api/v1/records/search" | "/api/v1/search" | "/api/v1/ask" | "/api/v1/embed" => Need::Read,
+        "/api/v1/memories/search" | "/api/v1/memories/list" => Need::Read,
         "/api/v1/projects" if reads => Need::Admin,
         "/api/v1/projects" | "/api/v1/orgs" => Need::Operator,
         p if p.starts_with("/api/v1/admin/") => Need::Operator,
@@ -119,7 +120,7 @@ fn multipart_body(name: &str, content: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn cases(openapi: &Value, a_key_id: &str, a_doc: &str, a_job: &str) -> Vec<Case> {
+fn cases(openapi: &Value, a_key_id: &str, a_doc: &str, a_job: &str, a_memory: &str) -> Vec<Case> {
     let mut out = Vec::new();
     let mut n = 0;
     for (template, item) in openapi["paths"].as_object().unwrap() {
@@ -132,10 +133,15 @@ fn cases(openapi: &Value, a_key_id: &str, a_doc: &str, a_job: &str) -> Vec<Case>
                 .replace("/keys/{id}", &format!("/keys/{a_key_id}"))
                 .replace("/objects/{key}", "/objects/alpha/doc.txt")
                 .replace("/documents/{id}", &format!("/documents/{a_doc}"))
-                .replace("/jobs/{id}", &format!("/jobs/{a_job}"));
+                .replace("/jobs/{id}", &format!("/jobs/{a_job}"))
+                .replace("/memories/events/{id}", &format!("/memories/events/{a_job}"))
+                .replace("/memories/{id}", &format!("/memories/{a_memory}"));
             assert!(!path.contains('{'), "no id of tenant A for {template}; add one to this test");
             if template == "/api/v1/graph/path" {
                 path.push_str("?from=alpha-rec&to=alpha-rec-2");
+            }
+            if template == "/api/v1/memories" && method == Method::DELETE {
+                path.push_str("?user_id=alpha");
             }
             let mut content_type = None;
             let (body, raw_body) = match (method.as_str(), template.as_str()) {
@@ -153,6 +159,13 @@ fn cases(openapi: &Value, a_key_id: &str, a_doc: &str, a_job: &str) -> Vec<Case>
                     (Some(json!({"writes": [{"op": "upsert", "record": {"kind": "note"}}]})), None)
                 }
                 ("POST", "/api/v1/records/search") => (Some(json!({"query": "alpha secret"})), None),
+                ("POST", "/api/v1/memories") => {
+                    (Some(json!({"text": "b's memory", "user_id": "b", "infer": false})), None)
+                }
+                ("POST", "/api/v1/memories/list") => (Some(json!({"filters": {}})), None),
+                ("POST", "/api/v1/memories/search") => (Some(json!({"query": "alpha secret"})), None),
+                ("PUT", "/api/v1/memories/{id}") => (Some(json!({"text": "b's edit"})), None),
+                ("POST", "/api/v1/memories/{id}/feedback") => (Some(json!({"feedback": "POSITIVE"})), None),
                 ("PUT", "/api/v1/objects/{key}") => (None, Some(b"b's file".to_vec())),
                 ("POST", "/api/v1/keys") => (Some(json!({"name": "made by the test", "scopes": ["read"]})), None),
                 ("POST", "/api/v1/projects") | ("POST", "/api/v1/orgs") => {
@@ -235,8 +248,12 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
     let upload: Value = upload.json().unwrap();
     let a_job = upload["jobs"][0]["job_id"].as_str().expect("tenant A's job").to_string();
 
+    let memory = json!({"messages": [{"role": "user", "content": format!("alpha secret {MARK}")}], "user_id": "alpha", "infer": false});
+    let memory = api.json(Method::POST, "/api/v1/memories", &a_write, Some(memory));
+    let a_memory = memory["results"][0]["id"].as_str().expect("tenant A's memory").to_string();
+
     let openapi: Value = api.c.get(server.url("/openapi.json")).send().unwrap().json().unwrap();
-    let cases = cases(&openapi, &a_read_id, &a_doc, &a_job);
+    let cases = cases(&openapi, &a_read_id, &a_doc, &a_job, &a_memory);
     assert!(cases.len() >= 20, "{} operations", cases.len());
     let wrong_secret = format!("nxs_{a_read_id}_{}", "0".repeat(48));
     let leaks = |body: &str| [MARK, "tenant-a", "alpha-rec-2"].iter().any(|m| body.contains(m));
@@ -277,7 +294,8 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
             || case.path.contains("alpha/doc")
             || case.path.contains(&a_read_id)
             || case.path.contains(&a_doc)
-            || case.path.contains(&a_job);
+            || case.path.contains(&a_job)
+            || case.path.contains(&a_memory);
         let mutates = matches!(case.method, Method::POST | Method::PUT);
         // Walks from a node B does not have answer with an empty list, not 404.
         let walks = ["/neighbours", "/hops", "/graph/path"].iter().any(|w| case.template.ends_with(w));
@@ -293,9 +311,14 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
         }
     }
     // The routes this test must have exercised (a renamed route fails here, not silently).
-    for route in
-        ["GET /api/v1/records/{id}", "DELETE /api/v1/keys/{id}", "GET /api/v1/objects/{key}", "GET /api/v1/audit"]
-    {
+    for route in [
+        "GET /api/v1/records/{id}",
+        "DELETE /api/v1/keys/{id}",
+        "GET /api/v1/objects/{key}",
+        "GET /api/v1/audit",
+        "GET /api/v1/memories/{id}",
+        "POST /api/v1/memories/search",
+    ] {
         assert!(seen.contains_key(route), "{route} missing from /openapi.json: {seen:?}");
     }
 
@@ -547,8 +570,17 @@ fn audit_log_records_who_what_when_and_outcome() {
     let next = page["next_before"].as_u64().unwrap();
     let rest = api.json(Method::GET, &format!("{path}&limit=2&before={next}"), MASTER, None);
     assert_eq!(rest["entries"].as_array().unwrap().len(), 1);
-    let failed = api.json(Method::GET, "/api/v1/audit?status=401", MASTER, None);
-    assert!(failed["entries"].as_array().unwrap().iter().any(|e| e["principal"] == "anonymous"));
+    // The refused request's entry is queued like the others: wait for it too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let anonymous = loop {
+        let failed = api.json(Method::GET, "/api/v1/audit?status=401", MASTER, None);
+        let found = failed["entries"].as_array().unwrap().iter().any(|e| e["principal"] == "anonymous");
+        if found || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(anonymous, "the 401 is in the audit log");
 
     // Each tenant's admin sees its own entries only.
     let mine = api.json(Method::GET, "/api/v1/audit", &b_key, None);

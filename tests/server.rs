@@ -82,6 +82,78 @@ fn serves_ops_endpoints_and_ui() {
 }
 
 #[test]
+fn serves_the_memories_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"));
+    server.wait_ready();
+    let c = client();
+
+    // The router links the page, and the page module is served as JavaScript under the strict CSP.
+    let app = c.get(server.url("/app.js")).send().unwrap().text().unwrap();
+    assert!(app.contains("'./pages/memories.js'"), "app.js does not route to the memories page");
+    let page = c.get(server.url("/pages/memories.js")).send().unwrap();
+    assert_eq!(page.status(), 200);
+    let headers = page.headers().clone();
+    assert!(headers["content-type"].to_str().unwrap().contains("javascript"), "{:?}", headers["content-type"]);
+    assert!(headers["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    let page = page.text().unwrap();
+    assert!(page.contains("export function mount"));
+    for call in ["/memories/scopes", "/memories/search", "/history"] {
+        assert!(page.contains(call), "the memories page lacks {call}");
+    }
+    let css = c.get(server.url("/styles.css")).send().unwrap();
+    assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    assert!(css.text().unwrap().contains(".memories-layout"));
+
+    // What the page reads: scopes and a page of memories in the shapes it expects.
+    let added: Value = c
+        .post(server.url("/api/v1/memories"))
+        .json(&json!({"text": "Prefers tea over coffee", "user_id": "alice", "infer": false}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(added["results"][0]["event"], "ADD");
+    let scopes: Value = c.get(server.url("/api/v1/memories/scopes")).send().unwrap().json().unwrap();
+    assert_eq!(scopes["scopes"], json!([{"type": "user", "name": "alice", "memories": 1}]));
+    let list: Value = c
+        .get(server.url("/api/v1/memories?user_id=alice&show_expired=false&offset=0&limit=25"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!((list["total"].as_u64(), list["offset"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(list["memories"][0]["memory"], "Prefers tea over coffee");
+}
+
+/// `web/dist` (embedded) is an exact copy of `web/src` (edited): `sh web/build.sh` refreshes it.
+#[test]
+fn web_dist_matches_web_src() {
+    fn files(root: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let name = path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                    out.insert(name, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        out
+    }
+    let web = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    let (src, dist) = (files(&web.join("src")), files(&web.join("dist")));
+    assert_eq!(src.keys().collect::<Vec<_>>(), dist.keys().collect::<Vec<_>>(), "run sh web/build.sh");
+    for (name, bytes) in &src {
+        assert!(dist[name] == *bytes, "web/dist/{name} differs from web/src/{name}: run sh web/build.sh");
+    }
+}
+
+#[test]
 fn writes_are_readable_searchable_and_deletable() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"));

@@ -1,8 +1,9 @@
 //! Adding memories: messages in, ADD / UPDATE / DELETE / NONE events out.
 //!
 //! - `infer=false`: each non-system message is one memory, verbatim (role and name in its
-//!   metadata); a near-duplicate of a memory in the same scope (cosine ≥ `memory.dedupe_similarity`,
-//!   or the same words) is merged into it (event NONE) rather than stored twice.
+//!   metadata); a near-duplicate of a memory in the same scope (the same words give or take case,
+//!   punctuation and filler words, with cosine ≥ `memory.dedupe_similarity`) is merged into it
+//!   (event NONE) rather than stored twice.
 //! - `infer=true` without an LLM: the deterministic extractor ([`super::extract`]), then the same
 //!   duplicate check.
 //! - `infer=true` with an LLM: Mem0's two steps — the model extracts facts; each fact is compared
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::extract::{self, Candidate, Decision, Known};
-use super::model::text_fingerprint;
+use super::model::{same_content, text_fingerprint};
 use super::{
     Event, Filter, HistoryEntry, MEMORY_KIND, Memories, Memory, Message, Relation, Scope, Tier, clean_categories,
     history_record, new_memory_id, parse_day,
@@ -128,6 +129,8 @@ struct Plan {
     writes: Vec<Write>,
     results: Vec<AddResult>,
     relations: Vec<Relation>,
+    /// The run's new turns, as context for the next ones.
+    turns: Vec<String>,
 }
 
 /// The fields every memory of one add shares.
@@ -151,6 +154,7 @@ impl Memories {
         // Model calls happen before the scope is locked: they are slow and read nothing of it.
         let mut note = None;
         let mut extracted_relations = Vec::new();
+        let mut model_facts = false;
         let candidates = if !infer {
             verbatim(&messages, &common)
         } else if let Some(llm) = &self.llm {
@@ -158,14 +162,15 @@ impl Memories {
                 extract::extract_with_llm(llm.as_ref(), &messages, request.custom_instructions.as_deref()).await?;
             note = extracted.note;
             extracted_relations = extracted.relations;
+            model_facts = !extracted.fell_back;
             extracted.candidates
         } else {
             extract::extract_without_llm(&messages)
         };
         let input = json!({"messages": messages});
         let _guard = self.scope_lock(tenant, &common.scope).lock().await;
-        let plan = match (&self.llm, infer) {
-            (Some(llm), true) if !candidates.is_empty() => {
+        let plan = match &self.llm {
+            Some(llm) if model_facts && !candidates.is_empty() => {
                 self.plan_with_llm(tenant, llm.as_ref(), &common, candidates, extracted_relations, actor, &input, note)
                     .await?
             }
@@ -173,6 +178,9 @@ impl Memories {
         };
         if !plan.writes.is_empty() {
             self.writes.write(tenant, plan.writes, true).await?;
+        }
+        for turn in plan.turns {
+            self.push_turn(tenant, &common.scope, turn);
         }
         Ok(AddOutcome { results: plan.results, relations: plan.relations })
     }
@@ -274,6 +282,7 @@ impl Memories {
             entities: Vec::new(),
             created_at: now,
             updated_at: now,
+            context: None,
         }
     }
 
@@ -307,13 +316,30 @@ impl Memories {
     ) -> Result<Plan> {
         let texts: Vec<String> = candidates.iter().map(|c| c.text.clone()).collect();
         let vectors = if texts.is_empty() { Vec::new() } else { self.embed.embed(&texts).await? };
-        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new() };
+        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new(), turns: Vec::new() };
         let mut added: Vec<(String, String, Vec<f32>)> = Vec::new(); // (fingerprint, id, vector) of this add
+        let mut previous = self.previous_turns(tenant, &common.scope).await?;
         for (candidate, vector) in candidates.into_iter().zip(vectors) {
             let extra = messages.get(candidate.message).map(source_metadata);
+            // The run so far is this turn's context; then the turn joins it.
+            let n = self.config.context_turns;
+            let context = (!previous.is_empty()).then(|| previous[previous.len().saturating_sub(n)..].join("\n"));
+            let speaker = extra
+                .as_ref()
+                .and_then(|e| e.get("name"))
+                .or_else(|| common.metadata.get("speaker"))
+                .and_then(Value::as_str);
+            let text: String = candidate.text.chars().take(300).collect();
+            let line = speaker.map_or_else(|| text.clone(), |s| format!("{s}: {text}"));
+            if common.scope.run_id.is_some() && n > 0 {
+                previous.push(line.clone());
+                plan.turns.push(line);
+            }
             let fingerprint = text_fingerprint(&candidate.text);
-            let twin_here =
-                added.iter().find(|(f, _, v)| *f == fingerprint || cosine(v, &vector) >= self.config.dedupe_similarity);
+            let twin_here = added.iter().find(|(f, _, v)| {
+                *f == fingerprint
+                    || (cosine(v, &vector) >= self.config.dedupe_similarity && same_content(f, &fingerprint))
+            });
             if let Some((_, id, _)) = twin_here {
                 plan.results.push(AddResult {
                     id: id.clone(),
@@ -324,10 +350,10 @@ impl Memories {
                 });
                 continue;
             }
-            let twin =
-                self.similar(tenant, &common.scope, &vector, 1).await?.into_iter().next().filter(|(m, sim)| {
-                    *sim >= self.config.dedupe_similarity || text_fingerprint(&m.memory) == fingerprint
-                });
+            let twin = self.similar(tenant, &common.scope, &vector, 1).await?.into_iter().next().filter(|(m, sim)| {
+                text_fingerprint(&m.memory) == fingerprint
+                    || (*sim >= self.config.dedupe_similarity && same_content(&m.memory, &candidate.text))
+            });
             if let Some((existing, _)) = twin {
                 plan.results.push(AddResult {
                     id: existing.id,
@@ -339,6 +365,7 @@ impl Memories {
                 continue;
             }
             let mut memory = self.new_memory(common, &candidate, extra.as_ref());
+            memory.context = context;
             plan.writes.extend(self.graph_writes(&mut memory, &candidate.relations));
             plan.relations.extend(candidate.relations.iter().cloned());
             let entry = self.history_entry(
@@ -404,7 +431,7 @@ impl Memories {
                 Some(format!("{problem}; the facts were added without comparison")),
             ),
         };
-        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new() };
+        let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new(), turns: Vec::new() };
         let mut relations_left = relations;
         let mut changed: Vec<String> = Vec::new();
         for decision in decisions {

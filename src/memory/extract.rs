@@ -418,6 +418,8 @@ pub struct Extracted {
     pub candidates: Vec<Candidate>,
     pub relations: Vec<Relation>,
     pub note: Option<String>,
+    /// The model's answer was unusable and the deterministic extractor produced the candidates.
+    pub fell_back: bool,
 }
 
 /// Step one: the model lists facts. A malformed answer is repaired, then asked for again once;
@@ -487,6 +489,7 @@ pub async fn extract_with_llm(
                 candidates,
                 relations,
                 note: repaired.then(|| "the model's facts were repaired JSON".into()),
+                fell_back: false,
             })
         }
         Err(problem) => Ok(Extracted {
@@ -495,6 +498,7 @@ pub async fn extract_with_llm(
             note: Some(format!(
                 "the model's facts could not be read ({problem}); the deterministic extractor was used"
             )),
+            fell_back: true,
         }),
     }
 }

@@ -55,6 +55,8 @@ pub struct Memories {
     config: MemoryConfig,
     /// Adds to one scope run one at a time, so that duplicate checks see each other.
     scope_locks: Vec<tokio::sync::Mutex<()>>,
+    /// The latest turns of recent runs, embedded as context with the next turn.
+    recent_turns: parking_lot::Mutex<lru::LruCache<String, std::collections::VecDeque<String>>>,
 }
 
 /// A change to a memory's fields; absent fields stay as they are.
@@ -132,6 +134,7 @@ impl Memories {
             llm,
             config,
             scope_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            recent_turns: parking_lot::Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(4096).unwrap())),
         }
     }
 
@@ -141,6 +144,40 @@ impl Memories {
 
     pub fn has_llm(&self) -> bool {
         self.llm.is_some()
+    }
+
+    /// The last `memory.context_turns` turns of this run (loaded once from the store, then kept).
+    /// Called with the scope locked.
+    pub(crate) async fn previous_turns(&self, tenant: &TenantId, scope: &Scope) -> Result<Vec<String>> {
+        let wanted = self.config.context_turns;
+        if wanted == 0 || scope.run_id.is_none() {
+            return Ok(Vec::new());
+        }
+        let key = format!("{}\0{}", tenant.as_str(), serde_json::to_string(scope).unwrap_or_default());
+        if let Some(turns) = self.recent_turns.lock().get(&key) {
+            return Ok(turns.iter().cloned().collect());
+        }
+        let mut earlier = self.matching(tenant, &add::scope_filter(scope), true).await?;
+        earlier.retain(|m| m.scope() == *scope);
+        earlier.sort_by_key(|m| m.created_at);
+        let turns: std::collections::VecDeque<String> =
+            earlier.iter().rev().take(wanted).rev().map(Memory::as_turn).collect();
+        self.recent_turns.lock().put(key, turns.clone());
+        Ok(turns.into_iter().collect())
+    }
+
+    /// Remembers a turn of a run as context for the next ones.
+    pub(crate) fn push_turn(&self, tenant: &TenantId, scope: &Scope, turn: String) {
+        if self.config.context_turns == 0 || scope.run_id.is_none() {
+            return;
+        }
+        let key = format!("{}\0{}", tenant.as_str(), serde_json::to_string(scope).unwrap_or_default());
+        let mut cache = self.recent_turns.lock();
+        let turns = cache.get_or_insert_mut(key, Default::default);
+        turns.push_back(turn);
+        while turns.len() > self.config.context_turns {
+            turns.pop_front();
+        }
     }
 
     fn scope_lock(&self, tenant: &TenantId, scope: &Scope) -> &tokio::sync::Mutex<()> {
@@ -364,7 +401,8 @@ impl Memories {
         NewRecord {
             id: m.id.clone(),
             kind: MEMORY_KIND.into(),
-            title: None,
+            // Who said it is keyword-searchable and part of the embedding, not of the text.
+            title: m.speaker().map(str::to_string),
             body: Some(m.memory.clone()),
             tags: m.categories.clone(),
             metadata: m.record_metadata(),

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::META_FACET_PREFIX;
 use crate::error::{Error, Result};
-use crate::store::records::{Record, facet_value, parse_date};
+use crate::store::records::{EMBED_CONTEXT, Record, facet_value, parse_date};
 
 /// How long a memory is meant to matter, and how search weighs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
@@ -140,6 +140,9 @@ pub struct Memory {
     pub entities: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The turns before it in its run, embedded with it (not shown).
+    #[serde(skip)]
+    pub context: Option<String>,
 }
 
 impl Memory {
@@ -150,6 +153,24 @@ impl Memory {
             app_id: self.app_id.clone(),
             run_id: self.run_id.clone(),
         }
+    }
+
+    /// Who said it: the message's name, or `speaker` metadata.
+    pub fn speaker(&self) -> Option<&str> {
+        ["name", "speaker"]
+            .iter()
+            .find_map(|k| self.metadata.get(*k).and_then(Value::as_str))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The memory as a line of its conversation: `speaker: text`, cut to a few hundred bytes.
+    pub fn as_turn(&self) -> String {
+        let mut text: String = self.memory.chars().take(300).collect();
+        if let Some(speaker) = self.speaker() {
+            text = format!("{speaker}: {text}");
+        }
+        text
     }
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
@@ -187,6 +208,7 @@ impl Memory {
                 .unwrap_or_default(),
             created_at: r.created_at,
             updated_at: r.updated_at,
+            context: m.get(EMBED_CONTEXT).and_then(Value::as_str).map(str::to_string),
         }
     }
 
@@ -216,6 +238,9 @@ impl Memory {
         }
         if !self.entities.is_empty() {
             out.insert("entities".into(), json!(self.entities));
+        }
+        if let Some(c) = self.context.as_deref().filter(|c| !c.is_empty()) {
+            out.insert(EMBED_CONTEXT.into(), c.into());
         }
         if let Some(user) = self.metadata.as_object() {
             for (k, v) in user {
@@ -248,6 +273,7 @@ impl Memory {
             entities: Vec::new(),
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            context: None,
         }
     }
 }
@@ -400,6 +426,18 @@ impl Message {
         collect(&self.content, &mut parts);
         parts.join("\n").trim().to_string()
     }
+}
+
+/// Words that do not change what a sentence says, for [`same_content`].
+const FILLER: &[&str] = &["a", "an", "the", "really", "very", "so", "just", "quite", "too", "also", "oh", "well", "um"];
+
+/// Whether two texts say the same thing in the same words, give or take case, punctuation and
+/// filler words: the test for a near-duplicate (with a high embedding similarity).
+pub fn same_content(a: &str, b: &str) -> bool {
+    let words = |t: &str| -> std::collections::BTreeSet<String> {
+        text_fingerprint(t).split(' ').filter(|w| !w.is_empty() && !FILLER.contains(w)).map(str::to_string).collect()
+    };
+    words(a) == words(b)
 }
 
 /// A normalised form of a text, to recognise exact repeats.

@@ -133,7 +133,7 @@ impl WriteLog {
         for (i, write) in writes.iter().enumerate() {
             if let Write::Upsert(r) = write {
                 if r.embed {
-                    let text = embedding_text(r.title.as_deref(), r.body.as_deref());
+                    let text = embedding_text(r.title.as_deref(), r.body.as_deref(), &r.metadata);
                     if !text.trim().is_empty() {
                         wanted.push((i, text));
                     }

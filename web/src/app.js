@@ -13,6 +13,7 @@ import { rememberReturn } from './pages/login.js';
 const ROUTES = [
   { path: 'search', label: 'Search', load: () => import('./pages/search.js') },
   { path: 'documents', label: 'Documents', load: () => import('./pages/documents.js') },
+  { path: 'memories', label: 'Memories', load: () => import('./pages/memories.js') },
   { path: 'status', label: 'Status', load: () => import('./pages/status.js') },
   { path: 'keys', label: 'API keys', load: () => import('./pages/keys.js') },
   { path: 'login', label: 'Sign in', load: () => import('./pages/login.js') },

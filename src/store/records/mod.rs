@@ -56,7 +56,7 @@ pub struct Record {
 impl Record {
     /// The text a computed vector is made from.
     pub fn embedding_text(&self) -> String {
-        embedding_text(self.title.as_deref(), self.body.as_deref())
+        embedding_text(self.title.as_deref(), self.body.as_deref(), &self.metadata)
     }
 
     /// Exact-match filter terms: `key=value` for every top-level scalar metadata field.
@@ -94,14 +94,20 @@ pub fn parse_date(text: &str) -> Option<DateTime<Utc>> {
     Some(day.and_hms_opt(0, 0, 0)?.and_utc())
 }
 
-/// Title and body, as one text to embed.
-pub fn embedding_text(title: Option<&str>, body: Option<&str>) -> String {
-    match (title.filter(|t| !t.trim().is_empty()), body.filter(|b| !b.trim().is_empty())) {
-        (Some(t), Some(b)) => format!("{t}\n\n{b}"),
-        (Some(t), None) => t.to_string(),
-        (None, Some(b)) => b.to_string(),
-        (None, None) => String::new(),
-    }
+/// Metadata text embedded with a record but neither keyword-indexed nor shown: what surrounds it
+/// (for a conversation turn, the turns before it).
+pub const EMBED_CONTEXT: &str = "embed_context";
+
+/// Title, body and any [`EMBED_CONTEXT`], as one text to embed.
+pub fn embedding_text(title: Option<&str>, body: Option<&str>, metadata: &serde_json::Value) -> String {
+    let context = metadata.get(EMBED_CONTEXT).and_then(|c| c.as_str());
+    [title, body, context]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// A record as written; the store assigns key, version and times.
