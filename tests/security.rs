@@ -92,6 +92,10 @@ fn expected_need(method: &Method, path: &str) -> Need {
         "/api/v1/whoami" => Need::Any,
         "/api/v1/records/search" | "/api/v1/search" | "/api/v1/ask" | "/api/v1/embed" => Need::Read,
         "/api/v1/memories/search" | "/api/v1/memories/list" => Need::Read,
+        // Mem0 compatibility: the client's constructor pings with any key; POST searches and lists read.
+        "/v1/ping/" => Need::Any,
+        "/v1/memories/search/" | "/v2/memories/search/" | "/v3/memories/search/" => Need::Read,
+        "/v2/memories/" | "/v3/memories/" => Need::Read,
         "/api/v1/projects" if reads => Need::Admin,
         "/api/v1/projects" | "/api/v1/orgs" => Need::Operator,
         p if p.starts_with("/api/v1/admin/") => Need::Operator,
@@ -120,7 +124,17 @@ fn multipart_body(name: &str, content: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn cases(openapi: &Value, a_key_id: &str, a_doc: &str, a_job: &str, a_memory: &str) -> Vec<Case> {
+/// Tenant A's ids the cases aim at.
+struct Ids<'a> {
+    key: &'a str,
+    doc: &'a str,
+    job: &'a str,
+    memory: &'a str,
+    event: &'a str,
+}
+
+fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
+    let Ids { key: a_key_id, doc: a_doc, job: a_job, memory: a_memory, event: a_event } = *ids;
     let mut out = Vec::new();
     let mut n = 0;
     for (template, item) in openapi["paths"].as_object().unwrap() {
@@ -135,17 +149,33 @@ fn cases(openapi: &Value, a_key_id: &str, a_doc: &str, a_job: &str, a_memory: &s
                 .replace("/documents/{id}", &format!("/documents/{a_doc}"))
                 .replace("/jobs/{id}", &format!("/jobs/{a_job}"))
                 .replace("/memories/events/{id}", &format!("/memories/events/{a_job}"))
-                .replace("/memories/{id}", &format!("/memories/{a_memory}"));
+                .replace("/memories/{id}", &format!("/memories/{a_memory}"))
+                .replace("/memories/{memory_id}/", &format!("/memories/{a_memory}/"))
+                .replace("/event/{event_id}/", &format!("/event/{a_event}/"))
+                .replace("/entities/{entity_type}/{entity_id}/", "/entities/user/alpha/");
             assert!(!path.contains('{'), "no id of tenant A for {template}; add one to this test");
             if template == "/api/v1/graph/path" {
                 path.push_str("?from=alpha-rec&to=alpha-rec-2");
             }
-            if template == "/api/v1/memories" && method == Method::DELETE {
+            if (template == "/api/v1/memories" || template == "/v1/memories/") && method == Method::DELETE {
                 path.push_str("?user_id=alpha");
             }
             let mut content_type = None;
+            let b_memory =
+                json!({"messages": [{"role": "user", "content": "b's memory"}], "user_id": "b", "infer": false});
             let (body, raw_body) = match (method.as_str(), template.as_str()) {
+                ("DELETE", "/v1/batch/") => (Some(json!({"memories": [{"memory_id": a_memory}]})), None),
                 ("GET" | "DELETE", _) => (None, None),
+                ("POST", "/v1/memories/" | "/v3/memories/add/") => (Some(b_memory), None),
+                ("POST", "/v2/memories/" | "/v3/memories/") => (Some(json!({"filters": {}})), None),
+                ("POST", "/v1/memories/search/" | "/v2/memories/search/" | "/v3/memories/search/") => {
+                    (Some(json!({"query": "alpha secret"})), None)
+                }
+                ("PUT", "/v1/memories/{memory_id}/") => (Some(json!({"text": "b's edit"})), None),
+                ("PUT", "/v1/batch/") => {
+                    (Some(json!({"memories": [{"memory_id": a_memory, "text": "b's edit"}]})), None)
+                }
+                ("POST", "/v1/feedback/") => (Some(json!({"memory_id": a_memory, "feedback": "NEGATIVE"})), None),
                 ("POST", "/api/v1/search" | "/api/v1/ask") => (Some(json!({"query": "alpha secret"})), None),
                 ("POST", "/api/v1/embed") => (Some(json!({"texts": ["alpha"]})), None),
                 ("POST", "/api/v1/documents/text") => (Some(json!({"text": "b's text", "source": "b.txt"})), None),
@@ -199,10 +229,13 @@ impl Api<'_> {
     }
 }
 
+/// The stable code of an error body: `error.code`, or `code` beside Mem0's `detail`.
 fn error_code(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
-        .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+        .and_then(|v| {
+            v["error"]["code"].as_str().or_else(|| v["detail"].as_str().and(v["code"].as_str())).map(str::to_string)
+        })
         .unwrap_or_default()
 }
 
@@ -253,7 +286,11 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
     let a_memory = memory["results"][0]["id"].as_str().expect("tenant A's memory").to_string();
 
     let openapi: Value = api.c.get(server.url("/openapi.json")).send().unwrap().json().unwrap();
-    let cases = cases(&openapi, &a_read_id, &a_doc, &a_job, &a_memory);
+    let event = json!({"messages": [{"role": "user", "content": "alpha event"}], "user_id": "alpha", "infer": false});
+    let event = api.json(Method::POST, "/v3/memories/add/", &a_write, Some(event));
+    let a_event = event["event_id"].as_str().expect("tenant A's event").to_string();
+    let ids = Ids { key: &a_read_id, doc: &a_doc, job: &a_job, memory: &a_memory, event: &a_event };
+    let cases = cases(&openapi, &ids);
     assert!(cases.len() >= 20, "{} operations", cases.len());
     let wrong_secret = format!("nxs_{a_read_id}_{}", "0".repeat(48));
     let leaks = |body: &str| [MARK, "tenant-a", "alpha-rec-2"].iter().any(|m| body.contains(m));
@@ -295,7 +332,9 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
             || case.path.contains(&a_read_id)
             || case.path.contains(&a_doc)
             || case.path.contains(&a_job)
-            || case.path.contains(&a_memory);
+            || case.path.contains(&a_memory)
+            || case.path.contains(&a_event)
+            || case.path.contains("/entities/user/alpha/");
         let mutates = matches!(case.method, Method::POST | Method::PUT);
         // Walks from a node B does not have answer with an empty list, not 404.
         let walks = ["/neighbours", "/hops", "/graph/path"].iter().any(|w| case.template.ends_with(w));
@@ -318,6 +357,11 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
         "GET /api/v1/audit",
         "GET /api/v1/memories/{id}",
         "POST /api/v1/memories/search",
+        "GET /v1/ping/",
+        "GET /v1/memories/{memory_id}/",
+        "POST /v3/memories/search/",
+        "DELETE /v1/batch/",
+        "DELETE /v2/entities/{entity_type}/{entity_id}/",
     ] {
         assert!(seen.contains_key(route), "{route} missing from /openapi.json: {seen:?}");
     }
@@ -325,6 +369,12 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
     // Tenant A's data survived tenant B's deletes and writes, and its read key still works.
     let got = api.json(Method::GET, "/api/v1/records/alpha-rec", &a_read, None);
     assert_eq!(got["title"], MARK);
+    let mem = api.json(Method::GET, &format!("/v1/memories/{a_memory}/"), &a_read, None);
+    assert_eq!(mem["memory"], format!("alpha secret {MARK}"), "tenant B's edits and deletes changed nothing");
+    assert_eq!(
+        api.json(Method::GET, &format!("/v1/memories/{a_memory}/history/"), &a_read, None).as_array().unwrap().len(),
+        1
+    );
     let file = api.c.get(server.url("/api/v1/objects/alpha/doc.txt")).bearer_auth(&a_read).send().unwrap();
     assert_eq!(file.text().unwrap(), MARK);
     let hits = api.json(Method::POST, "/api/v1/records/search", &a_read, Some(json!({"query": "alpha secret"})));

@@ -59,6 +59,13 @@ const RULES: &[(&str, Need, Need)] = &[
     ("/api/v1/embed", READ, READ),
     ("/api/v1/memories/search", READ, READ),
     ("/api/v1/memories/list", READ, READ),
+    // Mem0 compatibility: the clients' constructor pings with whatever key it has.
+    ("/v1/ping/", Authenticated, Authenticated),
+    ("/v1/memories/search/", READ, READ),
+    ("/v2/memories/search/", READ, READ),
+    ("/v3/memories/search/", READ, READ),
+    ("/v2/memories/", READ, READ),
+    ("/v3/memories/", READ, READ),
 ];
 
 pub fn need_for(method: &Method, path: &str, public_metrics: bool) -> Need {
@@ -324,12 +331,14 @@ mod tests {
                     continue;
                 }
                 assert_ne!(need, Public, "{method} {path} must need a key");
-                if path != "/api/v1/whoami" {
-                    assert_ne!(need, Authenticated, "{method} {path}: only whoami may skip scopes");
+                if !["/api/v1/whoami", "/v1/ping/"].contains(&path.as_str()) {
+                    assert_ne!(need, Authenticated, "{method} {path}: only whoami and Mem0's ping may skip scopes");
                 }
-                // Queries sent as POST bodies read only.
-                let read_only_post =
-                    path.ends_with("/search") || ["/api/v1/ask", "/api/v1/embed"].contains(&path.as_str());
+                // Queries sent as POST bodies read only: searches, and lists by filter.
+                let read_only_post = path.ends_with("/search")
+                    || path.ends_with("/search/")
+                    || ["/api/v1/ask", "/api/v1/embed", "/api/v1/memories/list", "/v2/memories/", "/v3/memories/"]
+                        .contains(&path.as_str());
                 if method != Method::GET && !read_only_post {
                     assert_ne!(need, READ, "{method} {path} changes data and needs more than `read`");
                 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod graph;
 pub mod jobs;
 pub mod keys;
+pub mod mem0;
 pub mod memories;
 pub mod objects;
 pub mod ops;
@@ -56,6 +57,7 @@ use crate::error::{Error, ErrorCode};
         (name = "documents", description = "The knowledge base's documents"),
         (name = "search", description = "Hybrid search and grounded answers"),
         (name = "memories", description = "Memories in four tiers (working, factual, episodic, semantic)"),
+        (name = "mem0", description = "The Mem0 wire contract: the official mem0ai clients (0.1.x, 1.0.x, 2.x) work unchanged"),
         (name = "jobs", description = "Background jobs"),
         (name = "auth", description = "API keys, projects (tenants), organisations and the audit log"),
     )
@@ -94,6 +96,21 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(memories::get, memories::update, memories::delete))
         .routes(routes!(memories::history))
         .routes(routes!(memories::feedback))
+        .routes(routes!(mem0::ping))
+        .routes(routes!(mem0::add_v1, mem0::list_v1, mem0::delete_all))
+        .routes(routes!(mem0::add_v3))
+        .routes(routes!(mem0::event))
+        .routes(routes!(mem0::list_v2))
+        .routes(routes!(mem0::list_v3))
+        .routes(routes!(mem0::search_v1))
+        .routes(routes!(mem0::search_v2))
+        .routes(routes!(mem0::search_v3))
+        .routes(routes!(mem0::get, mem0::update, mem0::delete))
+        .routes(routes!(mem0::history))
+        .routes(routes!(mem0::entities))
+        .routes(routes!(mem0::delete_entity))
+        .routes(routes!(mem0::batch_update, mem0::batch_delete))
+        .routes(routes!(mem0::feedback))
         .routes(routes!(search::search))
         .routes(routes!(search::ask))
         .routes(routes!(jobs::list))
@@ -192,6 +209,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .timeout(timeout),
         )
         .layer(middleware::from_fn_with_state(app.clone(), auth::authenticate))
+        .layer(middleware::from_fn(mem0::mem0_error_bodies))
         .layer(middleware::from_fn(record_metrics))
         .layer(cors)
         .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))

@@ -669,10 +669,18 @@ where
     assert!(!store.heartbeat(&third.id, serde_json::json!({}), Duration::from_secs(60)).await.unwrap());
     assert!(store.claim(Duration::from_secs(60)).await.unwrap().is_none());
 
+    // Work done inline is recorded as finished and is never claimed.
+    let inline =
+        store.record_succeeded(&a, "ingest", serde_json::json!({}), serde_json::json!({"n": 3})).await.unwrap();
+    assert_eq!((inline.state, inline.result.clone()), (JobState::Succeeded, Some(serde_json::json!({"n": 3}))));
+    assert!(store.get(&b, &inline.id).await.unwrap().is_none(), "tenant isolation");
+    assert!(store.claim(Duration::from_secs(60)).await.unwrap().is_none());
+
     // Durable.
     drop(store);
     let store = open().await;
-    assert_eq!(store.list(&a, None, 10).await.unwrap().len(), 3);
+    assert_eq!(store.list(&a, None, 10).await.unwrap().len(), 4);
+    assert_eq!(store.get(&a, &inline.id).await.unwrap().unwrap().state, JobState::Succeeded);
 }
 
 pub async fn auth_store_suite<F, Fut>(open: F)

@@ -89,6 +89,15 @@ pub trait JobStore: Send + Sync + 'static {
         payload: serde_json::Value,
         max_attempts: u32,
     ) -> Result<Job>;
+    /// Records work that already ran inline as a `succeeded` job (never claimed), so that it has
+    /// an id to look up like queued work: a synchronous Mem0 add answers with such an event id.
+    async fn record_succeeded(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        payload: serde_json::Value,
+        result: serde_json::Value,
+    ) -> Result<Job>;
     async fn get(&self, tenant: &TenantId, id: &str) -> Result<Option<Job>>;
     /// Newest first; `before` is the `created_at` of the last job of the previous page.
     async fn list(&self, tenant: &TenantId, state: Option<JobState>, limit: usize) -> Result<Vec<Job>>;

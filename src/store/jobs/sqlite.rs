@@ -67,6 +67,31 @@ impl JobStore for SqliteRecordStore {
         .await
     }
 
+    async fn record_succeeded(
+        &self,
+        tenant: &TenantId,
+        kind: &str,
+        payload: serde_json::Value,
+        result: serde_json::Value,
+    ) -> Result<Job> {
+        let inner = self.inner.clone();
+        let (tenant, kind) = (tenant.clone(), kind.to_string());
+        blocking(move || {
+            let id = uuid::Uuid::now_v7().to_string();
+            let now = now_micros();
+            let conn = inner.writer.lock();
+            conn.execute(
+                "INSERT INTO jobs (id, tenant, kind, payload, state, attempts, max_attempts, result, run_after,
+                                   created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'succeeded', 1, 1, ?5, ?6, ?6, ?6)",
+                params![id, tenant.as_str(), kind, encode(&payload), encode(&result), now],
+            )?;
+            let sql = format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1");
+            Ok(conn.query_row(&sql, [&id], job_from_row)?)
+        })
+        .await
+    }
+
     async fn get(&self, tenant: &TenantId, id: &str) -> Result<Option<Job>> {
         let inner = self.inner.clone();
         let (tenant, id) = (tenant.clone(), id.to_string());
