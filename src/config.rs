@@ -48,8 +48,6 @@ pub struct KnowledgeConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryConfig {
-    /// Cosine similarity at or above which an added memory merges into one of the same scope.
-    pub dedupe_similarity: f32,
     /// Working memories without an expiration expire this many seconds after they are added.
     pub working_ttl_secs: u64,
     /// How much recency can lower a score (0 turns recency off).
@@ -552,9 +550,6 @@ impl Config {
         }
         if self.knowledge.chunk_overlap_tokens >= self.knowledge.chunk_max_tokens / 2 {
             return bad("knowledge.chunk_overlap_tokens", "must be less than half of chunk_max_tokens");
-        }
-        if !(0.5..=1.0).contains(&self.memory.dedupe_similarity) {
-            return bad("memory.dedupe_similarity", "must be between 0.5 and 1.0");
         }
         if !(0.0..=1.0).contains(&self.memory.recency_weight) {
             return bad("memory.recency_weight", "must be between 0 and 1");

@@ -1,8 +1,8 @@
 //! Adding memories: messages in, ADD / UPDATE / DELETE / NONE events out.
 //!
 //! - `infer=false`: each non-system message is one memory, verbatim (role and name in its
-//!   metadata); a near-duplicate of a memory in the same scope (the same words give or take case,
-//!   punctuation and filler words, with cosine ≥ `memory.dedupe_similarity`) is merged into it
+//!   metadata); a duplicate of a memory in the same scope (the same words, give or take case,
+//!   punctuation, order and filler words: [`super::model::content_key`]) is merged into it
 //!   (event NONE) rather than stored twice.
 //! - `infer=true` without an LLM: the deterministic extractor ([`super::extract`]), then the same
 //!   duplicate check.
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::extract::{self, Candidate, Decision, Known};
-use super::model::{same_content, text_fingerprint};
+use super::model::{CONTENT_KEY, content_key};
 use super::{
     Event, Filter, HistoryEntry, MEMORY_KIND, Memories, Memory, Message, Relation, Scope, Tier, clean_categories,
     history_record, new_memory_id, parse_day,
@@ -304,6 +304,23 @@ impl Memories {
             .collect())
     }
 
+    /// A live memory of exactly this scope that says the same (see [`content_key`]).
+    async fn duplicate_of(&self, tenant: &TenantId, scope: &Scope, key: &str) -> Result<Option<Memory>> {
+        let mut filter = RecordFilter::kinds(&[MEMORY_KIND]);
+        scope_filter(scope).pushdown(&mut filter);
+        filter.metadata.push((CONTENT_KEY.into(), key.into()));
+        let keys = self.stores.records.keys_matching(tenant, &filter, 50).await?;
+        let now = Utc::now();
+        Ok(self
+            .stores
+            .records
+            .get_by_keys(tenant, &keys)
+            .await?
+            .iter()
+            .map(Memory::from_record)
+            .find(|m| m.scope() == *scope && !m.is_expired(now)))
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn plan_without_llm(
         &self,
@@ -315,12 +332,10 @@ impl Memories {
         input: &Value,
         note: Option<String>,
     ) -> Result<Plan> {
-        let texts: Vec<String> = candidates.iter().map(|c| c.text.clone()).collect();
-        let vectors = if texts.is_empty() { Vec::new() } else { self.embed.embed(&texts).await? };
         let mut plan = Plan { writes: Vec::new(), results: Vec::new(), relations: Vec::new(), run: None };
-        let mut added: Vec<(String, String, Vec<f32>)> = Vec::new(); // (fingerprint, id, vector) of this add
+        let mut added: Vec<(String, String)> = Vec::new(); // (content key, id) of this add
         let mut run = self.run_state(tenant, &common.scope).await?;
-        for (candidate, vector) in candidates.into_iter().zip(vectors) {
+        for candidate in candidates {
             let extra = messages.get(candidate.message).map(source_metadata);
             // The run so far is this turn's context; then the turn joins it.
             let n = self.config.context_turns;
@@ -342,33 +357,13 @@ impl Memories {
                 }
                 plan.run = Some(run.clone());
             }
-            let fingerprint = text_fingerprint(&candidate.text);
-            let twin_here = added.iter().find(|(f, _, v)| {
-                *f == fingerprint
-                    || (cosine(v, &vector) >= self.config.dedupe_similarity && same_content(f, &fingerprint))
-            });
-            if let Some((_, id, _)) = twin_here {
-                plan.results.push(AddResult {
-                    id: id.clone(),
-                    memory: candidate.text,
-                    event: Event::None,
-                    tier: common.tier.unwrap_or(candidate.tier),
-                    previous_memory: None,
-                });
-                continue;
-            }
-            let twin = self.similar(tenant, &common.scope, &vector, 1).await?.into_iter().next().filter(|(m, sim)| {
-                text_fingerprint(&m.memory) == fingerprint
-                    || (*sim >= self.config.dedupe_similarity && same_content(&m.memory, &candidate.text))
-            });
-            if let Some((existing, _)) = twin {
-                plan.results.push(AddResult {
-                    id: existing.id,
-                    memory: existing.memory,
-                    event: Event::None,
-                    tier: existing.tier,
-                    previous_memory: None,
-                });
+            let key = content_key(&candidate.text);
+            let twin = match added.iter().find(|(k, _)| *k == key) {
+                Some((_, id)) => Some((id.clone(), candidate.text.clone(), common.tier.unwrap_or(candidate.tier))),
+                None => self.duplicate_of(tenant, &common.scope, &key).await?.map(|m| (m.id, m.memory, m.tier)),
+            };
+            if let Some((id, memory, tier)) = twin {
+                plan.results.push(AddResult { id, memory, event: Event::None, tier, previous_memory: None });
                 continue;
             }
             let mut memory = self.new_memory(common, &candidate, extra.as_ref());
@@ -387,7 +382,7 @@ impl Memories {
             );
             plan.writes.push(Write::Upsert(self.memory_record(&memory)));
             plan.writes.push(Write::Upsert(history_record(&entry)));
-            added.push((fingerprint, memory.id.clone(), vector));
+            added.push((key, memory.id.clone()));
             plan.results.push(AddResult {
                 id: memory.id,
                 memory: memory.memory,

@@ -14,6 +14,9 @@ use super::META_FACET_PREFIX;
 use crate::error::{Error, Result};
 use crate::store::records::{EMBED_CONTEXT, Record, facet_value, parse_date};
 
+/// The record metadata field holding [`content_key`], for duplicate lookups.
+pub const CONTENT_KEY: &str = "content_key";
+
 /// How long a memory is meant to matter, and how search weighs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -245,6 +248,7 @@ impl Memory {
         if let Some(t) = self.turn {
             out.insert("turn".into(), t.into());
         }
+        out.insert(CONTENT_KEY.into(), content_key(&self.memory).into());
         if let Some(c) = self.context.as_deref().filter(|c| !c.is_empty()) {
             out.insert(EMBED_CONTEXT.into(), c.into());
         }
@@ -435,16 +439,20 @@ impl Message {
     }
 }
 
-/// Words that do not change what a sentence says, for [`same_content`].
+/// Words that do not change what a sentence says, for [`content_key`].
 const FILLER: &[&str] = &["a", "an", "the", "really", "very", "so", "just", "quite", "too", "also", "oh", "well", "um"];
 
-/// Whether two texts say the same thing in the same words, give or take case, punctuation and
-/// filler words: the test for a near-duplicate (with a high embedding similarity).
-pub fn same_content(a: &str, b: &str) -> bool {
-    let words = |t: &str| -> std::collections::BTreeSet<String> {
-        text_fingerprint(t).split(' ').filter(|w| !w.is_empty() && !FILLER.contains(w)).map(str::to_string).collect()
-    };
-    words(a) == words(b)
+/// What a text says, as a key: its words, lowercased, without punctuation, filler words and
+/// repeats, in sorted order, hashed. Two memories of a scope with the same key are duplicates.
+pub fn content_key(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let words: std::collections::BTreeSet<String> = text_fingerprint(text)
+        .split(' ')
+        .filter(|w| !w.is_empty() && !FILLER.contains(w))
+        .map(str::to_string)
+        .collect();
+    let joined = words.into_iter().collect::<Vec<_>>().join(" ");
+    hex::encode(Sha256::digest(joined.as_bytes()))[..24].to_string()
 }
 
 /// A normalised form of a text, to recognise exact repeats.
