@@ -114,7 +114,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() {
     let mut data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/locomo/locomo-dev5.json"));
-    let mut api = "nexus".to_string();
+    let mut api = "mem0".to_string();
     let mut env: Vec<(String, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -168,6 +168,7 @@ fn main() {
                                 "user_id": user,
                                 "run_id": format!("{user}-session-{}", turn.session),
                                 "infer": false,
+                                "output_format": "v1.1",
                                 "timestamp": turn.time,
                                 "metadata": {"speaker": turn.speaker, "session": turn.session, "dia_id": turn.dia_id},
                             });
@@ -249,11 +250,10 @@ fn main() {
         ("Nexus semantic".into(), json!({"mode": "semantic"})),
         ("Nexus hybrid".into(), json!({"mode": "hybrid"})),
         ("  hybrid, no neighbours".into(), json!({"mode": "hybrid", "neighbour_weight": 0.0})),
-        ("  hybrid, neighbours 0.5".into(), json!({"mode": "hybrid", "neighbour_weight": 0.5})),
-        (
-            "  hybrid, keyword 1 : 0.7".into(),
-            json!({"mode": "hybrid", "fusion": {"keyword_weight": 1.0, "semantic_weight": 0.7}}),
-        ),
+        ("  hybrid, neighbours 0.2".into(), json!({"mode": "hybrid", "neighbour_weight": 0.2})),
+        ("  hybrid, semantic weight 1".into(), json!({"mode": "hybrid", "fusion": {"semantic_weight": 1.0}})),
+        ("  hybrid, semantic weight 0.5".into(), json!({"mode": "hybrid", "fusion": {"semantic_weight": 0.5}})),
+        ("Mem0 route /v2/.../search/".into(), json!({"route": "mem0"})),
     ];
     for (label, options) in &variants {
         let mut at5 = Vec::new();
@@ -261,16 +261,24 @@ fn main() {
         let mut by_cat: HashMap<u64, Vec<f64>> = HashMap::new();
         let mut latencies = Vec::new();
         for q in &questions {
-            let mut body = json!({"query": q.text, "user_id": q.user, "top_k": 10, "relations": false});
-            for (k, v) in options.as_object().unwrap() {
-                body[k] = v.clone();
-            }
+            let mem0 = options.get("route").is_some();
+            let (path, body) = if mem0 {
+                // As a 1.0.x client searches; threshold 0 so that ranking alone is measured.
+                let body = json!({"query": q.text, "filters": {"user_id": q.user}, "top_k": 10, "threshold": 0.0});
+                ("/v2/memories/search/", body)
+            } else {
+                let mut body = json!({"query": q.text, "user_id": q.user, "top_k": 10, "relations": false});
+                for (k, v) in options.as_object().unwrap() {
+                    body[k] = v.clone();
+                }
+                ("/api/v1/memories/search", body)
+            };
             let t = Instant::now();
-            let response =
-                http.post(format!("{}/api/v1/memories/search", server.base)).json(&body).send().expect("search");
+            let response = http.post(format!("{}{path}", server.base)).json(&body).send().expect("search");
             let v: Value = response.json().expect("search answer");
             latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-            let ranked: Vec<String> = v["results"]
+            let list = if mem0 { &v } else { &v["results"] };
+            let ranked: Vec<String> = list
                 .as_array()
                 .unwrap_or_else(|| panic!("{v}"))
                 .iter()

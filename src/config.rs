@@ -60,6 +60,15 @@ pub struct MemoryConfig {
     pub context_turns: usize,
     /// Share of a neighbouring turn's search relevance a turn of a run gains (0: none).
     pub neighbour_weight: f32,
+    /// Weight of the semantic ranking against the keyword ranking (1) in memory search.
+    pub semantic_weight: f32,
+}
+
+impl MemoryConfig {
+    /// The fusion memory search uses unless a request gives its own.
+    pub fn fusion(&self) -> crate::search::Fusion {
+        crate::search::Fusion { keyword_weight: 1.0, semantic_weight: self.semantic_weight, ..Default::default() }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -556,6 +565,9 @@ impl Config {
         }
         if self.memory.recency_half_life_days <= 0.0 {
             return bad("memory.recency_half_life_days", "must be more than 0");
+        }
+        if !(0.0..=4.0).contains(&self.memory.semantic_weight) {
+            return bad("memory.semantic_weight", "must be between 0 and 4");
         }
         if !(0.0..=1.0).contains(&self.memory.neighbour_weight) {
             return bad("memory.neighbour_weight", "must be between 0 and 1");

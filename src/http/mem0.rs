@@ -510,7 +510,7 @@ impl Mem0Query {
         Ok(filter)
     }
 
-    fn search_options(&self, version: Version, neighbour_weight: f32) -> Result<SearchOptions> {
+    fn search_options(&self, version: Version, memory: &crate::config::MemoryConfig) -> Result<SearchOptions> {
         let top_k = self.top_k.or(self.limit).unwrap_or(10);
         if top_k == 0 || top_k > MAX_TOP_K {
             return Err(Error::invalid(format!("top_k must be between 1 and {MAX_TOP_K}")));
@@ -530,7 +530,8 @@ impl Mem0Query {
             mode: if self.keyword_search { Mode::Keyword } else { Mode::Hybrid },
             show_expired: self.show_expired,
             relations: version == Version::V3,
-            neighbour_weight: neighbour_weight.clamp(0.0, 1.0),
+            neighbour_weight: memory.neighbour_weight.clamp(0.0, 1.0),
+            fusion: memory.fusion(),
             ..SearchOptions::default()
         })
     }
@@ -781,7 +782,7 @@ pub async fn list_v3(
 async fn run_search(app: &App, tenant: &TenantId, input: &Mem0Query, version: Version) -> Result<V3Searched> {
     let query = input.query()?;
     let filter = input.filter(version)?;
-    let options = input.search_options(version, app.config.memory.neighbour_weight)?;
+    let options = input.search_options(version, &app.config.memory)?;
     let outcome = app.memories.search(tenant, query, &filter, &options).await?;
     Ok(V3Searched {
         results: outcome.results.into_iter().map(Mem0Scored::from).collect(),

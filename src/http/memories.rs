@@ -241,7 +241,7 @@ pub async fn search(
         mode: input.mode,
         show_expired: input.show_expired,
         relations: input.relations.unwrap_or(true),
-        fusion: input.fusion.unwrap_or_default(),
+        fusion: input.fusion.unwrap_or_else(|| app.config.memory.fusion()),
         neighbour_weight: input.neighbour_weight.unwrap_or(app.config.memory.neighbour_weight),
     };
     if !(0.0..=1.0).contains(&options.neighbour_weight) {
