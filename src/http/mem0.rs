@@ -532,7 +532,6 @@ impl Mem0Query {
             relations: version == Version::V3,
             neighbour_weight: memory.neighbour_weight.clamp(0.0, 1.0),
             fusion: memory.fusion(),
-            ..SearchOptions::default()
         })
     }
 
