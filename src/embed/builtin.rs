@@ -11,10 +11,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
 use rust_embed::RustEmbed;
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
+use super::bert::{Bert, BertConfig};
 use super::{Embedder, EmbedderIdentity};
 use crate::error::{Error, Result};
 
@@ -24,6 +24,14 @@ pub const MAX_TOKENS: usize = 256;
 /// Tokens per piece when a long text is split: room for [CLS]/[SEP] and for re-tokenising at a
 /// piece's edges.
 const PIECE_TOKENS: usize = 240;
+/// `[PAD]`; padded positions are masked out of attention and pooling.
+const PAD_ID: u32 = 0;
+/// A forward pass pads every sequence to its longest. Sequences are grouped by length so that
+/// padding adds at most this share of work: a short query batched with a long chunk is not
+/// run at the chunk's length.
+const MAX_PADDING_SHARE: f32 = 0.2;
+/// Groups smaller than this are merged anyway: each pass has a fixed cost.
+const MIN_GROUP: usize = 4;
 /// The first 12 hex digits of the shipped weights' SHA-256 (checked by a test).
 pub const WEIGHTS_VERSION: &str = "f16-553c9ff2a4d9";
 
@@ -39,8 +47,8 @@ pub struct MiniLm {
 }
 
 struct Inner {
-    model: BertModel,
-    /// Truncates at 256 and pads to the batch's longest, like sentence-transformers.
+    model: Bert,
+    /// Truncates at 256, like sentence-transformers; sequences are padded per forward pass.
     tokenizer: Tokenizer,
     /// No truncation: used to find where to split long texts.
     splitter: Tokenizer,
@@ -68,7 +76,7 @@ impl MiniLm {
             Cow::Owned(bytes) => VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device),
         }
         .map_err(model_err("load the model weights"))?;
-        let model = BertModel::load(vb, &config).map_err(model_err("build the model"))?;
+        let model = Bert::load(vb, &config).map_err(model_err("build the model"))?;
         let mut splitter = Tokenizer::from_bytes(file("tokenizer.json")?).map_err(model_err("load the tokenizer"))?;
         // The shipped tokenizer.json pads and truncates at 128; set what sentence-transformers uses.
         splitter.with_padding(None);
@@ -77,12 +85,6 @@ impl MiniLm {
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
             .map_err(model_err("configure the tokenizer"))?;
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            pad_id: 0,
-            pad_token: "[PAD]".into(),
-            ..Default::default()
-        }));
         Ok(MiniLm {
             inner: Arc::new(Inner { model, tokenizer, splitter, device }),
             identity: EmbedderIdentity {
@@ -113,27 +115,40 @@ impl Inner {
         }
         let inputs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let encodings = self.tokenizer.encode_batch(inputs, true).map_err(model_err("tokenize"))?;
-        let batch = encodings.len();
-        let len = encodings[0].len();
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+        let mut out = vec![Vec::new(); texts.len()];
+        for group in length_groups(&ids) {
+            let members: Vec<&[u32]> = group.iter().map(|&i| ids[i]).collect();
+            let vectors = self.forward_padded(&members).map_err(model_err("run the embedding model"))?;
+            for (i, v) in group.into_iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One forward pass over token sequences padded to the longest, then mean pooling over the
+    /// real tokens and L2 normalisation.
+    fn forward_padded(&self, sequences: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
+        let batch = sequences.len();
+        let len = sequences.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(batch * len);
         let mut mask = Vec::with_capacity(batch * len);
-        for e in &encodings {
-            ids.extend_from_slice(e.get_ids());
-            mask.extend_from_slice(e.get_attention_mask());
+        for s in sequences {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(PAD_ID, len - s.len()));
+            mask.extend(std::iter::repeat_n(1u32, s.len()));
+            mask.extend(std::iter::repeat_n(0u32, len - s.len()));
         }
-        let run = || -> candle_core::Result<Vec<Vec<f32>>> {
-            let ids = Tensor::from_vec(ids, (batch, len), &self.device)?;
-            let mask = Tensor::from_vec(mask, (batch, len), &self.device)?;
-            let token_types = ids.zeros_like()?;
-            let hidden = self.model.forward(&ids, &token_types, Some(&mask))?; // [batch, len, 384]
-            let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [batch, len, 1]
-            let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // [batch, 384]
-            let counts = mask.sum(1)?; // [batch, 1]
-            let mean = summed.broadcast_div(&counts)?;
-            let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
-            mean.broadcast_div(&norms)?.to_vec2::<f32>()
-        };
-        run().map_err(model_err("run the embedding model"))
+        let ids = Tensor::from_vec(ids, (batch, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (batch, len), &self.device)?;
+        let hidden = self.model.forward(&ids, &mask)?; // [batch, len, 384]
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [batch, len, 1]
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // [batch, 384]
+        let counts = mask.sum(1)?; // [batch, 1]
+        let mean = summed.broadcast_div(&counts)?;
+        let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
+        mean.broadcast_div(&norms)?.to_vec2::<f32>()
     }
 
     fn split(&self, text: &str) -> Vec<String> {
@@ -168,6 +183,37 @@ impl Inner {
     }
 }
 
+/// Indexes of `sequences` in groups of similar length (longest first), each group padded to its
+/// longest with at most `MAX_PADDING_SHARE` of its tokens being padding (or at least
+/// `MIN_GROUP` sequences).
+fn length_groups(sequences: &[&[u32]]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..sequences.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sequences[i].len()));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let (mut longest, mut real) = (0usize, 0usize);
+    for i in order {
+        let n = sequences[i].len();
+        if !current.is_empty() {
+            let padded = longest * (current.len() + 1);
+            let share = 1.0 - (real + n) as f32 / padded as f32;
+            if share > MAX_PADDING_SHARE && current.len() >= MIN_GROUP {
+                groups.push(std::mem::take(&mut current));
+                real = 0;
+            }
+        }
+        if current.is_empty() {
+            longest = n;
+        }
+        current.push(i);
+        real += n;
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
+}
+
 #[async_trait]
 impl Embedder for MiniLm {
     fn identity(&self) -> &EmbedderIdentity {
@@ -189,5 +235,25 @@ impl Embedder for MiniLm {
 
     fn concurrency(&self) -> usize {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_groups_bound_padding_and_keep_every_sequence() {
+        let lengths = [200usize, 12, 15, 190, 11, 14, 13, 60, 180, 10, 12];
+        let sequences: Vec<Vec<u32>> = lengths.iter().map(|&n| vec![1; n]).collect();
+        let refs: Vec<&[u32]> = sequences.iter().map(Vec::as_slice).collect();
+        let groups = length_groups(&refs);
+        let mut seen: Vec<usize> = groups.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+        // The three long chunks run together; the short queries do not pad to 200.
+        assert_eq!(groups[0].iter().map(|&i| lengths[i]).collect::<Vec<_>>(), vec![200, 190, 180, 60]);
+        assert!(groups[1..].iter().flatten().all(|&i| lengths[i] <= 15));
+        assert_eq!(length_groups(&refs[..3]).len(), 1, "a few sequences share one pass");
     }
 }

@@ -9,6 +9,7 @@
 //! The data directory records which embedder made its vectors ([`identity`]); another one is
 //! refused until `nexus reindex --store vectors` has re-embedded everything.
 
+pub mod bert;
 pub mod builtin;
 pub mod identity;
 pub mod openai;
