@@ -15,6 +15,7 @@ use crate::app::App;
 use crate::error::{Error, ErrorCode, Result};
 use crate::knowledge::documents::{Document, DocumentMeta, IngestOutcome, object_key};
 use crate::knowledge::ingest::{INGEST_JOB, IngestPayload};
+use crate::knowledge::parse::Format;
 use crate::store::TenantId;
 use crate::store::jobs::{Job, JobState};
 
@@ -37,6 +38,9 @@ pub struct QueuedDocument {
     pub result: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The stable code of `error`, e.g. `corrupt_document` or `unsupported_format`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -46,7 +50,14 @@ pub struct Queued {
 
 async fn queued(app: &App, tenant: &TenantId, job: Job, file_name: String, wait: bool) -> Result<QueuedDocument> {
     let job = if wait { app.jobs.wait(tenant, &job.id, std::time::Duration::from_secs(60)).await? } else { job };
-    Ok(QueuedDocument { job_id: job.id, file_name, state: job.state, result: job.result, error: job.error })
+    Ok(QueuedDocument {
+        job_id: job.id,
+        file_name,
+        state: job.state,
+        result: job.result,
+        error: job.error,
+        error_code: job.error_code,
+    })
 }
 
 /// Uploads files (`multipart/form-data`: `file` fields, optional `collection`, `tags`
@@ -73,87 +84,102 @@ pub async fn upload(
     };
     let mut base = DocumentMeta::default();
     let mut uploads: Vec<(String, String, Option<String>)> = Vec::new(); // (upload key, file name, content type)
-    while let Some(field) = multipart.next_field().await.map_err(bad)? {
-        match field.name().unwrap_or_default() {
-            "file" => {
-                let file_name = field.file_name().map(str::to_string).filter(|n| !n.is_empty()).ok_or_else(|| {
-                    Error::invalid("each `file` field needs a file name (Content-Disposition filename)")
-                })?;
-                let content_type = field.content_type().map(str::to_string);
-                let key = format!("uploads/{}", uuid::Uuid::now_v7());
-                // The field borrows the request; a channel hands its chunks to the store's stream.
-                let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
-                let stream = futures::stream::poll_fn({
-                    let mut rx = rx;
-                    move |cx| rx.poll_recv(cx)
-                })
-                .boxed();
-                let mut field = field;
-                let feed = async move {
-                    let mut seen = 0u64;
-                    loop {
-                        let next = match field.chunk().await {
-                            Ok(Some(chunk)) => {
-                                seen += chunk.len() as u64;
-                                if seen > limit {
-                                    Err(std::io::Error::other("over knowledge.max_upload_bytes"))
-                                } else {
-                                    Ok(chunk)
+    // A refused request keeps nothing: the files it already stored are removed again.
+    let read: Result<()> = async {
+        while let Some(field) = multipart.next_field().await.map_err(bad)? {
+            match field.name().unwrap_or_default() {
+                "file" => {
+                    let file_name =
+                        field.file_name().map(str::to_string).filter(|n| !n.is_empty()).ok_or_else(|| {
+                            Error::invalid("each `file` field needs a file name (Content-Disposition filename)")
+                        })?;
+                    let content_type = field.content_type().map(str::to_string);
+                    let key = format!("uploads/{}", uuid::Uuid::now_v7());
+                    // The field borrows the request; a channel hands its chunks to the store's stream.
+                    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+                    let stream = futures::stream::poll_fn({
+                        let mut rx = rx;
+                        move |cx| rx.poll_recv(cx)
+                    })
+                    .boxed();
+                    let mut field = field;
+                    let feed = async move {
+                        let mut seen = 0u64;
+                        loop {
+                            let next = match field.chunk().await {
+                                Ok(Some(chunk)) => {
+                                    seen += chunk.len() as u64;
+                                    if seen > limit {
+                                        Err(std::io::Error::other("over knowledge.max_upload_bytes"))
+                                    } else {
+                                        Ok(chunk)
+                                    }
                                 }
+                                Ok(None) => break,
+                                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                                    Err(std::io::Error::other("over knowledge.max_upload_bytes"))
+                                }
+                                Err(e) => Err(std::io::Error::other(e.body_text())),
+                            };
+                            let stop = next.is_err();
+                            if tx.send(next).await.is_err() || stop {
+                                break;
                             }
-                            Ok(None) => break,
-                            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                                Err(std::io::Error::other("over knowledge.max_upload_bytes"))
-                            }
-                            Err(e) => Err(std::io::Error::other(e.body_text())),
-                        };
-                        let stop = next.is_err();
-                        if tx.send(next).await.is_err() || stop {
-                            break;
                         }
+                    };
+                    let (stored, ()) = tokio::join!(app.stores.objects.put(&tenant, &key, stream), feed);
+                    match stored {
+                        Ok(_) => uploads.push((key, file_name, content_type)),
+                        Err(e) if e.message.contains("max_upload_bytes") => {
+                            return Err(Error::new(
+                                ErrorCode::PayloadTooLarge,
+                                format!("{file_name} is larger than knowledge.max_upload_bytes ({limit} bytes)"),
+                            ));
+                        }
+                        Err(e) => return Err(e),
                     }
-                };
-                let (stored, ()) = tokio::join!(app.stores.objects.put(&tenant, &key, stream), feed);
-                match stored {
-                    Ok(_) => uploads.push((key, file_name, content_type)),
-                    Err(e) if e.message.contains("max_upload_bytes") => {
-                        return Err(Error::new(
-                            ErrorCode::PayloadTooLarge,
-                            format!("{file_name} is larger than knowledge.max_upload_bytes ({limit} bytes)"),
-                        ));
-                    }
-                    Err(e) => return Err(e),
+                }
+                "collection" => base.collection = Some(field.text().await.map_err(bad)?),
+                "tags" => {
+                    base.tags = field
+                        .text()
+                        .await
+                        .map_err(bad)?
+                        .split(',')
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty())
+                        .collect();
+                }
+                "metadata" => {
+                    let text = field.text().await.map_err(bad)?;
+                    base.metadata = serde_json::from_str(&text)
+                        .map_err(|e| Error::invalid(format!("the `metadata` field must be a JSON object: {e}")))?;
+                }
+                other => {
+                    return Err(Error::invalid(format!(
+                        "unknown multipart field {other:?}; use file, collection, tags, metadata"
+                    )));
                 }
             }
-            "collection" => base.collection = Some(field.text().await.map_err(bad)?),
-            "tags" => {
-                base.tags = field
-                    .text()
-                    .await
-                    .map_err(bad)?
-                    .split(',')
-                    .map(|t| t.trim().to_string())
-                    .filter(|t| !t.is_empty())
-                    .collect();
-            }
-            "metadata" => {
-                let text = field.text().await.map_err(bad)?;
-                base.metadata = serde_json::from_str(&text)
-                    .map_err(|e| Error::invalid(format!("the `metadata` field must be a JSON object: {e}")))?;
-            }
-            other => {
-                return Err(Error::invalid(format!(
-                    "unknown multipart field {other:?}; use file, collection, tags, metadata"
-                )));
-            }
         }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = read {
+        for (key, _, _) in &uploads {
+            let _ = app.stores.objects.delete(&tenant, key).await;
+        }
+        return Err(e);
     }
     if uploads.is_empty() {
         return Err(Error::invalid("send at least one `file` field"));
     }
     let mut jobs = Vec::new();
-    for (upload_key, file_name, _content_type) in uploads {
-        let meta = DocumentMeta { source: file_name.clone(), ..base.clone() };
+    for (upload_key, file_name, content_type) in uploads {
+        // The part's content type decides the format only when the file name does not.
+        let content_type = content_type
+            .filter(|t| Format::detect(&file_name, None, b"").is_none() && Format::detect("", Some(t), b"").is_some());
+        let meta = DocumentMeta { source: file_name.clone(), content_type, ..base.clone() };
         let payload =
             serde_json::to_value(IngestPayload { upload_key, meta }).map_err(|e| Error::internal("encode job", e))?;
         let job = app.jobs.enqueue(&tenant, INGEST_JOB, payload, app.config.jobs.max_attempts).await?;
@@ -184,6 +210,13 @@ pub async fn put_text(
     Tenant(tenant): Tenant,
     ApiJson(input): ApiJson<TextDocument>,
 ) -> Result<(StatusCode, axum::Json<Ingested>)> {
+    let limit = app.config.knowledge.max_upload_bytes;
+    if input.text.len() as u64 > limit {
+        return Err(Error::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the document is larger than knowledge.max_upload_bytes ({limit} bytes)"),
+        ));
+    }
     let mut meta = input.meta;
     if meta.content_type.is_none() && !meta.source.contains('.') {
         meta.content_type = Some("txt".into());

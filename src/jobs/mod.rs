@@ -31,6 +31,8 @@ pub struct JobEvent {
     pub state: JobState,
     pub progress: serde_json::Value,
     pub error: Option<String>,
+    /// The stable code of `error`.
+    pub error_code: Option<String>,
 }
 
 /// What a handler sees of its job while it runs.
@@ -58,6 +60,7 @@ impl JobContext {
             state: JobState::Running,
             progress,
             error: None,
+            error_code: None,
         });
         Ok(())
     }
@@ -124,6 +127,7 @@ impl Jobs {
             state: job.state,
             progress: job.progress.clone(),
             error: job.error.clone(),
+            error_code: job.error_code.clone(),
         });
     }
 
@@ -187,7 +191,8 @@ impl Jobs {
 
     async fn run(&self, job: Job) {
         let Some(handler) = self.handlers.get(job.kind.as_str()).cloned() else {
-            let _ = self.store.fail(&job.id, &format!("no handler for jobs of kind {}", job.kind), None).await;
+            let error = Error::new(ErrorCode::Internal, format!("no handler for jobs of kind {}", job.kind));
+            let _ = self.store.fail(&job.id, &error, None).await;
             return;
         };
         let ctx = JobContext { store: self.store.clone(), events: self.events.clone(), job: job.clone() };
@@ -202,7 +207,7 @@ impl Jobs {
                 let backoff = 2i64.pow(job.attempts.min(8)).min(MAX_BACKOFF_SECS);
                 let retry_at = (!permanent).then(|| chrono::Utc::now() + chrono::Duration::seconds(backoff));
                 tracing::warn!(job = %job.id, kind = %job.kind, attempt = job.attempts, error = %e, "job failed");
-                self.store.fail(&job.id, &e.to_string(), retry_at).await
+                self.store.fail(&job.id, &e, retry_at).await
             }
         };
         match state {

@@ -643,13 +643,16 @@ where
     assert!(store.claim(Duration::from_secs(60)).await.unwrap().is_none(), "nothing else is due");
 
     // Retry, then dead once attempts are used up.
-    let state = store.fail(&first.id, "boom", Some(chrono::Utc::now())).await.unwrap();
+    let boom = crate::error::Error::new(crate::error::ErrorCode::StoreFailure, "boom");
+    let state = store.fail(&first.id, &boom, Some(chrono::Utc::now())).await.unwrap();
     assert_eq!(state, JobState::Queued);
     let again = store.claim(Duration::from_secs(60)).await.unwrap().unwrap();
     assert_eq!((again.id.as_str(), again.attempts), (first.id.as_str(), 2));
     assert_eq!(again.progress["done"], 1);
-    assert_eq!(store.fail(&first.id, "boom", Some(chrono::Utc::now())).await.unwrap(), JobState::Dead);
-    assert_eq!(store.get(&a, &first.id).await.unwrap().unwrap().error.as_deref(), Some("boom"));
+    assert_eq!(store.fail(&first.id, &boom, Some(chrono::Utc::now())).await.unwrap(), JobState::Dead);
+    let dead = store.get(&a, &first.id).await.unwrap().unwrap();
+    assert_eq!(dead.error.as_deref(), Some(boom.to_string().as_str()));
+    assert_eq!(dead.error_code.as_deref(), Some("store_failure"), "the error's stable code is kept");
 
     // Completion.
     store.complete(&second.id, serde_json::json!({"ok": true})).await.unwrap();

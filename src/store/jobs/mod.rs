@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::TenantId;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +75,8 @@ pub struct Job {
     pub progress: serde_json::Value,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// The stable code of `error` (as in the API's error bodies), e.g. `corrupt_document`.
+    pub error_code: Option<String>,
     pub run_after: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -110,5 +112,5 @@ pub trait JobStore: Send + Sync + 'static {
     async fn heartbeat(&self, id: &str, progress: serde_json::Value, lease: std::time::Duration) -> Result<bool>;
     async fn complete(&self, id: &str, result: serde_json::Value) -> Result<()>;
     /// `retry_at: None` fails for good (`failed`); otherwise re-queued, or `dead` when attempts are used up.
-    async fn fail(&self, id: &str, error: &str, retry_at: Option<DateTime<Utc>>) -> Result<JobState>;
+    async fn fail(&self, id: &str, error: &Error, retry_at: Option<DateTime<Utc>>) -> Result<JobState>;
 }

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::store::records::sqlite::{SqliteRecordStore, from_micros, now_micros};
 use crate::store::{TenantId, blocking};
 
-const COLUMNS: &str = "id, tenant, kind, payload, state, attempts, max_attempts, progress, result, error, run_after, created_at, updated_at";
+const COLUMNS: &str = "id, tenant, kind, payload, state, attempts, max_attempts, progress, result, error, run_after, created_at, updated_at, error_code";
 
 fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
     let json = |i: usize, text: String| {
@@ -34,6 +34,7 @@ fn job_from_row(r: &Row<'_>) -> rusqlite::Result<Job> {
         run_after: from_micros(r.get(10)?),
         created_at: from_micros(r.get(11)?),
         updated_at: from_micros(r.get(12)?),
+        error_code: r.get(13)?,
     })
 }
 
@@ -176,7 +177,7 @@ impl JobStore for SqliteRecordStore {
         blocking(move || {
             let conn = inner.writer.lock();
             conn.execute(
-                "UPDATE jobs SET state = 'succeeded', result = ?2, error = NULL, lease_until = NULL, updated_at = ?3
+                "UPDATE jobs SET state = 'succeeded', result = ?2, error = NULL, error_code = NULL, lease_until = NULL, updated_at = ?3
                  WHERE id = ?1 AND state = 'running'",
                 params![id, encode(&result), now_micros()],
             )?;
@@ -185,9 +186,9 @@ impl JobStore for SqliteRecordStore {
         .await
     }
 
-    async fn fail(&self, id: &str, error: &str, retry_at: Option<DateTime<Utc>>) -> Result<JobState> {
+    async fn fail(&self, id: &str, error: &Error, retry_at: Option<DateTime<Utc>>) -> Result<JobState> {
         let inner = self.inner.clone();
-        let (id, error) = (id.to_string(), error.to_string());
+        let (id, code, error) = (id.to_string(), error.code.as_str(), error.to_string());
         blocking(move || {
             let now = now_micros();
             let conn = inner.writer.lock();
@@ -195,9 +196,9 @@ impl JobStore for SqliteRecordStore {
                 .query_row(
                     "UPDATE jobs SET
                         state = CASE WHEN ?3 IS NULL THEN 'failed' WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
-                        run_after = COALESCE(?3, run_after), error = ?2, lease_until = NULL, updated_at = ?4
+                        run_after = COALESCE(?3, run_after), error = ?2, error_code = ?5, lease_until = NULL, updated_at = ?4
                      WHERE id = ?1 AND state = 'running' RETURNING state",
-                    params![id, error, retry_at.map(|t| t.timestamp_micros()), now],
+                    params![id, error, retry_at.map(|t| t.timestamp_micros()), now, code],
                     |r| r.get(0),
                 )
                 .optional()?;

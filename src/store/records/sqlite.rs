@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0002_embed_flag.sql"),
     include_str!("migrations/sqlite/0003_jobs.sql"),
     include_str!("migrations/sqlite/0004_auth.sql"),
+    include_str!("migrations/sqlite/0005_job_error_code.sql"),
 ];
 
 const READERS: usize = 4;
