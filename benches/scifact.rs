@@ -7,10 +7,12 @@
 //!
 //! ```sh
 //! cargo bench --bench scifact -- [--data PATH_TO/beir-scifact] [--data-dir DIR] [--concurrency 8]
-//!                                [--fusion KEYWORD_WEIGHT:SEMANTIC_WEIGHT:RRF_K]...
+//!                                [--fusion [MODE@]KEYWORD_WEIGHT:SEMANTIC_WEIGHT:RRF_K[:TITLE_WEIGHT]]...
 //! ```
 //! `--data-dir` keeps the ingested corpus: a second run finds every document unchanged and goes
-//! straight to the queries. Each `--fusion` adds a hybrid row with those fusion settings.
+//! straight to the queries. Each `--fusion` adds a row (hybrid unless `keyword@` or `semantic@`)
+//! with those ranking settings (the
+//! server's `knowledge.*` configuration gives the defaults: `NEXUS__KNOWLEDGE__TITLE_WEIGHT=...`).
 //! Chunks are ranked; a document ranks where its best chunk does (trec_eval semantics: binary
 //! relevance, run depth 100 documents).
 
@@ -61,7 +63,7 @@ struct Args {
     data: PathBuf,
     data_dir: Option<PathBuf>,
     concurrency: usize,
-    fusions: Vec<(f64, f64, f64)>,
+    fusions: Vec<(String, Vec<f64>)>,
 }
 
 fn args() -> Args {
@@ -78,10 +80,14 @@ fn args() -> Args {
             "--data-dir" => args.data_dir = Some(it.next().expect("--data-dir DIR").into()),
             "--concurrency" => args.concurrency = it.next().expect("--concurrency N").parse().expect("a number"),
             "--fusion" => {
-                let spec = it.next().expect("--fusion KEYWORD_WEIGHT:SEMANTIC_WEIGHT:RRF_K");
+                let spec = it.next().expect("--fusion KEYWORD_WEIGHT:SEMANTIC_WEIGHT:RRF_K[:TITLE_WEIGHT]");
+                let (mode, spec) = spec.split_once('@').unwrap_or(("hybrid", spec.as_str()));
                 let parts: Vec<f64> = spec.split(':').map(|p| p.parse().expect("numbers")).collect();
-                assert_eq!(parts.len(), 3, "--fusion takes three numbers: KEYWORD_WEIGHT:SEMANTIC_WEIGHT:RRF_K");
-                args.fusions.push((parts[0], parts[1], parts[2]));
+                assert!(
+                    matches!(parts.len(), 3 | 4),
+                    "--fusion takes KEYWORD_WEIGHT:SEMANTIC_WEIGHT:RRF_K[:TITLE_WEIGHT]"
+                );
+                args.fusions.push((mode.to_string(), parts));
             }
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -193,7 +199,7 @@ fn run_queries(
     queries: &HashMap<String, String>,
     qrels: &HashMap<String, HashSet<String>>,
     mode: &str,
-    fusion: Option<(f64, f64, f64)>,
+    fusion: Option<&[f64]>,
 ) -> Row {
     let (mut ndcg, mut recall, mut ms) = (0.0, 0.0, Vec::new());
     for qid in test {
@@ -202,8 +208,11 @@ fn run_queries(
         let mut ranking: Vec<String> = Vec::new();
         for page in 0..PAGES {
             let mut body = json!({"query": queries[*qid], "mode": mode, "top_k": 100, "offset": page * 100});
-            if let Some((k, s, rrf)) = fusion {
-                body["fusion"] = json!({"keyword_weight": k, "semantic_weight": s, "rrf_k": rrf});
+            if let Some(f) = fusion {
+                body["fusion"] = json!({"keyword_weight": f[0], "semantic_weight": f[1], "rrf_k": f[2]});
+                if let Some(title) = f.get(3) {
+                    body["fusion"]["title_weight"] = json!(title);
+                }
             }
             let t = Instant::now();
             let r = client.post(format!("{base}/api/v1/search")).json(&body).send().unwrap();
@@ -229,7 +238,7 @@ fn run_queries(
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = test.len() as f64;
     let name = match fusion {
-        Some((k, s, rrf)) => format!("{mode} {k}:{s}:{rrf}"),
+        Some(f) => format!("{mode} {}", f.iter().map(f64::to_string).collect::<Vec<_>>().join(":")),
         None => mode.to_string(),
     };
     Row { name, ndcg: ndcg / n, recall: recall / n, ms }
@@ -265,8 +274,8 @@ fn main() {
     for mode in ["keyword", "semantic", "hybrid"] {
         rows.push(run_queries(&client, &server.base, &test, &queries, &qrels, mode, None));
     }
-    for fusion in &args.fusions {
-        rows.push(run_queries(&client, &server.base, &test, &queries, &qrels, "hybrid", Some(*fusion)));
+    for (mode, fusion) in &args.fusions {
+        rows.push(run_queries(&client, &server.base, &test, &queries, &qrels, mode, Some(fusion)));
     }
 
     println!("\nBEIR SciFact over HTTP: {} test queries, {} documents", test.len(), corpus.len());

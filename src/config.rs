@@ -43,6 +43,23 @@ pub struct KnowledgeConfig {
     pub chunk_max_tokens: usize,
     /// Tokens a chunk repeats from the end of the previous one.
     pub chunk_overlap_tokens: usize,
+    /// Document search's ranking unless a request gives its own `fusion`: the weights of the
+    /// keyword and semantic rankings in the fusion, and of a title match against a body match.
+    pub keyword_weight: f32,
+    pub semantic_weight: f32,
+    pub title_weight: f32,
+}
+
+impl KnowledgeConfig {
+    /// The fusion document search and answers use unless a request gives its own.
+    pub fn fusion(&self) -> crate::search::Fusion {
+        crate::search::Fusion {
+            keyword_weight: self.keyword_weight,
+            semantic_weight: self.semantic_weight,
+            title_weight: self.title_weight,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -62,6 +79,12 @@ pub struct MemoryConfig {
     pub neighbour_weight: f32,
     /// Weight of the semantic ranking against the keyword ranking (1) in memory search.
     pub semantic_weight: f32,
+    /// How much a query naming some of the speakers lowers the score of the others' turns.
+    pub speaker_weight: f32,
+    /// How much a query naming a date, month or year lowers the score of memories from other times.
+    pub date_weight: f32,
+    /// How much a query asking when lowers the score of memories that state no time.
+    pub time_weight: f32,
 }
 
 impl MemoryConfig {
@@ -566,11 +589,32 @@ impl Config {
         if self.memory.recency_half_life_days <= 0.0 {
             return bad("memory.recency_half_life_days", "must be more than 0");
         }
+        for (key, weight) in [
+            ("knowledge.keyword_weight", self.knowledge.keyword_weight),
+            ("knowledge.semantic_weight", self.knowledge.semantic_weight),
+            ("knowledge.title_weight", self.knowledge.title_weight),
+        ] {
+            if !(0.0..=4.0).contains(&weight) {
+                return bad(key, "must be between 0 and 4");
+            }
+        }
+        if self.knowledge.keyword_weight + self.knowledge.semantic_weight == 0.0 {
+            return bad("knowledge.keyword_weight", "keyword_weight and semantic_weight cannot both be 0");
+        }
         if !(0.0..=4.0).contains(&self.memory.semantic_weight) {
             return bad("memory.semantic_weight", "must be between 0 and 4");
         }
         if !(0.0..=1.0).contains(&self.memory.neighbour_weight) {
             return bad("memory.neighbour_weight", "must be between 0 and 1");
+        }
+        for (key, weight) in [
+            ("memory.speaker_weight", self.memory.speaker_weight),
+            ("memory.date_weight", self.memory.date_weight),
+            ("memory.time_weight", self.memory.time_weight),
+        ] {
+            if !(0.0..=1.0).contains(&weight) {
+                return bad(key, "must be between 0 and 1");
+            }
         }
         if self.memory.context_turns > 8 {
             return bad("memory.context_turns", "must be at most 8");

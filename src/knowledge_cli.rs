@@ -200,7 +200,10 @@ pub async fn search(config: Config, args: SearchArgs) -> Result<i32> {
             let app = App::open(config).await?;
             let input: crate::http::search::SearchInput =
                 serde_json::from_value(body).map_err(|e| Error::internal("search request", e))?;
-            let hits = app.search.search(&input.into_request(TenantId::default_tenant())?).await;
+            let hits = app
+                .search
+                .search(&input.into_request(TenantId::default_tenant(), app.config.knowledge.fusion())?)
+                .await;
             app.shutdown().await;
             let hits = hits?;
             let results: Vec<Value> = hits

@@ -52,11 +52,43 @@ pub struct SearchInput {
     #[serde(default)]
     pub filters: Filters,
     #[serde(default)]
-    pub fusion: Option<Fusion>,
+    pub fusion: Option<FusionInput>,
+}
+
+/// A request's ranking settings; what it leaves out comes from the configuration
+/// (`knowledge.keyword_weight`, `semantic_weight`, `title_weight`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FusionInput {
+    /// Weight of the keyword (BM25) ranking in the fusion.
+    pub keyword_weight: Option<f32>,
+    /// Weight of the semantic (vector) ranking in the fusion.
+    pub semantic_weight: Option<f32>,
+    /// The `k` of reciprocal rank fusion: larger flattens the advantage of top ranks.
+    pub rrf_k: Option<f32>,
+    /// How much a title match counts against a body match in the keyword ranking.
+    pub title_weight: Option<f32>,
+}
+
+impl FusionInput {
+    fn over(self, defaults: Fusion) -> Result<Fusion> {
+        let fusion = Fusion {
+            keyword_weight: self.keyword_weight.unwrap_or(defaults.keyword_weight),
+            semantic_weight: self.semantic_weight.unwrap_or(defaults.semantic_weight),
+            rrf_k: self.rrf_k.unwrap_or(defaults.rrf_k),
+            title_weight: self.title_weight.unwrap_or(defaults.title_weight),
+        };
+        let weights = [fusion.keyword_weight, fusion.semantic_weight, fusion.title_weight];
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || !fusion.rrf_k.is_finite() || fusion.rrf_k < 0.0 {
+            return Err(Error::invalid("fusion weights and rrf_k must be finite and at least 0"));
+        }
+        Ok(fusion)
+    }
 }
 
 impl SearchInput {
-    pub fn into_request(self, tenant: TenantId) -> Result<SearchRequest> {
+    /// `defaults`: the ranking used when the request gives no `fusion`.
+    pub fn into_request(self, tenant: TenantId, defaults: Fusion) -> Result<SearchRequest> {
         let f = self.filters;
         let date = |d: Option<String>, key: &str| -> Result<_> {
             d.map(|d| {
@@ -88,7 +120,7 @@ impl SearchInput {
             filter,
             top_k,
             offset: self.offset,
-            fusion: self.fusion.unwrap_or_default(),
+            fusion: self.fusion.unwrap_or_default().over(defaults)?,
         })
     }
 }
@@ -122,7 +154,7 @@ pub async fn search(
     Tenant(tenant): Tenant,
     ApiJson(input): ApiJson<SearchInput>,
 ) -> Result<axum::Json<SearchResults>> {
-    let request = input.into_request(tenant)?;
+    let request = input.into_request(tenant, app.config.knowledge.fusion())?;
     let hits = app.search.search(&request).await?;
     let results = hits
         .into_iter()
@@ -165,7 +197,7 @@ pub async fn ask(
     headers: HeaderMap,
     ApiJson(input): ApiJson<SearchInput>,
 ) -> Result<Response> {
-    let mut request = input.into_request(tenant)?;
+    let mut request = input.into_request(tenant, app.config.knowledge.fusion())?;
     if request.top_k > 20 {
         request.top_k = 20;
     }

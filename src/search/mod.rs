@@ -45,6 +45,10 @@ pub struct Fusion {
     /// The `k` of reciprocal rank fusion: larger flattens the advantage of top ranks.
     #[serde(default = "sixty")]
     pub rrf_k: f32,
+    /// Within the keyword ranking: how much a match in an item's title counts against one in
+    /// its body (a document's title, a memory's speaker).
+    #[serde(default = "default_title_weight")]
+    pub title_weight: f32,
 }
 
 fn one() -> f32 {
@@ -53,10 +57,13 @@ fn one() -> f32 {
 fn sixty() -> f32 {
     60.0
 }
+fn default_title_weight() -> f32 {
+    crate::store::text::DEFAULT_TITLE_WEIGHT
+}
 
 impl Default for Fusion {
     fn default() -> Self {
-        Fusion { keyword_weight: 1.0, semantic_weight: 1.0, rrf_k: 60.0 }
+        Fusion { keyword_weight: 1.0, semantic_weight: 1.0, rrf_k: 60.0, title_weight: default_title_weight() }
     }
 }
 
@@ -158,6 +165,7 @@ impl SearchEngine {
     async fn keyword(&self, request: &SearchRequest, limit: usize) -> Result<Vec<(RecordKey, f32, Snippet)>> {
         let f = &request.filter;
         let mut query = TextQuery::new(request.tenant.clone(), request.query.clone(), limit);
+        query.title_weight = request.fusion.title_weight;
         query.kinds = (!f.kinds.is_empty()).then(|| f.kinds.clone());
         query.tags = f.tags.clone();
         query.facets = f.metadata.iter().map(|(k, v)| facet(k, v)).collect();

@@ -379,6 +379,10 @@ where
     assert_eq!(keys.first(), Some(&2), "title match outranks body match: {keys:?}");
     assert!(keys.contains(&1), "stemmed body match: {keys:?}");
     assert!(!keys.contains(&4), "tenant isolation");
+    let mut light_titles = q(&a, "running");
+    light_titles.title_weight = 0.01;
+    let keys: Vec<u64> = store.search(light_titles).await.unwrap().iter().map(|h| h.key).collect();
+    assert_eq!(keys.first(), Some(&1), "with titles weighed lightly the body match leads: {keys:?}");
 
     // Snippets highlight the matched words.
     let hits = store.search(q(&a, "greenhouse")).await.unwrap();

@@ -2,7 +2,8 @@
 //!
 //! Contract:
 //! - Documents are keyed by record key; [`TextStore::upsert`] replaces a key's document.
-//! - English text is stemmed, so "running" finds "runs"; a title match weighs more than a body match.
+//! - English text is stemmed, so "running" finds "runs"; a title match weighs `title_weight`
+//!   times a body match (by default more).
 //! - A search sees only the query's tenant, optionally only some kinds, documents carrying all
 //!   the given tags and facets, and documents dated within a range; hits come best first with a
 //!   snippet whose highlights are byte ranges into the snippet text.
@@ -46,7 +47,12 @@ pub struct TextQuery {
     /// Inclusive bounds on `date`, microseconds since the epoch.
     pub date_from: Option<i64>,
     pub date_to: Option<i64>,
+    /// How much a title match counts against a body match.
+    pub title_weight: f32,
 }
+
+/// A title match counts twice a body match unless a query says otherwise.
+pub const DEFAULT_TITLE_WEIGHT: f32 = 2.0;
 
 impl TextQuery {
     pub fn new(tenant: TenantId, query: impl Into<String>, limit: usize) -> TextQuery {
@@ -60,6 +66,7 @@ impl TextQuery {
             facets: Vec::new(),
             date_from: None,
             date_to: None,
+            title_weight: DEFAULT_TITLE_WEIGHT,
         }
     }
 }

@@ -23,7 +23,6 @@ use crate::config::TextConfig;
 use crate::error::{Error, Result};
 use crate::store::{RecordKey, Seq, StoreStats, TenantId, blocking, dir_size};
 
-const TITLE_BOOST: f32 = 2.0;
 const SNIPPET_CHARS: usize = 240;
 
 #[derive(Clone, Copy)]
@@ -144,10 +143,10 @@ impl Inner {
         Snippet { text: body[..end].to_string(), highlights: Vec::new() }
     }
 
-    fn parse(&self, text: &str) -> Box<dyn Query> {
+    fn parse(&self, text: &str, title_weight: f32) -> Box<dyn Query> {
         let f = self.fields;
         let mut parser = QueryParser::for_index(&self.index, vec![f.title, f.body]);
-        parser.set_field_boost(f.title, TITLE_BOOST);
+        parser.set_field_boost(f.title, title_weight);
         // Lenient: malformed syntax degrades to the words it contains instead of failing.
         parser.parse_query_lenient(text).0
     }
@@ -166,7 +165,8 @@ impl Inner {
     fn snippets(&self, tenant: &TenantId, text: &str, keys: &[RecordKey]) -> Result<Vec<(RecordKey, Snippet)>> {
         let f = self.fields;
         let searcher = self.reader.searcher();
-        let user_query = self.parse(text);
+        // Which words matched, not how well: the weights do not matter here.
+        let user_query = self.parse(text, super::DEFAULT_TITLE_WEIGHT);
         let generators = self.generators(&searcher, &*user_query)?;
         let mut out = Vec::new();
         for &key in keys {
@@ -200,7 +200,7 @@ impl Inner {
             return Ok(Vec::new());
         }
         let f = self.fields;
-        let user_query = self.parse(&query.query);
+        let user_query = self.parse(&query.query, query.title_weight);
         let searcher = self.reader.searcher();
         let generators = self.generators(&searcher, &*user_query)?;
         let mut clauses = vec![(Occur::Must, user_query)];
