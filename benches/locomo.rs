@@ -8,7 +8,13 @@
 //!
 //! ```sh
 //! cargo bench --bench locomo -- [--data PATH/locomo-dev5.json] [--api mem0|nexus]
+//!     [--env KEY=VALUE]... [--only TEXT]... [--reuse DIR] [--context-turns N] [--bin PATH]
 //! ```
+//! `--env` passes a setting to the server (`NEXUS__MEMORY__SPEAKER_WEIGHT=0`: an ablation);
+//! `--only` runs the retrievers whose label contains TEXT; `--reuse DIR` keeps the ingested data
+//! directory in DIR and, when DIR already holds one, skips ingestion (settings that change how
+//! turns are stored, such as `memory.context_turns`, need a fresh DIR); `--bin` runs another
+//! `nexus` binary than the one cargo built.
 //! The data is evaluation-only (CC BY-NC 4.0) and is read from `../shared/datasets/locomo`.
 
 use std::collections::{HashMap, HashSet};
@@ -33,13 +39,14 @@ impl Drop for Server {
     }
 }
 
-fn start_server(env: &[(String, String)]) -> Server {
+fn start_server(bin: &std::path::Path, env: &[(String, String)], data_dir: Option<&std::path::Path>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("empty.toml");
     std::fs::write(&config, "").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
+    let data = data_dir.map_or_else(|| dir.path().join("data"), |d| d.join("data"));
+    let mut child = Command::new(bin)
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(data)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("NEXUS_CONFIG", &config)
         .env("RUST_LOG", "warn")
@@ -116,6 +123,9 @@ fn main() {
     let mut data = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/locomo/locomo-dev5.json"));
     let mut api = "mem0".to_string();
     let mut env: Vec<(String, String)> = Vec::new();
+    let mut only: Vec<String> = Vec::new();
+    let mut reuse: Option<PathBuf> = None;
+    let mut bin = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -124,19 +134,35 @@ fn main() {
             "--context-turns" => {
                 env.push(("NEXUS__MEMORY__CONTEXT_TURNS".into(), args.next().expect("--context-turns N")))
             }
+            "--env" => {
+                let kv = args.next().expect("--env KEY=VALUE");
+                let (k, v) = kv.split_once('=').expect("--env KEY=VALUE");
+                env.push((k.into(), v.into()));
+            }
+            "--only" => only.push(args.next().expect("--only TEXT")),
+            "--reuse" => reuse = Some(args.next().expect("--reuse DIR").into()),
+            "--bin" => bin = args.next().expect("--bin PATH").into(),
             _ => {}
         }
     }
     let samples: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display())))
             .unwrap();
-    let server = start_server(&env);
+    if let Some(dir) = &reuse {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let ingested = reuse.as_ref().map(|d| d.join("ingested.json"));
+    let server = start_server(&bin, &env, reuse.as_deref());
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let add_path = if api == "mem0" { "/v1/memories/" } else { "/api/v1/memories" };
     println!("LoCoMo: {} conversations from {}; adds through {add_path}", samples.len(), data.display());
 
     // Ingest: sessions (runs) in parallel, each session's turns in order, as a chat app would.
     let started = Instant::now();
+    let previous: Option<HashMap<String, Vec<String>>> = ingested
+        .as_ref()
+        .filter(|p| p.exists())
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap());
     let mut sessions: Vec<(String, Vec<Turn>)> = Vec::new();
     for sample in &samples {
         let user = sample["sample_id"].as_str().unwrap().to_string();
@@ -151,6 +177,9 @@ fn main() {
     }
     let untimed = sessions.iter().filter(|(_, s)| s[0].time.is_none()).count();
     assert_eq!(untimed, 0, "every session date parses");
+    if previous.is_some() {
+        sessions.clear();
+    }
     let queue = std::sync::Mutex::new(sessions);
     let mut memory_turns: HashMap<String, Vec<String>> = HashMap::new(); // memory id -> dia ids
     let mut total_turns = 0;
@@ -191,6 +220,13 @@ fn main() {
             }
         }
     });
+    if let Some(previous) = previous {
+        total_turns = previous.values().map(Vec::len).sum();
+        memory_turns = previous;
+        println!("reusing the data ingested before in {}", reuse.as_ref().unwrap().display());
+    } else if let Some(path) = &ingested {
+        std::fs::write(path, serde_json::to_string(&memory_turns).unwrap()).unwrap();
+    }
     let ingest_secs = started.elapsed().as_secs_f64();
     println!(
         "ingested {total_turns} turns as {} memories in {ingest_secs:.1} s ({:.1} turns/s)",
@@ -256,6 +292,9 @@ fn main() {
         ("Mem0 route /v2/.../search/".into(), json!({"route": "mem0"})),
     ];
     for (label, options) in &variants {
+        if !only.is_empty() && !only.iter().any(|o| label.contains(o.as_str())) {
+            continue;
+        }
         let mut at5 = Vec::new();
         let mut at10 = Vec::new();
         let mut by_cat: HashMap<u64, Vec<f64>> = HashMap::new();

@@ -7,16 +7,29 @@
 //! `semantic` mode its cosine similarity to the query (also reported as `similarity` in every mode). The **score** is the
 //! relevance times the tier's weight (`working` 1.0, `factual` 1.0, `episodic` 0.95, `semantic`
 //! 0.9) times a recency factor that decays from 1 to `1 - memory.recency_weight` with a half-life
-//! of `memory.recency_half_life_days` since the memory's event time (or creation). Results are
-//! ordered by score; `threshold` drops those below it.
+//! of `memory.recency_half_life_days` since the memory's event time (or creation), times the
+//! factors of the query's **cues** — what a question says beyond its words, each lowering the
+//! memories that do not fit it, and each applied only when it tells the candidates apart:
+//! - it names some of the people who speak in the candidates (a speaker's name, or the first word
+//!   of a name of several words): the turns of the other speakers are multiplied by
+//!   `1 - memory.speaker_weight` (memories without a speaker are left alone);
+//! - it names a calendar period ("on 4 March, 2021", "in July 2020", "in June", "in 2019") that
+//!   some candidates' event times fall in, give or take a week (people talk about a day a few
+//!   days later): the others are multiplied by `1 - memory.date_weight`;
+//! - it asks when ("when", "what year", "how long ago"...): memories that place nothing in time
+//!   (no time word, month, weekday or year) are multiplied by `1 - memory.time_weight`.
+//!
+//! A turn of a run first gains `neighbour_weight` of its best neighbouring turn's relevance.
+//! Results are ordered by score; `threshold` drops those below it.
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::add::cosine;
 use super::{Filter, MEMORY_KIND, Memories, Memory, Relation, Tier, entity_id};
+use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
 use crate::search::{Fusion, Mode, ScoreBreakdown, SearchRequest};
 use crate::store::TenantId;
@@ -65,6 +78,216 @@ fn spread_to_neighbours(scored: &mut [(Memory, f32, f32, ScoreBreakdown)], weigh
         let before = turn.checked_sub(1).and_then(|t| by_turn.get(&(run.clone(), t))).copied().unwrap_or(0.0);
         let after = by_turn.get(&(run, turn + 1)).copied().unwrap_or(0.0);
         *relevance = (*relevance + weight * before.max(after)).min(1.0);
+    }
+}
+
+/// Month names, January first.
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+const WEEKDAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
+/// Words that make a query ask when something happened.
+const WHEN_PHRASES: &[&str] =
+    &["when", "what date", "what day", "what year", "what month", "which year", "which month", "how long ago"];
+/// Words by which a turn places what it says in time (beside dates, months, weekdays and years).
+const TIME_WORDS: &[&str] = &[
+    "yesterday",
+    "today",
+    "tonight",
+    "tomorrow",
+    "ago",
+    "recently",
+    "week",
+    "weekend",
+    "weeks",
+    "month",
+    "months",
+    "year",
+    "years",
+    "morning",
+    "evening",
+    "night",
+    "since",
+    "last",
+    "lately",
+];
+/// A period named in a query also covers the talk about it this long before and after.
+const PERIOD_SLACK_DAYS: i64 = 7;
+
+/// A calendar period a query names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Period {
+    /// From the first moment up to (not including) the second.
+    Span(DateTime<Utc>, DateTime<Utc>),
+    /// A month (1-12) of any year ("in June").
+    Month(u32),
+}
+
+impl Period {
+    fn covers(&self, t: DateTime<Utc>) -> bool {
+        let slack = chrono::Duration::days(PERIOD_SLACK_DAYS);
+        match *self {
+            Period::Span(start, end) => t >= start - slack && t < end + slack,
+            Period::Month(m) => [t - slack, t, t + slack].iter().any(|t| t.month() == m),
+        }
+    }
+}
+
+/// Lowercase words of `text` (letters and digits; an apostrophe ends a word: "Ann's" → "ann", "s").
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+}
+
+/// The calendar periods `query` names: "13 October, 2023", "October 13, 2023", "2023-10-13",
+/// "July 2023", "in June", "in 2022". Month names count when capitalised ("may" is a verb), and
+/// not as the first word unless a day or year goes with them.
+fn named_periods(query: &str) -> Vec<Period> {
+    let raw: Vec<&str> = query.split(|c: char| !c.is_alphanumeric() && c != '-').filter(|w| !w.is_empty()).collect();
+    let number = |i: usize, range: std::ops::RangeInclusive<u32>| {
+        raw.get(i).and_then(|w| w.parse::<u32>().ok()).filter(|n| range.contains(n))
+    };
+    let day_span = |y: i32, m: u32, d: u32| {
+        let start = NaiveDate::from_ymd_opt(y, m, d)?.and_hms_opt(0, 0, 0)?.and_utc();
+        Some(Period::Span(start, start + chrono::Duration::days(1)))
+    };
+    let month_span = |y: i32, m: u32| {
+        let start = NaiveDate::from_ymd_opt(y, m, 1)?;
+        let end = if m == 12 { NaiveDate::from_ymd_opt(y + 1, 1, 1)? } else { NaiveDate::from_ymd_opt(y, m + 1, 1)? };
+        Some(Period::Span(start.and_hms_opt(0, 0, 0)?.and_utc(), end.and_hms_opt(0, 0, 0)?.and_utc()))
+    };
+    let mut out = Vec::new();
+    let mut used = vec![false; raw.len()];
+    for (i, w) in raw.iter().enumerate() {
+        if let Ok(day) = NaiveDate::parse_from_str(w, "%Y-%m-%d") {
+            out.extend(day_span(day.year(), day.month(), day.day()));
+            used[i] = true;
+            continue;
+        }
+        let Some(m) = MONTHS.iter().position(|name| w.eq_ignore_ascii_case(name)) else { continue };
+        if !w.starts_with(char::is_uppercase) {
+            continue;
+        }
+        let m = m as u32 + 1;
+        used[i] = true;
+        // "13 October 2023" or "October 13, 2023", then the year.
+        let (day, after) = match (i.checked_sub(1).and_then(|j| number(j, 1..=31)), number(i + 1, 1..=31)) {
+            (_, Some(d)) => (Some(d), i + 2),
+            (Some(d), None) => (Some(d), i + 1),
+            (None, None) => (None, i + 1),
+        };
+        let year = number(after, 1900..=2200).map(|y| y as i32);
+        // A query's first word is capitalised anyway ("May I..."): alone, it is no month.
+        if i == 0 && day.is_none() && year.is_none() {
+            continue;
+        }
+        if day.is_some() || year.is_some() {
+            let last = after.min(raw.len().saturating_sub(1));
+            used[i.saturating_sub(1)..=last].iter_mut().for_each(|u| *u = true);
+        }
+        out.extend(match (day, year) {
+            (Some(d), Some(y)) => day_span(y, m, d),
+            (None, Some(y)) => month_span(y, m),
+            _ => Some(Period::Month(m)),
+        });
+    }
+    for (i, _) in raw.iter().enumerate() {
+        if let Some(y) = number(i, 1900..=2200).filter(|_| !used[i] && raw[i].len() == 4) {
+            let start =
+                |y: i32| NaiveDate::from_ymd_opt(y, 1, 1).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
+            if let (Some(a), Some(b)) = (start(y as i32), start(y as i32 + 1)) {
+                out.push(Period::Span(a, b));
+            }
+        }
+    }
+    out
+}
+
+/// Whether `query` asks when something happened.
+fn asks_when(query: &str) -> bool {
+    let text = format!(" {} ", words(query).join(" "));
+    WHEN_PHRASES.iter().any(|p| text.contains(&format!(" {p} ")))
+}
+
+/// Whether `text` places what it says in time: a time word, a month or weekday, a year.
+fn states_time(text: &str) -> bool {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).any(|w| {
+        let lower = w.to_lowercase();
+        TIME_WORDS.contains(&lower.as_str())
+            || WEEKDAYS.contains(&lower.as_str())
+            || (w.starts_with(char::is_uppercase) && MONTHS.contains(&lower.as_str()))
+            || (w.len() == 4 && (w.starts_with("19") || w.starts_with("20")) && w.chars().all(|c| c.is_ascii_digit()))
+    })
+}
+
+/// Whether the words of `name` appear in `query_words` in a row, or, for a name of several
+/// words, its first word does ("Ann" for "Ann Lee").
+fn names(query_words: &[String], name: &str) -> bool {
+    let name = words(name);
+    let Some(first) = name.first() else { return false };
+    query_words.windows(name.len()).any(|w| w == name.as_slice())
+        || (name.len() > 1 && first.chars().count() >= 3 && query_words.contains(first))
+}
+
+/// What a query says about the turns it is after beyond its words — who said them, when, and
+/// whether it asks for a time — as factors on the candidates' scores (see the module
+/// documentation). Each cue applies only when it tells candidates apart.
+#[derive(Debug, Default)]
+struct Cues {
+    /// Lowercased speakers of the candidates whom the query names.
+    speakers: HashSet<String>,
+    periods: Vec<Period>,
+    asks_when: bool,
+    speaker_factor: f32,
+    date_factor: f32,
+    time_factor: f32,
+}
+
+impl Cues {
+    fn read(query: &str, candidates: &[(Memory, f32, f32, ScoreBreakdown)], config: &MemoryConfig) -> Cues {
+        let query_words = words(query);
+        let speakers: HashSet<String> =
+            candidates.iter().filter_map(|(m, ..)| m.speaker()).map(str::to_lowercase).collect();
+        let named: HashSet<String> = speakers.iter().filter(|s| names(&query_words, s)).cloned().collect();
+        // Naming everyone who speaks tells no one apart.
+        let named = if named.len() < speakers.len() { named } else { HashSet::new() };
+        let mut periods = named_periods(query);
+        if !candidates.iter().any(|(m, ..)| periods.iter().any(|p| p.covers(m.moment()))) {
+            periods.clear();
+        }
+        Cues {
+            speakers: named,
+            periods,
+            asks_when: asks_when(query),
+            speaker_factor: 1.0 - config.speaker_weight.clamp(0.0, 1.0),
+            date_factor: 1.0 - config.date_weight.clamp(0.0, 1.0),
+            time_factor: 1.0 - config.time_weight.clamp(0.0, 1.0),
+        }
+    }
+
+    /// The factor on a candidate's score: 1 when it fits every cue.
+    fn factor(&self, m: &Memory) -> f32 {
+        let mut f = 1.0;
+        if !self.speakers.is_empty() && m.speaker().is_some_and(|s| !self.speakers.contains(&s.to_lowercase())) {
+            f *= self.speaker_factor;
+        }
+        if !self.periods.is_empty() && !self.periods.iter().any(|p| p.covers(m.moment())) {
+            f *= self.date_factor;
+        }
+        if self.asks_when && !states_time(&m.memory) {
+            f *= self.time_factor;
+        }
+        f
     }
 }
 
@@ -148,10 +371,12 @@ impl Memories {
             })
             .collect();
         spread_to_neighbours(&mut scored, options.neighbour_weight);
+        let cues = Cues::read(query, &scored, &self.config);
         let mut results: Vec<ScoredMemory> = scored
             .into_iter()
             .map(|(memory, relevance, similarity, breakdown)| {
-                let score = relevance * tier_weight(memory.tier) * self.recency(memory.moment(), now);
+                let score =
+                    relevance * tier_weight(memory.tier) * self.recency(memory.moment(), now) * cues.factor(&memory);
                 ScoredMemory { memory, score: score.clamp(0.0, 1.0), similarity, breakdown }
             })
             .filter(|r| options.threshold.is_none_or(|t| r.score >= t))
@@ -219,5 +444,53 @@ impl Memories {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(y: i32, m: u32, d: u32) -> DateTime<Utc> {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(12, 0, 0).unwrap().and_utc()
+    }
+
+    #[test]
+    fn periods_named_in_a_query() {
+        let one = |q: &str| named_periods(q);
+        let covers = |q: &str, t: DateTime<Utc>| one(q).iter().any(|p| p.covers(t));
+        assert!(covers("What did Ann bake on 4 March, 2021?", day(2021, 3, 4)));
+        assert!(covers("What did Ann bake on March 4, 2021?", day(2021, 3, 9)), "a week's slack");
+        assert!(!covers("What did Ann bake on March 4, 2021?", day(2021, 3, 20)));
+        assert!(covers("Where did Bo travel in July 2020?", day(2020, 7, 30)));
+        assert!(!covers("Where did Bo travel in July 2020?", day(2021, 7, 15)));
+        assert!(covers("Who visited in June?", day(1999, 6, 2)));
+        assert!(covers("What changed in 2019?", day(2019, 11, 2)));
+        assert!(covers("notes of 2022-01-05", day(2022, 1, 6)));
+        assert!(one("May I ask what you may like?").is_empty(), "the verb is not the month");
+        assert!(one("How many books did Ann read?").is_empty());
+        assert_eq!(one("What did Ann buy in May 2023?").len(), 1, "the year belongs to the month");
+    }
+
+    #[test]
+    fn time_questions_and_turns_that_state_a_time() {
+        assert!(asks_when("When did Ann move to Oslo?"));
+        assert!(asks_when("In what year did Bo start the band?"));
+        assert!(!asks_when("What does Ann like to cook?"));
+        assert!(states_time("We went hiking last weekend"));
+        assert!(states_time("I started in 2019"));
+        assert!(states_time("It was on Tuesday"));
+        assert!(!states_time("I love pottery, it calms me"));
+        assert!(!states_time("you may like it"));
+    }
+
+    #[test]
+    fn speakers_named_in_a_query() {
+        let q = words("What did Ann's sister give Bo Lee?");
+        assert!(names(&q, "Ann"));
+        assert!(names(&q, "bo lee"));
+        assert!(names(&words("Where does Marta Ruiz work?"), "Marta"));
+        assert!(names(&words("Where does Marta work?"), "Marta Ruiz"));
+        assert!(!names(&q, "Anna"));
     }
 }
