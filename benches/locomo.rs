@@ -18,13 +18,14 @@
 //! The data is evaluation-only (CC BY-NC 4.0) and is read from `../shared/datasets/locomo`.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 use serde_json::{Value, json};
+
+mod common;
 
 struct Server {
     child: Child,
@@ -44,26 +45,7 @@ fn start_server(bin: &std::path::Path, env: &[(String, String)], data_dir: Optio
     let config = dir.path().join("empty.toml");
     std::fs::write(&config, "").unwrap();
     let data = data_dir.map_or_else(|| dir.path().join("data"), |d| d.join("data"));
-    let mut child = Command::new(bin)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("NEXUS_CONFIG", &config)
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().cloned())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start nexus");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines.next().expect("nexus exited before listening").unwrap();
-        if let Some(url) = line.strip_prefix("nexus: listening on ") {
-            break url.trim().trim_end_matches('/').to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (child, base) = common::spawn_nexus(bin, &data, &config, env);
     Server { child, base, _dir: dir }
 }
 

@@ -7,12 +7,13 @@
 //! cargo bench --bench memory_scale -- [--memories 100000] [--corpus PATH/corpus.jsonl]
 //! ```
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+mod common;
 
 const USERS: usize = 1000;
 const PER_ADD: usize = 100;
@@ -21,24 +22,7 @@ fn start(data: &Path) -> (Child, String, Duration) {
     let config = data.with_extension("toml");
     std::fs::write(&config, "").unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("NEXUS_CONFIG", &config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start nexus");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("nexus exited before listening").unwrap();
-        if let Some(url) = line.strip_prefix("nexus: listening on ") {
-            break url.trim().trim_end_matches('/').to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (child, base) = common::spawn_nexus(Path::new(env!("CARGO_BIN_EXE_nexus")), data, &config, &[]);
     let http = reqwest::blocking::Client::new();
     while !http.get(format!("{base}/ready")).send().is_ok_and(|r| r.status().is_success()) {
         std::thread::sleep(Duration::from_millis(20));

@@ -17,14 +17,15 @@
 //! relevance, run depth 100 documents).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+mod common;
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -109,24 +110,7 @@ impl Drop for Server {
 }
 
 fn start_server(data_dir: &Path, config: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("NEXUS_CONFIG", config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start nexus");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("nexus exited before listening").unwrap();
-        if let Some(url) = line.strip_prefix("nexus: listening on ") {
-            break url.trim().trim_end_matches('/').to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (child, base) = common::spawn_nexus(Path::new(env!("CARGO_BIN_EXE_nexus")), data_dir, config, &[]);
     Server { child, base }
 }
 
