@@ -583,38 +583,27 @@ impl Config {
         if self.knowledge.chunk_overlap_tokens >= self.knowledge.chunk_max_tokens / 2 {
             return bad("knowledge.chunk_overlap_tokens", "must be less than half of chunk_max_tokens");
         }
-        if !(0.0..=1.0).contains(&self.memory.recency_weight) {
-            return bad("memory.recency_weight", "must be between 0 and 1");
-        }
         if self.memory.recency_half_life_days <= 0.0 {
             return bad("memory.recency_half_life_days", "must be more than 0");
         }
-        for (key, weight) in [
-            ("knowledge.keyword_weight", self.knowledge.keyword_weight),
-            ("knowledge.semantic_weight", self.knowledge.semantic_weight),
-            ("knowledge.title_weight", self.knowledge.title_weight),
+        // Ranking weights, each within its range.
+        for (key, weight, max) in [
+            ("knowledge.keyword_weight", self.knowledge.keyword_weight, 4.0),
+            ("knowledge.semantic_weight", self.knowledge.semantic_weight, 4.0),
+            ("knowledge.title_weight", self.knowledge.title_weight, 4.0),
+            ("memory.semantic_weight", self.memory.semantic_weight, 4.0),
+            ("memory.recency_weight", self.memory.recency_weight, 1.0),
+            ("memory.neighbour_weight", self.memory.neighbour_weight, 1.0),
+            ("memory.speaker_weight", self.memory.speaker_weight, 1.0),
+            ("memory.date_weight", self.memory.date_weight, 1.0),
+            ("memory.time_weight", self.memory.time_weight, 1.0),
         ] {
-            if !(0.0..=4.0).contains(&weight) {
-                return bad(key, "must be between 0 and 4");
+            if !(0.0..=max).contains(&weight) {
+                return bad(key, &format!("must be between 0 and {max}"));
             }
         }
         if self.knowledge.keyword_weight + self.knowledge.semantic_weight == 0.0 {
             return bad("knowledge.keyword_weight", "keyword_weight and semantic_weight cannot both be 0");
-        }
-        if !(0.0..=4.0).contains(&self.memory.semantic_weight) {
-            return bad("memory.semantic_weight", "must be between 0 and 4");
-        }
-        if !(0.0..=1.0).contains(&self.memory.neighbour_weight) {
-            return bad("memory.neighbour_weight", "must be between 0 and 1");
-        }
-        for (key, weight) in [
-            ("memory.speaker_weight", self.memory.speaker_weight),
-            ("memory.date_weight", self.memory.date_weight),
-            ("memory.time_weight", self.memory.time_weight),
-        ] {
-            if !(0.0..=1.0).contains(&weight) {
-                return bad(key, "must be between 0 and 1");
-            }
         }
         if self.memory.context_turns > 8 {
             return bad("memory.context_turns", "must be at most 8");
