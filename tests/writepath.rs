@@ -90,3 +90,71 @@ async fn indexers_replay_what_they_missed() {
     assert_eq!(stores.vectors.committed_seq().await.unwrap(), head);
     assert_eq!(stores.graph.committed_seq().await.unwrap(), head);
 }
+
+fn imported(id: &str, user: &str, text: &str) -> nexus::memory::Memory {
+    let now = chrono::Utc::now();
+    nexus::memory::Memory {
+        id: id.into(),
+        memory: text.into(),
+        tier: nexus::memory::Tier::Factual,
+        user_id: Some(user.into()),
+        agent_id: None,
+        app_id: None,
+        run_id: None,
+        metadata: serde_json::json!({"source": "import"}),
+        categories: Vec::new(),
+        immutable: false,
+        event_time: None,
+        expiration_date: None,
+        expires_at: None,
+        provenance: None,
+        entities: Vec::new(),
+        created_at: now,
+        updated_at: now,
+        turn: None,
+        context: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imported_memories_are_searched_like_added_ones_and_bad_vectors_write_nothing() {
+    use nexus::memory::filter::Field;
+    use nexus::memory::search::SearchOptions;
+    use nexus::memory::{Event, Filter};
+    let tmp = tempfile::tempdir().unwrap();
+    let app = App::open(config(&tmp.path().join("data"))).await.unwrap();
+    let tenant = TenantId::default_tenant();
+    let texts = ["Alice adopted a grey cat named Miso.", "The quarterly report is due on Friday."];
+    let vectors = app.embed.embed(&texts.map(String::from)).await.unwrap();
+    let batch =
+        texts.iter().zip(vectors.clone()).enumerate().map(|(i, (t, v))| (imported(&format!("m{i}"), "alice", t), v));
+    let outcome = app.memories.import(&tenant, batch.collect(), "loader").await.unwrap();
+    assert!(app.writes.wait_indexed(outcome.receipt.seq).await);
+
+    let found = app
+        .memories
+        .search(&tenant, "what pet does alice have", &Filter::eq(Field::UserId, "alice"), &SearchOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(found.results[0].memory.id, "m0", "hybrid search finds the imported memory");
+    assert!(found.results[0].similarity > 0.3, "its stored vector is the one given: {}", found.results[0].similarity);
+    let history = app.memories.history(&tenant, "m1").await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].event, Event::Add);
+    assert_eq!(history[0].actor, "loader");
+
+    // A vector of the wrong size, or a memory with no scope, refuses the whole batch.
+    let short = vec![
+        (imported("m2", "alice", "Bob likes tea."), vec![0.1; 8]),
+        (imported("m3", "alice", "x y"), vectors[0].clone()),
+    ];
+    let err = app.memories.import(&tenant, short, "loader").await.unwrap_err();
+    assert_eq!(err.code.as_str(), "invalid_vector", "{err}");
+    let mut unscoped = imported("m4", "alice", "No owner.");
+    unscoped.user_id = None;
+    assert!(app.memories.import(&tenant, vec![(unscoped, vectors[1].clone())], "loader").await.is_err());
+    for id in ["m2", "m3", "m4"] {
+        assert!(app.memories.get(&tenant, id).await.is_err(), "{id} was not written");
+    }
+    app.shutdown().await;
+}

@@ -10,6 +10,7 @@
 //! refused until `nexus reindex --store vectors` has re-embedded everything.
 
 pub mod bert;
+pub mod bf16;
 pub mod builtin;
 pub mod identity;
 pub mod openai;

@@ -13,6 +13,7 @@
 pub mod add;
 pub mod extract;
 pub mod filter;
+pub mod import;
 pub mod model;
 pub mod search;
 

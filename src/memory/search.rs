@@ -344,8 +344,12 @@ impl Memories {
             offset: 0,
             fusion,
         };
-        let (hits, query_vector) = tokio::join!(self.engine.search(&request), self.embed.embed_one(query));
-        let (hits, query_vector) = (hits?, query_vector?);
+        let (hits, query_vector) = self.engine.search_with_vector(&request).await?;
+        // Keyword mode computes no vector; the similarity every hit reports still needs one.
+        let query_vector = match query_vector {
+            Some(v) => v,
+            None => self.embed.embed_one(query).await?,
+        };
         let now = Utc::now();
         let best = (fusion.keyword_weight + fusion.semantic_weight) / (fusion.rrf_k + 1.0);
         let mut scored: Vec<(Memory, f32, f32, ScoreBreakdown)> = hits

@@ -115,6 +115,12 @@ impl SearchEngine {
     }
 
     pub async fn search(&self, request: &SearchRequest) -> Result<Vec<SearchHit>> {
+        Ok(self.search_with_vector(request).await?.0)
+    }
+
+    /// [`SearchEngine::search`], also handing back the query's vector when the mode computed one,
+    /// so a caller that scores hits further does not embed the query a second time.
+    pub async fn search_with_vector(&self, request: &SearchRequest) -> Result<(Vec<SearchHit>, Option<Vec<f32>>)> {
         if request.query.trim().is_empty() {
             return Err(Error::invalid("query must not be empty"));
         }
@@ -125,8 +131,8 @@ impl SearchEngine {
         }
         let wanted = request.offset + request.top_k;
         let candidates = (wanted * 3).clamp(50, MAX_CANDIDATES).max(wanted);
-        let (keyword, semantic) = match request.mode {
-            Mode::Keyword => (self.keyword(request, candidates).await?, Vec::new()),
+        let (keyword, (semantic, query_vector)) = match request.mode {
+            Mode::Keyword => (self.keyword(request, candidates).await?, (Vec::new(), None)),
             Mode::Semantic => (Vec::new(), self.semantic(request, candidates).await?),
             Mode::Hybrid => {
                 let (k, s) = tokio::join!(self.keyword(request, candidates), self.semantic(request, candidates));
@@ -152,14 +158,15 @@ impl SearchEngine {
         if !missing.is_empty() {
             snippets.extend(self.stores.text.snippets(&request.tenant, &request.query, missing).await?);
         }
-        Ok(page
+        let hits = page
             .into_iter()
             .filter_map(|(key, breakdown)| {
                 let record = records.remove(&key)?; // deleted since it was indexed
                 let snippet = snippets.remove(&key).unwrap_or_else(|| leading_snippet(&record));
                 Some(SearchHit { score: breakdown.fused, breakdown, snippet, record })
             })
-            .collect())
+            .collect();
+        Ok((hits, query_vector))
     }
 
     async fn keyword(&self, request: &SearchRequest, limit: usize) -> Result<Vec<(RecordKey, f32, Snippet)>> {
@@ -175,8 +182,13 @@ impl SearchEngine {
         Ok(hits.into_iter().map(|h| (h.key, h.score, h.snippet)).collect())
     }
 
-    async fn semantic(&self, request: &SearchRequest, limit: usize) -> Result<Vec<Ranked>> {
+    async fn semantic(&self, request: &SearchRequest, limit: usize) -> Result<(Vec<Ranked>, Option<Vec<f32>>)> {
         let vector = self.embed.embed_one(&request.query).await?;
+        let ranked = self.nearest(request, vector.clone(), limit).await?;
+        Ok((ranked, Some(vector)))
+    }
+
+    async fn nearest(&self, request: &SearchRequest, vector: Vec<f32>, limit: usize) -> Result<Vec<Ranked>> {
         let f = &request.filter;
         if f.is_selective() {
             let allowed = self.stores.records.keys_matching(&request.tenant, f, EXACT_SEARCH_MAX_KEYS + 1).await?;
