@@ -186,7 +186,7 @@ impl Bert {
 /// Multi-head self-attention over the fused projection: `qkv` `[tokens, 3h]` (queries already
 /// scaled) and the mask bias `[batch, len]` → the context `[tokens, h]`. One parallel task per
 /// sequence and head reads its queries, keys and values in place, so the heads are never
-/// copied out, and writes its slice of the context.
+/// copied out, and writes its columns of the context.
 struct Attention {
     batch: usize,
     len: usize,
@@ -215,47 +215,56 @@ impl CustomOp2 for Attention {
         }
         let h = width / 3;
         let d = h / heads;
-        // Every (sequence, head) computes its own `len × d` block; blocks are gathered after.
-        let blocks: Vec<Vec<f32>> = (0..batch * heads)
-            .into_par_iter()
-            .map(|task| {
-                let (b, head) = (task / heads, task % heads);
-                let row = |t: usize, part: usize| &qkv[(b * len + t) * width + part * h + head * d..][..d];
-                let mask = &mask[b * len..(b + 1) * len];
-                let mut out = vec![0f32; len * d];
-                let mut scores = vec![0f32; len];
-                for i in 0..len {
-                    let q = row(i, 0);
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, score) in scores.iter_mut().enumerate() {
-                        let dot: f32 = q.iter().zip(row(j, 1)).map(|(a, b)| a * b).sum();
-                        *score = dot + mask[j];
-                        max = max.max(*score);
-                    }
-                    let mut sum = 0.0;
-                    for score in scores.iter_mut() {
-                        *score = (*score - max).exp();
-                        sum += *score;
-                    }
-                    let context = &mut out[i * d..(i + 1) * d];
-                    for (j, p) in scores.iter().enumerate() {
-                        let p = p / sum;
-                        for (c, v) in context.iter_mut().zip(row(j, 2)) {
-                            *c += p * v;
-                        }
+        let mut context = vec![0f32; tokens * h];
+        let out = SharedOut(context.as_mut_ptr());
+        (0..batch * heads).into_par_iter().for_each(|task| {
+            let (b, head) = (task / heads, task % heads);
+            let row = |t: usize, part: usize| &qkv[(b * len + t) * width + part * h + head * d..][..d];
+            let mask = &mask[b * len..(b + 1) * len];
+            // Keys transposed, so each query's scores are sums of whole rows (no reductions).
+            let mut keys = vec![0f32; d * len];
+            for j in 0..len {
+                for (t, k) in row(j, 1).iter().enumerate() {
+                    keys[t * len + j] = *k;
+                }
+            }
+            let mut scores = vec![0f32; len];
+            for i in 0..len {
+                scores.copy_from_slice(mask);
+                for (&q, keys) in row(i, 0).iter().zip(keys.chunks_exact(len)) {
+                    for (s, k) in scores.iter_mut().zip(keys) {
+                        *s += q * k;
                     }
                 }
-                out
-            })
-            .collect();
-        let mut context = vec![0f32; tokens * h];
-        for (task, block) in blocks.iter().enumerate() {
-            let (b, head) = (task / heads, task % heads);
-            for t in 0..len {
-                context[(b * len + t) * h + head * d..][..d].copy_from_slice(&block[t * d..(t + 1) * d]);
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0;
+                for score in scores.iter_mut() {
+                    *score = (*score - max).exp();
+                    sum += *score;
+                }
+                // SAFETY: each (sequence, head) task writes only its own `d` columns of its rows.
+                let context = unsafe { std::slice::from_raw_parts_mut(out.at((b * len + i) * h + head * d), d) };
+                for (j, p) in scores.iter().enumerate() {
+                    let p = p / sum;
+                    for (c, v) in context.iter_mut().zip(row(j, 2)) {
+                        *c += p * v;
+                    }
+                }
             }
-        }
+        });
         Ok((CpuStorage::F32(context), Shape::from((tokens, h))))
+    }
+}
+
+struct SharedOut(*mut f32);
+// SAFETY: hands disjoint parts of one buffer to parallel tasks (see `Attention`).
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `offset` is inside the buffer.
+    unsafe fn at(&self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
     }
 }
 

@@ -88,9 +88,8 @@ impl Bf16Linear {
         let mut a = vec![0u32; m * pairs];
         a.par_chunks_mut(pairs * 32).zip(x.par_chunks(self.inputs * 32)).for_each(|(a, x)| {
             for (a, x) in a.chunks_exact_mut(pairs).zip(x.chunks_exact(self.inputs)) {
-                for (p, pair) in a.iter_mut().enumerate() {
-                    *pair = u32::from(to_bf16(x[2 * p])) | (u32::from(to_bf16(x[2 * p + 1])) << 16);
-                }
+                // SAFETY: `new` checked the CPU; `a` holds half as many values as `x`.
+                unsafe { kernel::round_pairs(x, a) };
             }
         });
         let mut out = vec![0f32; m * self.outputs];
@@ -201,6 +200,27 @@ mod kernel {
         }
     }
 
+    /// Rounds `x` to bf16, two values to a `u32` (the first in the low half).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F and BF16; `out.len() * 2 == x.len()`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn round_pairs(x: &[f32], out: &mut [u32]) {
+        debug_assert_eq!(out.len() * 2, x.len());
+        let whole = x.len() / 32;
+        for i in 0..whole {
+            unsafe {
+                let lo = _mm512_loadu_ps(x.as_ptr().add(i * 32));
+                let hi = _mm512_loadu_ps(x.as_ptr().add(i * 32 + 16));
+                let pairs: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(out.as_mut_ptr().add(i * 16).cast(), pairs);
+            }
+        }
+        for p in whole * 16..out.len() {
+            out[p] = u32::from(super::to_bf16(x[2 * p])) | (u32::from(super::to_bf16(x[2 * p + 1])) << 16);
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn tile<const R: usize, const U: usize>(
         a: &[u32],
@@ -241,6 +261,10 @@ mod kernel {
     pub unsafe fn dispatch(_: usize, _: usize, _: &[u32], _: usize, _: &[u16], _: *mut f32, _: usize, _: &[f32]) {
         unreachable!("Bf16Linear::new returns None off x86_64")
     }
+
+    pub unsafe fn round_pairs(_: &[f32], _: &mut [u32]) {
+        unreachable!("Bf16Linear::new returns None off x86_64")
+    }
 }
 
 #[cfg(test)]
@@ -277,6 +301,15 @@ mod tests {
         assert_eq!(to_bf16(f32::from_bits(0x3F81_8000)), 0x3F82, "a tie rounds to the even neighbour");
         assert_eq!(to_bf16(f32::from_bits(0x3F80_8001)), 0x3F81);
         assert_eq!(to_bf16(-2.5), 0xC020);
+        if supported() {
+            let x = values(70, 9); // two vector blocks and a scalar tail
+            let mut pairs = vec![0u32; 35];
+            unsafe { kernel::round_pairs(&x, &mut pairs) };
+            for (p, pair) in pairs.iter().enumerate() {
+                assert_eq!(*pair as u16, to_bf16(x[2 * p]), "pair {p}, low half");
+                assert_eq!((*pair >> 16) as u16, to_bf16(x[2 * p + 1]), "pair {p}, high half");
+            }
+        }
     }
 
     #[test]
