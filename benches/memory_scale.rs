@@ -135,7 +135,7 @@ fn normalised_sum(a: &[f32], b: &[f32]) -> Vec<f32> {
 
 fn load_by_import(data: &Path, n: usize, base_sentences: &[String]) {
     use nexus::config::{Config, ConfigFile, FlagOverrides};
-    use nexus::memory::{Memory, Tier};
+    use nexus::memory::{Memory, Scope, Tier};
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let flags = FlagOverrides { data_dir: Some(data.to_path_buf()), ..Default::default() };
@@ -155,34 +155,15 @@ fn load_by_import(data: &Path, n: usize, base_sentences: &[String]) {
         );
 
         let started = Instant::now();
-        let now = chrono::Utc::now();
         let mut last_report = Instant::now();
         for from in (0..n).step_by(5000) {
             let batch: Vec<(Memory, Vec<f32>)> = (from..(from + 5000).min(n))
                 .map(|i| {
                     let (a, b) = parts(i, base_sentences.len());
                     let vector = b.map_or_else(|| vectors[a].clone(), |b| normalised_sum(&vectors[a], &vectors[b]));
-                    let memory = Memory {
-                        id: format!("mem-{i:08}"),
-                        memory: memory_text(i, base_sentences),
-                        tier: Tier::Factual,
-                        user_id: Some(owner(i)),
-                        agent_id: None,
-                        app_id: None,
-                        run_id: None,
-                        metadata: json!({}),
-                        categories: Vec::new(),
-                        immutable: false,
-                        event_time: None,
-                        expiration_date: None,
-                        expires_at: None,
-                        provenance: None,
-                        entities: Vec::new(),
-                        created_at: now,
-                        updated_at: now,
-                        turn: None,
-                        context: None,
-                    };
+                    let scope = Scope { user_id: Some(owner(i)), ..Default::default() };
+                    let memory =
+                        Memory::new(format!("mem-{i:08}"), memory_text(i, base_sentences), Tier::Factual, scope);
                     (memory, vector)
                 })
                 .collect();

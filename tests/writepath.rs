@@ -92,28 +92,10 @@ async fn indexers_replay_what_they_missed() {
 }
 
 fn imported(id: &str, user: &str, text: &str) -> nexus::memory::Memory {
-    let now = chrono::Utc::now();
-    nexus::memory::Memory {
-        id: id.into(),
-        memory: text.into(),
-        tier: nexus::memory::Tier::Factual,
-        user_id: Some(user.into()),
-        agent_id: None,
-        app_id: None,
-        run_id: None,
-        metadata: serde_json::json!({"source": "import"}),
-        categories: Vec::new(),
-        immutable: false,
-        event_time: None,
-        expiration_date: None,
-        expires_at: None,
-        provenance: None,
-        entities: Vec::new(),
-        created_at: now,
-        updated_at: now,
-        turn: None,
-        context: None,
-    }
+    let scope = nexus::memory::Scope { user_id: Some(user.into()), ..Default::default() };
+    let mut memory = nexus::memory::Memory::new(id, text, nexus::memory::Tier::Factual, scope);
+    memory.metadata = serde_json::json!({"source": "import"});
+    memory
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -263,16 +263,17 @@ impl Memory {
         Value::Object(out)
     }
 
-    #[cfg(test)]
-    pub fn for_tests(text: &str) -> Memory {
+    /// A memory of `scope` saying `text`, created now, with nothing else set.
+    pub fn new(id: impl Into<String>, text: impl Into<String>, tier: Tier, scope: Scope) -> Memory {
+        let now = Utc::now();
         Memory {
-            id: "m1".into(),
+            id: id.into(),
             memory: text.into(),
-            tier: Tier::Factual,
-            user_id: None,
-            agent_id: None,
-            app_id: None,
-            run_id: None,
+            tier,
+            user_id: scope.user_id,
+            agent_id: scope.agent_id,
+            app_id: scope.app_id,
+            run_id: scope.run_id,
             metadata: json!({}),
             categories: Vec::new(),
             immutable: false,
@@ -281,11 +282,16 @@ impl Memory {
             expires_at: None,
             provenance: None,
             entities: Vec::new(),
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
+            created_at: now,
+            updated_at: now,
             turn: None,
             context: None,
         }
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(text: &str) -> Memory {
+        Memory::new("m1", text, Tier::Factual, Scope::default())
     }
 }
 
