@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::bf16::Bf16Linear;
+use super::bf16::{Bf16Linear, SharedOut};
 
 type Result<T> = candle_core::Result<T>;
 
@@ -253,18 +253,6 @@ impl CustomOp2 for Attention {
             }
         });
         Ok((CpuStorage::F32(context), Shape::from((tokens, h))))
-    }
-}
-
-struct SharedOut(*mut f32);
-// SAFETY: hands disjoint parts of one buffer to parallel tasks (see `Attention`).
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// # Safety
-    /// `offset` is inside the buffer.
-    unsafe fn at(&self, offset: usize) -> *mut f32 {
-        unsafe { self.0.add(offset) }
     }
 }
 

@@ -118,7 +118,7 @@ impl Bf16Linear {
         while row < rows.end {
             let tile = (rows.end - row).min(TILE_ROWS);
             let a = &a[row * pairs..(row + tile) * pairs];
-            let c = unsafe { out.0.add(row * self.outputs + col) };
+            let c = unsafe { out.at(row * self.outputs + col) };
             let bias = &self.bias[col..col + units * UNIT];
             unsafe { kernel::dispatch(tile, units, a, pairs, b, c, self.outputs, bias) };
             if self.gelu {
@@ -134,9 +134,18 @@ impl Bf16Linear {
     }
 }
 
-struct SharedOut(*mut f32);
-// SAFETY: only used to hand disjoint regions of one buffer to parallel tasks (see `forward`).
+/// One output buffer handed to parallel tasks that each write a disjoint part of it.
+pub(super) struct SharedOut(pub(super) *mut f32);
+// SAFETY: the tasks write disjoint regions (see `Bf16Linear::forward` and bert's `Attention`).
 unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `offset` is inside the buffer.
+    pub(super) unsafe fn at(&self, offset: usize) -> *mut f32 {
+        unsafe { self.0.add(offset) }
+    }
+}
 
 impl CustomOp1 for Bf16Linear {
     fn name(&self) -> &'static str {

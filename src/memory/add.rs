@@ -24,8 +24,8 @@ use serde_json::{Map, Value, json};
 use super::extract::{self, Candidate, Decision, Known};
 use super::model::{CONTENT_KEY, content_key};
 use super::{
-    Event, Filter, HistoryEntry, MEMORY_KIND, Memories, Memory, Message, Relation, Scope, Tier, clean_categories,
-    history_record, new_memory_id, parse_day,
+    Event, Filter, MEMORY_KIND, Memories, Memory, Message, Relation, Scope, Tier, clean_categories, history_record,
+    new_memory_id, parse_day,
 };
 use crate::error::{Error, Result};
 use crate::jobs::{JobContext, JobHandler};
@@ -371,17 +371,7 @@ impl Memories {
             memory.turn = turn;
             plan.writes.extend(self.graph_writes(&mut memory, &candidate.relations));
             plan.relations.extend(candidate.relations.iter().cloned());
-            let entry = self.history_entry(
-                &memory,
-                Event::Add,
-                None,
-                Some(memory.memory.clone()),
-                actor,
-                Some(input.clone()),
-                note.clone(),
-            );
-            plan.writes.push(Write::Upsert(self.memory_record(&memory)));
-            plan.writes.push(Write::Upsert(history_record(&entry)));
+            plan.writes.extend(self.added(&memory, actor, Some(input.clone()), note.clone()));
             added.push((key, memory.id.clone()));
             plan.results.push(AddResult {
                 id: memory.id,
@@ -549,17 +539,7 @@ impl Memories {
         *relations = rest;
         plan.writes.extend(self.graph_writes(&mut memory, &mine));
         plan.relations.extend(mine);
-        let entry: HistoryEntry = self.history_entry(
-            &memory,
-            Event::Add,
-            None,
-            Some(memory.memory.clone()),
-            actor,
-            Some(input.clone()),
-            note,
-        );
-        plan.writes.push(Write::Upsert(self.memory_record(&memory)));
-        plan.writes.push(Write::Upsert(history_record(&entry)));
+        plan.writes.extend(self.added(&memory, actor, Some(input.clone()), note));
         plan.results.push(AddResult {
             id: memory.id,
             memory: memory.memory,

@@ -3,8 +3,8 @@
 //! the one write path with its ADD history entry, like an `infer=false` add, but without a model
 //! pass or the near-duplicate check: loading a large store should cost what the stores cost.
 
-use super::model::{Event, Memory};
-use super::{Memories, history_record};
+use super::Memories;
+use super::model::Memory;
 use crate::error::{Error, Result};
 use crate::store::TenantId;
 use crate::store::records::Write;
@@ -31,20 +31,12 @@ impl Memories {
                 return Err(Error::invalid(format!("memory {} has no text", memory.id)));
             }
             self.check_size(&memory.memory)?;
-            let mut record = self.memory_record(&memory);
-            record.embed = false;
-            record.vector = Some(vector); // the write path checks its dimensions
-            let entry = self.history_entry(
-                &memory,
-                Event::Add,
-                None,
-                Some(memory.memory.clone()),
-                actor,
-                None,
-                Some("imported".into()),
-            );
-            writes.push(Write::Upsert(record));
-            writes.push(Write::Upsert(history_record(&entry)));
+            let [mut record, entry] = self.added(&memory, actor, None, Some("imported".into()));
+            if let Write::Upsert(r) = &mut record {
+                r.embed = false;
+                r.vector = Some(vector); // the write path checks its dimensions
+            }
+            writes.extend([record, entry]);
         }
         self.writes.write(tenant, writes, false).await
     }

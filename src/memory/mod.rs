@@ -417,6 +417,12 @@ impl Memories {
         }
     }
 
+    /// The writes that add `m`: its record and its ADD history entry.
+    pub(crate) fn added(&self, m: &Memory, actor: &str, input: Option<Value>, note: Option<String>) -> [Write; 2] {
+        let entry = self.history_entry(m, Event::Add, None, Some(m.memory.clone()), actor, input, note);
+        [Write::Upsert(self.memory_record(m)), Write::Upsert(history_record(&entry))]
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn history_entry(
         &self,
