@@ -376,9 +376,16 @@ pub enum Synchronous {
 pub struct RecordsConfig {
     pub backend: RecordsBackend,
     pub synchronous: Synchronous,
+    /// How much of the SQLite file is read through a memory map (MiB; 0 reads with pread).
+    #[serde(default = "default_mmap_mb")]
+    pub mmap_mb: u64,
     /// Connection URL of a cluster backend; may hold a password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<Secret>,
+}
+
+fn default_mmap_mb() -> u64 {
+    8192
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]

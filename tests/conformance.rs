@@ -29,7 +29,8 @@ fn dir() -> (tempfile::TempDir, PathBuf) {
 #[tokio::test]
 async fn sqlite_record_store() {
     let (_tmp, path) = dir();
-    let config = RecordsConfig { backend: RecordsBackend::Sqlite, synchronous: Synchronous::Full, url: None };
+    let config =
+        RecordsConfig { backend: RecordsBackend::Sqlite, synchronous: Synchronous::Full, mmap_mb: 8192, url: None };
     testsuite::record_store_suite(|| async {
         Arc::new(SqliteRecordStore::open(&path, &config).await.unwrap()) as Arc<dyn RecordStore>
     })
@@ -39,7 +40,8 @@ async fn sqlite_record_store() {
 #[tokio::test]
 async fn sqlite_auth_store() {
     let (_tmp, path) = dir();
-    let config = RecordsConfig { backend: RecordsBackend::Sqlite, synchronous: Synchronous::Full, url: None };
+    let config =
+        RecordsConfig { backend: RecordsBackend::Sqlite, synchronous: Synchronous::Full, mmap_mb: 8192, url: None };
     testsuite::auth_store_suite(|| async {
         let records = SqliteRecordStore::open(&path, &config).await.unwrap();
         Arc::new(SqliteAuthStore::new(&records)) as Arc<dyn AuthStore>
@@ -98,7 +100,8 @@ async fn local_object_store() {
 #[tokio::test]
 async fn sqlite_job_store() {
     let (_tmp, path) = dir();
-    let config = RecordsConfig { backend: RecordsBackend::Sqlite, synchronous: Synchronous::Full, url: None };
+    let config =
+        RecordsConfig { backend: RecordsBackend::Sqlite, synchronous: Synchronous::Full, mmap_mb: 8192, url: None };
     testsuite::job_store_suite(|| async {
         Arc::new(SqliteRecordStore::open(&path, &config).await.unwrap()) as Arc<dyn nexus::store::jobs::JobStore>
     })

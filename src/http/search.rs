@@ -121,6 +121,7 @@ impl SearchInput {
             top_k,
             offset: self.offset,
             fusion: self.fusion.unwrap_or_default().over(defaults)?,
+            snippets: true,
         })
     }
 }

@@ -343,6 +343,7 @@ impl Memories {
             top_k: candidates,
             offset: 0,
             fusion,
+            snippets: false, // a memory is shown whole
         };
         let (hits, query_vector) = self.engine.search_with_vector(&request).await?;
         // Keyword mode computes no vector; the similarity every hit reports still needs one.

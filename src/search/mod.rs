@@ -19,7 +19,7 @@ use crate::store::text::{Snippet, TextQuery};
 use crate::store::vectors::VectorQuery;
 use crate::store::{RecordKey, Stores, TenantId};
 
-/// Below this many allowed keys, a filtered vector search is exact (record store) instead of HNSW.
+/// Below this many allowed keys, a filtered vector search scores each one exactly instead of HNSW.
 const EXACT_SEARCH_MAX_KEYS: usize = 20_000;
 /// Most candidates fetched from each store.
 const MAX_CANDIDATES: usize = 1000;
@@ -76,6 +76,8 @@ pub struct SearchRequest {
     pub top_k: usize,
     pub offset: usize,
     pub fusion: Fusion,
+    /// Whether hits carry highlighted snippets (callers that show only whole records skip them).
+    pub snippets: bool,
 }
 
 /// How a hit scored: its rank (1-based) and raw score in each list it appeared in.
@@ -155,14 +157,18 @@ impl SearchEngine {
         let mut records: HashMap<RecordKey, Record> =
             self.stores.records.get_by_keys(&request.tenant, &keys).await?.into_iter().map(|r| (r.key, r)).collect();
         let missing: Vec<RecordKey> = keys.iter().filter(|k| !snippets.contains_key(k)).copied().collect();
-        if !missing.is_empty() {
+        if request.snippets && !missing.is_empty() {
             snippets.extend(self.stores.text.snippets(&request.tenant, &request.query, missing).await?);
         }
         let hits = page
             .into_iter()
             .filter_map(|(key, breakdown)| {
                 let record = records.remove(&key)?; // deleted since it was indexed
-                let snippet = snippets.remove(&key).unwrap_or_else(|| leading_snippet(&record));
+                let snippet = match snippets.remove(&key) {
+                    Some(s) => s,
+                    None if request.snippets => leading_snippet(&record),
+                    None => Snippet::default(),
+                };
                 Some(SearchHit { score: breakdown.fused, breakdown, snippet, record })
             })
             .collect();
@@ -173,6 +179,7 @@ impl SearchEngine {
         let f = &request.filter;
         let mut query = TextQuery::new(request.tenant.clone(), request.query.clone(), limit);
         query.title_weight = request.fusion.title_weight;
+        query.snippets = request.snippets;
         query.kinds = (!f.kinds.is_empty()).then(|| f.kinds.clone());
         query.tags = f.tags.clone();
         query.facets = f.metadata.iter().map(|(k, v)| facet(k, v)).collect();
@@ -193,8 +200,9 @@ impl SearchEngine {
         if f.is_selective() {
             let allowed = self.stores.records.keys_matching(&request.tenant, f, EXACT_SEARCH_MAX_KEYS + 1).await?;
             if allowed.len() <= EXACT_SEARCH_MAX_KEYS {
-                let hits = self.stores.records.nearest_exact(&request.tenant, f, &vector, limit).await?;
-                return Ok(hits.into_iter().map(|h| Ranked { key: h.key, score: 1.0 - h.distance }).collect());
+                // Scored one by one from the vectors in memory: no record is read.
+                let hits = self.stores.vectors.nearest_among(&request.tenant, allowed, vector, limit).await?;
+                return Ok(hits.into_iter().map(|h| Ranked { key: h.key, score: h.score }).collect());
             }
             let allowed: Arc<HashSet<RecordKey>> = Arc::new(
                 self.stores.records.keys_matching(&request.tenant, f, usize::MAX >> 1).await?.into_iter().collect(),

@@ -237,6 +237,48 @@ where
         .unwrap();
     assert_eq!(near.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), vec!["f3", "f1"]);
 
+    // Filters follow updates and deletes, combine (with a common term beside a rare one), and
+    // still match values too long for an index.
+    let long = "x".repeat(200);
+    store
+        .write(
+            &a,
+            vec![
+                tagged("f2", &["blue"], serde_json::json!({"collection": "c1", "n": 4, "note": long}), 1),
+                Write::Delete { id: "f3".into() },
+            ],
+        )
+        .await
+        .unwrap();
+    store.write(&b, vec![tagged("g1", &["red"], serde_json::json!({"collection": "c1"}), 0)]).await.unwrap();
+    let listed =
+        store.list(&a, &ListFilter { kind: Some("filtered".into()), after_key: None, limit: 10 }).await.unwrap();
+    let c1 = || ("collection".to_string(), "c1".to_string());
+    assert_eq!(ids(select(RecordFilter { metadata: vec![c1()], ..base.clone() }).await, &listed), vec!["f1", "f2"]);
+    assert!(
+        select(RecordFilter { metadata: vec![("collection".into(), "c2".into())], ..base.clone() }).await.is_empty(),
+        "an updated value no longer matches its old one"
+    );
+    assert_eq!(ids(select(RecordFilter { tags: vec!["red".into()], ..base.clone() }).await, &listed), vec!["f1"]);
+    assert_eq!(ids(select(RecordFilter { tags: vec!["blue".into()], ..base.clone() }).await, &listed), vec!["f2"]);
+    assert_eq!(
+        ids(select(RecordFilter { metadata: vec![c1(), ("n".into(), "4".into())], ..base.clone() }).await, &listed),
+        vec!["f2"]
+    );
+    assert_eq!(
+        ids(select(RecordFilter { metadata: vec![("note".into(), long.clone())], ..base.clone() }).await, &listed),
+        vec!["f2"]
+    );
+    assert!(
+        select(RecordFilter {
+            metadata: vec![c1(), ("n".into(), "3".into())],
+            tags: vec!["blue".into()],
+            ..base.clone()
+        })
+        .await
+        .is_empty()
+    );
+
     // Scan covers every tenant in key order; stats count records.
     let all = store.scan(0, 1000).await.unwrap();
     assert!(all.windows(2).all(|w| w[0].key < w[1].key));
@@ -301,6 +343,14 @@ where
     with_predicate.predicate = Some(Arc::new(|key| key % 2 == 0));
     assert_eq!(store.search(with_predicate).await.unwrap().iter().map(|h| h.key).collect::<Vec<_>>(), vec![2]);
     assert!(store.search(query(&tenant("nobody"), 10, None)).await.unwrap().is_empty());
+    // Exact scoring among given keys: best first, the tenant's own, unknown keys skipped.
+    let among = store.nearest_among(&a, vec![2, 3, 4, 99], axis_vector(dims, 0, 0, 0.0), 10).await.unwrap();
+    assert_eq!(among.iter().map(|h| h.key).collect::<Vec<_>>(), vec![3, 2]);
+    let searched = store.search(query(&a, 3, None)).await.unwrap();
+    let same = |key| searched.iter().find(|h| h.key == key).unwrap().score;
+    assert!((among[0].score - same(3)).abs() < 1e-3 && (among[1].score - same(2)).abs() < 1e-3, "cosine, as search");
+    assert_eq!(store.nearest_among(&a, vec![1, 2, 3], axis_vector(dims, 0, 0, 0.0), 1).await.unwrap().len(), 1);
+    assert!(store.nearest_among(&b, vec![1, 2, 3], axis_vector(dims, 0, 0, 0.0), 10).await.unwrap().is_empty());
 
     // Upsert replaces; delete removes.
     store.upsert(vec![point(1, &a, "doc", 3, 3, 0.0)]).await.unwrap();
@@ -379,6 +429,13 @@ where
     assert_eq!(keys.first(), Some(&2), "title match outranks body match: {keys:?}");
     assert!(keys.contains(&1), "stemmed body match: {keys:?}");
     assert!(!keys.contains(&4), "tenant isolation");
+    let bare = store.search(TextQuery { snippets: false, ..q(&a, "running") }).await.unwrap();
+    assert_eq!(
+        bare.iter().map(|h| (h.key, h.score)).collect::<Vec<_>>(),
+        hits.iter().map(|h| (h.key, h.score)).collect::<Vec<_>>(),
+        "without snippets: the same hits"
+    );
+    assert!(bare.iter().all(|h| h.snippet.text.is_empty()) && hits.iter().any(|h| !h.snippet.text.is_empty()));
     let mut light_titles = q(&a, "running");
     light_titles.title_weight = 0.01;
     let keys: Vec<u64> = store.search(light_titles).await.unwrap().iter().map(|h| h.key).collect();

@@ -28,7 +28,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0003_jobs.sql"),
     include_str!("migrations/sqlite/0004_auth.sql"),
     include_str!("migrations/sqlite/0005_job_error_code.sql"),
+    include_str!("migrations/sqlite/0006_record_facets.sql"),
 ];
+
+/// Longest value (in characters) `record_facets` indexes; must match 0006_record_facets.sql.
+const FACET_MAX_CHARS: usize = 64;
+/// Between a field and its value in a `record_facets` term (no field name or value holds it
+/// in practice, and a collision would only widen the candidate set: the exact test still runs).
+const FACET_SEPARATOR: char = '\u{1f}';
 
 const READERS: usize = 4;
 const DB_FILE: &str = "nexus.sqlite";
@@ -81,7 +88,11 @@ fn open_connection(path: &Path, config: &RecordsConfig) -> Result<Connection> {
         Synchronous::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", sync)?;
+    conn.pragma_update(None, "mmap_size", config.mmap_mb.saturating_mul(1 << 20) as i64)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Keep each cached statement's plan: otherwise SQLite re-prepares any statement whose bound
+    // values (a LIMIT, a JSON path) could change its plan on every execution.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(conn)
 }
 
@@ -225,18 +236,41 @@ fn log_change(
 
 /// A WHERE clause (with positional `?` arguments) selecting the tenant's records that match.
 /// Metadata keys are bound as JSON paths, never spliced into the SQL.
-fn filter_sql(tenant: &TenantId, filter: &RecordFilter) -> (String, Vec<SqlValue>) {
-    let mut sql = vec!["tenant = ?".to_string()];
+fn filter_sql(conn: &Connection, tenant: &TenantId, filter: &RecordFilter) -> Result<(String, Vec<SqlValue>)> {
+    // The indexed term with the fewest records drives the query (every term's exact test
+    // below still decides).
+    let mut terms: Vec<String> = Vec::new();
+    for tag in &filter.tags {
+        if tag.chars().count() <= FACET_MAX_CHARS {
+            terms.push(format!("t{tag}"));
+        }
+    }
+    for (key, value) in &filter.metadata {
+        if value.chars().count() <= FACET_MAX_CHARS {
+            terms.push(format!("m{}{FACET_SEPARATOR}{value}", key.replace('"', "")));
+        }
+    }
+    let driver = narrowest_term(conn, tenant, terms)?;
+    // With a driving term, unary `+` keeps the planner from seeking the kind index as well:
+    // each candidate key is then one primary-key lookup.
+    let plain = if driver.is_some() { "+" } else { "" };
+    let mut sql = vec![format!("{plain}tenant = ?")];
     let mut args = vec![SqlValue::Text(tenant.as_str().to_string())];
     if !filter.kinds.is_empty() {
-        sql.push(format!("kind IN ({})", vec!["?"; filter.kinds.len()].join(", ")));
+        sql.push(format!("{plain}kind IN ({})", vec!["?"; filter.kinds.len()].join(", ")));
         args.extend(filter.kinds.iter().map(|k| SqlValue::Text(k.clone())));
+    }
+    if let Some(term) = driver {
+        sql.push("key IN (SELECT key FROM record_facets WHERE tenant = ? AND facet = ?)".to_string());
+        args.push(SqlValue::Text(tenant.as_str().to_string()));
+        args.push(SqlValue::Text(term));
     }
     for tag in &filter.tags {
         sql.push("EXISTS (SELECT 1 FROM json_each(records.tags) WHERE value = ?)".to_string());
         args.push(SqlValue::Text(tag.clone()));
     }
     for (key, value) in &filter.metadata {
+        let field = key.replace('"', "");
         // Booleans compare as "true"/"false", like facets; other scalars as their text.
         sql.push(
             "(CASE json_type(metadata, ?1x) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
@@ -244,7 +278,7 @@ fn filter_sql(tenant: &TenantId, filter: &RecordFilter) -> (String, Vec<SqlValue
                 .replace("?1x", "?")
                 .to_string(),
         );
-        let path = format!("$.\"{}\"", key.replace('"', ""));
+        let path = format!("$.\"{field}\"");
         args.push(SqlValue::Text(path.clone()));
         args.push(SqlValue::Text(path));
         args.push(SqlValue::Text(value.clone()));
@@ -263,7 +297,73 @@ fn filter_sql(tenant: &TenantId, filter: &RecordFilter) -> (String, Vec<SqlValue
         sql.push("key > ?".to_string());
         args.push(SqlValue::Integer(after as i64));
     }
-    (sql.join(" AND "), args)
+    Ok((sql.join(" AND "), args))
+}
+
+/// The keys matching `filter` read from `record_facets` alone (no record is read), when every
+/// condition is an indexed term that cannot be confused with another: tags, kinds and metadata
+/// equalities without the separator, no dates. `None` when the filter needs the records.
+fn indexed_keys_sql(
+    conn: &Connection,
+    tenant: &TenantId,
+    filter: &RecordFilter,
+    limit: usize,
+) -> Result<Option<(String, Vec<SqlValue>)>> {
+    let short = |text: &str| text.chars().count() <= FACET_MAX_CHARS;
+    let exact = |text: &str| short(text) && !text.contains(FACET_SEPARATOR);
+    if filter.date_from.is_some()
+        || filter.date_to.is_some()
+        || (filter.tags.is_empty() && filter.metadata.is_empty())
+        || !filter.tags.iter().all(|t| short(t))
+        || !filter.metadata.iter().all(|(k, v)| exact(&k.replace('"', "")) && exact(v))
+    {
+        return Ok(None);
+    }
+    let mut terms: Vec<String> = filter.tags.iter().map(|t| format!("t{t}")).collect();
+    terms.extend(filter.metadata.iter().map(|(k, v)| format!("m{}{FACET_SEPARATOR}{v}", k.replace('"', ""))));
+    let Some(driver) = narrowest_term(conn, tenant, terms.clone())? else { return Ok(None) };
+    let t = || SqlValue::Text(tenant.as_str().to_string());
+    let mut sql = vec!["f.tenant = ? AND f.facet = ?".to_string()];
+    let mut args = vec![t(), SqlValue::Text(driver.clone())];
+    let also = "EXISTS (SELECT 1 FROM record_facets g WHERE g.tenant = ? AND g.facet = ? AND g.key = f.key)";
+    for term in terms.into_iter().filter(|term| *term != driver) {
+        sql.push(also.to_string());
+        args.extend([t(), SqlValue::Text(term)]);
+    }
+    if !filter.kinds.is_empty() {
+        sql.push(format!(
+            "EXISTS (SELECT 1 FROM record_facets g WHERE g.tenant = ? AND g.facet IN ({}) AND g.key = f.key)",
+            vec!["?"; filter.kinds.len()].join(", ")
+        ));
+        args.push(t());
+        args.extend(filter.kinds.iter().map(|k| SqlValue::Text(format!("k{k}"))));
+    }
+    if let Some(after) = filter.after_key {
+        sql.push("f.key > ?".to_string());
+        args.push(SqlValue::Integer(after as i64));
+    }
+    args.push(SqlValue::Integer(limit.min(i64::MAX as usize) as i64));
+    Ok(Some((format!("SELECT f.key FROM record_facets f WHERE {} ORDER BY f.key LIMIT ?", sql.join(" AND ")), args)))
+}
+
+/// Of `terms`, the one fewest of the tenant's records carry (counted up to a bound, so a common
+/// term costs no more than a rare one).
+fn narrowest_term(conn: &Connection, tenant: &TenantId, mut terms: Vec<String>) -> Result<Option<String>> {
+    const COUNT_BOUND: i64 = 10_000;
+    if terms.len() <= 1 {
+        return Ok(terms.pop());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT count(*) FROM (SELECT 1 FROM record_facets WHERE tenant = ?1 AND facet = ?2 LIMIT ?3)",
+    )?;
+    let mut best: Option<(i64, String)> = None;
+    for term in terms {
+        let n: i64 = stmt.query_row(params![tenant.as_str(), term, COUNT_BOUND], |r| r.get(0))?;
+        if best.as_ref().is_none_or(|(m, _)| n < *m) {
+            best = Some((n, term));
+        }
+    }
+    Ok(best.map(|(_, term)| term))
 }
 
 fn head_seq(conn: &Connection) -> Result<Seq> {
@@ -406,7 +506,7 @@ impl RecordStore for SqliteRecordStore {
         let blob = vector_to_blob(vector);
         blocking(move || {
             inner.read(|conn| {
-                let (where_sql, mut args) = filter_sql(&tenant, &filter);
+                let (where_sql, mut args) = filter_sql(conn, &tenant, &filter)?;
                 let sql = format!(
                     "SELECT key, id, vec_distance_cosine(vector, ?) AS distance FROM records
                      WHERE {where_sql} AND vector IS NOT NULL AND length(vector) = ?
@@ -435,10 +535,15 @@ impl RecordStore for SqliteRecordStore {
         let (tenant, filter) = (tenant.clone(), filter.clone());
         blocking(move || {
             inner.read(|conn| {
-                let (where_sql, mut args) = filter_sql(&tenant, &filter);
-                args.push(SqlValue::Integer(limit as i64));
-                let mut stmt =
-                    conn.prepare_cached(&format!("SELECT key FROM records WHERE {where_sql} ORDER BY key LIMIT ?"))?;
+                let (sql, args) = match indexed_keys_sql(conn, &tenant, &filter, limit)? {
+                    Some(indexed) => indexed,
+                    None => {
+                        let (where_sql, mut args) = filter_sql(conn, &tenant, &filter)?;
+                        args.push(SqlValue::Integer(limit.min(i64::MAX as usize) as i64));
+                        (format!("SELECT key FROM records WHERE {where_sql} ORDER BY key LIMIT ?"), args)
+                    }
+                };
+                let mut stmt = conn.prepare_cached(&sql)?;
                 let rows = stmt.query_map(params_from_iter(args), |r| Ok(r.get::<_, i64>(0)? as u64))?;
                 Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
             })
@@ -452,7 +557,7 @@ impl RecordStore for SqliteRecordStore {
         let path = format!("$.\"{}\"", field.replace('"', ""));
         blocking(move || {
             inner.read(|conn| {
-                let (where_sql, args) = filter_sql(&tenant, &filter);
+                let (where_sql, args) = filter_sql(conn, &tenant, &filter)?;
                 let mut all = vec![SqlValue::Text(path)];
                 all.extend(args);
                 let sql = format!(

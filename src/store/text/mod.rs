@@ -49,6 +49,8 @@ pub struct TextQuery {
     pub date_to: Option<i64>,
     /// How much a title match counts against a body match.
     pub title_weight: f32,
+    /// Whether hits carry a highlighted snippet (reading each hit's stored text to make it).
+    pub snippets: bool,
 }
 
 /// A title match counts twice a body match unless a query says otherwise.
@@ -67,11 +69,12 @@ impl TextQuery {
             date_from: None,
             date_to: None,
             title_weight: DEFAULT_TITLE_WEIGHT,
+            snippets: true,
         }
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Snippet {
     pub text: String,
     /// Byte ranges `[start, end)` of matched terms within `text`.

@@ -3,6 +3,7 @@
 //! One `IndexWriter` lives for the store's lifetime. A commit carries the change-log position as
 //! its payload, so the position and the documents become durable together.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -202,7 +203,7 @@ impl Inner {
         let f = self.fields;
         let user_query = self.parse(&query.query, query.title_weight);
         let searcher = self.reader.searcher();
-        let generators = self.generators(&searcher, &*user_query)?;
+        let generators = if query.snippets { self.generators(&searcher, &*user_query)? } else { Vec::new() };
         let mut clauses = vec![(Occur::Must, user_query)];
         clauses.extend(self.filters(query));
         let full = BooleanQuery::new(clauses);
@@ -210,6 +211,25 @@ impl Inner {
             .search(&full, &TopDocs::with_limit(query.limit).and_offset(query.offset).order_by_score())
             .map_err(tantivy_err("search text"))?;
         let mut hits = Vec::with_capacity(top.len());
+        if !query.snippets {
+            // Keys from the fast field: no stored document is read.
+            let mut columns = HashMap::new();
+            for (score, address) in top {
+                let column = match columns.entry(address.segment_ord) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                        searcher
+                            .segment_reader(address.segment_ord)
+                            .fast_fields()
+                            .u64("key")
+                            .map_err(tantivy_err("read keys"))?,
+                    ),
+                };
+                let key = column.first(address.doc_id).unwrap_or_default();
+                hits.push(TextHit { key, score, snippet: Snippet::default() });
+            }
+            return Ok(hits);
+        }
         for (score, address) in top {
             let doc: TantivyDocument = searcher.doc(address).map_err(tantivy_err("read text document"))?;
             let key = doc.get_first(f.key).and_then(|v| v.as_u64()).unwrap_or_default();

@@ -52,6 +52,16 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn upsert(&self, points: Vec<VectorPoint>) -> Result<()>;
     async fn delete(&self, keys: Vec<RecordKey>) -> Result<()>;
     async fn search(&self, query: VectorQuery) -> Result<Vec<VectorHit>>;
+    /// Exact nearest neighbours among `keys` (a filter's matches, small enough to score one by
+    /// one): the tenant's points with those keys, best first, at most `k`. Unknown keys and
+    /// other tenants' points are skipped.
+    async fn nearest_among(
+        &self,
+        tenant: &TenantId,
+        keys: Vec<RecordKey>,
+        vector: Vec<f32>,
+        k: usize,
+    ) -> Result<Vec<VectorHit>>;
 
     /// Makes everything applied so far durable, up to change-log position `seq`.
     async fn commit(&self, seq: Seq) -> Result<()>;

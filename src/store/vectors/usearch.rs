@@ -17,9 +17,19 @@ use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 use super::{VectorHit, VectorPoint, VectorQuery, VectorStore, validate_vector};
 use crate::config::{Quantization, VectorsConfig};
 use crate::error::{Error, ErrorCode, Result};
-use crate::store::{RecordKey, Seq, StoreStats, blocking, dir_size};
+use crate::store::{RecordKey, Seq, StoreStats, TenantId, blocking, dir_size};
 
 const MANIFEST: &str = "manifest.json";
+
+/// Search contexts usearch reserves; as many searches run at once (more wait for a permit).
+const SEARCH_CONTEXTS: usize = 64;
+
+/// Batches at least this large are added from several threads.
+const PARALLEL_ADD_MIN: usize = 64;
+
+fn reserve(index: &Index, capacity: usize) -> Result<()> {
+    index.reserve_capacity_and_threads(capacity, SEARCH_CONTEXTS).map_err(usearch_err("reserve vector index"))
+}
 
 #[derive(Serialize, Deserialize)]
 struct Manifest {
@@ -63,6 +73,7 @@ pub struct UsearchVectorStore {
     dir: PathBuf,
     config: VectorsConfig,
     state: Arc<RwLock<State>>,
+    searches: Arc<tokio::sync::Semaphore>,
 }
 
 fn usearch_err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Error + '_ {
@@ -85,7 +96,7 @@ fn new_index(config: &VectorsConfig) -> Result<Index> {
         multi: false,
     };
     let index = Index::new(&options).map_err(usearch_err("create vector index"))?;
-    index.reserve(1024).map_err(usearch_err("reserve vector index"))?;
+    reserve(&index, 1024)?;
     Ok(index)
 }
 
@@ -110,6 +121,7 @@ fn load_state(dir: &Path, config: &VectorsConfig) -> Result<State> {
         .map_err(usearch_err("load vector index"))?;
     index.change_expansion_search(config.expansion_search);
     index.change_expansion_add(config.expansion_add);
+    reserve(&index, index.size().max(1024))?;
     let points: Points = serde_json::from_slice(&std::fs::read(dir.join(&manifest.points_file))?)
         .map_err(|e| Error::store("load vector points", e))?;
     Ok(State { index, points, generation: manifest.generation, committed_seq: manifest.seq })
@@ -122,7 +134,12 @@ impl UsearchVectorStore {
         blocking(move || {
             std::fs::create_dir_all(&dir)?;
             let state = load_state(&dir, &config)?;
-            Ok(UsearchVectorStore { dir, config, state: Arc::new(RwLock::new(state)) })
+            Ok(UsearchVectorStore {
+                dir,
+                config,
+                state: Arc::new(RwLock::new(state)),
+                searches: Arc::new(tokio::sync::Semaphore::new(SEARCH_CONTEXTS)),
+            })
         })
         .await
     }
@@ -165,6 +182,37 @@ fn save_generation(dir: &Path, state: &State, generation: u64, seq: Seq, config:
     Ok(())
 }
 
+/// Adds `points` (none of them present): HNSW insertion is the costly part of indexing, and
+/// usearch takes concurrent adds, so large batches are spread over the cores.
+fn add_all(index: &Index, points: &[VectorPoint]) -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(SEARCH_CONTEXTS);
+    if points.len() < PARALLEL_ADD_MIN || threads == 1 {
+        for p in points {
+            index.add(p.key, &p.vector).map_err(usearch_err("add vector"))?;
+        }
+        return Ok(());
+    }
+    let chunk = points.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = points
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || -> Result<()> {
+                    for p in part {
+                        index.add(p.key, &p.vector).map_err(usearch_err("add vector"))?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| w.join().map_err(|_| Error::internal("add vectors", "worker panicked"))?)
+    })
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut file = std::fs::File::create(path)?;
@@ -190,16 +238,22 @@ impl VectorStore for UsearchVectorStore {
         let state = self.state.clone();
         blocking(move || {
             let mut state = state.write();
+            // The last point for a key wins, as if they were added one after another.
+            let mut seen = std::collections::HashSet::new();
+            let mut points: Vec<VectorPoint> = points.into_iter().rev().filter(|p| seen.insert(p.key)).collect();
+            points.reverse();
             let needed = state.index.size() + points.len();
             if needed > state.index.capacity() {
                 let capacity = needed.max(state.index.capacity() * 2);
-                state.index.reserve(capacity).map_err(usearch_err("grow vector index"))?;
+                reserve(&state.index, capacity)?;
             }
-            for p in points {
+            for p in &points {
                 if state.index.contains(p.key) {
                     state.index.remove(p.key).map_err(usearch_err("replace vector"))?;
                 }
-                state.index.add(p.key, &p.vector).map_err(usearch_err("add vector"))?;
+            }
+            add_all(&state.index, &points)?;
+            for p in points {
                 let tenant = Points::intern(&mut state.points.tenants, p.tenant.as_str());
                 let kind = Points::intern(&mut state.points.kinds, &p.kind);
                 state.points.entries.insert(p.key, (tenant, kind));
@@ -227,6 +281,7 @@ impl VectorStore for UsearchVectorStore {
     async fn search(&self, query: VectorQuery) -> Result<Vec<VectorHit>> {
         validate_vector(&query.vector, self.config.dimensions)?;
         let state = self.state.clone();
+        let _permit = self.searches.acquire().await.map_err(|e| Error::internal("vector search permit", e))?;
         blocking(move || {
             let state = state.read();
             let Some(tenant) = state.points.tenants.iter().position(|t| t == query.tenant.as_str()) else {
@@ -253,6 +308,42 @@ impl VectorStore for UsearchVectorStore {
                 .zip(matches.distances.iter())
                 .map(|(key, distance)| VectorHit { key: *key, score: 1.0 - distance })
                 .collect())
+        })
+        .await
+    }
+
+    async fn nearest_among(
+        &self,
+        tenant: &TenantId,
+        keys: Vec<RecordKey>,
+        vector: Vec<f32>,
+        k: usize,
+    ) -> Result<Vec<VectorHit>> {
+        validate_vector(&vector, self.config.dimensions)?;
+        let state = self.state.clone();
+        let tenant = tenant.clone();
+        blocking(move || {
+            let state = state.read();
+            let Some(t) = state.points.tenants.iter().position(|x| x == tenant.as_str()) else {
+                return Ok(Vec::new());
+            };
+            let query_norm = norm(&vector);
+            let mut stored = vec![0f32; vector.len()];
+            let mut hits = Vec::new();
+            for key in keys {
+                if !state.points.entries.get(&key).is_some_and(|(pt, _)| *pt as usize == t) {
+                    continue;
+                }
+                if state.index.get(key, &mut stored).map_err(usearch_err("read vector"))? == 0 {
+                    continue;
+                }
+                let dot: f32 = stored.iter().zip(&vector).map(|(a, b)| a * b).sum();
+                let score = dot / (norm(&stored) * query_norm).max(f32::MIN_POSITIVE);
+                hits.push(VectorHit { key, score });
+            }
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
+            hits.truncate(k);
+            Ok(hits)
         })
         .await
     }
