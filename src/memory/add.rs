@@ -667,10 +667,3 @@ pub fn scope_filter(scope: &Scope) -> Filter {
 pub(crate) fn end_of_day(day: chrono::NaiveDate) -> DateTime<Utc> {
     (day + Duration::days(1)).and_hms_opt(0, 0, 0).expect("midnight").and_utc()
 }
-
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
-}

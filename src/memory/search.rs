@@ -27,7 +27,6 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
 
-use super::add::cosine;
 use super::{Filter, MEMORY_KIND, Memories, Memory, Relation, Tier, entity_id};
 use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
@@ -35,6 +34,7 @@ use crate::search::{Fusion, Mode, ScoreBreakdown, SearchRequest};
 use crate::store::TenantId;
 use crate::store::graph::Direction;
 use crate::store::records::RecordFilter;
+use crate::store::vectors::cosine;
 
 pub const MAX_TOP_K: usize = 1000;
 

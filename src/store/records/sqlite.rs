@@ -33,8 +33,8 @@ const MIGRATIONS: &[&str] = &[
 
 /// Longest value (in characters) `record_facets` indexes; must match 0006_record_facets.sql.
 const FACET_MAX_CHARS: usize = 64;
-/// Between a field and its value in a `record_facets` term (no field name or value holds it
-/// in practice, and a collision would only widen the candidate set: the exact test still runs).
+/// Between a field and its value in a `record_facets` term. A field or value holding it could
+/// make two terms equal: such filters never answer from the index alone.
 const FACET_SEPARATOR: char = '\u{1f}';
 
 const READERS: usize = 4;
@@ -239,18 +239,7 @@ fn log_change(
 fn filter_sql(conn: &Connection, tenant: &TenantId, filter: &RecordFilter) -> Result<(String, Vec<SqlValue>)> {
     // The indexed term with the fewest records drives the query (every term's exact test
     // below still decides).
-    let mut terms: Vec<String> = Vec::new();
-    for tag in &filter.tags {
-        if tag.chars().count() <= FACET_MAX_CHARS {
-            terms.push(format!("t{tag}"));
-        }
-    }
-    for (key, value) in &filter.metadata {
-        if value.chars().count() <= FACET_MAX_CHARS {
-            terms.push(format!("m{}{FACET_SEPARATOR}{value}", key.replace('"', "")));
-        }
-    }
-    let driver = narrowest_term(conn, tenant, terms)?;
+    let driver = narrowest_term(conn, tenant, FacetTerms::of(filter).terms)?;
     // With a driving term, unary `+` keeps the planner from seeking the kind index as well:
     // each candidate key is then one primary-key lookup.
     let plain = if driver.is_some() { "+" } else { "" };
@@ -270,7 +259,7 @@ fn filter_sql(conn: &Connection, tenant: &TenantId, filter: &RecordFilter) -> Re
         args.push(SqlValue::Text(tag.clone()));
     }
     for (key, value) in &filter.metadata {
-        let field = key.replace('"', "");
+        let field = field_name(key);
         // Booleans compare as "true"/"false", like facets; other scalars as their text.
         sql.push(
             "(CASE json_type(metadata, ?1x) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' \
@@ -300,27 +289,55 @@ fn filter_sql(conn: &Connection, tenant: &TenantId, filter: &RecordFilter) -> Re
     Ok((sql.join(" AND "), args))
 }
 
+/// How a metadata key names its field: quotes are dropped (the key is bound in a JSON path).
+fn field_name(key: &str) -> String {
+    key.replace('"', "")
+}
+
+/// A filter's `record_facets` terms (tags and metadata equalities whose value the index holds),
+/// and whether they alone decide the filter's tags and metadata.
+struct FacetTerms {
+    terms: Vec<String>,
+    complete: bool,
+}
+
+impl FacetTerms {
+    fn of(filter: &RecordFilter) -> FacetTerms {
+        let short = |text: &str| text.chars().count() <= FACET_MAX_CHARS;
+        let mut out = FacetTerms { terms: Vec::new(), complete: true };
+        for tag in &filter.tags {
+            if short(tag) {
+                out.terms.push(format!("t{tag}"));
+            } else {
+                out.complete = false;
+            }
+        }
+        for (key, value) in &filter.metadata {
+            let field = field_name(key);
+            if short(value) {
+                out.terms.push(format!("m{field}{FACET_SEPARATOR}{value}"));
+            }
+            if !short(value) || field.contains(FACET_SEPARATOR) || value.contains(FACET_SEPARATOR) {
+                out.complete = false;
+            }
+        }
+        out
+    }
+}
+
 /// The keys matching `filter` read from `record_facets` alone (no record is read), when every
 /// condition is an indexed term that cannot be confused with another: tags, kinds and metadata
-/// equalities without the separator, no dates. `None` when the filter needs the records.
+/// equalities, no dates. `None` when the filter needs the records.
 fn indexed_keys_sql(
     conn: &Connection,
     tenant: &TenantId,
     filter: &RecordFilter,
     limit: usize,
 ) -> Result<Option<(String, Vec<SqlValue>)>> {
-    let short = |text: &str| text.chars().count() <= FACET_MAX_CHARS;
-    let exact = |text: &str| short(text) && !text.contains(FACET_SEPARATOR);
-    if filter.date_from.is_some()
-        || filter.date_to.is_some()
-        || (filter.tags.is_empty() && filter.metadata.is_empty())
-        || !filter.tags.iter().all(|t| short(t))
-        || !filter.metadata.iter().all(|(k, v)| exact(&k.replace('"', "")) && exact(v))
-    {
+    let FacetTerms { terms, complete } = FacetTerms::of(filter);
+    if !complete || terms.is_empty() || filter.date_from.is_some() || filter.date_to.is_some() {
         return Ok(None);
     }
-    let mut terms: Vec<String> = filter.tags.iter().map(|t| format!("t{t}")).collect();
-    terms.extend(filter.metadata.iter().map(|(k, v)| format!("m{}{FACET_SEPARATOR}{v}", k.replace('"', ""))));
     let Some(driver) = narrowest_term(conn, tenant, terms.clone())? else { return Ok(None) };
     let t = || SqlValue::Text(tenant.as_str().to_string());
     let mut sql = vec!["f.tenant = ? AND f.facet = ?".to_string()];
@@ -554,7 +571,7 @@ impl RecordStore for SqliteRecordStore {
     async fn count_by(&self, tenant: &TenantId, filter: &RecordFilter, field: &str) -> Result<Vec<(String, u64)>> {
         let inner = self.inner.clone();
         let (tenant, filter) = (tenant.clone(), filter.clone());
-        let path = format!("$.\"{}\"", field.replace('"', ""));
+        let path = format!("$.\"{}\"", field_name(field));
         blocking(move || {
             inner.read(|conn| {
                 let (where_sql, args) = filter_sql(conn, &tenant, &filter)?;

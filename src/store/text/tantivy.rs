@@ -3,7 +3,6 @@
 //! One `IndexWriter` lives for the store's lifetime. A commit carries the change-log position as
 //! its payload, so the position and the documents become durable together.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -213,19 +212,14 @@ impl Inner {
         let mut hits = Vec::with_capacity(top.len());
         if !query.snippets {
             // Keys from the fast field: no stored document is read.
-            let mut columns = HashMap::new();
+            let columns = searcher
+                .segment_readers()
+                .iter()
+                .map(|segment| segment.fast_fields().u64("key"))
+                .collect::<tantivy::Result<Vec<_>>>()
+                .map_err(tantivy_err("read keys"))?;
             for (score, address) in top {
-                let column = match columns.entry(address.segment_ord) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                        searcher
-                            .segment_reader(address.segment_ord)
-                            .fast_fields()
-                            .u64("key")
-                            .map_err(tantivy_err("read keys"))?,
-                    ),
-                };
-                let key = column.first(address.doc_id).unwrap_or_default();
+                let key = columns[address.segment_ord as usize].first(address.doc_id).unwrap_or_default();
                 hits.push(TextHit { key, score, snippet: Snippet::default() });
             }
             return Ok(hits);

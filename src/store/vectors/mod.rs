@@ -74,6 +74,14 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn stats(&self) -> Result<StoreStats>;
 }
 
+/// Cosine similarity; 0 when either vector is zero.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+}
+
 /// Refuses a vector of the wrong size or with a NaN or infinite component.
 pub fn validate_vector(vector: &[f32], dimensions: usize) -> Result<()> {
     if vector.len() != dimensions {

@@ -14,7 +14,7 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use super::{VectorHit, VectorPoint, VectorQuery, VectorStore, validate_vector};
+use super::{VectorHit, VectorPoint, VectorQuery, VectorStore, cosine, validate_vector};
 use crate::config::{Quantization, VectorsConfig};
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::{RecordKey, Seq, StoreStats, TenantId, blocking, dir_size};
@@ -209,10 +209,6 @@ fn add_all(index: &Index, points: &[VectorPoint]) -> Result<()> {
     })
 }
 
-fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
-}
-
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut file = std::fs::File::create(path)?;
@@ -327,7 +323,6 @@ impl VectorStore for UsearchVectorStore {
             let Some(t) = state.points.tenants.iter().position(|x| x == tenant.as_str()) else {
                 return Ok(Vec::new());
             };
-            let query_norm = norm(&vector);
             let mut stored = vec![0f32; vector.len()];
             let mut hits = Vec::new();
             for key in keys {
@@ -337,9 +332,7 @@ impl VectorStore for UsearchVectorStore {
                 if state.index.get(key, &mut stored).map_err(usearch_err("read vector"))? == 0 {
                     continue;
                 }
-                let dot: f32 = stored.iter().zip(&vector).map(|(a, b)| a * b).sum();
-                let score = dot / (norm(&stored) * query_norm).max(f32::MIN_POSITIVE);
-                hits.push(VectorHit { key, score });
+                hits.push(VectorHit { key, score: cosine(&stored, &vector) });
             }
             hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
             hits.truncate(k);
