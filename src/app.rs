@@ -60,6 +60,20 @@ pub struct IndexerStatus {
     pub last_error: Option<String>,
 }
 
+/// Whether a store's backend answers (a cluster server may be down while Nexus runs).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct BackendStatus {
+    pub store: &'static str,
+    pub backend: &'static str,
+    pub reachable: bool,
+    /// The stable code of the error when it does not answer (details are in the log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How long a readiness probe waits for a backend.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Status {
     pub version: &'static str,
@@ -68,6 +82,17 @@ pub struct Status {
     pub ready: bool,
     pub stores: Vec<StoreStatus>,
     pub indexers: Vec<IndexerStatus>,
+}
+
+async fn probe<T>(call: impl std::future::Future<Output = Result<T>>) -> Result<()> {
+    match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+        Ok(outcome) => outcome.map(drop),
+        Err(_) => Err(timeout_error()),
+    }
+}
+
+fn timeout_error() -> crate::error::Error {
+    crate::error::Error::new(crate::error::ErrorCode::BackendUnavailable, "the backend did not answer in time")
 }
 
 impl App {
@@ -82,7 +107,7 @@ impl App {
         let llm = crate::llm::open_llm(&config.llm)?;
         let auth = Arc::new(Auth::open(&config, dir.root(), stores.auth.clone())?);
         auth.start_upkeep(config.auth.audit_retention_days);
-        let writes = Arc::new(WriteLog::start(&stores, &config.indexer, embed.clone()).await?);
+        let writes = Arc::new(WriteLog::start(&stores, &config.indexer, &config.cluster, embed.clone()).await?);
         let search = SearchEngine::new(stores.clone(), embed.clone());
         let chunking = ChunkOptions {
             max_tokens: config.knowledge.chunk_max_tokens,
@@ -153,6 +178,42 @@ impl App {
                 last_error: i.last_error(),
             })
             .collect())
+    }
+
+    /// Probes every store's backend with a cheap call, all at once, each bounded in time.
+    pub async fn backend_status(&self) -> Vec<BackendStatus> {
+        let s = &self.stores;
+        let tenant = crate::store::TenantId::default_tenant();
+        let projections = self.projections();
+        let derived = projections.iter().map(|p| {
+            let p = p.clone();
+            async move { (p.name(), p.backend(), p.committed_seq().await.map(drop)) }
+        });
+        let (records, objects, derived) = tokio::join!(
+            probe(s.records.head_seq()),
+            probe(s.objects.head(&tenant, ".nexus-ready")),
+            futures::future::join_all(derived.map(|f| async move {
+                match tokio::time::timeout(PROBE_TIMEOUT, f).await {
+                    Ok((name, backend, outcome)) => (name, backend, outcome),
+                    Err(_) => ("?", "?", Err(timeout_error())),
+                }
+            })),
+        );
+        let entry = |store, backend, outcome: Result<()>| {
+            if let Err(e) = &outcome {
+                tracing::warn!(store, backend, error = %e, "backend does not answer");
+            }
+            BackendStatus {
+                store,
+                backend,
+                reachable: outcome.is_ok(),
+                error: outcome.err().map(|e| e.code.as_str().into()),
+            }
+        };
+        let mut out = vec![entry("records", s.records.backend(), records)];
+        out.extend(derived.into_iter().map(|(name, backend, outcome)| entry(name, backend, outcome)));
+        out.push(entry("objects", s.objects.backend(), objects));
+        out
     }
 
     pub async fn store_status(&self) -> Result<Vec<StoreStatus>> {

@@ -32,6 +32,7 @@ pub struct Config {
     pub memory: MemoryConfig,
     pub jobs: JobsConfig,
     pub store: StoreConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -379,9 +380,56 @@ pub struct RecordsConfig {
     /// How much of the SQLite file is read through a memory map (MiB; 0 reads with pread).
     #[serde(default = "default_mmap_mb")]
     pub mmap_mb: u64,
-    /// Connection URL of a cluster backend; may hold a password.
+    /// Postgres connection URL (`postgres://user:password@host:port/db?sslmode=require`); may
+    /// hold a password. Or name where it is: `url_env` (an environment variable) or `url_file`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<PathBuf>,
+    /// Postgres: connections each node keeps open at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Postgres: how long connecting may take, and any one statement, in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// Postgres over TLS (`sslmode=require` in the URL): extra CA certificates (PEM) trusted beside
+    /// the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for RecordsConfig {
+    /// The embedded store as the default configuration sets it up.
+    fn default() -> RecordsConfig {
+        RecordsConfig {
+            backend: RecordsBackend::Sqlite,
+            synchronous: Synchronous::Full,
+            mmap_mb: default_mmap_mb(),
+            url: None,
+            url_env: None,
+            url_file: None,
+            pool_size: default_pool_size(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            statement_timeout_ms: default_statement_timeout_ms(),
+            ca_file: None,
+        }
+    }
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_statement_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_mmap_mb() -> u64 {
@@ -392,6 +440,7 @@ fn default_mmap_mb() -> u64 {
 #[serde(rename_all = "lowercase")]
 pub enum VectorsBackend {
     Usearch,
+    Pgvector,
     Qdrant,
 }
 
@@ -412,8 +461,13 @@ pub struct VectorsConfig {
     pub expansion_add: usize,
     pub expansion_search: usize,
     pub quantization: Quantization,
+    /// pgvector: the database, when not the record store's (`url`, `url_env` or `url_file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -458,8 +512,72 @@ pub enum ObjectsBackend {
 #[serde(deny_unknown_fields)]
 pub struct ObjectsConfig {
     pub backend: ObjectsBackend,
+    /// S3: the service's URL (`https://s3.eu-west-1.amazonaws.com`, `http://127.0.0.1:9000`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<Secret>,
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Address buckets as `endpoint/bucket` (MinIO and most local servers) rather than
+    /// `bucket.endpoint`.
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    /// Where the credentials are: environment variables, or files holding them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+    /// Plain `http://` endpoints are refused unless this is set (local servers).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Every key is stored under this prefix in the bucket (then the tenant, then the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+impl ClusterConfig {
+    /// `node_id`, or the host name and process id.
+    pub fn node_name(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        let mut buf = [0u8; 256];
+        // SAFETY: the buffer is valid for its length; gethostname writes a NUL-terminated name.
+        let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+        let host = if rc == 0 {
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        } else {
+            "node".to_string()
+        };
+        format!("{host}-{}", std::process::id())
+    }
+}
+
+fn default_region() -> String {
+    "us-east-1".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Nexus running as several app nodes over shared cluster stores.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name in leases and logs; empty: host name and process id.
+    #[serde(default)]
+    pub node_id: String,
+    /// How long a projector's lease on a shared derived store lasts without renewal (ms).
+    pub lease_ms: u64,
+    /// How often a node polls the change log besides being woken by notifications (ms).
+    pub poll_interval_ms: u64,
 }
 
 /// Values given on the command line: the last layer.
@@ -528,8 +646,90 @@ impl Config {
             let lines: Vec<String> = errors.into_iter().map(describe_figment_error).collect();
             Error::config(format!("invalid configuration: {}", lines.join("; ")))
         })?;
+        let mut config = config;
+        config.resolve_secrets()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the secrets named by `*_env` and `*_file` settings into the values they stand for.
+    fn resolve_secrets(&mut self) -> Result<()> {
+        let records = &mut self.store.records;
+        if let Some(url) = read_secret("store.records.url", records.url_env.as_deref(), records.url_file.as_deref())? {
+            records.url = Some(url);
+        }
+        let vectors = &mut self.store.vectors;
+        if let Some(url) = read_secret("store.vectors.url", vectors.url_env.as_deref(), vectors.url_file.as_deref())? {
+            vectors.url = Some(url);
+        }
+        Ok(())
+    }
+
+    /// The cluster backends' settings: what each needs, named by key.
+    fn validate_stores(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::config(format!("invalid configuration: `{key}` {why}")));
+        let s = &self.store;
+        let postgres_url = |key: &str, url: &Secret| {
+            let url = url.expose();
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                Ok(())
+            } else {
+                bad(key, "must be a URL starting with postgres:// or postgresql://")
+            }
+        };
+        match (s.records.backend, &s.records.url) {
+            (RecordsBackend::Postgres, None) => {
+                return bad(
+                    "store.records.url",
+                    "is required when store.records.backend = \"postgres\" (or url_env / url_file)",
+                );
+            }
+            (RecordsBackend::Postgres, Some(url)) => postgres_url("store.records.url", url)?,
+            (RecordsBackend::Sqlite, _) => {}
+        }
+        if !(1..=1000).contains(&s.records.pool_size) {
+            return bad("store.records.pool_size", "must be between 1 and 1000");
+        }
+        if s.records.connect_timeout_ms < 100 || s.records.statement_timeout_ms < 100 {
+            return bad("store.records.connect_timeout_ms/statement_timeout_ms", "must be at least 100");
+        }
+        if s.vectors.backend == VectorsBackend::Pgvector {
+            match &s.vectors.url {
+                Some(url) => postgres_url("store.vectors.url", url)?,
+                None if s.records.backend != RecordsBackend::Postgres => {
+                    return bad(
+                        "store.vectors.url",
+                        "is required for backend = \"pgvector\" unless store.records.backend = \"postgres\"",
+                    );
+                }
+                None => {}
+            }
+        }
+        if s.objects.backend == ObjectsBackend::S3 {
+            let Some(endpoint) = &s.objects.endpoint else {
+                return bad("store.objects.endpoint", "is required when store.objects.backend = \"s3\"");
+            };
+            if endpoint.starts_with("http://") {
+                if !s.objects.allow_http {
+                    return bad(
+                        "store.objects.endpoint",
+                        "is plain http://; use https://, or set store.objects.allow_http = true for a local server",
+                    );
+                }
+            } else if !endpoint.starts_with("https://") {
+                return bad("store.objects.endpoint", "must start with https:// (or http:// with allow_http)");
+            }
+            if s.objects.bucket.as_deref().is_none_or(str::is_empty) {
+                return bad("store.objects.bucket", "is required when store.objects.backend = \"s3\"");
+            }
+        }
+        if self.cluster.lease_ms < 1000 {
+            return bad("cluster.lease_ms", "must be at least 1000");
+        }
+        if !(10..=60_000).contains(&self.cluster.poll_interval_ms) {
+            return bad("cluster.poll_interval_ms", "must be between 10 and 60000");
+        }
+        Ok(())
     }
 
     /// Checks values that types alone cannot.
@@ -578,6 +778,7 @@ impl Config {
         if limits.per_address_per_second > 0 && limits.per_address_burst == 0 {
             return bad("limits.per_address_burst", "must be at least 1 when limits.per_address_per_second is set");
         }
+        self.validate_stores()?;
         if !(1..=100_000).contains(&self.indexer.batch_size) {
             return bad("indexer.batch_size", "must be between 1 and 100000");
         }
@@ -734,6 +935,30 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
+}
+
+/// A secret named by `{setting}_env` (an environment variable) or `{setting}_file` (a file whose
+/// first line holds it); `None` when neither is set. Surrounding white space is dropped.
+pub fn read_secret(setting: &str, env: Option<&str>, file: Option<&Path>) -> Result<Option<Secret>> {
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => Ok(Some(Secret::new(value.trim().to_string()))),
+            _ => Err(Error::config(format!(
+                "invalid configuration: `{setting}_env` names {var}, but that environment variable is empty or unset"
+            ))),
+        };
+    }
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("invalid configuration: cannot read `{setting}_file` {}: {e}", path.display()))
+        })?;
+        let value = text.lines().next().unwrap_or_default().trim().to_string();
+        if value.is_empty() {
+            return Err(Error::config(format!("invalid configuration: `{setting}_file` {} is empty", path.display())));
+        }
+        return Ok(Some(Secret::new(value)));
+    }
+    Ok(None)
 }
 
 /// Figment's message, the key and the layer the value came from, in one line.

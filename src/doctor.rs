@@ -8,9 +8,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, ObjectsBackend, RecordsBackend, VectorsBackend};
 use crate::datadir::{self, CURRENT_FORMAT, DataDir, Holder, LockInfo};
 use crate::error::Result;
+use crate::store::postgres::{Pg, PgSettings};
 
 /// Below this, writes are about to fail: a failure.
 const MIN_FREE_BYTES: u64 = 1 << 30;
@@ -68,6 +69,7 @@ pub async fn diagnose(config: &Config, config_file: Option<&Path>) -> Vec<Findin
     findings.push(check_port(config.server.listen, &holder));
     findings.push(check_model());
     findings.extend(check_backends(config));
+    findings.extend(check_cluster(config).await);
     if let Holder::Held(info) = &holder {
         findings.push(check_running_server(info).await);
     }
@@ -257,19 +259,21 @@ fn check_model() -> Finding {
     }
 }
 
-/// Each store's configured backend: embedded ones live in a subdirectory of the data directory.
+/// Each store's configured backend: embedded ones live in a subdirectory of the data directory;
+/// the cluster ones are checked by [`check_cluster`].
 fn check_backends(config: &Config) -> Vec<Finding> {
     let s = &config.store;
     let stores = [
-        ("records", name(&s.records.backend), "sqlite"),
-        ("text", name(&s.text.backend), "tantivy"),
-        ("vectors", name(&s.vectors.backend), "usearch"),
-        ("graph", name(&s.graph.backend), "sled"),
-        ("objects", name(&s.objects.backend), "local"),
+        ("records", name(&s.records.backend), "sqlite", &["postgres"][..]),
+        ("text", name(&s.text.backend), "tantivy", &[][..]),
+        ("vectors", name(&s.vectors.backend), "usearch", &["pgvector"][..]),
+        ("graph", name(&s.graph.backend), "sled", &[][..]),
+        ("objects", name(&s.objects.backend), "local", &["s3"][..]),
     ];
     stores
         .into_iter()
-        .map(|(store, backend, embedded)| {
+        .filter(|(_, backend, _, cluster)| !cluster.contains(&backend.as_str()))
+        .map(|(store, backend, embedded, _)| {
             if backend != embedded {
                 return fail(
                     "backend",
@@ -289,6 +293,88 @@ fn check_backends(config: &Config) -> Vec<Finding> {
             }
         })
         .collect()
+}
+
+/// Postgres needs this version (16) at least.
+const POSTGRES_MIN: i32 = 160_000;
+/// A clock this far from the database's makes leases expire early or late.
+const CLOCK_SKEW_WARN_MS: i64 = 1000;
+
+/// The cluster backends: reachable, recent enough, the `vector` extension, the bucket, the clock.
+async fn check_cluster(config: &Config) -> Vec<Finding> {
+    let s = &config.store;
+    let mut findings = Vec::new();
+    let mut targets: Vec<(&'static str, &'static str, &crate::config::Secret, bool)> = Vec::new();
+    if let (RecordsBackend::Postgres, Some(url)) = (s.records.backend, &s.records.url) {
+        let vectors_here = s.vectors.backend == VectorsBackend::Pgvector && s.vectors.url.is_none();
+        targets.push(("records", "store.records.url", url, vectors_here));
+    }
+    if let (VectorsBackend::Pgvector, Some(url)) = (s.vectors.backend, &s.vectors.url) {
+        targets.push(("vectors", "store.vectors.url", url, true));
+    }
+    for (store, setting, url, needs_vector) in targets {
+        let settings = PgSettings::from_records(setting, url, &s.records);
+        let pg = match Pg::connect(&settings).await {
+            Ok(pg) => pg,
+            Err(e) => {
+                findings.push(fail("postgres", format!("{store}: {}", e.message), format!("fix `{setting}`")));
+                continue;
+            }
+        };
+        match pg.server_info().await {
+            Ok(info) => {
+                let version = format!("{store}: postgres {} at {}", info.version, pg.target);
+                findings.push(if info.version_num < POSTGRES_MIN {
+                    fail("postgres", format!("{version} is older than 16"), "upgrade postgres to 16 or newer")
+                } else {
+                    ok("postgres", version)
+                });
+                if needs_vector {
+                    findings.push(match (&info.vector_installed, &info.vector_available) {
+                        (Some(v), _) if vector_recent(v) => ok("pgvector", format!("{store}: pgvector {v} installed")),
+                        (Some(v), _) => fail(
+                            "pgvector",
+                            format!("{store}: pgvector {v} is older than 0.8"),
+                            "run ALTER EXTENSION vector UPDATE as a superuser (after installing pgvector 0.8+)",
+                        ),
+                        (None, Some(v)) => ok(
+                            "pgvector",
+                            format!("{store}: pgvector {v} available; nexus creates the extension on first start"),
+                        ),
+                        (None, None) => fail(
+                            "pgvector",
+                            format!("{store}: the vector extension is not installed on the server"),
+                            "install pgvector 0.8+ on the postgres server, or use store.vectors.backend = \"usearch\"",
+                        ),
+                    });
+                }
+                let skew = info.clock_skew_ms;
+                findings.push(if skew.abs() > CLOCK_SKEW_WARN_MS {
+                    warn(
+                        "clock",
+                        format!("this machine's clock is {skew} ms off the database's"),
+                        "run NTP (chrony or systemd-timesyncd) on every node and the database host",
+                    )
+                } else {
+                    ok("clock", format!("within {} ms of the database's clock", skew.abs()))
+                });
+            }
+            Err(e) => findings.push(fail("postgres", format!("{store}: {}", e.message), format!("check `{setting}`"))),
+        }
+    }
+    if s.objects.backend == ObjectsBackend::S3 {
+        findings.push(match crate::store::objects::s3::check_access(&s.objects).await {
+            Ok(what) => ok("objects", what),
+            Err(e) => fail("objects", e.message, "check store.objects.endpoint, bucket and the credentials it names"),
+        });
+    }
+    findings
+}
+
+/// Whether a pgvector version is 0.8 or newer.
+fn vector_recent(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (0, 8)
 }
 
 /// A backend's name as written in the configuration.

@@ -12,6 +12,8 @@ use crate::store::auth::{AuditEvent, AuthStore};
 
 const CHANNEL: usize = 10_000;
 const BATCH: usize = 500;
+/// Attempts to write a batch before its events are counted as dropped (about a minute).
+const ATTEMPTS: u32 = 40;
 
 pub struct AuditLog {
     tx: parking_lot::Mutex<Option<mpsc::Sender<AuditEvent>>>,
@@ -45,14 +47,16 @@ impl AuditLog {
 async fn write_batches(store: Arc<dyn AuthStore>, mut rx: mpsc::Receiver<AuditEvent>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut attempt = 0;
+        let mut attempt = 0u32;
         loop {
             match store.append_audit(&batch).await {
                 Ok(()) => break,
-                Err(e) if attempt < 3 => {
+                // An unreachable database (a cluster's Postgres restarting) is waited out for a
+                // while; events queue in the channel meanwhile.
+                Err(e) if attempt < ATTEMPTS => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "writing the audit log failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(10)))).await;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, events = batch.len(), "writing the audit log failed; events lost");

@@ -41,7 +41,7 @@ impl IntoResponse for Error {
             error: ErrorDetail { code: self.code.as_str().to_string(), message, kind: self.code.kind().to_string() },
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if self.code == ErrorCode::Overloaded {
+        if matches!(self.code, ErrorCode::Overloaded | ErrorCode::BackendUnavailable | ErrorCode::NotReady) {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
         response

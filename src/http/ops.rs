@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::app::{App, IndexerStatus, Status};
+use crate::app::{App, BackendStatus, IndexerStatus, Status};
 use crate::error::Result;
 use crate::telemetry;
 use crate::writelog::check::CheckReport;
@@ -26,19 +26,27 @@ pub async fn health() -> axum::Json<Health> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     ready: bool,
+    /// Each store's backend, and whether it answers.
+    backends: Vec<BackendStatus>,
     indexers: Vec<IndexerStatus>,
 }
 
-/// Readiness: stores are open and every indexer has replayed what it missed.
+/// Readiness: every backend answers and every indexer has replayed what it missed.
 #[utoipa::path(get, path = "/ready", tag = "ops", responses(
     (status = 200, body = Readiness, description = "ready"),
-    (status = 503, body = Readiness, description = "indexers still catching up"),
+    (status = 503, body = Readiness, description = "a backend does not answer, or indexers are catching up"),
 ))]
 pub async fn ready(State(app): State<Arc<App>>) -> Result<Response> {
-    let ready = app.ready();
-    let body = Readiness { ready, indexers: app.indexer_status().await? };
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    Ok((status, axum::Json(body)).into_response())
+    let backends = app.backend_status().await;
+    let reachable = backends.iter().all(|b| b.reachable);
+    // The indexers' positions need the record store; without it, report what is known.
+    let indexers = if reachable { app.indexer_status().await.unwrap_or_default() } else { Vec::new() };
+    let ready = reachable && app.ready();
+    let body = Readiness { ready, backends, indexers };
+    if ready {
+        return Ok((StatusCode::OK, axum::Json(body)).into_response());
+    }
+    Ok((StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], axum::Json(body)).into_response())
 }
 
 /// Server status for the UI: stores, their sizes and indexer lag.
@@ -56,14 +64,25 @@ pub async fn check(State(app): State<Arc<App>>) -> Result<axum::Json<CheckReport
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<Arc<App>>) -> Result<Response> {
-    for store in app.store_status().await? {
+    // While a backend is down the rest still renders (its nexus_backend_up is 0).
+    for store in app.store_status().await.unwrap_or_default() {
         metrics::gauge!("nexus_store_items", "store" => store.name).set(store.items as f64);
         metrics::gauge!("nexus_store_bytes", "store" => store.name).set(store.bytes as f64);
     }
-    for indexer in app.indexer_status().await? {
+    for indexer in app.indexer_status().await.unwrap_or_default() {
         metrics::gauge!("nexus_indexer_lag", "store" => indexer.name).set(indexer.lag as f64);
         metrics::gauge!("nexus_indexer_applied_seq", "store" => indexer.name).set(indexer.applied_seq as f64);
         metrics::gauge!("nexus_change_log_head_seq").set(indexer.head_seq as f64);
+    }
+    if let Some(pg) = &app.stores.postgres {
+        let (open, in_use) = pg.pool_status();
+        metrics::gauge!("nexus_backend_pool_connections", "backend" => "postgres", "state" => "open").set(open as f64);
+        metrics::gauge!("nexus_backend_pool_connections", "backend" => "postgres", "state" => "in_use")
+            .set(in_use as f64);
+    }
+    for backend in app.backend_status().await {
+        metrics::gauge!("nexus_backend_up", "store" => backend.store, "backend" => backend.backend)
+            .set(if backend.reachable { 1.0 } else { 0.0 });
     }
     metrics::gauge!("nexus_embed_queue_texts").set(app.embed.queue_len() as f64);
     metrics::gauge!("nexus_ready").set(if app.ready() { 1.0 } else { 0.0 });

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod graph;
 pub mod jobs;
 pub mod objects;
+pub mod postgres;
 pub mod records;
 pub mod testsuite;
 pub mod text;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, GraphBackend, ObjectsBackend, RecordsBackend, TextBackend, VectorsBackend};
+use crate::config::{Config, GraphBackend, RecordsBackend, TextBackend, VectorsBackend};
 use crate::datadir::DataDir;
 use crate::error::{Error, ErrorCode, Result};
 
@@ -131,15 +132,46 @@ pub struct Stores {
     pub objects: Arc<dyn objects::ObjectStore>,
     /// The job queue lives in the record store's database.
     pub jobs: Arc<dyn jobs::JobStore>,
+    /// The record store's Postgres, in cluster mode (pool metrics, operations).
+    pub postgres: Option<postgres::Pg>,
+}
+
+/// The record store and the stores in its database.
+struct RecordDatabase {
+    records: Arc<dyn records::RecordStore>,
+    auth: Arc<dyn auth::AuthStore>,
+    jobs: Arc<dyn jobs::JobStore>,
+    postgres: Option<postgres::Pg>,
+}
+
+impl RecordDatabase {
+    async fn open(config: &Config, dir: &DataDir) -> Result<RecordDatabase> {
+        let s = &config.store;
+        Ok(match s.records.backend {
+            RecordsBackend::Sqlite => {
+                let records =
+                    Arc::new(records::sqlite::SqliteRecordStore::open(&dir.path("records"), &s.records).await?);
+                let auth = Arc::new(auth::sqlite::SqliteAuthStore::new(&records));
+                RecordDatabase { jobs: records.clone(), records, auth, postgres: None }
+            }
+            RecordsBackend::Postgres => {
+                let records = records::postgres::PostgresRecordStore::open(&s.records).await?;
+                let pg = records.pg().clone();
+                RecordDatabase {
+                    records: Arc::new(records),
+                    auth: Arc::new(auth::postgres::PostgresAuthStore::new(pg.clone())),
+                    jobs: Arc::new(jobs::postgres::PostgresJobStore::new(pg.clone())),
+                    postgres: Some(pg),
+                }
+            }
+        })
+    }
 }
 
 impl Stores {
     /// Fails early on a backend this build does not have, before anything is opened.
     pub fn check_backends(config: &Config) -> Result<()> {
         let s = &config.store;
-        if s.records.backend == RecordsBackend::Postgres {
-            return Err(cluster_unavailable("records", "postgres"));
-        }
         if s.vectors.backend == VectorsBackend::Qdrant {
             return Err(cluster_unavailable("vectors", "qdrant"));
         }
@@ -149,36 +181,47 @@ impl Stores {
         if s.graph.backend == GraphBackend::Neo4j {
             return Err(cluster_unavailable("graph", "neo4j"));
         }
-        if s.objects.backend == ObjectsBackend::S3 {
-            return Err(cluster_unavailable("objects", "s3"));
-        }
         Ok(())
     }
 
     pub async fn open(config: &Config, dir: &DataDir) -> Result<Stores> {
         Self::check_backends(config)?;
         let s = &config.store;
-        let records = Arc::new(records::sqlite::SqliteRecordStore::open(&dir.path("records"), &s.records).await?);
-        let auth = auth::sqlite::SqliteAuthStore::new(&records);
+        let db = RecordDatabase::open(config, dir).await?;
         let text = text::tantivy::TantivyTextStore::open(&dir.path("text"), &s.text).await?;
-        let vectors = vectors::usearch::UsearchVectorStore::open(&dir.path("vectors"), &s.vectors).await?;
+        let vectors: Arc<dyn vectors::VectorStore> = match s.vectors.backend {
+            VectorsBackend::Pgvector => {
+                let pg = match (&s.vectors.url, &db.postgres) {
+                    (Some(url), _) => {
+                        postgres::Pg::connect(&postgres::PgSettings::from_records("store.vectors.url", url, &s.records))
+                            .await?
+                    }
+                    (None, Some(pg)) => pg.clone(),
+                    (None, None) => {
+                        return Err(Error::config("invalid configuration: `store.vectors.url` is required"));
+                    }
+                };
+                Arc::new(vectors::pgvector::PgvectorStore::open(pg, &s.vectors).await?)
+            }
+            _ => Arc::new(vectors::usearch::UsearchVectorStore::open(&dir.path("vectors"), &s.vectors).await?),
+        };
         let graph = graph::sled::SledGraphStore::open(&dir.path("graph")).await?;
-        let objects = objects::local::ObjectStoreBacked::open(&dir.path("objects"))?;
+        let objects = objects::open(&s.objects, &dir.path("objects")).await?;
         Ok(Stores {
-            jobs: records.clone(),
-            records,
-            auth: Arc::new(auth),
+            records: db.records,
+            auth: db.auth,
+            jobs: db.jobs,
+            postgres: db.postgres,
             text: Arc::new(text),
-            vectors: Arc::new(vectors),
+            vectors,
             graph: Arc::new(graph),
-            objects: Arc::new(objects),
+            objects,
         })
     }
 
     /// Only the auth store (and the record database it lives in), for offline key management.
     pub async fn open_auth(config: &Config, dir: &DataDir) -> Result<Arc<dyn auth::AuthStore>> {
         Self::check_backends(config)?;
-        let records = records::sqlite::SqliteRecordStore::open(&dir.path("records"), &config.store.records).await?;
-        Ok(Arc::new(auth::sqlite::SqliteAuthStore::new(&records)))
+        Ok(RecordDatabase::open(config, dir).await?.auth)
     }
 }

@@ -6,6 +6,12 @@
 //! at shutdown — less often when persisting is slow (a large index is saved whole), so that it
 //! takes at most about a tenth of the indexer's time; a crash replays the rest from the log.
 //! A failed batch is retried with backoff: nothing is skipped.
+//!
+//! A store shared by a cluster's nodes (a cluster backend) has one projector across the cluster:
+//! the node holding the store's lease applies and commits each batch with the lease's fencing
+//! token (a node that lost the lease can no longer write); the others follow, publishing the
+//! position the store has committed as what is visible. Every node polls the change log as well
+//! as being woken, since another node's writes reach it only by notification or by polling.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,9 +28,25 @@ use crate::store::records::RecordStore;
 /// Persisting waits at least this many times as long as the last persist took.
 const PERSIST_SPACING: u32 = 10;
 
+/// The lease a shared store's projector holds.
+pub fn lease_name(store: &str) -> String {
+    format!("projector:{store}")
+}
+
+#[derive(Default)]
+struct LeaseState {
+    token: Option<u64>,
+    renewed: Option<Instant>,
+}
+
 pub struct IndexerSettings {
     pub batch_size: usize,
     pub persist_interval: Duration,
+    /// How often to look for changes when not woken (other nodes' writes).
+    pub poll_interval: Duration,
+    /// Who this node is in leases, and how long a lease lasts without renewal.
+    pub node_id: String,
+    pub lease: Duration,
 }
 
 /// The shared face of a running indexer.
@@ -38,6 +60,8 @@ pub struct Indexer {
     start_head: Seq,
     last_error: Mutex<Option<String>>,
     failures: AtomicU64,
+    /// For a shared store: whether this node holds its projector's lease.
+    leading: AtomicBool,
 }
 
 impl Indexer {
@@ -64,6 +88,12 @@ impl Indexer {
 
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node writes the store: always for a node-local store; for a shared one, while
+    /// it holds the lease.
+    pub fn leading(&self) -> bool {
+        !self.projection.shared() || self.leading.load(Ordering::Acquire)
     }
 
     /// Tells the indexer new entries may be in the log.
@@ -96,6 +126,7 @@ impl Indexer {
             start_head,
             last_error: Mutex::new(None),
             failures: AtomicU64::new(0),
+            leading: AtomicBool::new(false),
         });
         if committed < start_head {
             tracing::info!(
@@ -119,11 +150,17 @@ impl Indexer {
         let mut last_persist = Instant::now();
         let mut persist_every = settings.persist_interval;
         let mut backoff = Duration::from_millis(100);
+        let mut lease = LeaseState::default();
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            match self.step(&*records, settings.batch_size).await {
+            let turn = match self.lead_or_follow(&*records, &settings, &mut lease).await {
+                Ok(true) => self.step(&*records, settings.batch_size).await,
+                Ok(false) => self.follow().await.map(|_| 0),
+                Err(e) => Err(e),
+            };
+            match turn {
                 Ok(applied) => {
                     backoff = Duration::from_millis(100);
                     *self.last_error.lock() = None;
@@ -154,12 +191,25 @@ impl Indexer {
                 persist_every = settings.persist_interval.max(started.elapsed() * PERSIST_SPACING);
                 last_persist = Instant::now();
             }
-            let nap = persist_every.saturating_sub(last_persist.elapsed()).max(Duration::from_millis(10));
+            let mut nap = persist_every.saturating_sub(last_persist.elapsed()).max(Duration::from_millis(10));
+            if records.shared() {
+                nap = nap.min(settings.poll_interval);
+                if self.visible.receiver_count() > 0 {
+                    // Someone waits to read their write: look again soon.
+                    nap = nap.min(Duration::from_millis(20));
+                }
+                if self.projection.shared() {
+                    nap = nap.min(settings.lease / 3);
+                }
+            }
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(nap) => {}
                 _ = shutdown.changed() => {}
             }
+        }
+        if !self.leading() {
+            return;
         }
         // Drain what is already logged, then make it durable.
         while let Ok(n) = self.step(&*records, settings.batch_size).await {
@@ -170,6 +220,62 @@ impl Indexer {
         if let Err(e) = self.persist().await {
             tracing::error!(store = self.name(), error = %e, "final persist failed; the next start replays from the change log");
         }
+        if self.projection.shared() {
+            let _ = records.release_lease(&lease_name(self.name()), &settings.node_id).await;
+        }
+    }
+
+    /// For a shared store, takes or renews the projector's lease (renewed a third of the way
+    /// through); returns whether this node writes the store now. A node that gains the lease
+    /// starts from the position the store committed, wherever the previous holder left it.
+    async fn lead_or_follow(
+        &self,
+        records: &dyn RecordStore,
+        settings: &IndexerSettings,
+        lease: &mut LeaseState,
+    ) -> Result<bool> {
+        if !self.projection.shared() {
+            return Ok(true);
+        }
+        let fresh = lease.renewed.is_some_and(|at| at.elapsed() < settings.lease / 3);
+        if fresh {
+            return Ok(true);
+        }
+        let name = lease_name(self.name());
+        match records.acquire_lease(&name, &settings.node_id, settings.lease).await? {
+            Some(token) => {
+                if lease.token != Some(token) {
+                    self.projection.set_fence(token);
+                    let committed = self.projection.committed_seq().await?;
+                    self.visible.send_replace(committed);
+                    self.committed.store(committed, Ordering::Release);
+                    tracing::info!(store = self.name(), node = %settings.node_id, token, from = committed,
+                        "projecting the shared store");
+                }
+                lease.token = Some(token);
+                lease.renewed = Some(Instant::now());
+                self.leading.store(true, Ordering::Release);
+                Ok(true)
+            }
+            None => {
+                if lease.token.take().is_some() {
+                    tracing::info!(store = self.name(), node = %settings.node_id, "another node projects the shared store now");
+                }
+                lease.renewed = None;
+                self.leading.store(false, Ordering::Release);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Publishes what the shared store's projector (another node) has committed.
+    async fn follow(&self) -> Result<()> {
+        let committed = self.projection.committed_seq().await?;
+        self.committed.store(committed, Ordering::Release);
+        if committed > self.visible_seq() {
+            self.visible.send_replace(committed);
+        }
+        Ok(())
     }
 
     /// Applies one batch; returns how many entries it held.
@@ -178,7 +284,7 @@ impl Indexer {
         let changes = records.changes_since(from, batch_size).await?;
         let Some(last) = changes.last().map(|c| c.seq) else { return Ok(0) };
         self.projection.apply(&changes).await?;
-        if self.projection.visible_only_after_commit() {
+        if self.projection.visible_only_after_commit() || self.projection.shared() {
             self.projection.commit(last).await?;
             self.committed.store(last, Ordering::Release);
         }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::config::IndexerConfig;
+use crate::config::{ClusterConfig, IndexerConfig};
 use crate::embed::EmbedService;
 use crate::error::{Error, Result};
 use crate::store::records::{GraphItem, NewRecord, RecordStore, Write, WriteReceipt, embedding_text};
@@ -63,8 +63,14 @@ pub fn projections(stores: &Stores) -> Vec<Arc<dyn Projection>> {
 }
 
 impl WriteLog {
-    /// Starts one indexer per derived store.
-    pub async fn start(stores: &Stores, config: &IndexerConfig, embed: Arc<EmbedService>) -> Result<WriteLog> {
+    /// Starts one indexer per derived store; with a record store other nodes write too, also a
+    /// task that wakes them when those nodes commit.
+    pub async fn start(
+        stores: &Stores,
+        config: &IndexerConfig,
+        cluster: &ClusterConfig,
+        embed: Arc<EmbedService>,
+    ) -> Result<WriteLog> {
         let (shutdown, _) = watch::channel(false);
         let mut indexers = Vec::new();
         let mut tasks = Vec::new();
@@ -72,11 +78,28 @@ impl WriteLog {
             let settings = IndexerSettings {
                 batch_size: config.batch_size,
                 persist_interval: Duration::from_millis(config.persist_interval_ms),
+                poll_interval: Duration::from_millis(cluster.poll_interval_ms),
+                node_id: cluster.node_name(),
+                lease: Duration::from_millis(cluster.lease_ms),
             };
             let (indexer, task) =
                 Indexer::start(projection, stores.records.clone(), settings, shutdown.subscribe()).await?;
             indexers.push(indexer);
             tasks.push(task);
+        }
+        if let Some(mut events) = stores.records.change_events() {
+            let (indexers, mut stop) = (indexers.clone(), shutdown.subscribe());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        changed = events.changed() => if changed.is_err() { break },
+                        _ = stop.changed() => break,
+                    }
+                    for indexer in &indexers {
+                        indexer.wake();
+                    }
+                }
+            }));
         }
         Ok(WriteLog {
             records: stores.records.clone(),

@@ -22,6 +22,13 @@ pub trait Projection: Send + Sync + 'static {
     fn wants(&self, record: &Record) -> bool;
     /// Whether applied changes are invisible until committed (then the indexer commits each batch).
     fn visible_only_after_commit(&self) -> bool;
+    /// Whether the store is shared by every node of a cluster (one projector writes it, under a
+    /// lease) rather than kept by each node for itself.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The fencing token of the lease under which this node writes a shared store.
+    fn set_fence(&self, _token: u64) {}
 
     /// Applies entries in order: each record's current state is written, or removed when the
     /// record is gone or no longer projects here.
@@ -121,6 +128,12 @@ impl Projection for VectorProjection {
     }
     fn visible_only_after_commit(&self) -> bool {
         false
+    }
+    fn shared(&self) -> bool {
+        self.0.shared()
+    }
+    fn set_fence(&self, token: u64) {
+        self.0.set_fence(token)
     }
     async fn apply(&self, changes: &[Change]) -> Result<()> {
         let (upserts, deletes) = partition(changes, |r| self.wants(r));

@@ -1,6 +1,7 @@
 //! Starts the real `nexus` binary for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fake_llm;
 pub mod fake_openai;
 

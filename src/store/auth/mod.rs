@@ -11,6 +11,7 @@
 //! - [`AuthStore::append_audit`] writes a batch in one transaction and marks each key in it as used.
 //! - Audit entries are listed newest first; [`AuditFilter::tenant`] confines them to one tenant.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

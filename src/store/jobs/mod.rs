@@ -11,6 +11,7 @@
 //! - A cancelled job is never claimed again; [`JobStore::heartbeat`] tells its worker to stop.
 //! - Tenant-scoped reads never show another tenant's jobs.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

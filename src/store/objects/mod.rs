@@ -8,8 +8,14 @@
 //!   size and SHA-256.
 //! - [`ObjectStore::get`] of a missing key is `not_found`; [`ObjectStore::delete`] of one is `false`.
 //! - [`ObjectStore::list`] returns the tenant's objects under a key prefix, sorted by key.
+//! - [`open`] gives the configured backend: files under the data directory (`local`) or a bucket
+//!   on an S3-compatible service (`s3`, checked for access before it is used).
 
 pub mod local;
+pub mod s3;
+
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,6 +24,7 @@ use futures::stream::BoxStream;
 use serde::Serialize;
 
 use super::{StoreStats, TenantId};
+use crate::config::{ObjectsBackend, ObjectsConfig};
 use crate::error::Result;
 
 pub type ByteStream = BoxStream<'static, std::io::Result<Bytes>>;
@@ -43,4 +50,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Hex SHA-256 of the stored content, read as a stream.
     async fn content_hash(&self, tenant: &TenantId, key: &str) -> Result<String>;
     async fn stats(&self) -> Result<StoreStats>;
+}
+
+/// The object store `config` names; `local_dir` is where the `local` backend keeps its files.
+pub async fn open(config: &ObjectsConfig, local_dir: &Path) -> Result<Arc<dyn ObjectStore>> {
+    Ok(match config.backend {
+        ObjectsBackend::Local => Arc::new(local::ObjectStoreBacked::open(local_dir)?),
+        ObjectsBackend::S3 => Arc::new(s3::open(config).await?),
+    })
 }

@@ -12,7 +12,14 @@
 //! - Vectors are kept here as the source of truth; [`RecordStore::nearest_exact`] searches them
 //!   exactly, for small or heavily filtered sets.
 //! - Tenant-scoped methods never return another tenant's records.
+//! - Several processes may share a store whose [`RecordStore::shared`] is true (Postgres). Then
+//!   a change-log entry becomes readable only once no entry before it can still appear, so a
+//!   reader that resumes after the last position it saw never skips a write; sequence numbers
+//!   of concurrent transactions are in commit order, not in the order they were taken.
+//! - A lease ([`RecordStore::acquire_lease`]) is held by one owner at a time until it expires;
+//!   its fencing token grows every time it changes hands and stays the same while renewed.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -68,6 +75,82 @@ impl Record {
     /// The item's own date: metadata `date` (RFC 3339 or YYYY-MM-DD) when present, else creation.
     pub fn date(&self) -> DateTime<Utc> {
         self.metadata.get("date").and_then(|d| d.as_str()).and_then(parse_date).unwrap_or(self.created_at)
+    }
+}
+
+/// Longest value (in characters) the `record_facets` index holds; longer ones are filtered by
+/// reading the records. The SQLite view in `0006_record_facets.sql` uses the same bound.
+pub const FACET_MAX_CHARS: usize = 64;
+/// Between a field and its value in a `record_facets` term. A field or value holding it could
+/// make two terms equal: such filters never answer from the index alone.
+pub const FACET_SEPARATOR: char = '\u{1f}';
+
+fn short_enough(text: &str) -> bool {
+    text.chars().count() <= FACET_MAX_CHARS
+}
+
+/// The `record_facets` term of a kind, a tag and a metadata equality.
+pub fn kind_term(kind: &str) -> String {
+    format!("k{kind}")
+}
+
+pub fn tag_term(tag: &str) -> String {
+    format!("t{tag}")
+}
+
+pub fn metadata_term(field: &str, value: &str) -> String {
+    format!("m{field}{FACET_SEPARATOR}{value}")
+}
+
+/// Every `record_facets` term of a record: its kind, each tag and each top-level scalar metadata
+/// value no longer than [`FACET_MAX_CHARS`] (booleans as true/false, numbers as their text).
+pub fn index_terms(kind: &str, tags: &[String], metadata: &serde_json::Value) -> Vec<String> {
+    let mut terms = vec![kind_term(kind)];
+    terms.extend(tags.iter().filter(|t| short_enough(t)).map(|t| tag_term(t)));
+    if let Some(map) = metadata.as_object() {
+        for (field, value) in map {
+            if let Some(value) = facet_value(value).filter(|v| short_enough(v)) {
+                terms.push(metadata_term(field, &value));
+            }
+        }
+    }
+    terms.sort();
+    terms.dedup();
+    terms
+}
+
+/// How a filter's metadata key names its field: quotes are dropped.
+pub(crate) fn field_name(key: &str) -> String {
+    key.replace('"', "")
+}
+
+/// A filter's `record_facets` terms (tags and metadata equalities whose value the index holds),
+/// and whether they alone decide the filter's tags and metadata.
+pub(crate) struct FacetTerms {
+    pub terms: Vec<String>,
+    pub complete: bool,
+}
+
+impl FacetTerms {
+    pub fn of(filter: &RecordFilter) -> FacetTerms {
+        let mut out = FacetTerms { terms: Vec::new(), complete: true };
+        for tag in &filter.tags {
+            if short_enough(tag) {
+                out.terms.push(tag_term(tag));
+            } else {
+                out.complete = false;
+            }
+        }
+        for (key, value) in &filter.metadata {
+            let field = field_name(key);
+            if short_enough(value) {
+                out.terms.push(metadata_term(&field, value));
+            }
+            if !short_enough(value) || field.contains(FACET_SEPARATOR) || value.contains(FACET_SEPARATOR) {
+                out.complete = false;
+            }
+        }
+        out
     }
 }
 
@@ -256,6 +339,24 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// Drops change-log entries up to and including `upto` (all derived stores have them durably).
     async fn prune_changes(&self, upto: Seq) -> Result<u64>;
+
+    /// Whether other processes may write to this store too (a cluster's nodes).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Takes the lease `name` for `owner` for `ttl`, or renews it when `owner` holds it. Returns
+    /// its fencing token, or `None` while another owner holds it.
+    async fn acquire_lease(&self, name: &str, owner: &str, ttl: std::time::Duration) -> Result<Option<u64>>;
+
+    /// Gives the lease up now, when `owner` holds it.
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<()>;
+
+    /// Ticks when another process may have committed changes (for a shared store); `None` when
+    /// this process is the only writer. Notifications can be lost: readers poll as well.
+    fn change_events(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 
     async fn stats(&self) -> Result<StoreStats>;
 }

@@ -14,8 +14,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::{
-    Change, ChangeOp, ExactHit, GraphItem, ListFilter, NewRecord, Record, RecordFilter, RecordStore, Write,
-    WriteReceipt, Written,
+    Change, ChangeOp, ExactHit, FacetTerms, GraphItem, ListFilter, NewRecord, Record, RecordFilter, RecordStore, Write,
+    WriteReceipt, Written, field_name,
 };
 use crate::config::{RecordsConfig, Synchronous};
 use crate::error::{Error, Result};
@@ -29,13 +29,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0004_auth.sql"),
     include_str!("migrations/sqlite/0005_job_error_code.sql"),
     include_str!("migrations/sqlite/0006_record_facets.sql"),
+    include_str!("migrations/sqlite/0007_leases.sql"),
 ];
-
-/// Longest value (in characters) `record_facets` indexes; must match 0006_record_facets.sql.
-const FACET_MAX_CHARS: usize = 64;
-/// Between a field and its value in a `record_facets` term. A field or value holding it could
-/// make two terms equal: such filters never answer from the index alone.
-const FACET_SEPARATOR: char = '\u{1f}';
 
 const READERS: usize = 4;
 const DB_FILE: &str = "nexus.sqlite";
@@ -289,42 +284,6 @@ fn filter_sql(conn: &Connection, tenant: &TenantId, filter: &RecordFilter) -> Re
     Ok((sql.join(" AND "), args))
 }
 
-/// How a metadata key names its field: quotes are dropped (the key is bound in a JSON path).
-fn field_name(key: &str) -> String {
-    key.replace('"', "")
-}
-
-/// A filter's `record_facets` terms (tags and metadata equalities whose value the index holds),
-/// and whether they alone decide the filter's tags and metadata.
-struct FacetTerms {
-    terms: Vec<String>,
-    complete: bool,
-}
-
-impl FacetTerms {
-    fn of(filter: &RecordFilter) -> FacetTerms {
-        let short = |text: &str| text.chars().count() <= FACET_MAX_CHARS;
-        let mut out = FacetTerms { terms: Vec::new(), complete: true };
-        for tag in &filter.tags {
-            if short(tag) {
-                out.terms.push(format!("t{tag}"));
-            } else {
-                out.complete = false;
-            }
-        }
-        for (key, value) in &filter.metadata {
-            let field = field_name(key);
-            if short(value) {
-                out.terms.push(format!("m{field}{FACET_SEPARATOR}{value}"));
-            }
-            if !short(value) || field.contains(FACET_SEPARATOR) || value.contains(FACET_SEPARATOR) {
-                out.complete = false;
-            }
-        }
-        out
-    }
-}
-
 /// The keys matching `filter` read from `record_facets` alone (no record is read), when every
 /// condition is an indexed term that cannot be confused with another: tags, kinds and metadata
 /// equalities, no dates. `None` when the filter needs the records.
@@ -353,7 +312,7 @@ fn indexed_keys_sql(
             vec!["?"; filter.kinds.len()].join(", ")
         ));
         args.push(t());
-        args.extend(filter.kinds.iter().map(|k| SqlValue::Text(format!("k{k}"))));
+        args.extend(filter.kinds.iter().map(|k| SqlValue::Text(super::kind_term(k))));
     }
     if let Some(after) = filter.after_key {
         sql.push("f.key > ?".to_string());
@@ -670,6 +629,39 @@ impl RecordStore for SqliteRecordStore {
         blocking(move || {
             let conn = inner.writer.lock();
             Ok(conn.execute("DELETE FROM changes WHERE seq <= ?1", [upto as i64])? as u64)
+        })
+        .await
+    }
+
+    async fn acquire_lease(&self, name: &str, owner: &str, ttl: std::time::Duration) -> Result<Option<u64>> {
+        let inner = self.inner.clone();
+        let (name, owner) = (name.to_string(), owner.to_string());
+        blocking(move || {
+            let conn = inner.writer.lock();
+            let now = Utc::now().timestamp_millis();
+            let token: Option<i64> = conn
+                .query_row(
+                    "INSERT INTO leases (name, owner, until_ms, token) VALUES (?1, ?2, ?3 + ?4, 1)
+                     ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms,
+                        token = CASE WHEN leases.owner = excluded.owner THEN leases.token ELSE leases.token + 1 END
+                     WHERE leases.owner = excluded.owner OR leases.until_ms < ?3
+                     RETURNING token",
+                    params![name, owner, now, ttl.as_millis() as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(token.map(|t| t as u64))
+        })
+        .await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
+        let inner = self.inner.clone();
+        let (name, owner) = (name.to_string(), owner.to_string());
+        blocking(move || {
+            let conn = inner.writer.lock();
+            conn.execute("UPDATE leases SET until_ms = 0 WHERE name = ?1 AND owner = ?2", params![name, owner])?;
+            Ok(())
         })
         .await
     }

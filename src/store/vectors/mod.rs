@@ -8,7 +8,12 @@
 //! - Applied changes are visible to search at once; [`VectorStore::commit`] makes them durable
 //!   together with the change-log position they reach, which [`VectorStore::committed_seq`] returns
 //!   after a restart. Replaying changes after that position is idempotent.
+//! - An embedded store ([`VectorStore::shared`] false) is kept by each node for itself. A shared
+//!   one (a cluster backend) is written by one projector across the cluster, under a lease: the
+//!   writing node passes the lease's fencing token to [`VectorStore::set_fence`], and a write or
+//!   commit by a node whose token is older than the newest one seen is refused with `conflict`.
 
+pub mod pgvector;
 pub mod usearch;
 
 use std::sync::Arc;
@@ -48,6 +53,14 @@ pub struct VectorHit {
 pub trait VectorStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     fn dimensions(&self) -> usize;
+    /// Whether every node of a cluster uses this one store (one projector writes it, under a
+    /// lease) rather than keeping its own.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The fencing token of the lease under which this node writes a shared store; writes carry
+    /// it, and once a newer token has written, older ones are refused.
+    fn set_fence(&self, _token: u64) {}
 
     async fn upsert(&self, points: Vec<VectorPoint>) -> Result<()>;
     async fn delete(&self, keys: Vec<RecordKey>) -> Result<()>;

@@ -1,0 +1,273 @@
+//! Several `nexus serve` nodes on one Postgres behave as one Nexus: what one node writes, every
+//! node serves; keys revoked on one are refused by all at once; a node killed mid-write loses no
+//! acknowledged write; derived stores are node-local (usearch, per node) or shared (pgvector,
+//! one projector under a lease).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, client, cluster, nexus, run};
+use serde_json::{Value, json};
+
+const MASTER: &str = "cluster-test-master-key-0123456789";
+
+/// A cluster configuration: records on `pg_url`, vectors node-local (usearch) or shared (pgvector).
+fn cluster_config(dir: &Path, pg_url: &str, shared_vectors: bool) -> PathBuf {
+    let vectors = if shared_vectors { "pgvector" } else { "usearch" };
+    let path = dir.join(format!("nexus-{vectors}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[store.records]\nbackend = \"postgres\"\nurl = \"{pg_url}\"\npool_size = 8\n\
+             [store.vectors]\nbackend = \"{vectors}\"\n\
+             [cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n\
+             [indexer]\npersist_interval_ms = 100\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A node with its own data directory (for node-local stores) over the shared configuration.
+fn node(root: &Path, name: &str, config: &Path, keys: bool) -> Server {
+    let data = root.join(name);
+    let config = config.to_path_buf();
+    let server = Server::start_with(&data, move |cmd| {
+        cmd.arg("--config").arg(&config).env("NEXUS__CLUSTER__NODE_ID", name);
+        if keys {
+            cmd.env("NEXUS__AUTH__MASTER_KEY", MASTER);
+        }
+    });
+    server.wait_ready();
+    server
+}
+
+fn record(id: &str, body: &str, n: usize) -> Value {
+    let mut v = vec![0.02f32; 384];
+    v[n % 384] = 1.0;
+    json!({"id": id, "kind": "note", "title": format!("note {id}"), "body": body, "vector": v,
+           "graph": {"type": "node", "label": "note", "name": id}})
+}
+
+fn search_ids(server: &Server, key: Option<&str>, query: &str) -> Vec<String> {
+    let mut request = client().post(server.url("/api/v1/records/search")).json(&json!({"query": query, "top_k": 10}));
+    if let Some(key) = key {
+        request = request.header("X-API-Key", key);
+    }
+    let hits: Value = request.send().unwrap().json().unwrap();
+    hits["hits"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// Waits until `f` holds, up to `limit`; returns how long it took.
+fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if f() {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn writes_on_one_node_are_served_by_the_other(shared_vectors: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = cluster::postgres().fresh_database(if shared_vectors { "two-nodes-shared" } else { "two-nodes-local" });
+    let config = cluster_config(tmp.path(), &pg, shared_vectors);
+    let a = node(tmp.path(), "node-a", &config, false);
+    let b = node(tmp.path(), "node-b", &config, false);
+    let c = client();
+
+    // Read-your-writes holds on the node that took the write.
+    let r = c
+        .post(a.url("/api/v1/records?wait=true"))
+        .json(&record("shared-1", "the heron stands in the estuary", 1))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text());
+    assert_eq!(r.json::<Value>().unwrap()["indexed"], true);
+    assert_eq!(search_ids(&a, None, "heron estuary"), vec!["shared-1"]);
+
+    // The other node serves it within a bounded delay: record, text search, vector search.
+    let took = eventually(Duration::from_secs(10), "node b finds node a's write", || {
+        search_ids(&b, None, "heron estuary") == vec!["shared-1"]
+    });
+    assert!(took < Duration::from_secs(5), "node b took {took:?}");
+    let got: Value = c.get(b.url("/api/v1/records/shared-1")).send().unwrap().json().unwrap();
+    assert_eq!(got["body"], "the heron stands in the estuary");
+    let mut v = vec![0.02f32; 384];
+    v[1] = 1.0;
+    let nearest: Value =
+        c.post(b.url("/api/v1/records/search")).json(&json!({"vector": v, "top_k": 1})).send().unwrap().json().unwrap();
+    assert_eq!(nearest["hits"][0]["id"], "shared-1", "{nearest}");
+
+    // And the other way round, with a delete.
+    let r = c.post(b.url("/api/v1/records")).json(&record("shared-2", "a kingfisher over the weir", 2)).send().unwrap();
+    assert!(r.status().is_success());
+    assert!(c.delete(b.url("/api/v1/records/shared-1")).send().unwrap().status().is_success());
+    eventually(Duration::from_secs(10), "node a sees node b's writes", || {
+        search_ids(&a, None, "kingfisher weir") == vec!["shared-2"] && search_ids(&a, None, "heron estuary").is_empty()
+    });
+    assert_eq!(c.get(a.url("/api/v1/records/shared-1")).send().unwrap().status(), 404);
+
+    // Memories added through one node are listed and searched on the other.
+    let r = c
+        .post(a.url("/api/v1/memories?wait=true"))
+        .json(&json!({"messages": [{"role": "user", "content": "I keep bees on the allotment"}], "user_id": "ana", "infer": false}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text());
+    eventually(Duration::from_secs(10), "node b searches node a's memory", || {
+        let found: Value = c
+            .post(b.url("/api/v1/memories/search"))
+            .json(&json!({"query": "bees allotment", "user_id": "ana"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        found["results"].as_array().is_some_and(|r| r.iter().any(|m| m["memory"] == "I keep bees on the allotment"))
+    });
+
+    for server in [&a, &b] {
+        let report: Value = c.get(server.url("/api/v1/admin/check")).send().unwrap().json().unwrap();
+        assert_eq!(report["ok"], true, "{report:#}");
+    }
+    assert_eq!(a.stop().code(), Some(0));
+    assert_eq!(b.stop().code(), Some(0));
+}
+
+#[test]
+fn two_nodes_with_node_local_derived_stores() {
+    writes_on_one_node_are_served_by_the_other(false);
+}
+
+#[test]
+fn two_nodes_with_a_shared_vector_store() {
+    writes_on_one_node_are_served_by_the_other(true);
+}
+
+#[test]
+fn a_key_revoked_on_one_node_is_refused_by_the_other_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = cluster::postgres().fresh_database("revocation");
+    let config = cluster_config(tmp.path(), &pg, false);
+    let a = node(tmp.path(), "node-a", &config, true);
+    let b = node(tmp.path(), "node-b", &config, true);
+    let c = client();
+    let created: Value = c
+        .post(a.url("/api/v1/keys"))
+        .header("X-API-Key", MASTER)
+        .json(&json!({"name": "agent", "scopes": ["read", "write"]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let (id, key) = (created["api_key"]["id"].as_str().unwrap(), created["key"].as_str().unwrap());
+    assert_eq!(c.get(b.url("/api/v1/records")).header("X-API-Key", key).send().unwrap().status(), 200);
+    let r = c.delete(a.url(&format!("/api/v1/keys/{id}"))).header("X-API-Key", MASTER).send().unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text());
+    // No wait: the very next request on the other node is refused.
+    let r = c.get(b.url("/api/v1/records")).header("X-API-Key", key).send().unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().unwrap()["error"]["code"], "key_revoked");
+    // One audit log: node b's requests (the key's use, then the refusal) are listed through node a,
+    // beside node a's own.
+    eventually(Duration::from_secs(10), "the audit log holds both nodes' requests", || {
+        let audit: Value =
+            c.get(a.url("/api/v1/audit?limit=200")).header("X-API-Key", MASTER).send().unwrap().json().unwrap();
+        let entries = audit["entries"].as_array().cloned().unwrap_or_default();
+        let on = |method: &str, route: &str, status: u16| {
+            entries.iter().any(|e| e["method"] == method && e["route"] == route && e["status"] == status)
+        };
+        entries.iter().any(|e| e["key_id"] == id && e["status"] == 200 && e["route"] == "/api/v1/records")
+            && on("GET", "/api/v1/records", 401)
+            && on("DELETE", "/api/v1/keys/{id}", 200)
+    });
+}
+
+/// Final state per id, as acknowledged: Some(body) = present, None = deleted.
+type Acked = Arc<Mutex<HashMap<String, Option<String>>>>;
+
+/// Writes through `base` until stopped or the node dies; returns the id in flight when it died.
+fn writer(base: String, prefix: String, acked: Acked, stop: Arc<AtomicBool>) -> Option<String> {
+    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let id = format!("{prefix}-{n}");
+        let body = format!("body {n} of {prefix}");
+        let (request, after) = if n % 5 == 0 {
+            let gone = format!("{prefix}-{}", n - 1);
+            (c.delete(format!("{base}/api/v1/records/{gone}")), (gone, None))
+        } else {
+            (c.post(format!("{base}/api/v1/records")).json(&record(&id, &body, n)), (id.clone(), Some(body)))
+        };
+        match request.send() {
+            Ok(r) if r.status().is_success() => {
+                acked.lock().unwrap().insert(after.0, after.1);
+            }
+            Ok(r) => panic!("write refused with {}: {:?}", r.status(), r.text()),
+            Err(_) => return Some(after.0),
+        }
+    }
+    None
+}
+
+fn verify(server: &Server, acked: &Acked, uncertain: &[String]) {
+    let c = client();
+    let acked = acked.lock().unwrap();
+    for (id, state) in acked.iter().filter(|(id, _)| !uncertain.contains(id)) {
+        let got = c.get(server.url(&format!("/api/v1/records/{id}"))).send().unwrap();
+        match state {
+            Some(body) => {
+                assert_eq!(got.status(), 200, "acknowledged write of {id} lost");
+                assert_eq!(got.json::<Value>().unwrap()["body"].as_str(), Some(body.as_str()));
+            }
+            None => assert_eq!(got.status(), 404, "acknowledged delete of {id} undone"),
+        }
+    }
+    let report: Value = c.get(server.url("/api/v1/admin/check")).send().unwrap().json().unwrap();
+    assert_eq!(report["ok"], true, "derived stores diverge: {report:#}");
+}
+
+#[test]
+fn a_node_killed_during_writes_through_both_loses_nothing_acknowledged() {
+    for shared_vectors in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let pg = cluster::postgres().fresh_database("kill-a-node");
+        let config = cluster_config(tmp.path(), &pg, shared_vectors);
+        let a = node(tmp.path(), "node-a", &config, false);
+        let b = node(tmp.path(), "node-b", &config, false);
+        let acked: Acked = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = [(&a, "a"), (&b, "b")]
+            .into_iter()
+            .flat_map(|(server, name)| (0..2).map(move |w| (format!("http://{}", server.addr), format!("{name}{w}"))))
+            .map(|(base, prefix)| {
+                let (acked, stop) = (acked.clone(), stop.clone());
+                std::thread::spawn(move || writer(base, prefix, acked, stop))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(1500));
+        a.kill9();
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        let uncertain: Vec<String> = writers.into_iter().filter_map(|h| h.join().unwrap()).collect();
+        assert!(acked.lock().unwrap().len() > 20, "the writers got enough writes in");
+        // Node b kept serving; node a comes back and catches up.
+        verify(&b, &acked, &uncertain);
+        let a = node(tmp.path(), "node-a", &config, false);
+        verify(&a, &acked, &uncertain);
+        assert_eq!(a.stop().code(), Some(0));
+        assert_eq!(b.stop().code(), Some(0));
+        for name in ["node-a", "node-b"] {
+            let out = run(nexus(&tmp.path().join(name)).arg("--config").arg(&config).arg("check"));
+            assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
+}

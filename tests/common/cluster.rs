@@ -1,0 +1,332 @@
+//! Real cluster servers for tests: one Postgres 18 (with pgvector) and one S3-compatible server
+//! (s3s-fs), both on loopback, shared by every test of a test process.
+//!
+//! Contract:
+//! - With the `NEXUS_TEST_*` variables set (CI starts the servers once per run with
+//!   `.ci/cluster-servers.sh start` and exports them), tests use those servers.
+//! - Otherwise the first call starts one of each with the same script into a temporary
+//!   directory; a watchdog stops them and removes the directory once this process is gone.
+//! - When the software is missing, the first call panics saying to run
+//!   `bash .ci/cluster-servers.sh install`.
+//! - Tests never share state: each takes a fresh database ([`PgServer::fresh_database`]) or
+//!   bucket ([`S3Server::create_bucket`]) under a unique name.
+//!
+//! Everything here is synchronous (psql and curl run as processes), so any test can call it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The Postgres server: superuser `user` with `password`, over TCP with password authentication.
+#[derive(Clone, Debug)]
+pub struct PgServer {
+    /// The superuser's URL of the `postgres` database.
+    pub admin_url: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// The directory holding psql, pg_ctl and the other client programs.
+    pub bin: PathBuf,
+}
+
+/// A login role without superuser rights (cannot create databases, roles or untrusted
+/// extensions such as `vector`).
+#[derive(Clone, Debug)]
+pub struct PgRole {
+    pub name: String,
+    pub password: String,
+}
+
+/// The S3-compatible server (path-style addressing, region `us-east-1`, plain http).
+#[derive(Clone, Debug)]
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+pub const S3_REGION: &str = "us-east-1";
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/cluster-servers.sh");
+
+/// The shared Postgres server.
+pub fn postgres() -> &'static PgServer {
+    static PG: OnceLock<PgServer> = OnceLock::new();
+    PG.get_or_init(|| match (std::env::var("NEXUS_TEST_POSTGRES_URL"), std::env::var("NEXUS_TEST_PG_BIN")) {
+        (Ok(url), Ok(bin)) => PgServer::from_url(&url, PathBuf::from(bin)),
+        _ => started().pg.clone(),
+    })
+}
+
+/// The shared S3 server.
+pub fn s3() -> &'static S3Server {
+    static S3: OnceLock<S3Server> = OnceLock::new();
+    S3.get_or_init(|| {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        match (var("NEXUS_TEST_S3_ENDPOINT"), var("NEXUS_TEST_S3_ACCESS_KEY"), var("NEXUS_TEST_S3_SECRET_KEY")) {
+            (Some(endpoint), Some(access_key), Some(secret_key)) => {
+                S3Server { endpoint: endpoint.trim_end_matches('/').to_string(), access_key, secret_key }
+            }
+            _ => started().s3.clone(),
+        }
+    })
+}
+
+struct Started {
+    pg: PgServer,
+    s3: S3Server,
+}
+
+/// Servers this process started (once), stopped by the script's watchdog when it exits.
+fn started() -> &'static Started {
+    static STARTED: OnceLock<Started> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("nexus-cluster-{}-{}", std::process::id(), unique_suffix()));
+        let output = Command::new("bash")
+            .arg(SCRIPT)
+            .arg("start")
+            .arg(&dir)
+            .arg("--watch")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {SCRIPT}: {e}"));
+        if !output.status.success() {
+            panic!(
+                "the cluster test servers did not start ({}):\n{}\nif Postgres or s3s-fs is missing, run `bash .ci/cluster-servers.sh install`",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let exports = parse_exports(&String::from_utf8_lossy(&output.stdout));
+        let get = |name: &str| {
+            exports
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("{SCRIPT} start printed no {name}"))
+        };
+        Started {
+            pg: PgServer::from_url(&get("NEXUS_TEST_POSTGRES_URL"), PathBuf::from(get("NEXUS_TEST_PG_BIN"))),
+            s3: S3Server {
+                endpoint: get("NEXUS_TEST_S3_ENDPOINT"),
+                access_key: get("NEXUS_TEST_S3_ACCESS_KEY"),
+                secret_key: get("NEXUS_TEST_S3_SECRET_KEY"),
+            },
+        }
+    })
+}
+
+/// `export NAME='value'` lines, as the script prints them.
+fn parse_exports(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("export "))
+        .filter_map(|assignment| assignment.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// A suffix that no other call, in this process or another, gives at the same time.
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{}_{n}_{:x}", std::process::id(), nanos)
+}
+
+/// `hint` reduced to lowercase letters, digits and `sep`, at most `max` characters.
+fn sanitize(hint: &str, sep: char, max: usize) -> String {
+    let mut out: String =
+        hint.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { sep }).collect();
+    out.truncate(max);
+    out
+}
+
+impl PgServer {
+    fn from_url(url: &str, bin: PathBuf) -> PgServer {
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .unwrap_or_else(|| panic!("NEXUS_TEST_POSTGRES_URL is not a postgres:// URL"));
+        let (userinfo, hostpart) = rest.rsplit_once('@').expect("NEXUS_TEST_POSTGRES_URL has no user:password@");
+        let (user, password) = userinfo.split_once(':').expect("NEXUS_TEST_POSTGRES_URL has no password");
+        let hostport = hostpart.split('/').next().unwrap_or_default();
+        let (host, port) = hostport.rsplit_once(':').expect("NEXUS_TEST_POSTGRES_URL has no port");
+        PgServer {
+            admin_url: url.to_string(),
+            host: host.to_string(),
+            port: port.parse().expect("NEXUS_TEST_POSTGRES_URL has a bad port"),
+            user: user.to_string(),
+            password: password.to_string(),
+            bin,
+        }
+    }
+
+    /// The superuser's URL of `database`.
+    pub fn url(&self, database: &str) -> String {
+        self.url_as(&self.user, &self.password, database)
+    }
+
+    /// A URL of `database` as `user` with `password` (a wrong one, for a failing login).
+    pub fn url_as(&self, user: &str, password: &str, database: &str) -> String {
+        format!("postgres://{user}:{password}@{}:{}/{database}", self.host, self.port)
+    }
+
+    /// The path of one of the server's client programs (`psql`, `pg_dump`, ...).
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
+    /// Runs `sql` with psql on `url`: its unaligned, tuples-only output, or psql's error.
+    pub fn try_psql(&self, url: &str, sql: &str) -> Result<String, String> {
+        let output = Command::new(self.program("psql"))
+            .arg(url)
+            .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.program("psql").display()));
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+        }
+    }
+
+    /// Like [`PgServer::try_psql`], panicking on an error.
+    pub fn psql(&self, url: &str, sql: &str) -> String {
+        self.try_psql(url, sql).unwrap_or_else(|e| panic!("psql failed on {sql:?}: {e}"))
+    }
+
+    /// A new, empty database named after `hint` (and unique); its superuser URL.
+    pub fn fresh_database(&self, hint: &str) -> String {
+        let name = self.create_database(hint, &self.user);
+        self.url(&name)
+    }
+
+    /// A new, empty database owned by `role` (who may create tables in it, but not untrusted
+    /// extensions such as `vector`); its URL as that role.
+    pub fn fresh_database_owned_by(&self, hint: &str, role: &PgRole) -> String {
+        let name = self.create_database(hint, &role.name);
+        self.url_as(&role.name, &role.password, &name)
+    }
+
+    /// A new login role without superuser, createdb or createrole rights.
+    pub fn create_role(&self, hint: &str) -> PgRole {
+        let name = format!("nx_{}_{}", sanitize(hint, '_', 24), unique_suffix());
+        let password = format!("pw{}", unique_suffix().replace('_', ""));
+        self.psql(
+            &self.admin_url,
+            &format!("CREATE ROLE \"{name}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}'"),
+        );
+        PgRole { name, password }
+    }
+
+    fn create_database(&self, hint: &str, owner: &str) -> String {
+        let name = format!("nx_{}_{}", sanitize(hint, '_', 24), unique_suffix());
+        assert!(name.len() <= 63, "database name {name} is too long");
+        self.psql(&self.admin_url, &format!("CREATE DATABASE \"{name}\" OWNER \"{owner}\""));
+        name
+    }
+}
+
+impl S3Server {
+    /// A new, empty bucket named after `hint` (and unique).
+    pub fn create_bucket(&self, hint: &str) -> String {
+        let name = self.missing_bucket(hint);
+        let (status, body) = self.request("PUT", &format!("/{name}"));
+        assert!(status == 200, "creating bucket {name} answered {status}: {body}");
+        name
+    }
+
+    /// A unique bucket name that no bucket has.
+    pub fn missing_bucket(&self, hint: &str) -> String {
+        let name = format!("nx-{}-{}", sanitize(hint, '-', 20), unique_suffix().replace('_', "-"));
+        name.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
+    }
+
+    /// Keys of every object in `bucket` (at most 1000).
+    pub fn list_keys(&self, bucket: &str) -> Vec<String> {
+        let (status, body) = self.request("GET", &format!("/{bucket}?list-type=2"));
+        assert!(status == 200, "listing bucket {bucket} answered {status}: {body}");
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|part| part.split_once("</Key>"))
+            .map(|(key, _)| key.to_string())
+            .collect()
+    }
+
+    /// One signed request with an empty body: the status and the response body.
+    fn request(&self, method: &str, path: &str) -> (u16, String) {
+        const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let output = Command::new("curl")
+            .args(["-sS", "-m", "30", "-X", method, "-w", "\n%{http_code}"])
+            .arg("--aws-sigv4")
+            .arg(format!("aws:amz:{S3_REGION}:s3"))
+            .arg("--user")
+            .arg(format!("{}:{}", self.access_key, self.secret_key))
+            .arg("-H")
+            .arg(format!("x-amz-content-sha256: {EMPTY_SHA256}"))
+            .arg(format!("{}{path}", self.endpoint))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (status.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+/// An S3 server of one test's own (s3s-fs over `root`), for tests that stop it; killed on drop.
+pub struct OwnS3 {
+    pub server: S3Server,
+    child: std::process::Child,
+}
+
+impl OwnS3 {
+    pub fn start(root: &Path) -> OwnS3 {
+        std::fs::create_dir_all(root).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let server = S3Server {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            access_key: format!("own-{}", unique_suffix().replace('_', "-")),
+            secret_key: format!("secret-{}", unique_suffix().replace('_', "-")),
+        };
+        let child = Command::new("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", &server.access_key, "--secret-key", &server.secret_key])
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run s3s-fs ({e}): run `bash .ci/cluster-servers.sh install`"));
+        let own = OwnS3 { server, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "s3s-fs did not start on port {port}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        own
+    }
+
+    /// Stops the server now (its port then refuses connections).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OwnS3 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The script that installs, starts and stops the servers.
+pub fn script() -> &'static Path {
+    Path::new(SCRIPT)
+}
