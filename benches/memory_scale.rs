@@ -17,9 +17,17 @@
 //! `--load import` it first imports whatever memories of the N are missing (an interrupted load
 //! resumes; the sentences' vectors are kept in `DIR.sentences.f32`).
 //!
+//! `--profile` (default `embedded`) picks the stores: `postgres` puts records on Postgres and
+//! vectors on pgvector (`--postgres-url` or `NEXUS_BENCH_POSTGRES_URL`; see `common/profile.rs`;
+//! the import opens the same configured stores), `both` runs the two one after the other and
+//! prints their ratios (postgres / embedded) and whether search p95 stays within 2x of the
+//! embedded figure. With `--data-dir DIR`, the postgres profile keeps its data in `DIR-postgres`
+//! and a database named after it, reused with it by `--reuse`.
+//!
 //! ```sh
 //! cargo bench --bench memory_scale -- [--memories 100000] [--load http|import]
 //!     [--data-dir PATH [--reuse]] [--corpus PATH/corpus.jsonl]
+//!     [--profile embedded|postgres|both] [--postgres-url URL]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -30,15 +38,15 @@ use serde_json::{Value, json};
 
 mod common;
 
+use common::profile::{PgServer, Profile, Setup, ratio};
+
 const USERS: usize = 1000;
 const PER_ADD: usize = 100;
 const QUERIES: usize = 2000;
 
-fn start(data: &Path) -> (Child, String, Duration) {
-    let config = data.with_extension("toml");
-    std::fs::write(&config, "").unwrap();
+fn start(data: &Path, config: &Path) -> (Child, String, Duration) {
     let started = Instant::now();
-    let (child, base) = common::spawn_nexus(Path::new(env!("CARGO_BIN_EXE_nexus")), data, &config, &[]);
+    let (child, base) = common::spawn_nexus(Path::new(env!("CARGO_BIN_EXE_nexus")), data, config, &[]);
     let http = reqwest::blocking::Client::new();
     while !http.get(format!("{base}/ready")).send().is_ok_and(|r| r.status().is_success()) {
         std::thread::sleep(Duration::from_millis(20));
@@ -112,8 +120,9 @@ fn owner(i: usize) -> String {
     format!("user-{}", (i / PER_ADD) % USERS)
 }
 
-fn load_over_http(data: &Path, n: usize, base_sentences: &[String]) {
-    let (child, base, _) = start(data);
+/// Loads memories `0..n` through the API; returns the seconds it took.
+fn load_over_http(data: &Path, config: &Path, n: usize, base_sentences: &[String]) -> f64 {
+    let (child, base, _) = start(data, config);
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
     let started = Instant::now();
     let batches: Vec<usize> = (0..n.div_ceil(PER_ADD)).collect();
@@ -138,18 +147,19 @@ fn load_over_http(data: &Path, n: usize, base_sentences: &[String]) {
     println!("{n} memories over {USERS} users over HTTP in {ingest:.0} s ({:.0} memories/s)", n as f64 / ingest);
     println!("RSS after ingest: {:.0} MB", rss_mb(child.id()));
     stop(child);
+    ingest
 }
 
 fn memory_id(i: usize) -> String {
     format!("mem-{i:08}")
 }
 
-/// The built-in model's vector of every distinct sentence, kept beside the data directory so a
-/// resumed import does not embed them again.
-async fn sentence_vectors(app: &nexus::app::App, data: &Path, base_sentences: &[String]) -> Vec<Vec<f32>> {
-    let cache = data.with_extension("sentences.f32");
+/// The built-in model's vector of every distinct sentence, kept in `cache` (beside the data
+/// directory, shared by the profiles) so a resumed import or another profile does not embed them
+/// again.
+async fn sentence_vectors(app: &nexus::app::App, cache: &Path, base_sentences: &[String]) -> Vec<Vec<f32>> {
     let dims = app.embed.dimensions();
-    if let Ok(bytes) = std::fs::read(&cache)
+    if let Ok(bytes) = std::fs::read(cache)
         && bytes.len() == base_sentences.len() * dims * 4
     {
         let floats: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -160,7 +170,7 @@ async fn sentence_vectors(app: &nexus::app::App, data: &Path, base_sentences: &[
         vectors.extend(app.embed.embed(chunk).await.unwrap());
     }
     let bytes: Vec<u8> = vectors.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
-    std::fs::write(&cache, bytes).unwrap();
+    std::fs::write(cache, bytes).unwrap();
     vectors
 }
 
@@ -170,14 +180,23 @@ fn normalised_sum(a: &[f32], b: &[f32]) -> Vec<f32> {
     sum.into_iter().map(|x| x / norm).collect()
 }
 
-/// Imports memories `from..n` (with `resume`, `from` is the first not yet in the data directory).
-fn load_by_import(data: &Path, n: usize, base_sentences: &[String], resume: bool) {
+/// Imports memories `from..n` (with `resume`, `from` is the first not yet in the data directory)
+/// into the stores `config` names, opened as `nexus serve` opens them; returns how many were
+/// imported and the seconds it took (without embedding the sentences).
+fn load_by_import(
+    data: &Path,
+    config: &Path,
+    cache: &Path,
+    n: usize,
+    base_sentences: &[String],
+    resume: bool,
+) -> (usize, f64) {
     use nexus::config::{Config, ConfigFile, FlagOverrides};
     use nexus::memory::{Memory, Scope, Tier};
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let flags = FlagOverrides { data_dir: Some(data.to_path_buf()), ..Default::default() };
-        let config = Config::load(ConfigFile::IfExists(Path::new("/nonexistent/nexus.toml")), &flags).unwrap();
+        let config = Config::load(ConfigFile::Explicit(config), &flags).unwrap();
         let app = nexus::app::App::open(config).await.unwrap();
         let tenant = nexus::store::TenantId::default_tenant();
         let present = |i: usize| {
@@ -194,14 +213,14 @@ fn load_by_import(data: &Path, n: usize, base_sentences: &[String], resume: bool
         if first >= n {
             println!("all {n} memories are present");
             app.shutdown().await;
-            return;
+            return (0, 0.0);
         }
         if first > 0 {
             println!("{first} memories present; importing {first}..{n}");
         }
 
         let started = Instant::now();
-        let vectors = sentence_vectors(&app, data, base_sentences).await;
+        let vectors = sentence_vectors(&app, cache, base_sentences).await;
         println!(
             "{} distinct sentences' vectors (built-in model) ready in {:.0} s",
             vectors.len(),
@@ -237,7 +256,8 @@ fn load_by_import(data: &Path, n: usize, base_sentences: &[String], resume: bool
             n - first,
             (n - first) as f64 / secs
         );
-    });
+        (n - first, secs)
+    })
 }
 
 fn percentiles(mut ms: Vec<f64>) -> (f64, f64, f64) {
@@ -289,59 +309,75 @@ fn searches(base: &str, probes: &[Probe], concurrency: usize) -> (f64, f64, f64,
     (p50, p95, p99, qps, found)
 }
 
-fn main() {
-    let mut n = 100_000usize;
-    let mut load = "http".to_string();
-    let mut keep: Option<PathBuf> = None;
-    let mut reuse = false;
-    let mut corpus =
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/beir-scifact/corpus.jsonl"));
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--memories" => n = args.next().expect("--memories N").parse().expect("a number"),
-            "--load" => load = args.next().expect("--load http|import"),
-            "--data-dir" => keep = Some(args.next().expect("--data-dir PATH").into()),
-            "--reuse" => reuse = true,
-            "--corpus" => corpus = args.next().expect("--corpus PATH").into(),
-            _ => {}
-        }
-    }
-    let base_sentences = sentences(&corpus);
-    let tmp = tempfile::tempdir().unwrap();
-    let data = keep.clone().unwrap_or_else(|| tmp.path().join("data"));
-    if reuse && data.exists() {
+/// One search pass: concurrency, p50/p95/p99 (ms), searches per second, share found in the top 10.
+type Pass = (usize, f64, f64, f64, f64, f64);
+
+/// What one profile measured.
+struct ProfileRun {
+    profile: Profile,
+    /// Memories loaded by this run and the seconds it took (none when all were there).
+    load: Option<(usize, f64)>,
+    ready_secs: f64,
+    rss_ready: (f64, f64),
+    rss_after: (f64, f64),
+    passes: Vec<Pass>,
+    database_mb: Option<f64>,
+}
+
+struct Options {
+    n: usize,
+    load: String,
+    reuse: bool,
+}
+
+fn run_profile(
+    options: &Options,
+    setup: &Setup,
+    cache: &Path,
+    base_sentences: &[String],
+    pg: Option<&PgServer>,
+) -> ProfileRun {
+    let (n, data, config) = (options.n, setup.data_dir.as_path(), setup.config.as_path());
+    println!("\n== profile {}: data in {}", setup.profile.name(), data.display());
+    let load = if setup.reused {
         println!("reusing {} (its memories were loaded by an earlier run)", data.display());
-        if load == "import" {
-            load_by_import(&data, n, &base_sentences, true);
+        match options.load.as_str() {
+            "import" => Some(load_by_import(data, config, cache, n, base_sentences, true)).filter(|(n, _)| *n > 0),
+            _ => None,
         }
     } else {
-        if data.exists() {
-            std::fs::remove_dir_all(&data).unwrap();
+        if options.reuse {
+            println!("nothing to reuse for this profile: loading");
         }
-        println!("{} distinct corpus sentences; loading {n} memories ({load})", base_sentences.len());
-        match load.as_str() {
-            "http" => load_over_http(&data, n, &base_sentences),
-            "import" => load_by_import(&data, n, &base_sentences, false),
+        println!("{} distinct corpus sentences; loading {n} memories ({})", base_sentences.len(), options.load);
+        match options.load.as_str() {
+            "http" => Some((n, load_over_http(data, config, n, base_sentences))),
+            "import" => Some(load_by_import(data, config, cache, n, base_sentences, false)),
             other => panic!("--load {other}: use http or import"),
         }
+    };
+    let database_mb = setup.database_mb(pg);
+    if let Some(mb) = database_mb {
+        println!("postgres database: {mb:.0} MiB");
     }
 
-    let (child, base, ready) = start(&data);
+    let (child, base, ready) = start(data, config);
+    let rss_ready = (rss_mb(child.id()), file_rss_mb(child.id()));
     println!(
         "start to ready: {:.2} s; RSS when ready: {:.0} MB ({:.0} MB of it mapped file pages)",
         ready.as_secs_f64(),
-        rss_mb(child.id()),
-        file_rss_mb(child.id())
+        rss_ready.0,
+        rss_ready.1
     );
     // Each probe is the first six words of a memory, searched in its owner's memories; each
     // concurrency level gets its own memories, so no query is answered from the embedding cache.
     let step = (n / QUERIES).max(2);
+    let mut passes = Vec::new();
     for (pass, concurrency) in [1, 16].into_iter().enumerate() {
         let probes: Vec<Probe> = (0..QUERIES)
             .map(|q| {
                 let i = (q * step + pass * step / 2) % n;
-                let source = memory_text(i, &base_sentences);
+                let source = memory_text(i, base_sentences);
                 let query = source.split_whitespace().take(6).collect::<Vec<_>>().join(" ");
                 Probe { query, user: owner(i), source }
             })
@@ -351,12 +387,116 @@ fn main() {
             "search (hybrid, one user's memories) at concurrency {concurrency:>2}: p50 {p50:.1} ms  p95 {p95:.1} ms  p99 {p99:.1} ms  ({qps:.0} searches/s; source memory in top 10: {:.1}%)",
             found * 100.0
         );
+        passes.push((concurrency, p50, p95, p99, qps, found));
+    }
+    let rss_after = (rss_mb(child.id()), file_rss_mb(child.id()));
+    println!("RSS after searches: {:.0} MB ({:.0} MB of it mapped file pages)", rss_after.0, rss_after.1);
+    stop(child);
+    setup.finish(pg);
+    ProfileRun {
+        profile: setup.profile,
+        load,
+        ready_secs: ready.as_secs_f64(),
+        rss_ready,
+        rss_after,
+        passes,
+        database_mb,
+    }
+}
+
+fn main() {
+    let mut options = Options { n: 100_000, load: "http".to_string(), reuse: false };
+    let mut keep: Option<PathBuf> = None;
+    let mut profiles = vec![Profile::Embedded];
+    let mut postgres_url = None;
+    let mut corpus =
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/datasets/beir-scifact/corpus.jsonl"));
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--memories" => options.n = args.next().expect("--memories N").parse().expect("a number"),
+            "--load" => options.load = args.next().expect("--load http|import"),
+            "--data-dir" => keep = Some(args.next().expect("--data-dir PATH").into()),
+            "--reuse" => options.reuse = true,
+            "--corpus" => corpus = args.next().expect("--corpus PATH").into(),
+            "--profile" => profiles = Profile::parse_list(&args.next().expect("--profile embedded|postgres|both")),
+            "--postgres-url" => postgres_url = Some(args.next().expect("--postgres-url URL")),
+            _ => {}
+        }
+    }
+    assert!(matches!(options.load.as_str(), "http" | "import"), "--load {}: use http or import", options.load);
+    let n = options.n;
+    let base_sentences = sentences(&corpus);
+    let pg = profiles.contains(&Profile::Postgres).then(|| PgServer::from_flag_or_env(postgres_url));
+    let tmp = tempfile::tempdir().unwrap();
+    let base_dir = keep.clone().unwrap_or_else(|| tmp.path().join("data"));
+    let cache = base_dir.with_extension("sentences.f32");
+    let mut runs = Vec::new();
+    for &profile in &profiles {
+        let data = profile.data_dir(&base_dir);
+        let config = data.with_extension("toml");
+        let setup = Setup::prepare(profile, "memory_scale", data, config, options.reuse, keep.is_some(), pg.as_ref());
+        runs.push(run_profile(&options, &setup, &cache, &base_sentences, pg.as_ref()));
+    }
+
+    println!(
+        "\nmemory_scale: {n} memories over {USERS} users (load: {}), {QUERIES} searches per concurrency",
+        options.load
+    );
+    println!(
+        "{:<9} {:>4} {:>8} {:>8} {:>8} {:>11} {:>10}",
+        "profile", "conc", "p50 ms", "p95 ms", "p99 ms", "searches/s", "in top 10"
+    );
+    for run in &runs {
+        for &(concurrency, p50, p95, p99, qps, found) in &run.passes {
+            println!(
+                "{:<9} {concurrency:>4} {p50:>8.1} {p95:>8.1} {p99:>8.1} {qps:>11.0} {:>9.1}%",
+                run.profile.name(),
+                found * 100.0
+            );
+        }
     }
     println!(
-        "RSS after searches: {:.0} MB ({:.0} MB of it mapped file pages)",
-        rss_mb(child.id()),
-        file_rss_mb(child.id())
+        "{:<9} {:>16} {:>9} {:>14} {:>14} {:>12}",
+        "profile", "load memories/s", "ready s", "RSS ready MB", "RSS after MB", "database MB"
     );
+    for run in &runs {
+        let load = run.load.map(|(n, secs)| format!("{:.0}", n as f64 / secs)).unwrap_or_else(|| "-".into());
+        let db = run.database_mb.map(|mb| format!("{mb:.0}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<9} {load:>16} {:>9.2} {:>14.0} {:>14.0} {db:>12}",
+            run.profile.name(),
+            run.ready_secs,
+            run.rss_ready.0,
+            run.rss_after.0
+        );
+    }
+
+    let embedded = runs.iter().find(|r| r.profile == Profile::Embedded);
+    let postgres = runs.iter().find(|r| r.profile == Profile::Postgres);
+    if let (Some(embedded), Some(postgres)) = (embedded, postgres) {
+        println!("\npostgres / embedded");
+        println!("{:>4} {:>8} {:>8} {:>8} {:>11}", "conc", "p50", "p95", "p99", "searches/s");
+        let mut goal = Vec::new();
+        for (e, p) in embedded.passes.iter().zip(&postgres.passes) {
+            println!(
+                "{:>4} {:>8} {:>8} {:>8} {:>11}",
+                e.0,
+                ratio(Some(p.1), Some(e.1)),
+                ratio(Some(p.2), Some(e.2)),
+                ratio(Some(p.3), Some(e.3)),
+                ratio(Some(p.4), Some(e.4))
+            );
+            goal.push(format!(
+                "concurrency {}: {} ({:.2}x)",
+                e.0,
+                if p.2 <= 2.0 * e.2 { "yes" } else { "NO" },
+                p.2 / e.2
+            ));
+        }
+        let rate = |run: &ProfileRun| run.load.map(|(n, secs)| n as f64 / secs);
+        println!("load memories/s: {}", ratio(rate(postgres), rate(embedded)));
+        println!("goal: HTTP search p95 within 2x of embedded at {n} memories: {}", goal.join("; "));
+    }
     println!("goal: p95 <= 15 ms at 1M memories on 2 cores; Mem0 paper search p50 148 ms / p95 200 ms");
-    stop(child);
 }

@@ -8,6 +8,7 @@
 //! ```sh
 //! cargo bench --bench scifact -- [--data PATH_TO/beir-scifact] [--data-dir DIR] [--concurrency 8]
 //!                                [--fusion [MODE@]KEYWORD_WEIGHT:SEMANTIC_WEIGHT:RRF_K[:TITLE_WEIGHT]]...
+//!                                [--profile embedded|postgres|both] [--postgres-url URL]
 //! ```
 //! `--data-dir` keeps the ingested corpus: a second run finds every document unchanged and goes
 //! straight to the queries. Each `--fusion` adds a row (hybrid unless `keyword@` or `semantic@`)
@@ -15,6 +16,12 @@
 //! server's `knowledge.*` configuration gives the defaults: `NEXUS__KNOWLEDGE__TITLE_WEIGHT=...`).
 //! Chunks are ranked; a document ranks where its best chunk does (trec_eval semantics: binary
 //! relevance, run depth 100 documents).
+//!
+//! `--profile` (default `embedded`) picks the stores: `postgres` puts records on Postgres and
+//! vectors on pgvector (`--postgres-url` or `NEXUS_BENCH_POSTGRES_URL`; see `common/profile.rs`),
+//! `both` runs the two one after the other and adds their ratios (postgres / embedded) and
+//! whether nDCG@10 agrees within 0.01. With `--data-dir DIR`, the postgres profile keeps its
+//! data in `DIR-postgres` and a database named after it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,6 +33,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 mod common;
+
+use common::profile::{PgServer, Profile, Setup, ratio};
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -65,6 +74,8 @@ struct Args {
     data_dir: Option<PathBuf>,
     concurrency: usize,
     fusions: Vec<(String, Vec<f64>)>,
+    profiles: Vec<Profile>,
+    postgres_url: Option<String>,
 }
 
 fn args() -> Args {
@@ -73,6 +84,8 @@ fn args() -> Args {
         data_dir: None,
         concurrency: 8,
         fusions: Vec::new(),
+        profiles: vec![Profile::Embedded],
+        postgres_url: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -90,6 +103,8 @@ fn args() -> Args {
                 );
                 args.fusions.push((mode.to_string(), parts));
             }
+            "--profile" => args.profiles = Profile::parse_list(&it.next().expect("--profile embedded|postgres|both")),
+            "--postgres-url" => args.postgres_url = Some(it.next().expect("--postgres-url URL")),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
         }
@@ -228,6 +243,45 @@ fn run_queries(
     Row { name, ndcg: ndcg / n, recall: recall / n, ms }
 }
 
+/// What one profile measured.
+struct ProfileRun {
+    profile: Profile,
+    rows: Vec<Row>,
+    /// (seconds, documents created, chunks); none created when the corpus was already in.
+    ingest: (f64, usize, u64),
+    database_mb: Option<f64>,
+}
+
+fn run_profile(
+    args: &Args,
+    setup: &Setup,
+    corpus: &[Value],
+    test: &[&String],
+    queries: &HashMap<String, String>,
+    qrels: &HashMap<String, HashSet<String>>,
+    pg: Option<&PgServer>,
+) -> ProfileRun {
+    eprintln!("profile {}: data in {}", setup.profile.name(), setup.data_dir.display());
+    let server = start_server(&setup.data_dir, &setup.config);
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+    wait_ready(&client, &server.base);
+
+    let (ingest_secs, created, chunks) = ingest(&server.base, corpus, args.concurrency);
+    eprintln!("{} documents: {created} ingested ({chunks} chunks) in {ingest_secs:.1} s", corpus.len());
+
+    let mut rows = Vec::new();
+    for mode in ["keyword", "semantic", "hybrid"] {
+        rows.push(run_queries(&client, &server.base, test, queries, qrels, mode, None));
+    }
+    for (mode, fusion) in &args.fusions {
+        rows.push(run_queries(&client, &server.base, test, queries, qrels, mode, Some(fusion)));
+    }
+    let database_mb = setup.database_mb(pg);
+    drop(server);
+    setup.finish(pg);
+    ProfileRun { profile: setup.profile, rows, ingest: (ingest_secs, created, chunks), database_mb }
+}
+
 fn main() {
     let args = args();
     let corpus = read_jsonl(&args.data.join("corpus.jsonl"));
@@ -243,53 +297,102 @@ fn main() {
     let mut test: Vec<&String> = qrels.keys().collect();
     test.sort();
 
+    let pg = args.profiles.contains(&Profile::Postgres).then(|| PgServer::from_flag_or_env(args.postgres_url.clone()));
     let scratch = tempfile::tempdir().unwrap();
-    let config = scratch.path().join("empty.toml");
-    std::fs::write(&config, "").unwrap();
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| scratch.path().join("data"));
-    let server = start_server(&data_dir, &config);
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
-    wait_ready(&client, &server.base);
-
-    let (ingest_secs, created, chunks) = ingest(&server.base, &corpus, args.concurrency);
-    eprintln!("{} documents: {created} ingested ({chunks} chunks) in {ingest_secs:.1} s", corpus.len());
-
-    let mut rows = Vec::new();
-    for mode in ["keyword", "semantic", "hybrid"] {
-        rows.push(run_queries(&client, &server.base, &test, &queries, &qrels, mode, None));
-    }
-    for (mode, fusion) in &args.fusions {
-        rows.push(run_queries(&client, &server.base, &test, &queries, &qrels, mode, Some(fusion)));
+    let base_dir = args.data_dir.clone().unwrap_or_else(|| scratch.path().join("data"));
+    let kept = args.data_dir.is_some();
+    let mut runs = Vec::new();
+    for &profile in &args.profiles {
+        let data_dir = profile.data_dir(&base_dir);
+        let config = scratch.path().join(format!("{}.toml", profile.name()));
+        // A kept data directory is reused: its documents come back unchanged.
+        let setup = Setup::prepare(profile, "scifact", data_dir, config, kept, kept, pg.as_ref());
+        runs.push(run_profile(&args, &setup, &corpus, &test, &queries, &qrels, pg.as_ref()));
     }
 
     println!("\nBEIR SciFact over HTTP: {} test queries, {} documents", test.len(), corpus.len());
     println!(
-        "{:<22} {:>8} {:>11} {:>8} {:>8} {:>8}  nDCG@10 vs published",
-        "mode", "nDCG@10", "Recall@100", "p50 ms", "p95 ms", "p99 ms"
+        "{:<9} {:<22} {:>8} {:>11} {:>8} {:>8} {:>8}  nDCG@10 vs published",
+        "profile", "mode", "nDCG@10", "Recall@100", "p50 ms", "p95 ms", "p99 ms"
     );
-    for row in &rows {
-        let (anchor, anchor_name) =
-            if row.name == "semantic" { (0.6451, "all-MiniLM-L6-v2 0.645") } else { (0.665, "BM25 0.665") };
+    for run in &runs {
+        for row in &run.rows {
+            let (anchor, anchor_name) =
+                if row.name == "semantic" { (0.6451, "all-MiniLM-L6-v2 0.645") } else { (0.665, "BM25 0.665") };
+            println!(
+                "{:<9} {:<22} {:>8.4} {:>11.4} {:>8.1} {:>8.1} {:>8.1}  {:.2}x {anchor_name}",
+                run.profile.name(),
+                row.name,
+                row.ndcg,
+                row.recall,
+                percentile(&row.ms, 0.50),
+                percentile(&row.ms, 0.95),
+                percentile(&row.ms, 0.99),
+                row.ndcg / anchor
+            );
+        }
+    }
+    for run in &runs {
+        let (secs, created, chunks) = run.ingest;
+        let size = run.database_mb.map(|mb| format!("; database {mb:.0} MiB")).unwrap_or_default();
+        if created > 0 {
+            println!(
+                "{:<9} ingest over HTTP ({} clients): {:.1} documents/s, {:.1} chunks/s ({created} documents, {chunks} chunks, {secs:.0} s){size}",
+                run.profile.name(),
+                args.concurrency,
+                created as f64 / secs,
+                chunks as f64 / secs
+            );
+        } else {
+            println!(
+                "{:<9} ingest: every document was already in {} (unchanged){size}",
+                run.profile.name(),
+                run.profile.data_dir(&base_dir).display()
+            );
+        }
+    }
+
+    let embedded = runs.iter().find(|r| r.profile == Profile::Embedded);
+    let postgres = runs.iter().find(|r| r.profile == Profile::Postgres);
+    if let (Some(embedded), Some(postgres)) = (embedded, postgres) {
+        println!("\npostgres / embedded");
         println!(
-            "{:<22} {:>8.4} {:>11.4} {:>8.1} {:>8.1} {:>8.1}  {:.2}x {anchor_name}",
-            row.name,
-            row.ndcg,
-            row.recall,
-            percentile(&row.ms, 0.50),
-            percentile(&row.ms, 0.95),
-            percentile(&row.ms, 0.99),
-            row.ndcg / anchor
+            "{:<22} {:>8} {:>8} {:>8} {:>10} {:>12}  nDCG@10 equal within 0.01",
+            "mode", "p50", "p95", "p99", "nDCG@10 Δ", "Recall@100 Δ"
+        );
+        let mut all_equal = true;
+        for (e, p) in embedded.rows.iter().zip(&postgres.rows) {
+            let at = |row: &Row, q| Some(percentile(&row.ms, q));
+            let delta = p.ndcg - e.ndcg;
+            let equal = delta.abs() <= 0.01;
+            all_equal &= equal;
+            println!(
+                "{:<22} {:>8} {:>8} {:>8} {:>+10.4} {:>+12.4}  {}",
+                e.name,
+                ratio(at(p, 0.50), at(e, 0.50)),
+                ratio(at(p, 0.95), at(e, 0.95)),
+                ratio(at(p, 0.99), at(e, 0.99)),
+                delta,
+                p.recall - e.recall,
+                if equal { "yes" } else { "NO" }
+            );
+        }
+        let rate = |run: &ProfileRun, n: f64| (run.ingest.1 > 0).then(|| n / run.ingest.0);
+        println!(
+            "ingest: documents/s {}, chunks/s {}",
+            ratio(rate(postgres, postgres.ingest.1 as f64), rate(embedded, embedded.ingest.1 as f64)),
+            ratio(rate(postgres, postgres.ingest.2 as f64), rate(embedded, embedded.ingest.2 as f64))
+        );
+        let worst_p95 = embedded
+            .rows
+            .iter()
+            .zip(&postgres.rows)
+            .map(|(e, p)| percentile(&p.ms, 0.95) / percentile(&e.ms, 0.95))
+            .fold(0.0, f64::max);
+        println!(
+            "nDCG@10 equal within 0.01 in every mode: {}; search p95 within 2x of embedded in every mode: {} (worst {worst_p95:.2}x)",
+            if all_equal { "yes" } else { "NO" },
+            if worst_p95 <= 2.0 { "yes" } else { "NO" }
         );
     }
-    if created > 0 {
-        println!(
-            "ingest over HTTP ({} clients): {:.1} documents/s, {:.1} chunks/s ({created} documents, {chunks} chunks, {ingest_secs:.0} s)",
-            args.concurrency,
-            created as f64 / ingest_secs,
-            chunks as f64 / ingest_secs
-        );
-    } else {
-        println!("ingest: every document was already in {} (unchanged)", data_dir.display());
-    }
-    drop(server);
 }

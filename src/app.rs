@@ -145,7 +145,9 @@ impl App {
     pub async fn open_stores(config: &Config, discard_vectors: bool) -> Result<(DataDir, Stores)> {
         Stores::check_backends(config)?;
         let dir = DataDir::open(&config.data_dir)?;
-        if discard_vectors {
+        if discard_vectors && config.store.vectors.backend == crate::config::VectorsBackend::Pgvector {
+            Stores::discard_shared_vectors(config, &dir).await?;
+        } else if discard_vectors {
             let vectors = dir.path("vectors");
             std::fs::remove_dir_all(&vectors)?;
             std::fs::create_dir_all(&vectors)?;

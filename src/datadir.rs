@@ -72,17 +72,17 @@ impl DataDir {
     pub fn open_with(root: &Path, current: u32, migrations: &[Migration]) -> Result<DataDir> {
         // Refuse a newer format before writing anything.
         let found = read_format(root)?;
-        if let Some(found) = found {
-            if found > current {
-                return Err(Error::new(
-                    ErrorCode::DataDirFormatTooNew,
-                    format!(
-                        "data directory {} has format {found}, but this nexus understands formats up to {current}; \
+        if let Some(found) = found
+            && found > current
+        {
+            return Err(Error::new(
+                ErrorCode::DataDirFormatTooNew,
+                format!(
+                    "data directory {} has format {found}, but this nexus understands formats up to {current}; \
                          run a newer nexus, or restore a backup made by this version",
-                        root.display()
-                    ),
-                ));
-            }
+                    root.display()
+                ),
+            ));
         }
         // Owner and group only: the data is nobody else's business (`nexus doctor` warns otherwise).
         std::os::unix::fs::DirBuilderExt::mode(fs::DirBuilder::new().recursive(true), 0o750).create(root).map_err(

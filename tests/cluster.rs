@@ -201,7 +201,7 @@ fn writer(base: String, prefix: String, acked: Acked, stop: Arc<AtomicBool>) -> 
         n += 1;
         let id = format!("{prefix}-{n}");
         let body = format!("body {n} of {prefix}");
-        let (request, after) = if n % 5 == 0 {
+        let (request, after) = if n.is_multiple_of(5) {
             let gone = format!("{prefix}-{}", n - 1);
             (c.delete(format!("{base}/api/v1/records/{gone}")), (gone, None))
         } else {
@@ -269,5 +269,42 @@ fn a_node_killed_during_writes_through_both_loses_nothing_acknowledged() {
             let out = run(nexus(&tmp.path().join(name)).arg("--config").arg(&config).arg("check"));
             assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stdout));
         }
+    }
+}
+
+/// The same memory added to one user through both nodes at once is stored once: adds to a scope
+/// are serialised across the cluster, not only within a node.
+#[test]
+fn the_same_memory_added_through_both_nodes_at_once_is_stored_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = cluster::postgres().fresh_database("concurrent-adds");
+    let config = cluster_config(tmp.path(), &pg, false);
+    let a = node(tmp.path(), "node-a", &config, false);
+    let b = node(tmp.path(), "node-b", &config, false);
+    let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
+    for round in 0..5 {
+        let text = format!("I moved to Lisbon in spring number {round}");
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let (base, text) = (bases[i % 2].clone(), text.clone());
+                std::thread::spawn(move || {
+                    let r = client()
+                        .post(format!("{base}/api/v1/memories"))
+                        .json(
+                            &json!({"messages": [{"role": "user", "content": text}], "user_id": "rui", "infer": false}),
+                        )
+                        .send()
+                        .unwrap();
+                    assert!(r.status().is_success(), "{:?}", r.text());
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let listed: Value =
+            client().get(a.url("/api/v1/memories?user_id=rui&limit=100")).send().unwrap().json().unwrap();
+        let same = listed["memories"].as_array().unwrap().iter().filter(|m| m["memory"] == text.as_str()).count();
+        assert_eq!(same, 1, "round {round}: {listed}");
     }
 }

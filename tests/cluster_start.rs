@@ -274,3 +274,149 @@ async fn s3_https_endpoint_certificate_is_verified() {
     assert!(err.message.to_lowercase().contains("certificate"), "{err}");
     assert!(!err.message.contains("secret-of-the-https-test"), "{err}");
 }
+
+/// `[store.records]` on Postgres, with `records` (url, url_env or url_file lines) and `extra` sections.
+fn pg_config(dir: &Path, records: &str, extra: &str) -> PathBuf {
+    let path = dir.join("nexus-pg.toml");
+    std::fs::write(&path, format!("[store.records]\nbackend = \"postgres\"\n{records}\n{extra}")).unwrap();
+    path
+}
+
+/// Runs `nexus ARGS` with `config`; it must exit within 10 seconds.
+fn nexus_with_config(dir: &Path, config: &Path, args: &[&str]) -> Output {
+    let mut cmd = nexus(&dir.join("data"));
+    cmd.arg("--config").arg(config).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let limit = Duration::from_secs(10);
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn nexus");
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "nexus {args:?} still ran after {limit:?}; stdout: {} stderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `nexus serve` with `config` stops with one line on stderr naming `setting` and none of `secrets`.
+fn serve_refused(dir: &Path, config: &Path, setting: &str, secrets: &[&str]) -> String {
+    let out = nexus_with_config(dir, config, &["serve", "--listen", "127.0.0.1:0"]);
+    refused(&out, setting, secrets)
+}
+
+/// Exit code 2, exactly one line on stderr, naming `setting` and none of `secrets`; that line.
+fn refused(out: &Output, setting: &str, secrets: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line on stderr: {stderr}");
+    assert!(lines[0].starts_with("nexus: error: "), "{stderr}");
+    assert!(lines[0].contains(setting), "the error names {setting}: {stderr}");
+    for secret in secrets {
+        assert!(!stderr.contains(secret) && !stdout.contains(secret), "a secret was printed: {stderr}{stdout}");
+    }
+    assert!(!stdout.contains("listening on"), "refused before listening: {stdout}");
+    eprintln!("{}", lines[0]);
+    lines[0].to_string()
+}
+
+/// No table of Nexus's in the database at `url`.
+fn assert_no_tables(url: &str) {
+    let pg = cluster::postgres();
+    assert_eq!(pg.psql(url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "0", "tables were created");
+}
+
+#[test]
+fn postgres_malformed_url_stops_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    for url in [
+        "postgres://nexus:malformed-secret@/nexus",
+        "postgres://nexus:malformed-secret@127.0.0.1:notaport/nexus",
+        "postgres://nexus:malformed-secret@127.0.0.1/nexus?sslmode=sometimes",
+        "nexus:malformed-secret at the database",
+    ] {
+        let config = pg_config(tmp.path(), &format!("url = \"{url}\""), "");
+        let line = serve_refused(tmp.path(), &config, "store.records.url", &["malformed-secret"]);
+        assert!(line.contains("postgres://"), "says what a URL looks like: {line}");
+    }
+}
+
+#[test]
+fn postgres_nothing_listening_stops_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = pg_config(tmp.path(), &format!("url = \"postgres://nexus:absent-secret@127.0.0.1:{port}/nexus\""), "");
+    let started = Instant::now();
+    let line = serve_refused(tmp.path(), &config, "store.records.url", &["absent-secret"]);
+    assert!(started.elapsed() < Duration::from_secs(5), "refused in {:?}", started.elapsed());
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "names the server: {line}");
+    assert!(line.contains("cannot reach"), "says the server is unreachable: {line}");
+}
+
+#[test]
+fn postgres_wrong_password_stops_the_start() {
+    let pg = cluster::postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = pg.fresh_database("wrong password");
+    let database = url.rsplit('/').next().unwrap();
+    let wrong = format!("{}-not-it", pg.password);
+    let config = pg_config(tmp.path(), &format!("url = \"{}\"", pg.url_as(&pg.user, &wrong, database)), "");
+    let line = serve_refused(tmp.path(), &config, "store.records.url", &[&wrong, &pg.password]);
+    assert!(line.contains("password authentication failed"), "{line}");
+    assert!(line.contains("check the user and password"), "says what to fix: {line}");
+    assert_no_tables(&url);
+}
+
+#[test]
+fn postgres_database_that_does_not_exist_stops_the_start_and_check() {
+    let pg = cluster::postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = format!("nx_missing_{}", std::process::id());
+    let config = pg_config(tmp.path(), &format!("url = \"{}\"", pg.url(&missing)), "");
+    let line = serve_refused(tmp.path(), &config, "store.records.url", &[&pg.password]);
+    assert!(line.contains(&format!("database \"{missing}\" does not exist")), "{line}");
+    let out = nexus_with_config(tmp.path(), &config, &["check"]);
+    let line = refused(&out, "store.records.url", &[&pg.password]);
+    assert!(line.contains(&missing), "{line}");
+    let exists = format!("SELECT count(*) FROM pg_database WHERE datname = '{missing}'");
+    assert_eq!(pg.psql(&pg.admin_url, &exists), "0", "the database was created");
+}
+
+#[test]
+fn pgvector_without_the_right_to_create_the_extension_stops_the_start() {
+    let pg = cluster::postgres();
+    let tmp = tempfile::tempdir().unwrap();
+    let role = pg.create_role("no vector");
+    let url = pg.fresh_database_owned_by("no vector", &role);
+    let config = pg_config(tmp.path(), &format!("url = \"{url}\""), "[store.vectors]\nbackend = \"pgvector\"\n");
+    let line = serve_refused(tmp.path(), &config, "store.vectors", &[&role.password]);
+    assert!(line.contains("CREATE EXTENSION vector"), "says what to run: {line}");
+    assert_eq!(pg.psql(&url, "SELECT count(*) FROM pg_extension WHERE extname = 'vector'"), "0");
+    assert_eq!(pg.psql(&url, "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'vector%'"), "0");
+    assert_eq!(pg.psql(&url, "SELECT count(*) FROM records"), "0", "no record written");
+}
+
+#[test]
+fn postgres_url_env_naming_an_unset_variable_stops_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let var = "NEXUS_TEST_RECORDS_URL_NEVER_SET";
+    let config = pg_config(tmp.path(), &format!("url_env = \"{var}\""), "");
+    let line = serve_refused(tmp.path(), &config, "store.records.url_env", &[]);
+    assert!(line.contains(var), "names the variable: {line}");
+}
+
+#[test]
+fn postgres_url_file_that_is_missing_stops_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("no-such-url-file");
+    let config = pg_config(tmp.path(), &format!("url_file = \"{}\"", file.display()), "");
+    let line = serve_refused(tmp.path(), &config, "store.records.url_file", &[]);
+    assert!(line.contains(&file.display().to_string()), "names the file: {line}");
+}

@@ -98,7 +98,7 @@ async fn long_texts_are_embedded_in_pieces_never_truncated() {
     assert!(cosine(&whole, &mean_unit(&vectors)) > 0.9999, "a long text's vector averages its pieces");
     // The end of the text counts: a truncating embedder would ignore the market half entirely.
     let market = service.embed_one(&second).await.unwrap();
-    let truncated = model.embed_blocking(&[long.clone()]).unwrap().remove(0);
+    let truncated = model.embed_blocking(std::slice::from_ref(&long)).unwrap().remove(0);
     assert!(cosine(&whole, &market) > cosine(&truncated, &market) + 0.05);
 }
 

@@ -192,7 +192,7 @@ fn writes_are_readable_searchable_and_deletable() {
         .json()
         .unwrap();
     assert_eq!(text["hits"][0]["id"], "ada", "{text}");
-    assert!(text["hits"][0]["snippet"]["highlights"].as_array().unwrap().len() >= 1);
+    assert!(!text["hits"][0]["snippet"]["highlights"].as_array().unwrap().is_empty());
     let vec_hits: Value = c
         .post(server.url("/api/v1/records/search"))
         .json(&json!({"vector": vector(1)}))

@@ -1,8 +1,11 @@
-//! What the HTTP benchmarks share: a real `nexus serve` on a free loopback port.
+//! What the HTTP benchmarks share: a real `nexus serve` on a free loopback port, and the store
+//! profiles ([`profile`]) it runs under.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+
+pub mod profile;
 
 /// Starts `bin serve` on `data_dir` with the config file `config` and the extra environment
 /// `env`, and returns the child and its base URL once it listens (its stdout is drained after).

@@ -166,7 +166,7 @@ impl Auth {
             loop {
                 tick.tick().await;
                 let Some(auth) = auth.upgrade() else { return };
-                if n % 60 == 0 {
+                if n.is_multiple_of(60) {
                     audit::enforce_retention(&*auth.store, retention_days).await;
                 }
                 auth.limits.forget_idle();
@@ -194,10 +194,10 @@ impl Auth {
         };
         let invalid =
             || Error::new(ErrorCode::Unauthorized, "the API key is not valid; check it, or ask an admin for a new one");
-        if let Some(master) = &self.master_hash {
-            if keys::hash_matches(presented, master) {
-                return Ok(AuthContext::operator(Principal::Master));
-            }
+        if let Some(master) = &self.master_hash
+            && keys::hash_matches(presented, master)
+        {
+            return Ok(AuthContext::operator(Principal::Master));
         }
         let Some(id) = keys::key_id(presented) else { return Err(invalid()) };
         let Some(stored) = self.store.get_key(id).await? else { return Err(invalid()) };

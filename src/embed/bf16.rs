@@ -57,7 +57,11 @@ impl Bf16Linear {
     /// `weight` is `[outputs, inputs]` row-major. `None` when the CPU lacks the instructions or
     /// the shape does not fit the kernel (outputs a multiple of 16, inputs even).
     pub fn new(weight: &[f32], bias: &[f32], inputs: usize, outputs: usize, gelu: bool) -> Option<Bf16Linear> {
-        if !supported() || outputs % UNIT != 0 || inputs % 2 != 0 || weight.len() != inputs * outputs {
+        if !supported()
+            || !outputs.is_multiple_of(UNIT)
+            || !inputs.is_multiple_of(2)
+            || weight.len() != inputs * outputs
+        {
             return None;
         }
         if bias.len() != outputs {

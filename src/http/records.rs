@@ -75,6 +75,8 @@ pub async fn put_record(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "op", rename_all = "lowercase")]
+// Upserts are the common case; boxing each one would cost more than the smaller deletes save.
+#[allow(clippy::large_enum_variant)]
 pub enum BatchWrite {
     Upsert { record: RecordInput },
     Delete { id: String },

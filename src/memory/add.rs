@@ -169,6 +169,8 @@ impl Memories {
         };
         let input = json!({"messages": messages});
         let _guard = self.scope_lock(tenant, &common.scope).lock().await;
+        // Other nodes adding to the same scope wait too (duplicates and turn numbers are decided here).
+        let _cluster_guard = self.stores.records.exclusive(&super::scope_lock_name(tenant, &common.scope)).await?;
         let plan = match &self.llm {
             Some(llm) if model_facts && !candidates.is_empty() => {
                 self.plan_with_llm(tenant, llm.as_ref(), &common, candidates, extracted_relations, actor, &input, note)

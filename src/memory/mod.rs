@@ -102,6 +102,11 @@ pub(crate) struct RunState {
     pub turns: std::collections::VecDeque<String>,
 }
 
+/// The name of a scope's lock: adds to one scope run one at a time (across nodes too).
+pub(crate) fn scope_lock_name(tenant: &TenantId, scope: &Scope) -> String {
+    short_hash(&[tenant.as_str(), &scope.owner(), scope.run_id.as_deref().unwrap_or("")])
+}
+
 fn run_key(tenant: &TenantId, scope: &Scope) -> String {
     format!("{}\0{}", tenant.as_str(), serde_json::to_string(scope).unwrap_or_default())
 }
@@ -165,7 +170,9 @@ impl Memories {
             return Ok(RunState::default());
         }
         let key = run_key(tenant, scope);
-        if let Some(state) = self.recent_turns.lock().get(&key) {
+        // Other nodes add turns too when the record store is shared: read the run every time.
+        let cached = !self.stores.records.shared();
+        if let Some(state) = self.recent_turns.lock().get(&key).filter(|_| cached) {
             return Ok(state.clone());
         }
         let mut earlier = self.matching(tenant, &add::scope_filter(scope), true).await?;
@@ -186,7 +193,7 @@ impl Memories {
     }
 
     fn scope_lock(&self, tenant: &TenantId, scope: &Scope) -> &tokio::sync::Mutex<()> {
-        let h = short_hash(&[tenant.as_str(), &scope.owner(), scope.run_id.as_deref().unwrap_or("")]);
+        let h = scope_lock_name(tenant, scope);
         let n = u64::from_str_radix(&h[..8], 16).unwrap_or(0) as usize;
         &self.scope_locks[n % self.scope_locks.len()]
     }

@@ -145,6 +145,18 @@ struct RecordDatabase {
 }
 
 impl RecordDatabase {
+    /// pgvector's database: its own `store.vectors.url`, else the record store's pool.
+    async fn vectors_pg(&self, config: &Config) -> Result<postgres::Pg> {
+        let s = &config.store;
+        match (&s.vectors.url, &self.postgres) {
+            (Some(url), _) => {
+                postgres::Pg::connect(&postgres::PgSettings::from_records("store.vectors.url", url, &s.records)).await
+            }
+            (None, Some(pg)) => Ok(pg.clone()),
+            (None, None) => Err(Error::config("invalid configuration: `store.vectors.url` is required")),
+        }
+    }
+
     async fn open(config: &Config, dir: &DataDir) -> Result<RecordDatabase> {
         let s = &config.store;
         Ok(match s.records.backend {
@@ -191,17 +203,7 @@ impl Stores {
         let text = text::tantivy::TantivyTextStore::open(&dir.path("text"), &s.text).await?;
         let vectors: Arc<dyn vectors::VectorStore> = match s.vectors.backend {
             VectorsBackend::Pgvector => {
-                let pg = match (&s.vectors.url, &db.postgres) {
-                    (Some(url), _) => {
-                        postgres::Pg::connect(&postgres::PgSettings::from_records("store.vectors.url", url, &s.records))
-                            .await?
-                    }
-                    (None, Some(pg)) => pg.clone(),
-                    (None, None) => {
-                        return Err(Error::config("invalid configuration: `store.vectors.url` is required"));
-                    }
-                };
-                Arc::new(vectors::pgvector::PgvectorStore::open(pg, &s.vectors).await?)
+                Arc::new(vectors::pgvector::PgvectorStore::open(db.vectors_pg(config).await?, &s.vectors).await?)
             }
             _ => Arc::new(vectors::usearch::UsearchVectorStore::open(&dir.path("vectors"), &s.vectors).await?),
         };
@@ -217,6 +219,22 @@ impl Stores {
             graph: Arc::new(graph),
             objects,
         })
+    }
+
+    /// Drops the shared pgvector points and their typed columns (a rebuild with other dimensions
+    /// follows), refused while a running node projects them.
+    pub async fn discard_shared_vectors(config: &Config, dir: &DataDir) -> Result<()> {
+        let db = RecordDatabase::open(config, dir).await?;
+        let owner = format!("reindex-{}", std::process::id());
+        let lease = crate::writelog::indexer::lease_name("vectors");
+        if db.records.acquire_lease(&lease, &owner, std::time::Duration::from_secs(30)).await?.is_none() {
+            return Err(Error::new(
+                ErrorCode::Conflict,
+                "a running node projects the shared vectors store; stop every node's `nexus serve`, then run \
+                 `nexus reindex` again",
+            ));
+        }
+        vectors::pgvector::PgvectorStore::discard(&db.vectors_pg(config).await?).await
     }
 
     /// Only the auth store (and the record database it lives in), for offline key management.

@@ -88,16 +88,46 @@ impl Pg {
             .build()
             .map_err(|e| Error::internal("postgres pool", e))?;
         let pg = Pg { pool, target, setting: settings.setting, pg_config, tls };
-        let _checked = pg.client().await.map_err(|e| {
-            Error::new(
-                e.code,
-                format!(
-                    "cannot use Postgres at {} ({}): {}; check the URL, the password and that the server is running",
-                    pg.target, pg.setting, e.message
-                ),
-            )
-        })?;
+        // Not through `client()`: a refusal here is the caller's one error line, not a warning too.
+        let _checked = pg.pool.get().await.map_err(|e| pg.refused(e))?;
         Ok(pg)
+    }
+
+    /// Why the first connection failed, naming the setting and what to check.
+    fn refused(&self, e: PoolError) -> Error {
+        let (target, setting) = (&self.target, self.setting);
+        let e = match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(_) => {
+                return unavailable(format!(
+                    "cannot reach postgres at {target} (`{setting}`): no answer within \
+                     store.records.connect_timeout_ms; check the host and port and that the server is running"
+                ));
+            }
+            other => return unavailable(format!("cannot reach postgres at {target} (`{setting}`): {other}")),
+        };
+        let mapped = self.classify("connect", &e);
+        let Some(db) = e.as_db_error() else {
+            return Error::new(
+                mapped.code,
+                format!(
+                    "cannot reach postgres at {target} (`{setting}`): {}; check the host and port and that the \
+                     server is running",
+                    short(&e)
+                ),
+            );
+        };
+        let hint = if db.code().code().starts_with("28") {
+            "; check the user and password in the URL"
+        } else if *db.code() == SqlState::INVALID_CATALOG_NAME {
+            "; create the database, or name an existing one in the URL"
+        } else {
+            ""
+        };
+        Error::new(
+            mapped.code,
+            format!("postgres at {target} refused the connection (`{setting}`): {}{hint}", db.message()),
+        )
     }
 
     /// A pooled connection.
@@ -129,10 +159,10 @@ impl Pg {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(Ok(message)) = futures::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                    if tx.send(n.payload().to_string()).is_err() {
-                        break;
-                    }
+                if let tokio_postgres::AsyncMessage::Notification(n) = message
+                    && tx.send(n.payload().to_string()).is_err()
+                {
+                    break;
                 }
             }
         });
@@ -191,12 +221,19 @@ impl Pg {
     /// with Retry-After: the caller retries), a unique violation `conflict`, the rest a store failure.
     pub fn error(&self, context: &str, e: tokio_postgres::Error) -> Error {
         metrics::counter!("nexus_backend_errors_total", "backend" => "postgres").increment(1);
-        let Some(db) = e.as_db_error() else {
-            if !connection_failure(&e) {
-                return Error::store(&format!("postgres {context}"), &e);
-            }
+        if e.as_db_error().is_none() && connection_failure(&e) {
             tracing::warn!(target = %self.target, context, error = %e, "postgres unreachable");
-            return unavailable(format!("postgres at {} is unreachable ({context}): {}", self.target, short(&e)));
+        }
+        self.classify(context, &e)
+    }
+
+    /// [`Pg::error`] without counting or logging.
+    fn classify(&self, context: &str, e: &tokio_postgres::Error) -> Error {
+        let Some(db) = e.as_db_error() else {
+            if !connection_failure(e) {
+                return Error::store(&format!("postgres {context}"), e);
+            }
+            return unavailable(format!("postgres at {} is unreachable ({context}): {}", self.target, short(e)));
         };
         let code = db.code();
         let class = &code.code()[..2];

@@ -5,7 +5,8 @@
 //! visible are committed every batch; the others are persisted every `persist_interval_ms` and
 //! at shutdown — less often when persisting is slow (a large index is saved whole), so that it
 //! takes at most about a tenth of the indexer's time; a crash replays the rest from the log.
-//! A failed batch is retried with backoff: nothing is skipped.
+//! A failed batch is retried with backoff: nothing is skipped. While a backend is unreachable the
+//! retries stay at most a second apart, so indexing resumes soon after it is back.
 //!
 //! A store shared by a cluster's nodes (a cluster backend) has one projector across the cluster:
 //! the node holding the store's lease applies and commits each batch with the lease's fencing
@@ -21,12 +22,18 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
 
 use super::projection::Projection;
-use crate::error::Result;
+use crate::error::{ErrorCode, Result};
 use crate::store::Seq;
 use crate::store::records::RecordStore;
 
 /// Persisting waits at least this many times as long as the last persist took.
 const PERSIST_SPACING: u32 = 10;
+
+/// The longest wait between retries of a failed batch.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// The longest wait between retries while a backend is unreachable (a cheap connection attempt).
+const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 
 /// The lease a shared store's projector holds.
 pub fn lease_name(store: &str) -> String {
@@ -179,7 +186,8 @@ impl Indexer {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    let most = if e.code == ErrorCode::BackendUnavailable { UNAVAILABLE_RETRY } else { RETRY_MAX };
+                    backoff = (backoff * 2).min(most);
                     continue;
                 }
             }

@@ -154,12 +154,12 @@ impl WriteLog {
     async fn compute_vectors(&self, mut writes: Vec<Write>) -> Result<Vec<Write>> {
         let mut wanted: Vec<(usize, String)> = Vec::new();
         for (i, write) in writes.iter().enumerate() {
-            if let Write::Upsert(r) = write {
-                if r.embed {
-                    let text = embedding_text(r.title.as_deref(), r.body.as_deref(), &r.metadata);
-                    if !text.trim().is_empty() {
-                        wanted.push((i, text));
-                    }
+            if let Write::Upsert(r) = write
+                && r.embed
+            {
+                let text = embedding_text(r.title.as_deref(), r.body.as_deref(), &r.metadata);
+                if !text.trim().is_empty() {
+                    wanted.push((i, text));
                 }
             }
         }

@@ -41,7 +41,7 @@ pub trait Projection: Send + Sync + 'static {
 }
 
 /// Splits changes into records to write and keys to remove, keeping only the last state per key.
-fn partition<'a>(changes: &'a [Change], wants: impl Fn(&Record) -> bool) -> (Vec<&'a Record>, Vec<RecordKey>) {
+fn partition(changes: &[Change], wants: impl Fn(&Record) -> bool) -> (Vec<&Record>, Vec<RecordKey>) {
     let mut latest: std::collections::BTreeMap<RecordKey, Option<&Record>> = Default::default();
     for change in changes {
         latest.insert(change.key, change.record.as_ref().filter(|r| wants(r)));

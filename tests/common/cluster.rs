@@ -330,3 +330,171 @@ impl Drop for OwnS3 {
 pub fn script() -> &'static Path {
     Path::new(SCRIPT)
 }
+
+/// A Postgres server of one test's own, which the test may stop and start again on the same port
+/// and data (the server [`postgres`] gives is shared and must stay up). Built from the same
+/// binaries; run as `nobody` when this process is root. Stopped, and its directory removed, on
+/// drop, or by a watchdog once this process is gone.
+pub struct PrivatePg {
+    pub server: PgServer,
+    dir: PathBuf,
+    /// `runuser -u nobody --` as root, nothing otherwise.
+    as_pg: Vec<String>,
+}
+
+impl PrivatePg {
+    /// Initialises a data directory and starts the server on a free port below 32768.
+    pub fn start() -> PrivatePg {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = postgres().bin.clone();
+        let dir = std::env::temp_dir().join(format!("nexus-private-pg-{}", unique_suffix()));
+        std::fs::create_dir_all(dir.join("pgdata")).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let password = format!("pw{}", unique_suffix().replace('_', ""));
+        std::fs::write(dir.join("pgpass"), format!("{password}\n")).unwrap();
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            for path in [dir.join("pgdata"), dir.join("pgpass")] {
+                std::os::unix::fs::chown(&path, Some(nobody_uid()), None).unwrap();
+            }
+        }
+        let as_pg = if root { ["runuser", "-u", "nobody", "--"].map(String::from).to_vec() } else { Vec::new() };
+        let port = free_low_port();
+        let server = PgServer {
+            admin_url: format!("postgres://nexus:{password}@127.0.0.1:{port}/postgres"),
+            host: "127.0.0.1".to_string(),
+            port,
+            user: "nexus".to_string(),
+            password,
+            bin,
+        };
+        let private = PrivatePg { server, dir, as_pg };
+        private.watch();
+        let pgdata = private.pgdata();
+        run_checked(
+            private
+                .pg_command("initdb")
+                .arg("-D")
+                .arg(&pgdata)
+                .args(["-U", "nexus"])
+                .arg(format!("--pwfile={}", private.dir.join("pgpass").display()))
+                .args(["--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C"])
+                .args(["--no-sync", "--no-instructions"]),
+        );
+        let _ = std::fs::remove_file(private.dir.join("pgpass"));
+        let mut conf = std::fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.conf")).unwrap();
+        std::io::Write::write_all(
+            &mut conf,
+            format!(
+                "\nlisten_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\n\
+                 max_connections = 200\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        private.start_again();
+        private
+    }
+
+    /// Stops the server (fast shutdown: open sessions are ended); its port then refuses connections.
+    pub fn stop(&self) {
+        run_checked(self.pg_command("pg_ctl").arg("-D").arg(self.pgdata()).args(["-m", "fast", "-w", "stop"]));
+    }
+
+    /// Starts the server again on the same port and data; returns once it answers.
+    pub fn start_again(&self) {
+        let log = self.pgdata().join("postgres.log");
+        run_checked(
+            self.pg_command("pg_ctl").arg("-D").arg(self.pgdata()).arg("-l").arg(log).args(["-w", "-t", "60", "start"]),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while let Err(e) = self.server.try_psql(&self.server.admin_url, "SELECT 1") {
+            assert!(std::time::Instant::now() < deadline, "the private postgres does not answer: {e}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn pgdata(&self) -> PathBuf {
+        self.dir.join("pgdata")
+    }
+
+    /// One of the server's programs, run as the server's user.
+    fn pg_command(&self, program: &str) -> Command {
+        let path = self.server.program(program);
+        let mut cmd = match self.as_pg.split_first() {
+            Some((first, rest)) => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(path);
+                cmd
+            }
+            None => Command::new(path),
+        };
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Stops the server and removes its directory once this process is gone, however it ends
+    /// (by signal: the binaries may be gone by then).
+    fn watch(&self) {
+        let _ = Command::new("setsid")
+            .args(["bash", "-c"])
+            .arg(
+                r#"while kill -0 "$1" 2>/dev/null && ! grep -q "^State:[[:space:]]*Z" "/proc/$1/status" 2>/dev/null; do
+                       sleep 1
+                   done
+                   pid="$(head -n 1 "$2/pgdata/postmaster.pid" 2>/dev/null || true)"
+                   if [ -n "$pid" ]; then
+                       kill -QUIT "$pid" 2>/dev/null || true
+                       for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+                       kill -KILL "$pid" 2>/dev/null || true
+                   fi
+                   rm -rf "$2""#,
+            )
+            .arg("watchdog")
+            .arg(std::process::id().to_string())
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        if self.pgdata().join("postmaster.pid").exists() {
+            let _ =
+                self.pg_command("pg_ctl").arg("-D").arg(self.pgdata()).args(["-m", "immediate", "-w", "stop"]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `cmd`; panics with its output when it fails.
+fn run_checked(cmd: &mut Command) {
+    let output = cmd.output().unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    assert!(
+        output.status.success(),
+        "{:?} failed ({}): {}{}",
+        cmd.get_args().collect::<Vec<_>>(),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The uid of `nobody`.
+fn nobody_uid() -> u32 {
+    let output = Command::new("id").args(["-u", "nobody"]).output().expect("run id");
+    String::from_utf8_lossy(&output.stdout).trim().parse().expect("user nobody exists")
+}
+
+/// A port below 32768 (outside the range the kernel hands out to clients) that nothing listens
+/// on now, so that it is still free when a stopped server starts again.
+fn free_low_port() -> u16 {
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    (0..2000u32)
+        .map(|i| 20_000 + ((seed / 7 + i * 7919 + std::process::id()) % 12_768) as u16)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("no free port below 32768")
+}

@@ -134,10 +134,10 @@ impl Server {
         let client = client();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = client.get(self.url("/ready")).send() {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = client.get(self.url("/ready")).send()
+                && r.status().is_success()
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "server not ready in time");
             std::thread::sleep(Duration::from_millis(50));

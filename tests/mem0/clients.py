@@ -1,9 +1,11 @@
 """Drives the official `mem0ai` client against a live Nexus and asserts what comes back.
 
 Run with one generation of the client installed (0.1.x, 1.0.x or 2.x); `.ci/mem0.sh` runs it once
-per generation. Environment:
+per generation, against one node and against two nodes of a cluster. Environment:
 
     NEXUS_URL          the server, e.g. http://127.0.0.1:8080
+    NEXUS_WRITE_URL    another node of the same cluster (optional): every add goes there, every
+                       other call to NEXUS_URL
     NEXUS_KEY          a read/write key of project A
     NEXUS_PROJECT      project A's id; NEXUS_ORG its organisation
     NEXUS_OTHER_KEY    a key of project B (isolation); NEXUS_OTHER_PROJECT its id
@@ -14,6 +16,12 @@ asynchronous with event polling, inferred), get_all (with pagination), search (w
 filter grammar where the generation speaks it), get, update, history, delete, delete_all, users,
 delete_users, reset, batch_update, batch_delete, feedback. Bad input goes through the client and
 raw HTTP. Exits non-zero with the first failure's message.
+
+With NEXUS_WRITE_URL, memories are added through one node (A) and read, searched, updated and
+deleted through the other (B). An add is acknowledged once node A can serve it; node B follows
+within a bounded delay. After every add the scenario waits, at most FOLLOW_TIMEOUT seconds, until
+node B's derived stores (what search reads) have applied everything node A's change log held
+once the add returned (`follow`); then it asserts node B's answers exactly as on one node.
 """
 
 import datetime
@@ -35,6 +43,8 @@ from mem0.exceptions import MemoryError as Mem0Error  # noqa: E402
 VERSION = package_version("mem0ai")
 GEN = "2" if VERSION.startswith("2.") else "1.0" if VERSION.startswith("1.") else "0.1"
 URL = os.environ["NEXUS_URL"].rstrip("/")
+WRITE_URL = (os.environ.get("NEXUS_WRITE_URL") or URL).rstrip("/")
+FOLLOW_TIMEOUT = 10.0
 KEY = os.environ["NEXUS_KEY"]
 PROJECT = os.environ["NEXUS_PROJECT"]
 ORG = os.environ["NEXUS_ORG"]
@@ -78,14 +88,14 @@ def raises(status, fn, *args, **kwargs):
     raise Failure(f"{fn.__name__}: expected HTTP {status}, got success: {json.dumps(result, default=str)[:500]}")
 
 
-def raw(method, path, key=KEY, headers=None, **kwargs):
+def raw(method, path, key=KEY, headers=None, url=URL, **kwargs):
     headers = {"Authorization": f"Token {key}", **(headers or {})}
-    return httpx.request(method, f"{URL}{path}", headers=headers, timeout=60, **kwargs)
+    return httpx.request(method, f"{url}{path}", headers=headers, timeout=60, **kwargs)
 
 
-def raw_error(status, method, path, key=KEY, **kwargs):
+def raw_error(status, method, path, key=KEY, url=URL, **kwargs):
     """A raw request that must fail with `status` and a `{"detail": ...}` body (plus Nexus's code)."""
-    r = raw(method, path, key=key, **kwargs)
+    r = raw(method, path, key=key, url=url, **kwargs)
     check(r.status_code == status, f"{method} {path}: expected {status}, got {r.status_code}", r.text)
     body = r.json()
     check(isinstance(body.get("detail"), str) and body["detail"], f"{method} {path}: no `detail` in error", body)
@@ -143,57 +153,99 @@ def poll_event(client, event_id, timeout=60):
         time.sleep(0.2)
 
 
-def make_client(key=KEY):
-    return MemoryClient(api_key=key, host=URL)
+def make_client(key=KEY, url=URL):
+    return MemoryClient(api_key=key, host=url)
+
+
+def indexers(url):
+    """A node's indexers as `/ready` reports them (also while it answers 503, catching up)."""
+    r = httpx.get(f"{url}/ready", timeout=10)
+    body = r.json()
+    check(r.status_code in (200, 503) and isinstance(body.get("indexers"), list) and body["indexers"],
+          f"GET {url}/ready lists the indexers", r.status_code, body)
+    return body["indexers"]
+
+
+FOLLOWED = []  # how long node B took to follow each add through node A, in seconds
+
+
+def follow():
+    """After a write through node A: waits until node B's derived stores have applied every change
+    node A's change log held by now, polling for at most FOLLOW_TIMEOUT seconds. A no-op on one node."""
+    if WRITE_URL == URL:
+        return
+    target = max(i["head_seq"] for i in indexers(WRITE_URL))
+    started = time.monotonic()
+    while True:
+        behind = [i for i in indexers(URL) if i["applied_seq"] < target]
+        if not behind:
+            FOLLOWED.append(time.monotonic() - started)
+            return
+        check(time.monotonic() - started < FOLLOW_TIMEOUT,
+              f"node B did not follow node A's change log to {target} in {FOLLOW_TIMEOUT} s", behind)
+        time.sleep(0.05)
 
 
 class Suite:
-    """The generation-specific calls, each returning data in one normalised form."""
+    """The generation-specific calls, each returning data in one normalised form. Adds go through
+    `writer` (node A in a cluster run, else the same client), everything else through `client`."""
 
-    def __init__(self, client):
+    def __init__(self, client, writer):
         self.c = client
+        self.w = writer
         self.ids = {}
 
     # ---- add
     def add_sync(self, messages, user_id=None, **kw):
+        results = self._add_sync(messages, user_id, **kw)
+        follow()
+        return results
+
+    def _add_sync(self, messages, user_id=None, **kw):
         scope = {"user_id": user_id} if user_id else {}
         if GEN == "2":
             # 2.x: ids go inside `filters` (the v3 form); top-level ids are accepted too.
-            res = self.c.add(messages, filters=scope, infer=False, **kw) if scope else \
-                self.c.add(messages, infer=False, **kw)
+            res = self.w.add(messages, filters=scope, infer=False, **kw) if scope else \
+                self.w.add(messages, infer=False, **kw)
             check({"event_id", "status", "results", "message"} <= set(res), "v3 synchronous add shape", res)
             check(res["status"] == "SUCCEEDED", "infer=false is synchronous", res)
             return res["results"]
         if GEN == "1.0":
-            res = self.c.add(messages, infer=False, async_mode=False, **scope, **kw)
+            res = self.w.add(messages, infer=False, async_mode=False, **scope, **kw)
         else:
-            res = self.c.add(messages, infer=False, **scope, **kw)
+            res = self.w.add(messages, infer=False, **scope, **kw)
         check(isinstance(res, dict) and "results" in res, "v1.1 add returns {results}", res)
         return res["results"]
 
     def add_async(self, messages, **kw):
-        """Asynchronous add; returns the event's results after polling."""
+        """Asynchronous add through the writer; returns the event's results after polling them
+        through the reader."""
         if GEN == "2":
-            res = self.c.add(messages, **kw)  # infer defaults to true: queued
+            res = self.w.add(messages, **kw)  # infer defaults to true: queued
             check(set(res) >= {"event_id", "status"} and res["status"] == "PENDING", "v3 async add shape", res)
-            return poll_event(self.c, res["event_id"])["results"]
+            results = poll_event(self.c, res["event_id"])["results"]
+            follow()
+            return results
         if GEN == "1.0":
-            res = self.c.add(messages, **kw)  # async_mode defaults to true in 1.0.x
+            res = self.w.add(messages, **kw)  # async_mode defaults to true in 1.0.x
         else:
-            res = self.c.add(messages, async_mode=True, **kw)
+            res = self.w.add(messages, async_mode=True, **kw)
         results = res.get("results")
         check(isinstance(results, list) and len(results) == 1, "v1 async add returns one queued result", res)
         queued = results[0]
         check(queued.get("status") == "PENDING" and "queued" in queued.get("message", ""), "queued shape", res)
-        return poll_event(self.c, queued["event_id"])["results"]
+        results = poll_event(self.c, queued["event_id"])["results"]
+        follow()
+        return results
 
     def add_inferred(self, messages, user_id):
         if GEN == "2":
             return self.add_async(messages, filters={"user_id": user_id}, infer=True)
         if GEN == "1.0":
-            res = self.c.add(messages, user_id=user_id, infer=True, async_mode=False)
+            res = self.w.add(messages, user_id=user_id, infer=True, async_mode=False)
         else:
-            res = self.c.add(messages, user_id=user_id, infer=True)
+            res = self.w.add(messages, user_id=user_id, infer=True)
+        follow()
         return res["results"]
 
     # ---- list
@@ -248,7 +300,10 @@ def ids(memories):
 
 def scenario():
     started = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=2)
-    print(f"mem0ai {VERSION} (generation {GEN}) against {URL}, run {RUN}")
+    if WRITE_URL == URL:
+        print(f"mem0ai {VERSION} (generation {GEN}) against {URL}, run {RUN}")
+    else:
+        print(f"mem0ai {VERSION} (generation {GEN}): adds through {WRITE_URL}, the rest through {URL}, run {RUN}")
 
     # ---- construction: the constructor pings and learns org and project
     c = make_client()
@@ -266,7 +321,14 @@ def scenario():
 
     other = make_client(OTHER_KEY)
     check(other.project_id == OTHER_PROJECT, "the other key is in the other project", other.project_id)
-    s, o = Suite(c), Suite(other)
+    if WRITE_URL == URL:
+        s, o = Suite(c, c), Suite(other, other)
+    else:
+        writer, other_writer = make_client(url=WRITE_URL), make_client(OTHER_KEY, WRITE_URL)
+        check((writer.org_id, writer.project_id) == (c.org_id, c.project_id), "both nodes know the key",
+              {"node a": [writer.org_id, writer.project_id], "node b": [c.org_id, c.project_id]})
+        check(other_writer.project_id == OTHER_PROJECT, "both nodes know the other key", other_writer.project_id)
+        s, o = Suite(c, writer), Suite(other, other_writer)
     other_results = o.add_sync([{"role": "user", "content": "The other tenant keeps bees on the roof"}], ALICE)
     other_id = other_results[0]["id"]
 
@@ -297,7 +359,8 @@ def scenario():
     check(all(r["event"] == "NONE" and r["id"] == hiking_id for r in again), "a repeat is merged (NONE)", again)
     if GEN == "2":
         # 2.x with top-level ids (as 1.0.x code wrote them) still scopes the memory.
-        top = s.c.add([{"role": "user", "content": "Dave collects vintage fountain pens"}], user_id=DAVE, infer=False)
+        top = s.w.add([{"role": "user", "content": "Dave collects vintage fountain pens"}], user_id=DAVE, infer=False)
+        follow()
         check(top["results"][0]["event"] == "ADD", "2.x add with a top-level user_id", top)
 
     # ---- get
@@ -522,9 +585,11 @@ def scenario():
     raises(400, s.list, {"created_at": {"gte": "last tuesday"}})
     raises(400, s.search, "hiking", {"user_id": ALICE}, top_k=0)
     add_path = "/v3/memories/add/" if GEN == "2" else "/v1/memories/"
-    raw_error(400, "POST", add_path, json={"messages": "not a list", "user_id": ALICE})
-    raw_error(400, "POST", add_path, json={"messages": [{"role": "user", "content": "no scope"}], "infer": False})
-    raw_error(400, "POST", add_path, content=b"{not json", headers={"Content-Type": "application/json"})
+    raw_error(400, "POST", add_path, url=WRITE_URL, json={"messages": "not a list", "user_id": ALICE})
+    raw_error(400, "POST", add_path, url=WRITE_URL,
+              json={"messages": [{"role": "user", "content": "no scope"}], "infer": False})
+    raw_error(400, "POST", add_path, url=WRITE_URL, content=b"{not json",
+              headers={"Content-Type": "application/json"})
     huge = "x" * (2 * 1024 * 1024)
     raises(413, s.add_sync, [{"role": "user", "content": huge}], ALICE)
     check(len(s.list({"user_id": ALICE})) == before, "nothing written by refused adds")
@@ -561,6 +626,9 @@ def scenario():
     check(s.list({"user_id": ALICE}) == [], "reset deletes every memory")
     check(ids(o.list({"user_id": ALICE})) == [other_id], "reset leaves the other tenant alone")
     other.delete(other_id)
+    if FOLLOWED:
+        print(f"mem0ai {VERSION}: node B followed {len(FOLLOWED)} adds through node A, "
+              f"in at most {max(FOLLOWED):.2f} s (median {sorted(FOLLOWED)[len(FOLLOWED) // 2]:.2f} s)")
     print(f"mem0ai {VERSION}: every check passed")
 
 

@@ -127,10 +127,10 @@ impl Graphs {
 
     fn delete(&mut self, key: RecordKey) {
         let Some(tenant) = self.owner.remove(&key) else { return };
-        if let Some(graph) = self.tenants.get_mut(&tenant) {
-            if !graph.remove_edge(key) {
-                graph.remove_node_with_key(key);
-            }
+        if let Some(graph) = self.tenants.get_mut(&tenant)
+            && !graph.remove_edge(key)
+        {
+            graph.remove_node_with_key(key);
         }
     }
 }
@@ -244,7 +244,7 @@ impl GraphStore for SledGraphStore {
                     out.push(Neighbour { edge: edge.clone(), node: g.nodes.get(&other_id).cloned(), id: other_id });
                 }
             }
-            out.sort_by(|a, b| a.edge.key.cmp(&b.edge.key));
+            out.sort_by_key(|a| a.edge.key);
             out
         });
         Ok(found.unwrap_or_default())

@@ -209,6 +209,8 @@ pub struct NewRecord {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+// Upserts are the common case; boxing each one would cost more than the smaller deletes save.
+#[allow(clippy::large_enum_variant)]
 pub enum Write {
     Upsert(NewRecord),
     Delete { id: String },
@@ -291,6 +293,9 @@ pub struct ExactHit {
     pub distance: f32,
 }
 
+/// Held while a [`RecordStore::exclusive`] section runs; dropping it ends the section.
+pub type ExclusiveGuard = Box<dyn Send + Sync>;
+
 #[async_trait]
 pub trait RecordStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
@@ -351,6 +356,12 @@ pub trait RecordStore: Send + Sync + 'static {
 
     /// Gives the lease up now, when `owner` holds it.
     async fn release_lease(&self, name: &str, owner: &str) -> Result<()>;
+
+    /// Holds a mutex named `name` across every process sharing the store until the guard drops
+    /// (a cluster's nodes); `None` for a store only this process writes, which needs none.
+    async fn exclusive(&self, _name: &str) -> Result<Option<ExclusiveGuard>> {
+        Ok(None)
+    }
 
     /// Ticks when another process may have committed changes (for a shared store); `None` when
     /// this process is the only writer. Notifications can be lost: readers poll as well.

@@ -19,8 +19,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Change, ChangeOp, ExactHit, FacetTerms, GraphItem, ListFilter, Record, RecordFilter, RecordStore, Write,
-    WriteReceipt, Written, field_name, index_terms,
+    Change, ChangeOp, ExactHit, ExclusiveGuard, FacetTerms, GraphItem, ListFilter, NewRecord, Record, RecordFilter,
+    RecordStore, Write, WriteReceipt, Written, field_name, index_terms,
 };
 use crate::config::RecordsConfig;
 use crate::error::{Error, Result};
@@ -67,6 +67,27 @@ impl PostgresRecordStore {
     /// The pool, for the stores that keep their tables in the same database (jobs, auth, pgvector).
     pub fn pg(&self) -> &Pg {
         &self.pg
+    }
+}
+
+/// A session advisory lock on a pooled connection: released when dropped; a connection whose
+/// unlock fails is closed rather than returned to the pool, which releases it too.
+struct AdvisoryLock {
+    client: Option<deadpool_postgres::Object>,
+    key: i64,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else { return };
+        let key = self.key;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if client.execute("SELECT pg_advisory_unlock($1)", &[&key]).await.is_err() {
+                    drop(deadpool_postgres::Object::take(client));
+                }
+            });
+        }
     }
 }
 
@@ -210,6 +231,13 @@ impl PostgresRecordStore {
         let tx = client.transaction().await?;
         let txid: i64 = tx.query_one("SELECT pg_current_xact_id()::text::bigint", &[]).await?.get(0);
         let now = now_micros();
+        if let Some(upserts) = distinct_upserts(writes) {
+            let written = upsert_batch(&tx, tenant, &upserts, txid, now).await?;
+            tx.execute("SELECT pg_notify($1, '')", &[&CHANGES_CHANNEL]).await?;
+            tx.commit().await?;
+            let seq = written.last().map(|w| w.seq).unwrap_or(0);
+            return Ok(WriteReceipt { seq, written });
+        }
         let upsert = tx
             .prepare_cached(
                 "INSERT INTO records AS r (tenant, id, kind, title, body, tags, metadata, vector, graph, version,
@@ -305,6 +333,97 @@ impl PostgresRecordStore {
         };
         Ok(WriteReceipt { seq, written })
     }
+}
+
+/// The batch's records when it holds only upserts of distinct ids (two or more): those are
+/// written with one statement per table instead of one per record.
+fn distinct_upserts(writes: &[Write]) -> Option<Vec<&NewRecord>> {
+    if writes.len() < 2 {
+        return None;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(writes.len());
+    writes
+        .iter()
+        .map(|w| match w {
+            Write::Upsert(r) if seen.insert(r.id.as_str()) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Upserts `records` (distinct ids) with their filter terms and change-log entries, four
+/// statements in all; entry `i` of the log is `records[i]`.
+async fn upsert_batch(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &TenantId,
+    records: &[&NewRecord],
+    txid: i64,
+    now: i64,
+) -> std::result::Result<Vec<Written>, tokio_postgres::Error> {
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+    let titles: Vec<Option<&str>> = records.iter().map(|r| r.title.as_deref()).collect();
+    let bodies: Vec<Option<&str>> = records.iter().map(|r| r.body.as_deref()).collect();
+    let tags: Vec<serde_json::Value> = records.iter().map(|r| serde_json::json!(r.tags)).collect();
+    let metadata: Vec<&serde_json::Value> = records.iter().map(|r| &r.metadata).collect();
+    let vectors: Vec<Option<Vec<u8>>> = records.iter().map(|r| r.vector.as_deref().map(vector_to_bytes)).collect();
+    let graphs: Vec<Option<serde_json::Value>> =
+        records.iter().map(|r| r.graph.as_ref().map(|g| serde_json::to_value(g).unwrap_or_default())).collect();
+    let embeds: Vec<bool> = records.iter().map(|r| r.embed).collect();
+    // Rows are locked in id order, so concurrent batches over the same ids do not deadlock.
+    let rows = tx
+        .query(
+            "INSERT INTO records AS r (tenant, id, kind, title, body, tags, metadata, vector, graph, version,
+                                      created_at, updated_at, embed)
+             SELECT $1, u.id, u.kind, u.title, u.body, u.tags, u.metadata, u.vector, u.graph, 1, $11, $11, u.embed
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[], $8::bytea[],
+                         $9::jsonb[], $10::bool[]) AS u(id, kind, title, body, tags, metadata, vector, graph, embed)
+             ORDER BY u.id
+             ON CONFLICT (tenant, id) DO UPDATE SET
+                kind = excluded.kind, title = excluded.title, body = excluded.body, tags = excluded.tags,
+                metadata = excluded.metadata, vector = excluded.vector, graph = excluded.graph,
+                version = r.version + 1, updated_at = excluded.updated_at, embed = excluded.embed
+             RETURNING id, key, version",
+            &[&tenant.as_str(), &ids, &kinds, &titles, &bodies, &tags, &metadata, &vectors, &graphs, &embeds, &now],
+        )
+        .await?;
+    let stored: std::collections::HashMap<String, (i64, i64)> =
+        rows.iter().map(|row| (row.get::<_, String>(0), (row.get(1), row.get(2)))).collect();
+    let keys: Vec<i64> = ids.iter().map(|id| stored[*id].0).collect();
+    tx.execute("DELETE FROM record_facets WHERE key = ANY($1)", &[&keys]).await?;
+    let (mut term_keys, mut terms) = (Vec::new(), Vec::new());
+    for (record, key) in records.iter().zip(&keys) {
+        for term in index_terms(&record.kind, &record.tags, &record.metadata) {
+            term_keys.push(*key);
+            terms.push(term);
+        }
+    }
+    tx.execute(
+        "INSERT INTO record_facets (tenant, facet, key) SELECT $1, t, k FROM unnest($2::text[], $3::bigint[]) AS u(t, k)",
+        &[&tenant.as_str(), &terms, &term_keys],
+    )
+    .await?;
+    let seqs: Vec<i64> = (0..records.len()).map(|i| row_seq(txid, i)).collect();
+    tx.execute(
+        "INSERT INTO changes (seq, txid, tenant, record_key, id, op, at)
+         SELECT s, pg_current_xact_id(), $1, k, i, 'upsert', $5 FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS u(s, k, i)",
+        &[&tenant.as_str(), &seqs, &keys, &ids, &now],
+    )
+    .await?;
+    Ok(ids
+        .iter()
+        .zip(seqs)
+        .map(|(id, seq)| {
+            let (key, version) = stored[*id];
+            Written {
+                id: id.to_string(),
+                key: key as u64,
+                op: ChangeOp::Upsert,
+                version: version as u64,
+                seq: seq as u64,
+            }
+        })
+        .collect())
 }
 
 const HEAD_SQL: &str = "SELECT seq FROM changes WHERE txid < (SELECT nexus_log_horizon())
@@ -548,6 +667,17 @@ impl RecordStore for PostgresRecordStore {
             .await
             .map_err(|e| self.pg.error("lease", e))?;
         Ok(())
+    }
+
+    async fn exclusive(&self, name: &str) -> Result<Option<ExclusiveGuard>> {
+        let client = self.pg.client().await?;
+        let key: i64 = client
+            .query_one("SELECT hashtextextended($1, 7426)", &[&name])
+            .await
+            .map_err(|e| self.pg.error("lock", e))?
+            .get(0);
+        client.execute("SELECT pg_advisory_lock($1)", &[&key]).await.map_err(|e| self.pg.error("lock", e))?;
+        Ok(Some(Box::new(AdvisoryLock { client: Some(client), key })))
     }
 
     fn change_events(&self) -> Option<tokio::sync::watch::Receiver<u64>> {

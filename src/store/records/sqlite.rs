@@ -189,12 +189,8 @@ fn record_from_row(row: &Row<'_>, offset: usize) -> rusqlite::Result<Record> {
 fn upsert(tx: &rusqlite::Transaction<'_>, tenant: &TenantId, r: &NewRecord, now: i64) -> Result<(RecordKey, u64)> {
     let tags = serde_json::to_string(&r.tags).map_err(|e| Error::internal("encode tags", e))?;
     let metadata = serde_json::to_string(&r.metadata).map_err(|e| Error::internal("encode metadata", e))?;
-    let graph = r
-        .graph
-        .as_ref()
-        .map(|g| serde_json::to_string(g))
-        .transpose()
-        .map_err(|e| Error::internal("encode graph", e))?;
+    let graph =
+        r.graph.as_ref().map(serde_json::to_string).transpose().map_err(|e| Error::internal("encode graph", e))?;
     let vector = r.vector.as_deref().map(vector_to_blob);
     let (key, version): (i64, i64) = tx.query_row(
         "INSERT INTO records (tenant, id, kind, title, body, tags, metadata, vector, graph, version, created_at, updated_at, embed)

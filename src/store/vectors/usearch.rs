@@ -326,7 +326,7 @@ impl VectorStore for UsearchVectorStore {
             let mut stored = vec![0f32; vector.len()];
             let mut hits = Vec::new();
             for key in keys {
-                if !state.points.entries.get(&key).is_some_and(|(pt, _)| *pt as usize == t) {
+                if state.points.entries.get(&key).is_none_or(|(pt, _)| *pt as usize != t) {
                     continue;
                 }
                 if state.index.get(key, &mut stored).map_err(usearch_err("read vector"))? == 0 {

@@ -1,0 +1,392 @@
+//! A cluster's Postgres going away and coming back, under load: while it is down, requests that
+//! need it answer 503 `backend_unavailable` with `Retry-After` (never a crash, never a 500),
+//! `/health` stays 200 and `/ready` names the record store unreachable; once it is back the nodes
+//! recover by themselves, and every acknowledged write is in the record store and in every
+//! derived store of every node. Node-local derived stores (usearch) and a shared one (pgvector).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::cluster::PrivatePg;
+use common::{Server, client, nexus, run};
+use reqwest::blocking::Response;
+use serde_json::{Value, json};
+
+/// How long Postgres stays down.
+const OUTAGE: Duration = Duration::from_secs(10);
+/// How long the nodes may take to be ready again once it is back.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
+
+const BEFORE: u8 = 0;
+const DURING: u8 = 1;
+const AFTER: u8 = 2;
+
+fn cluster_config(dir: &Path, pg_url: &str, shared_vectors: bool) -> PathBuf {
+    let vectors = if shared_vectors { "pgvector" } else { "usearch" };
+    let path = dir.join(format!("nexus-{vectors}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[store.records]\nbackend = \"postgres\"\nurl = \"{pg_url}\"\npool_size = 8\nconnect_timeout_ms = 2000\n\
+             [store.vectors]\nbackend = \"{vectors}\"\n\
+             [cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n\
+             [indexer]\npersist_interval_ms = 100\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn node(root: &Path, name: &str, config: &Path) -> Server {
+    let config = config.to_path_buf();
+    let server = Server::start_with(&root.join(name), move |cmd| {
+        cmd.arg("--config").arg(&config).env("NEXUS__CLUSTER__NODE_ID", name);
+    });
+    server.wait_ready();
+    server
+}
+
+fn record(id: &str, body: &str, n: usize) -> Value {
+    let mut v = vec![0.02f32; 384];
+    v[n % 384] = 1.0;
+    json!({"id": id, "kind": "note", "title": format!("note {id}"), "body": body, "vector": v,
+           "graph": {"type": "node", "label": "note", "name": id}})
+}
+
+/// What the writers saw.
+#[derive(Default)]
+struct Ledger {
+    /// Final state per id, as acknowledged: Some(body) = present, None = deleted.
+    acked: HashMap<String, Option<String>>,
+    /// Ids whose last write was not acknowledged (it may or may not have happened).
+    uncertain: HashSet<String>,
+    /// Acknowledged writes per (node, phase).
+    acked_in: HashMap<(String, u8), usize>,
+    /// Writes refused with 503 per (node, phase).
+    refused_in: HashMap<(String, u8), usize>,
+    /// Answers other than success or a proper 503, and transport failures.
+    wrong: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Ledger>>;
+
+/// A 503 as a client can act on: `Retry-After` and the `backend_unavailable` code; else what was wrong.
+fn unavailable_answer(r: Response) -> Result<(), String> {
+    let status = r.status();
+    let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let text = r.text().unwrap_or_default();
+    let code = serde_json::from_str::<Value>(&text).ok().and_then(|b| b["error"]["code"].as_str().map(str::to_string));
+    if status == 503 && retry_after.is_some() && code.as_deref() == Some("backend_unavailable") {
+        Ok(())
+    } else {
+        Err(format!("{status} retry-after {retry_after:?}: {text}"))
+    }
+}
+
+/// Writes (upserts, and deletes of its own acknowledged ids) through `base` until stopped.
+fn writer(node: String, base: String, prefix: String, ledger: Shared, phase: Arc<AtomicU8>, stop: Arc<AtomicBool>) {
+    let c = reqwest::blocking::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let mut mine: Vec<String> = Vec::new();
+    let mut n = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let (request, id, after) = if n.is_multiple_of(5) && !mine.is_empty() {
+            let gone = mine.remove(n % mine.len());
+            (c.delete(format!("{base}/api/v1/records/{gone}")), gone, None)
+        } else {
+            let id = format!("{prefix}-{n}");
+            let body = format!("body {n} of {prefix}");
+            (c.post(format!("{base}/api/v1/records")).json(&record(&id, &body, n)), id, Some(body))
+        };
+        let at = phase.load(Ordering::Relaxed);
+        let outcome = request.send();
+        let mut ledger = ledger.lock().unwrap();
+        match outcome {
+            Ok(r) if r.status().is_success() => {
+                if after.is_some() {
+                    mine.push(id.clone());
+                }
+                ledger.uncertain.remove(&id);
+                ledger.acked.insert(id, after);
+                *ledger.acked_in.entry((node.clone(), at)).or_default() += 1;
+                drop(ledger);
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            Ok(r) => {
+                let what = format!("{node} write of {id} in phase {at}");
+                if let Err(wrong) = unavailable_answer(r) {
+                    ledger.wrong.push(format!("{what}: {wrong}"));
+                }
+                *ledger.refused_in.entry((node.clone(), at)).or_default() += 1;
+                ledger.uncertain.insert(id);
+                drop(ledger);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                ledger.wrong.push(format!("{node} write of {id} in phase {at}: {e}"));
+                ledger.uncertain.insert(id);
+                drop(ledger);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn search_ids(server: &Server, query: &str) -> Vec<String> {
+    let hits: Value = client()
+        .post(server.url("/api/v1/records/search"))
+        .json(&json!({"query": query, "top_k": 10}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    hits["hits"]
+        .as_array()
+        .map(|h| h.iter().map(|h| h["id"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// `/ready`'s status and body.
+fn readiness(server: &Server) -> (u16, Option<String>, Value) {
+    let r = client().get(server.url("/ready")).send().unwrap();
+    let status = r.status().as_u16();
+    let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    (status, retry_after, r.json().unwrap_or(Value::Null))
+}
+
+/// While Postgres is down: liveness holds, readiness names the record store, and requests that
+/// need Postgres answer a proper 503.
+fn probe_outage(name: &str, server: &Server, known_id: &str) {
+    let c = client();
+    let health = c.get(server.url("/health")).send().unwrap();
+    assert_eq!(health.status(), 200, "{name}: /health during the outage");
+
+    let (status, retry_after, body) = readiness(server);
+    assert_eq!(status, 503, "{name}: /ready during the outage: {body}");
+    assert!(retry_after.is_some(), "{name}: /ready's 503 has Retry-After");
+    assert_eq!(body["ready"], false, "{body}");
+    let backends = body["backends"].as_array().cloned().unwrap_or_default();
+    let records = backends.iter().find(|b| b["store"] == "records").unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(records["backend"], "postgres", "{body}");
+    assert_eq!(records["reachable"], false, "{name}: the record store is named unreachable: {body}");
+    assert_eq!(records["error"], "backend_unavailable", "{body}");
+
+    let requests = [
+        ("read", c.get(server.url(&format!("/api/v1/records/{known_id}")))),
+        ("list", c.get(server.url("/api/v1/records?limit=10"))),
+        ("search", c.post(server.url("/api/v1/records/search")).json(&json!({"query": "body", "top_k": 5}))),
+        ("write", c.post(server.url("/api/v1/records")).json(&record(&format!("probe-{name}"), "probe", 7))),
+        (
+            "memory",
+            c.post(server.url("/api/v1/memories")).json(
+                &json!({"messages": [{"role": "user", "content": "I row on the river"}], "user_id": "ana", "infer": false}),
+            ),
+        ),
+        ("status", c.get(server.url("/api/v1/status"))),
+    ];
+    for (what, request) in requests {
+        let answer = request.send().unwrap_or_else(|e| panic!("{name}: {what} during the outage: {e}"));
+        if let Err(wrong) = unavailable_answer(answer) {
+            panic!("{name}: {what} during the outage answered {wrong}");
+        }
+    }
+}
+
+/// Every record, in key order, through `server`'s list endpoint.
+fn all_records(server: &Server) -> HashMap<String, Value> {
+    let c = client();
+    let mut out = HashMap::new();
+    let mut after: Option<u64> = None;
+    for _ in 0..1000 {
+        let mut url = server.url("/api/v1/records?limit=1000");
+        if let Some(after) = after {
+            url.push_str(&format!("&after={after}"));
+        }
+        let page: Value = c.get(url).send().unwrap().json().unwrap();
+        for r in page["records"].as_array().unwrap() {
+            out.insert(r["id"].as_str().unwrap().to_string(), r.clone());
+        }
+        match page["next_after"].as_u64() {
+            Some(next) => after = Some(next),
+            None => return out,
+        }
+    }
+    panic!("more pages than expected");
+}
+
+fn postgres_stopped_under_load(shared_vectors: bool) {
+    let pg = PrivatePg::start();
+    let db = pg.server.fresh_database(if shared_vectors { "outage-shared" } else { "outage-local" });
+    let tmp = tempfile::tempdir().unwrap();
+    let config = cluster_config(tmp.path(), &db, shared_vectors);
+    let nodes = [("node-a", node(tmp.path(), "node-a", &config)), ("node-b", node(tmp.path(), "node-b", &config))];
+
+    let ledger: Shared = Arc::default();
+    let phase = Arc::new(AtomicU8::new(BEFORE));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = nodes
+        .iter()
+        .flat_map(|(name, server)| (0..2).map(move |w| (name.to_string(), format!("http://{}", server.addr), w)))
+        .map(|(name, base, w)| {
+            let (ledger, phase, stop) = (ledger.clone(), phase.clone(), stop.clone());
+            std::thread::spawn(move || writer(name.clone(), base, format!("{name}-w{w}"), ledger, phase, stop))
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_secs(2));
+    let known_id = {
+        let ledger = ledger.lock().unwrap();
+        ledger.acked.iter().find(|(_, s)| s.is_some()).map(|(id, _)| id.clone()).expect("writes before the outage")
+    };
+
+    // The outage.
+    pg.stop();
+    let down = Instant::now();
+    phase.store(DURING, Ordering::Relaxed);
+    while down.elapsed() < OUTAGE - Duration::from_secs(2) {
+        for (name, server) in &nodes {
+            probe_outage(name, server, &known_id);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
+    phase.store(AFTER, Ordering::Relaxed);
+    pg.start_again();
+
+    // Recovery, by themselves.
+    let back = Instant::now();
+    for (name, server) in &nodes {
+        loop {
+            let (status, _, body) = readiness(server);
+            if status == 200 {
+                break;
+            }
+            assert!(
+                back.elapsed() < RECOVERY_LIMIT,
+                "{name} not ready {RECOVERY_LIMIT:?} after postgres came back: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    eprintln!("ready again {:?} after postgres came back", back.elapsed());
+
+    // Read-your-writes works again at once, and each node serves what the other wrote.
+    for (i, (name, server)) in nodes.iter().enumerate() {
+        let (other_name, other) = &nodes[1 - i];
+        let id = format!("recovered-{name}");
+        let words = format!("recovered{i} otter{i}");
+        let started = Instant::now();
+        let r =
+            client().post(server.url("/api/v1/records?wait=true")).json(&record(&id, &words, 3 + i)).send().unwrap();
+        assert!(r.status().is_success(), "{name}: write after recovery: {:?}", r.text());
+        assert_eq!(r.json::<Value>().unwrap()["indexed"], true, "{name}: indexed after recovery");
+        let indexed_in = started.elapsed();
+        ledger.lock().unwrap().acked.insert(id.clone(), Some(words.clone()));
+        loop {
+            if search_ids(other, &words) == vec![id.clone()] {
+                break;
+            }
+            assert!(started.elapsed() < RECOVERY_LIMIT, "{other_name} does not find {id} after recovery");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("{name}: indexed in {indexed_in:?}, served by {other_name} in {:?}", started.elapsed());
+        // Indexers retry at most a second apart while Postgres is away, and poll every 200 ms.
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{other_name} took {:?} to find {id}",
+            started.elapsed()
+        );
+    }
+    let writing_again = Instant::now();
+    loop {
+        let ledger = ledger.lock().unwrap();
+        if nodes.iter().all(|(name, _)| ledger.acked_in.get(&(name.to_string(), AFTER)).copied().unwrap_or(0) >= 20) {
+            break;
+        }
+        assert!(writing_again.elapsed() < RECOVERY_LIMIT, "writes do not succeed again: {:?}", ledger.acked_in);
+        drop(ledger);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("a writer panicked");
+    }
+
+    let ledger = ledger.lock().unwrap();
+    assert!(ledger.wrong.is_empty(), "answers other than success or 503 backend_unavailable: {:#?}", ledger.wrong);
+    for (name, _) in &nodes {
+        let count = |map: &HashMap<(String, u8), usize>, at| map.get(&(name.to_string(), at)).copied().unwrap_or(0);
+        assert!(count(&ledger.acked_in, BEFORE) > 0, "{name}: writes before the outage");
+        assert!(count(&ledger.refused_in, DURING) > 0, "{name}: writes refused during the outage");
+        assert_eq!(count(&ledger.acked_in, DURING), 0, "{name}: writes acknowledged while postgres was down");
+        assert!(count(&ledger.acked_in, AFTER) > 0, "{name}: writes after the outage");
+    }
+    eprintln!(
+        "{} ids acknowledged, {} uncertain; per node and phase acked {:?}, refused {:?}",
+        ledger.acked.len(),
+        ledger.uncertain.len(),
+        ledger.acked_in,
+        ledger.refused_in
+    );
+
+    // Every acknowledged write, on both nodes, in the record store and in every derived store.
+    let c = client();
+    let listed: Vec<HashMap<String, Value>> = nodes.iter().map(|(_, server)| all_records(server)).collect();
+    assert_eq!(listed[0], listed[1], "both nodes list the same records");
+    for (name, server) in &nodes {
+        let report: Value = c.get(server.url("/api/v1/admin/check")).send().unwrap().json().unwrap();
+        assert_eq!(report["ok"], true, "{name}: derived stores diverge: {report:#}");
+        assert_eq!(report["records"].as_u64(), Some(listed[0].len() as u64), "{name}: {report:#}");
+        let stores = report["stores"].as_array().unwrap();
+        let names: HashSet<&str> = stores.iter().map(|s| s["store"].as_str().unwrap()).collect();
+        assert_eq!(names, HashSet::from(["text", "vectors", "graph"]), "{name}: {report:#}");
+        for store in stores {
+            assert_eq!(store["indexed"].as_u64(), Some(listed[0].len() as u64), "{name}: {store:#}");
+        }
+    }
+    for (id, state) in ledger.acked.iter().filter(|(id, _)| !ledger.uncertain.contains(*id)) {
+        let got: Vec<(u16, Value)> = nodes
+            .iter()
+            .map(|(_, server)| {
+                let r = c.get(server.url(&format!("/api/v1/records/{id}"))).send().unwrap();
+                (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+            })
+            .collect();
+        match state {
+            Some(body) => {
+                assert_eq!(got[0].0, 200, "acknowledged write of {id} lost");
+                assert_eq!(got[0].1["body"].as_str(), Some(body.as_str()), "{id}");
+                assert_eq!(listed[0].get(id).map(|r| &r["body"]), Some(&json!(body)), "{id} listed");
+            }
+            None => {
+                assert_eq!(got[0].0, 404, "acknowledged delete of {id} undone");
+                assert!(!listed[0].contains_key(id), "deleted {id} listed");
+            }
+        }
+        assert_eq!(got[0], got[1], "both nodes answer the same for {id}");
+    }
+    drop(ledger);
+
+    for (name, server) in nodes {
+        assert_eq!(server.stop().code(), Some(0), "{name} stops cleanly");
+    }
+    for name in ["node-a", "node-b"] {
+        let out = run(nexus(&tmp.path().join(name)).arg("--config").arg(&config).arg("check"));
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+#[test]
+fn postgres_stopped_under_load_with_node_local_derived_stores() {
+    postgres_stopped_under_load(false);
+}
+
+#[test]
+fn postgres_stopped_under_load_with_a_shared_vector_store() {
+    postgres_stopped_under_load(true);
+}
