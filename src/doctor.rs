@@ -362,6 +362,13 @@ async fn check_cluster(config: &Config) -> Vec<Finding> {
             Err(e) => findings.push(fail("postgres", format!("{store}: {}", e.message), format!("check `{setting}`"))),
         }
     }
+    if s.records.backend == RecordsBackend::Postgres && config.auth.master_key.is_none() {
+        findings.push(warn(
+            "auth",
+            "several nodes share this database, but auth.master_key is not set: each node would generate its own",
+            "set the same auth.master_key (NEXUS__AUTH__MASTER_KEY) on every node",
+        ));
+    }
     if s.objects.backend == ObjectsBackend::S3 {
         findings.push(match crate::store::objects::s3::check_access(&s.objects).await {
             Ok(what) => ok("objects", what),

@@ -420,3 +420,43 @@ fn postgres_url_file_that_is_missing_stops_the_start() {
     let line = serve_refused(tmp.path(), &config, "store.records.url_file", &[]);
     assert!(line.contains(&file.display().to_string()), "names the file: {line}");
 }
+
+/// `nexus doctor` on a working cluster configuration: Postgres reachable and recent, pgvector
+/// available, the clock close to the database's, the bucket readable; and a warning that nodes
+/// without a shared master key would each generate their own.
+#[test]
+fn doctor_checks_the_cluster_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = cluster::postgres().fresh_database("doctor");
+    let s3 = cluster::s3();
+    let bucket = s3.create_bucket("doctor");
+    let objects = format!(
+        "[store.objects]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nallow_http = true\n\
+         access_key_id_env = \"{ACCESS_VAR}\"\nsecret_access_key_env = \"{SECRET_VAR}\"\n",
+        s3.endpoint
+    );
+    let config = pg_config(
+        tmp.path(),
+        &format!("url = \"{url}\""),
+        &format!("[store.vectors]\nbackend = \"pgvector\"\n{objects}"),
+    );
+    let mut cmd = nexus(&tmp.path().join("data"));
+    cmd.arg("--config").arg(&config).arg("doctor");
+    cmd.env(ACCESS_VAR, &s3.access_key).env(SECRET_VAR, &s3.secret_key);
+    let out = common::run(&mut cmd);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for expected in ["postgres 18", "pgvector", "database's clock", "auth.master_key"] {
+        assert!(text.contains(expected), "doctor says nothing of {expected}: {text}");
+    }
+    assert!(text.contains(&bucket), "doctor names the bucket it read: {text}");
+    assert_eq!(out.status.code(), Some(0), "warnings only: {text}");
+    assert!(!text.contains(&cluster::postgres().password), "no password in the report");
+
+    // The same with the bucket missing: a failure naming it, exit 1.
+    let missing =
+        pg_config(tmp.path(), &format!("url = \"{url}\""), &objects.replace(&bucket, &s3.missing_bucket("doctor")));
+    let mut cmd = nexus(&tmp.path().join("data"));
+    cmd.arg("--config").arg(&missing).arg("doctor").env(ACCESS_VAR, &s3.access_key).env(SECRET_VAR, &s3.secret_key);
+    let out = common::run(&mut cmd);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+}
