@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, client, cluster, nexus, run};
+use common::cluster::start_node;
+use common::{Server, client, cluster, nexus, note_record, run};
 use serde_json::{Value, json};
 
 const MASTER: &str = "cluster-test-master-key-0123456789";
@@ -31,27 +32,6 @@ fn cluster_config(dir: &Path, pg_url: &str, shared_vectors: bool) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-/// A node with its own data directory (for node-local stores) over the shared configuration.
-fn node(root: &Path, name: &str, config: &Path, keys: bool) -> Server {
-    let data = root.join(name);
-    let config = config.to_path_buf();
-    let server = Server::start_with(&data, move |cmd| {
-        cmd.arg("--config").arg(&config).env("NEXUS__CLUSTER__NODE_ID", name);
-        if keys {
-            cmd.env("NEXUS__AUTH__MASTER_KEY", MASTER);
-        }
-    });
-    server.wait_ready();
-    server
-}
-
-fn record(id: &str, body: &str, n: usize) -> Value {
-    let mut v = vec![0.02f32; 384];
-    v[n % 384] = 1.0;
-    json!({"id": id, "kind": "note", "title": format!("note {id}"), "body": body, "vector": v,
-           "graph": {"type": "node", "label": "note", "name": id}})
 }
 
 fn search_ids(server: &Server, key: Option<&str>, query: &str) -> Vec<String> {
@@ -79,14 +59,14 @@ fn writes_on_one_node_are_served_by_the_other(shared_vectors: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let pg = cluster::postgres().fresh_database(if shared_vectors { "two-nodes-shared" } else { "two-nodes-local" });
     let config = cluster_config(tmp.path(), &pg, shared_vectors);
-    let a = node(tmp.path(), "node-a", &config, false);
-    let b = node(tmp.path(), "node-b", &config, false);
+    let a = start_node(tmp.path(), "node-a", &config, None);
+    let b = start_node(tmp.path(), "node-b", &config, None);
     let c = client();
 
     // Read-your-writes holds on the node that took the write.
     let r = c
         .post(a.url("/api/v1/records?wait=true"))
-        .json(&record("shared-1", "the heron stands in the estuary", 1))
+        .json(&note_record("shared-1", "the heron stands in the estuary", 1))
         .send()
         .unwrap();
     assert!(r.status().is_success(), "{:?}", r.text());
@@ -107,7 +87,11 @@ fn writes_on_one_node_are_served_by_the_other(shared_vectors: bool) {
     assert_eq!(nearest["hits"][0]["id"], "shared-1", "{nearest}");
 
     // And the other way round, with a delete.
-    let r = c.post(b.url("/api/v1/records")).json(&record("shared-2", "a kingfisher over the weir", 2)).send().unwrap();
+    let r = c
+        .post(b.url("/api/v1/records"))
+        .json(&note_record("shared-2", "a kingfisher over the weir", 2))
+        .send()
+        .unwrap();
     assert!(r.status().is_success());
     assert!(c.delete(b.url("/api/v1/records/shared-1")).send().unwrap().status().is_success());
     eventually(Duration::from_secs(10), "node a sees node b's writes", || {
@@ -156,8 +140,8 @@ fn a_key_revoked_on_one_node_is_refused_by_the_other_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let pg = cluster::postgres().fresh_database("revocation");
     let config = cluster_config(tmp.path(), &pg, false);
-    let a = node(tmp.path(), "node-a", &config, true);
-    let b = node(tmp.path(), "node-b", &config, true);
+    let a = start_node(tmp.path(), "node-a", &config, Some(MASTER));
+    let b = start_node(tmp.path(), "node-b", &config, Some(MASTER));
     let c = client();
     let created: Value = c
         .post(a.url("/api/v1/keys"))
@@ -205,7 +189,7 @@ fn writer(base: String, prefix: String, acked: Acked, stop: Arc<AtomicBool>) -> 
             let gone = format!("{prefix}-{}", n - 1);
             (c.delete(format!("{base}/api/v1/records/{gone}")), (gone, None))
         } else {
-            (c.post(format!("{base}/api/v1/records")).json(&record(&id, &body, n)), (id.clone(), Some(body)))
+            (c.post(format!("{base}/api/v1/records")).json(&note_record(&id, &body, n)), (id.clone(), Some(body)))
         };
         match request.send() {
             Ok(r) if r.status().is_success() => {
@@ -241,8 +225,8 @@ fn a_node_killed_during_writes_through_both_loses_nothing_acknowledged() {
         let tmp = tempfile::tempdir().unwrap();
         let pg = cluster::postgres().fresh_database("kill-a-node");
         let config = cluster_config(tmp.path(), &pg, shared_vectors);
-        let a = node(tmp.path(), "node-a", &config, false);
-        let b = node(tmp.path(), "node-b", &config, false);
+        let a = start_node(tmp.path(), "node-a", &config, None);
+        let b = start_node(tmp.path(), "node-b", &config, None);
         let acked: Acked = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let writers: Vec<_> = [(&a, "a"), (&b, "b")]
@@ -261,7 +245,7 @@ fn a_node_killed_during_writes_through_both_loses_nothing_acknowledged() {
         assert!(acked.lock().unwrap().len() > 20, "the writers got enough writes in");
         // Node b kept serving; node a comes back and catches up.
         verify(&b, &acked, &uncertain);
-        let a = node(tmp.path(), "node-a", &config, false);
+        let a = start_node(tmp.path(), "node-a", &config, None);
         verify(&a, &acked, &uncertain);
         assert_eq!(a.stop().code(), Some(0));
         assert_eq!(b.stop().code(), Some(0));
@@ -279,8 +263,8 @@ fn the_same_memory_added_through_both_nodes_at_once_is_stored_once() {
     let tmp = tempfile::tempdir().unwrap();
     let pg = cluster::postgres().fresh_database("concurrent-adds");
     let config = cluster_config(tmp.path(), &pg, false);
-    let a = node(tmp.path(), "node-a", &config, false);
-    let b = node(tmp.path(), "node-b", &config, false);
+    let a = start_node(tmp.path(), "node-a", &config, None);
+    let b = start_node(tmp.path(), "node-b", &config, None);
     let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
     for round in 0..5 {
         let text = format!("I moved to Lisbon in spring number {round}");

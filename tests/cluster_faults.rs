@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::PrivatePg;
-use common::{Server, client, nexus, run};
+use common::cluster::{PrivatePg, start_node};
+use common::{Server, client, nexus, note_record, run};
 use reqwest::blocking::Response;
 use serde_json::{Value, json};
 
@@ -40,22 +40,6 @@ fn cluster_config(dir: &Path, pg_url: &str, shared_vectors: bool) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-fn node(root: &Path, name: &str, config: &Path) -> Server {
-    let config = config.to_path_buf();
-    let server = Server::start_with(&root.join(name), move |cmd| {
-        cmd.arg("--config").arg(&config).env("NEXUS__CLUSTER__NODE_ID", name);
-    });
-    server.wait_ready();
-    server
-}
-
-fn record(id: &str, body: &str, n: usize) -> Value {
-    let mut v = vec![0.02f32; 384];
-    v[n % 384] = 1.0;
-    json!({"id": id, "kind": "note", "title": format!("note {id}"), "body": body, "vector": v,
-           "graph": {"type": "node", "label": "note", "name": id}})
 }
 
 /// What the writers saw.
@@ -101,7 +85,7 @@ fn writer(node: String, base: String, prefix: String, ledger: Shared, phase: Arc
         } else {
             let id = format!("{prefix}-{n}");
             let body = format!("body {n} of {prefix}");
-            (c.post(format!("{base}/api/v1/records")).json(&record(&id, &body, n)), id, Some(body))
+            (c.post(format!("{base}/api/v1/records")).json(&note_record(&id, &body, n)), id, Some(body))
         };
         let at = phase.load(Ordering::Relaxed);
         let outcome = request.send();
@@ -180,7 +164,7 @@ fn probe_outage(name: &str, server: &Server, known_id: &str) {
         ("read", c.get(server.url(&format!("/api/v1/records/{known_id}")))),
         ("list", c.get(server.url("/api/v1/records?limit=10"))),
         ("search", c.post(server.url("/api/v1/records/search")).json(&json!({"query": "body", "top_k": 5}))),
-        ("write", c.post(server.url("/api/v1/records")).json(&record(&format!("probe-{name}"), "probe", 7))),
+        ("write", c.post(server.url("/api/v1/records")).json(&note_record(&format!("probe-{name}"), "probe", 7))),
         (
             "memory",
             c.post(server.url("/api/v1/memories")).json(
@@ -224,7 +208,10 @@ fn postgres_stopped_under_load(shared_vectors: bool) {
     let db = pg.server.fresh_database(if shared_vectors { "outage-shared" } else { "outage-local" });
     let tmp = tempfile::tempdir().unwrap();
     let config = cluster_config(tmp.path(), &db, shared_vectors);
-    let nodes = [("node-a", node(tmp.path(), "node-a", &config)), ("node-b", node(tmp.path(), "node-b", &config))];
+    let nodes = [
+        ("node-a", start_node(tmp.path(), "node-a", &config, None)),
+        ("node-b", start_node(tmp.path(), "node-b", &config, None)),
+    ];
 
     let ledger: Shared = Arc::default();
     let phase = Arc::new(AtomicU8::new(BEFORE));
@@ -281,8 +268,11 @@ fn postgres_stopped_under_load(shared_vectors: bool) {
         let id = format!("recovered-{name}");
         let words = format!("recovered{i} otter{i}");
         let started = Instant::now();
-        let r =
-            client().post(server.url("/api/v1/records?wait=true")).json(&record(&id, &words, 3 + i)).send().unwrap();
+        let r = client()
+            .post(server.url("/api/v1/records?wait=true"))
+            .json(&note_record(&id, &words, 3 + i))
+            .send()
+            .unwrap();
         assert!(r.status().is_success(), "{name}: write after recovery: {:?}", r.text());
         assert_eq!(r.json::<Value>().unwrap()["indexed"], true, "{name}: indexed after recovery");
         let indexed_in = started.elapsed();

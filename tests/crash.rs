@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Server, client, nexus, run};
+use common::{Server, client, nexus, note_record, run};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -17,13 +17,6 @@ type Acked = Arc<Mutex<HashMap<String, Option<String>>>>;
 
 const ROUNDS: usize = 6;
 const WRITERS: usize = 3;
-
-fn record(id: &str, body: &str, n: usize) -> Value {
-    let mut v = vec![0.02f32; 384];
-    v[n % 384] = 1.0;
-    json!({"id": id, "kind": "note", "title": format!("note {id}"), "body": body, "vector": v,
-           "graph": {"type": "node", "label": "note", "name": id}})
-}
 
 /// Writes until the server dies; records what was acknowledged, and which id was in flight.
 fn writer(base: String, prefix: String, acked: Acked, uncertain: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) {
@@ -40,12 +33,12 @@ fn writer(base: String, prefix: String, acked: Acked, uncertain: Arc<Mutex<Vec<S
         } else if !mine.is_empty() && rng.random_bool(0.2) {
             let id = mine[rng.random_range(0..mine.len())].clone();
             let body = format!("updated body {n}");
-            (id.clone(), c.post(format!("{base}/api/v1/records")).json(&record(&id, &body, n)), Some(body))
+            (id.clone(), c.post(format!("{base}/api/v1/records")).json(&note_record(&id, &body, n)), Some(body))
         } else {
             let id = format!("{prefix}-{n}");
             let body = format!("body {n} of {prefix}");
             mine.push(id.clone());
-            (id.clone(), c.post(format!("{base}/api/v1/records")).json(&record(&id, &body, n)), Some(body))
+            (id.clone(), c.post(format!("{base}/api/v1/records")).json(&note_record(&id, &body, n)), Some(body))
         };
         match request.send() {
             Ok(r) if r.status().is_success() => {

@@ -498,3 +498,17 @@ fn free_low_port() -> u16 {
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
         .expect("no free port below 32768")
 }
+
+/// A node named `name` with its own data directory under `root` (for node-local stores) over the
+/// shared cluster configuration `config`, ready; with `master_key`, keys are on.
+pub fn start_node(root: &Path, name: &str, config: &Path, master_key: Option<&str>) -> super::Server {
+    let (config, master_key) = (config.to_path_buf(), master_key.map(str::to_string));
+    let server = super::Server::start_with(&root.join(name), move |cmd| {
+        cmd.arg("--config").arg(&config).env("NEXUS__CLUSTER__NODE_ID", name);
+        if let Some(key) = master_key {
+            cmd.env("NEXUS__AUTH__MASTER_KEY", key);
+        }
+    });
+    server.wait_ready();
+    server
+}

@@ -198,3 +198,12 @@ pub fn serve_in_background(app: axum::Router) -> std::net::SocketAddr {
     });
     rx.recv().unwrap()
 }
+
+/// A note record as the write tests send it: text for the text store, a vector pointing along
+/// axis `n` for the vector store, and a graph node.
+pub fn note_record(id: &str, body: &str, n: usize) -> serde_json::Value {
+    let mut v = vec![0.02f32; 384];
+    v[n % 384] = 1.0;
+    serde_json::json!({"id": id, "kind": "note", "title": format!("note {id}"), "body": body, "vector": v,
+           "graph": {"type": "node", "label": "note", "name": id}})
+}
