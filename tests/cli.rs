@@ -38,16 +38,20 @@ fn config_errors_name_the_key_and_write_nothing() {
     let out = run(nexus(&data).arg("--config").arg(&file).args(["serve"]));
     assert_config_error(&out, &["store.text.backend", "lucene"]);
 
-    for (store, backend) in [
-        ("records", "postgres"),
-        ("vectors", "qdrant"),
-        ("text", "elasticsearch"),
-        ("graph", "neo4j"),
-        ("objects", "s3"),
-    ] {
+    for (store, backend) in [("vectors", "qdrant"), ("text", "elasticsearch"), ("graph", "neo4j")] {
         let file = write_config(tmp.path(), &format!("[store.{store}]\nbackend = \"{backend}\"\n"));
         let out = run(nexus(&data).arg("--config").arg(&file).args(["serve"]));
         assert_config_error(&out, &[backend, "not available in this build"]);
+    }
+    // The cluster backends of this build say what they need.
+    for (store, backend, needs) in [
+        ("records", "postgres", "store.records.url"),
+        ("vectors", "pgvector", "store.vectors.url"),
+        ("objects", "s3", "store.objects.endpoint"),
+    ] {
+        let file = write_config(tmp.path(), &format!("[store.{store}]\nbackend = \"{backend}\"\n"));
+        let out = run(nexus(&data).arg("--config").arg(&file).args(["serve"]));
+        assert_config_error(&out, &[needs, "is required"]);
     }
 
     let out = run(nexus(&data).env("NEXUS__SERVER__LISEN", "1").args(["serve"]));
