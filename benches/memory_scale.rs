@@ -330,13 +330,7 @@ struct Options {
     reuse: bool,
 }
 
-fn run_profile(
-    options: &Options,
-    setup: &Setup,
-    cache: &Path,
-    base_sentences: &[String],
-    pg: Option<&PgServer>,
-) -> ProfileRun {
+fn run_profile(options: &Options, setup: &Setup, cache: &Path, base_sentences: &[String]) -> ProfileRun {
     let (n, data, config) = (options.n, setup.data_dir.as_path(), setup.config.as_path());
     println!("\n== profile {}: data in {}", setup.profile.name(), data.display());
     let load = if setup.reused {
@@ -356,7 +350,7 @@ fn run_profile(
             other => panic!("--load {other}: use http or import"),
         }
     };
-    let database_mb = setup.database_mb(pg);
+    let database_mb = setup.database_mb();
     if let Some(mb) = database_mb {
         println!("postgres database: {mb:.0} MiB");
     }
@@ -392,7 +386,6 @@ fn run_profile(
     let rss_after = (rss_mb(child.id()), file_rss_mb(child.id()));
     println!("RSS after searches: {:.0} MB ({:.0} MB of it mapped file pages)", rss_after.0, rss_after.1);
     stop(child);
-    setup.finish(pg);
     ProfileRun {
         profile: setup.profile,
         load,
@@ -436,7 +429,7 @@ fn main() {
         let data = profile.data_dir(&base_dir);
         let config = data.with_extension("toml");
         let setup = Setup::prepare(profile, "memory_scale", data, config, options.reuse, keep.is_some(), pg.as_ref());
-        runs.push(run_profile(&options, &setup, &cache, &base_sentences, pg.as_ref()));
+        runs.push(run_profile(&options, &setup, &cache, &base_sentences));
     }
 
     println!(

@@ -259,7 +259,6 @@ fn run_profile(
     test: &[&String],
     queries: &HashMap<String, String>,
     qrels: &HashMap<String, HashSet<String>>,
-    pg: Option<&PgServer>,
 ) -> ProfileRun {
     eprintln!("profile {}: data in {}", setup.profile.name(), setup.data_dir.display());
     let server = start_server(&setup.data_dir, &setup.config);
@@ -276,9 +275,8 @@ fn run_profile(
     for (mode, fusion) in &args.fusions {
         rows.push(run_queries(&client, &server.base, test, queries, qrels, mode, Some(fusion)));
     }
-    let database_mb = setup.database_mb(pg);
+    let database_mb = setup.database_mb();
     drop(server);
-    setup.finish(pg);
     ProfileRun { profile: setup.profile, rows, ingest: (ingest_secs, created, chunks), database_mb }
 }
 
@@ -307,7 +305,7 @@ fn main() {
         let config = scratch.path().join(format!("{}.toml", profile.name()));
         // A kept data directory is reused: its documents come back unchanged.
         let setup = Setup::prepare(profile, "scifact", data_dir, config, kept, kept, pg.as_ref());
-        runs.push(run_profile(&args, &setup, &corpus, &test, &queries, &qrels, pg.as_ref()));
+        runs.push(run_profile(&args, &setup, &corpus, &test, &queries, &qrels));
     }
 
     println!("\nBEIR SciFact over HTTP: {} test queries, {} documents", test.len(), corpus.len());
@@ -377,12 +375,16 @@ fn main() {
                 if equal { "yes" } else { "NO" }
             );
         }
-        let rate = |run: &ProfileRun, n: f64| (run.ingest.1 > 0).then(|| n / run.ingest.0);
-        println!(
-            "ingest: documents/s {}, chunks/s {}",
-            ratio(rate(postgres, postgres.ingest.1 as f64), rate(embedded, embedded.ingest.1 as f64)),
-            ratio(rate(postgres, postgres.ingest.2 as f64), rate(embedded, embedded.ingest.2 as f64))
-        );
+        if embedded.ingest.1 > 0 && postgres.ingest.1 > 0 {
+            let rate = |run: &ProfileRun, n: usize| Some(n as f64 / run.ingest.0);
+            println!(
+                "ingest: documents/s {}, chunks/s {}",
+                ratio(rate(postgres, postgres.ingest.1), rate(embedded, embedded.ingest.1)),
+                ratio(rate(postgres, postgres.ingest.2 as usize), rate(embedded, embedded.ingest.2 as usize))
+            );
+        } else {
+            println!("ingest: not compared (a profile's corpus was already in)");
+        }
         let worst_p95 = embedded
             .rows
             .iter()

@@ -59,6 +59,7 @@ impl Profile {
 }
 
 /// The Postgres the `postgres` profile creates its databases on.
+#[derive(Clone)]
 pub struct PgServer {
     admin_url: reqwest::Url,
 }
@@ -87,18 +88,25 @@ impl PgServer {
     }
 
     /// Runs `f` with a connection to the server's administrative database.
-    fn with_admin<T>(&self, f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>) -> T {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    fn try_admin<T>(
+        &self,
+        f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         runtime.block_on(async {
             let (client, connection) = tokio_postgres::connect(self.admin_url.as_str(), tokio_postgres::NoTls)
                 .await
-                .unwrap_or_else(|e| panic!("connect to the benchmark postgres: {e}"));
+                .map_err(|e| format!("connect to the benchmark postgres: {e}"))?;
             let connection = tokio::spawn(connection);
-            let out = f(&client).await.unwrap_or_else(|e| panic!("benchmark postgres: {e}"));
+            let out = f(&client).await.map_err(|e| format!("benchmark postgres: {e}"));
             drop(client);
             let _ = connection.await;
             out
         })
+    }
+
+    fn with_admin<T>(&self, f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>) -> T {
+        self.try_admin(f).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn exists(&self, name: &str) -> bool {
@@ -114,9 +122,9 @@ impl PgServer {
         })
     }
 
-    pub fn drop_database(&self, name: &str) {
+    pub fn drop_database(&self, name: &str) -> Result<(), String> {
         let quoted = quote(name);
-        self.with_admin(async |c| c.batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")).await)
+        self.try_admin(async |c| c.batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)")).await)
     }
 
     /// The database's size on disk, in MiB.
@@ -180,15 +188,33 @@ pub fn write_config(path: &Path, text: &str) {
     file.write_all(text.as_bytes()).unwrap();
 }
 
-/// What a profile runs on: its data directory, config file and (for `postgres`) database.
+/// A profile's database, dropped with the [`Setup`] unless kept.
+pub struct Database {
+    pub server: PgServer,
+    pub name: String,
+    pub kept: bool,
+}
+
+/// What a profile runs on: its data directory, config file and (for `postgres`) database. A
+/// database that is not kept is dropped when this is (at the end of the profile's run, or when
+/// the benchmark fails); stop the server first.
 pub struct Setup {
     pub profile: Profile,
     pub data_dir: PathBuf,
     pub config: PathBuf,
-    /// The database and whether it is dropped when the run ends.
-    pub database: Option<(String, bool)>,
+    pub database: Option<Database>,
     /// The data directory (and database) hold an earlier run's data, kept for this one.
     pub reused: bool,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(db) = self.database.as_ref().filter(|db| !db.kept)
+            && let Err(e) = db.server.drop_database(&db.name)
+        {
+            eprintln!("could not drop the benchmark database {}: {e}", db.name);
+        }
+    }
 }
 
 impl Setup {
@@ -215,7 +241,7 @@ impl Setup {
                     pg.create_fresh(&name);
                 }
                 let text = config_toml(profile, Some(&pg.database_url(&name)));
-                (Some((name, !keep)), reused, text)
+                (Some(Database { server: pg.clone(), name, kept: keep }), reused, text)
             }
         };
         if !reused && data_dir.exists() {
@@ -226,15 +252,8 @@ impl Setup {
     }
 
     /// The database's size in MiB (postgres profile).
-    pub fn database_mb(&self, pg: Option<&PgServer>) -> Option<f64> {
-        Some(pg?.size_mb(&self.database.as_ref()?.0))
-    }
-
-    /// Drops the database when it is not kept (call once the server is stopped).
-    pub fn finish(&self, pg: Option<&PgServer>) {
-        if let (Some(pg), Some((name, true))) = (pg, &self.database) {
-            pg.drop_database(name);
-        }
+    pub fn database_mb(&self) -> Option<f64> {
+        self.database.as_ref().map(|db| db.server.size_mb(&db.name))
     }
 }
 
