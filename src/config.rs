@@ -468,6 +468,88 @@ pub struct VectorsConfig {
     pub url_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_file: Option<PathBuf>,
+    /// Qdrant: collections and their alias are named `{collection_prefix}-vectors...`.
+    #[serde(default = "default_prefix")]
+    pub collection_prefix: String,
+    /// Qdrant: the API key (`api_key`, or named by `api_key_env` / `api_key_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// Qdrant over https: extra CA certificates (PEM) to trust besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Qdrant: how long one request may take, in milliseconds.
+    #[serde(default = "default_backend_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+impl Default for VectorsConfig {
+    /// The embedded store as the default configuration sets it up.
+    fn default() -> VectorsConfig {
+        VectorsConfig {
+            backend: VectorsBackend::Usearch,
+            dimensions: 384,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            quantization: Quantization::F32,
+            url: None,
+            url_env: None,
+            url_file: None,
+            collection_prefix: default_prefix(),
+            api_key: None,
+            api_key_env: None,
+            api_key_file: None,
+            ca_file: None,
+            timeout_ms: default_backend_timeout_ms(),
+        }
+    }
+}
+
+impl Default for TextConfig {
+    /// The embedded store as the default configuration sets it up.
+    fn default() -> TextConfig {
+        TextConfig {
+            backend: TextBackend::Tantivy,
+            writer_memory_mb: 64,
+            url: None,
+            index_prefix: default_prefix(),
+            username: None,
+            password: None,
+            password_env: None,
+            password_file: None,
+            ca_file: None,
+            timeout_ms: default_backend_timeout_ms(),
+        }
+    }
+}
+
+impl Default for GraphConfig {
+    /// The embedded store as the default configuration sets it up.
+    fn default() -> GraphConfig {
+        GraphConfig {
+            backend: GraphBackend::Sled,
+            url: None,
+            username: None,
+            password: None,
+            password_env: None,
+            password_file: None,
+            database: None,
+            ca_file: None,
+            timeout_ms: default_backend_timeout_ms(),
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    "nexus".to_string()
+}
+
+fn default_backend_timeout_ms() -> u64 {
+    30_000
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -482,8 +564,28 @@ pub enum TextBackend {
 pub struct TextConfig {
     pub backend: TextBackend,
     pub writer_memory_mb: usize,
+    /// Elasticsearch/OpenSearch: the cluster's URL (`https://search.internal:9200`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<Secret>,
+    /// Indices and their alias are named `{index_prefix}-text...`.
+    #[serde(default = "default_prefix")]
+    pub index_prefix: String,
+    /// Basic authentication: the user, and the password (`password`, or named by `password_env`
+    /// / `password_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) to trust besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take, in milliseconds.
+    #[serde(default = "default_backend_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -497,8 +599,27 @@ pub enum GraphBackend {
 #[serde(deny_unknown_fields)]
 pub struct GraphConfig {
     pub backend: GraphBackend,
+    /// Neo4j: the Bolt URL (`bolt://graph.internal:7687`, `neo4j://...`, `bolt+s://...`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<Secret>,
+    /// The user, and the password (`password`, or named by `password_env` / `password_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The database holding Nexus's graph (empty: the server's default database).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// Extra CA certificates (PEM) to trust besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take, in milliseconds.
+    #[serde(default = "default_backend_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -662,6 +783,23 @@ impl Config {
         if let Some(url) = read_secret("store.vectors.url", vectors.url_env.as_deref(), vectors.url_file.as_deref())? {
             vectors.url = Some(url);
         }
+        if let Some(key) =
+            read_secret("store.vectors.api_key", vectors.api_key_env.as_deref(), vectors.api_key_file.as_deref())?
+        {
+            vectors.api_key = Some(key);
+        }
+        let text = &mut self.store.text;
+        if let Some(password) =
+            read_secret("store.text.password", text.password_env.as_deref(), text.password_file.as_deref())?
+        {
+            text.password = Some(password);
+        }
+        let graph = &mut self.store.graph;
+        if let Some(password) =
+            read_secret("store.graph.password", graph.password_env.as_deref(), graph.password_file.as_deref())?
+        {
+            graph.password = Some(password);
+        }
         Ok(())
     }
 
@@ -703,6 +841,50 @@ impl Config {
                     );
                 }
                 None => {}
+            }
+        }
+        let http_url = |key: &str, url: &Option<Secret>, backend: &str| match url {
+            None => bad(key, &format!("is required when the backend is \"{backend}\"")),
+            Some(url) if url.expose().starts_with("http://") || url.expose().starts_with("https://") => Ok(()),
+            Some(_) => bad(key, "must be a URL starting with http:// or https://"),
+        };
+        if s.text.backend == TextBackend::Elasticsearch {
+            http_url("store.text.url", &s.text.url, "elasticsearch")?;
+            if s.text.password.is_some() && s.text.username.is_none() {
+                return bad("store.text.username", "is required when a password is set");
+            }
+        }
+        if s.vectors.backend == VectorsBackend::Qdrant {
+            http_url("store.vectors.url", &s.vectors.url, "qdrant")?;
+        }
+        if s.graph.backend == GraphBackend::Neo4j {
+            const SCHEMES: [&str; 6] =
+                ["bolt://", "bolt+s://", "bolt+ssc://", "neo4j://", "neo4j+s://", "neo4j+ssc://"];
+            match &s.graph.url {
+                None => return bad("store.graph.url", "is required when the backend is \"neo4j\""),
+                Some(url) if SCHEMES.iter().any(|scheme| url.expose().starts_with(scheme)) => {}
+                Some(_) => return bad("store.graph.url", "must be a URL starting with bolt://, neo4j:// (or +s)"),
+            }
+        }
+        for (key, prefix) in [
+            ("store.text.index_prefix", &s.text.index_prefix),
+            ("store.vectors.collection_prefix", &s.vectors.collection_prefix),
+        ] {
+            let valid = !prefix.is_empty()
+                && prefix.len() <= 100
+                && prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+                && !prefix.starts_with(['-', '_']);
+            if !valid {
+                return bad(key, "must be 1-100 lowercase letters, digits, '-' or '_', not starting with '-' or '_'");
+            }
+        }
+        for (key, ms) in [
+            ("store.text.timeout_ms", s.text.timeout_ms),
+            ("store.vectors.timeout_ms", s.vectors.timeout_ms),
+            ("store.graph.timeout_ms", s.graph.timeout_ms),
+        ] {
+            if ms < 100 {
+                return bad(key, "must be at least 100");
             }
         }
         if s.objects.backend == ObjectsBackend::S3 {

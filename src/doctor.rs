@@ -8,7 +8,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::{Config, ObjectsBackend, RecordsBackend, VectorsBackend};
+use crate::config::{Config, GraphBackend, ObjectsBackend, RecordsBackend, TextBackend, VectorsBackend};
+use crate::store::graph::GraphStore;
+use crate::store::text::TextStore;
+use crate::store::vectors::VectorStore;
 use crate::datadir::{self, CURRENT_FORMAT, DataDir, Holder, LockInfo};
 use crate::error::Result;
 use crate::store::postgres::{Pg, PgSettings};
@@ -265,9 +268,9 @@ fn check_backends(config: &Config) -> Vec<Finding> {
     let s = &config.store;
     let stores = [
         ("records", name(&s.records.backend), "sqlite", &["postgres"][..]),
-        ("text", name(&s.text.backend), "tantivy", &[][..]),
-        ("vectors", name(&s.vectors.backend), "usearch", &["pgvector"][..]),
-        ("graph", name(&s.graph.backend), "sled", &[][..]),
+        ("text", name(&s.text.backend), "tantivy", &["elasticsearch"][..]),
+        ("vectors", name(&s.vectors.backend), "usearch", &["pgvector", "qdrant"][..]),
+        ("graph", name(&s.graph.backend), "sled", &["neo4j"][..]),
         ("objects", name(&s.objects.backend), "local", &["s3"][..]),
     ];
     stores
@@ -369,6 +372,26 @@ async fn check_cluster(config: &Config) -> Vec<Finding> {
             "set the same auth.master_key (NEXUS__AUTH__MASTER_KEY) on every node",
         ));
     }
+    // The shared derived stores: opening one checks the server answers, the credentials, and that
+    // what Nexus keeps there (index, collection, graph) is its own and fits this configuration.
+    if s.text.backend == TextBackend::Elasticsearch {
+        let opened = crate::store::text::elasticsearch::ElasticsearchTextStore::open(&s.text).await;
+        findings.push(shared_store_finding("text", opened.map(|store| Box::new(store) as Box<dyn TextStore>), |s| {
+            Box::pin(s.stats())
+        }, "check store.text.url, username, the password it names and index_prefix").await);
+    }
+    if s.vectors.backend == VectorsBackend::Qdrant {
+        let opened = crate::store::vectors::qdrant::QdrantVectorStore::open(&s.vectors).await;
+        findings.push(shared_store_finding("vectors", opened.map(|store| Box::new(store) as Box<dyn VectorStore>), |s| {
+            Box::pin(s.stats())
+        }, "check store.vectors.url, the API key it names, dimensions and collection_prefix").await);
+    }
+    if s.graph.backend == GraphBackend::Neo4j {
+        let opened = crate::store::graph::neo4j::Neo4jGraphStore::open(&s.graph).await;
+        findings.push(shared_store_finding("graph", opened.map(|store| Box::new(store) as Box<dyn GraphStore>), |s| {
+            Box::pin(s.stats())
+        }, "check store.graph.url, username, the password it names and database").await);
+    }
     if s.objects.backend == ObjectsBackend::S3 {
         findings.push(match crate::store::objects::s3::check_access(&s.objects).await {
             Ok(what) => ok("objects", what),
@@ -376,6 +399,25 @@ async fn check_cluster(config: &Config) -> Vec<Finding> {
         });
     }
     findings
+}
+
+/// What opening a shared derived store found: its item count, or the error and what to fix.
+async fn shared_store_finding<S: ?Sized>(
+    store: &'static str,
+    opened: Result<Box<S>>,
+    stats: impl for<'a> FnOnce(
+        &'a S,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::store::StoreStats>> + Send + 'a>>,
+    fix: &str,
+) -> Finding {
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(e) => return fail("backend", format!("{store}: {}", e.message), fix),
+    };
+    match stats(&opened).await {
+        Ok(stats) => ok("backend", format!("{store}: answers, {} items", stats.items)),
+        Err(e) => fail("backend", format!("{store}: {}", e.message), fix),
+    }
 }
 
 /// Whether a pgvector version is 0.8 or newer.

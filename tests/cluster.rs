@@ -1,7 +1,8 @@
 //! Several `nexus serve` nodes on one Postgres behave as one Nexus: what one node writes, every
 //! node serves; keys revoked on one are refused by all at once; a node killed mid-write loses no
-//! acknowledged write; derived stores are node-local (usearch, per node) or shared (pgvector,
-//! one projector under a lease).
+//! acknowledged write; derived stores are node-local (usearch, per node) or shared (pgvector; or
+//! the full stack: OpenSearch text, Qdrant vectors, a Bolt graph, S3 objects), each shared store
+//! written by one projector under a lease.
 
 mod common;
 
@@ -17,21 +18,83 @@ use serde_json::{Value, json};
 
 const MASTER: &str = "cluster-test-master-key-0123456789";
 
-/// A cluster configuration: records on `pg_url`, vectors node-local (usearch) or shared (pgvector).
-fn cluster_config(dir: &Path, pg_url: &str, shared_vectors: bool) -> PathBuf {
-    let vectors = if shared_vectors { "pgvector" } else { "usearch" };
-    let path = dir.join(format!("nexus-{vectors}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            "[store.records]\nbackend = \"postgres\"\nurl = \"{pg_url}\"\npool_size = 8\n\
-             [store.vectors]\nbackend = \"{vectors}\"\n\
-             [cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n\
-             [indexer]\npersist_interval_ms = 100\n"
-        ),
-    )
-    .unwrap();
+/// Which derived stores the nodes use.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Derived {
+    /// Each node keeps its own (tantivy, usearch, sled).
+    Local,
+    /// Vectors shared on pgvector; text and graph per node.
+    Pgvector,
+    /// The full cluster stack: text on OpenSearch, vectors on Qdrant, graph over Bolt, objects on
+    /// S3, all shared.
+    Full,
+}
+
+/// A cluster configuration (records on `pg_url`), and what keeps its servers for the test.
+struct ClusterConfig {
+    path: PathBuf,
+    _graph: Option<common::bolt::TestGraph>,
+}
+
+impl std::ops::Deref for ClusterConfig {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for ClusterConfig {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
+}
+
+fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{value}\n")).unwrap();
     path
+}
+
+fn cluster_config(dir: &Path, pg_url: &str, derived: Derived) -> ClusterConfig {
+    let common = format!(
+        "[store.records]\nbackend = \"postgres\"\nurl = \"{pg_url}\"\npool_size = 8\n\
+         [cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n\
+         [indexer]\npersist_interval_ms = 100\n"
+    );
+    let (name, stores, graph) = match derived {
+        Derived::Local => ("local", "[store.vectors]\nbackend = \"usearch\"\n".to_string(), None),
+        Derived::Pgvector => ("pgvector", "[store.vectors]\nbackend = \"pgvector\"\n".to_string(), None),
+        Derived::Full => {
+            let graph = tokio::runtime::Runtime::new().unwrap().block_on(common::bolt::graph());
+            let qdrant = common::qdrant::server();
+            let s3 = cluster::s3();
+            let login = match (&graph.server.username, &graph.server.password) {
+                (Some(user), Some(password)) => format!("username = \"{user}\"\npassword = \"{password}\"\n"),
+                _ => String::new(),
+            };
+            let stores = format!(
+                "[store.text]\nbackend = \"elasticsearch\"\nurl = \"{}\"\nindex_prefix = \"{}\"\n\
+                 [store.vectors]\nbackend = \"qdrant\"\nurl = \"{}\"\napi_key = \"{}\"\ncollection_prefix = \"{}\"\n\
+                 [store.graph]\nbackend = \"neo4j\"\nurl = \"{}\"\n{login}\
+                 [store.objects]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nallow_http = true\n\
+                 access_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n",
+                common::opensearch::url(),
+                common::opensearch::fresh_prefix("cluster"),
+                qdrant.url,
+                qdrant.api_key,
+                common::qdrant::fresh_prefix("cluster"),
+                graph.server.url,
+                s3.endpoint,
+                s3.create_bucket("cluster"),
+                secret_file(dir, "s3-access-key", &s3.access_key).display(),
+                secret_file(dir, "s3-secret-key", &s3.secret_key).display(),
+            );
+            ("full", stores, Some(graph))
+        }
+    };
+    let path = dir.join(format!("nexus-{name}.toml"));
+    std::fs::write(&path, format!("{common}{stores}")).unwrap();
+    ClusterConfig { path, _graph: graph }
 }
 
 fn search_ids(server: &Server, key: Option<&str>, query: &str) -> Vec<String> {
@@ -55,10 +118,10 @@ fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Durat
     }
 }
 
-fn writes_on_one_node_are_served_by_the_other(shared_vectors: bool) {
+fn writes_on_one_node_are_served_by_the_other(derived: Derived) {
     let tmp = tempfile::tempdir().unwrap();
-    let pg = cluster::postgres().fresh_database(if shared_vectors { "two-nodes-shared" } else { "two-nodes-local" });
-    let config = cluster_config(tmp.path(), &pg, shared_vectors);
+    let pg = cluster::postgres().fresh_database(&format!("two-nodes-{derived:?}").to_lowercase());
+    let config = cluster_config(tmp.path(), &pg, derived);
     let a = start_node(tmp.path(), "node-a", &config, None);
     let b = start_node(tmp.path(), "node-b", &config, None);
     let c = client();
@@ -117,29 +180,82 @@ fn writes_on_one_node_are_served_by_the_other(shared_vectors: bool) {
         found["results"].as_array().is_some_and(|r| r.iter().any(|m| m["memory"] == "I keep bees on the allotment"))
     });
 
+    // A named speaker's memory links them in the graph; the other node's search returns the relation.
+    let r = c
+        .post(b.url("/api/v1/memories?wait=true"))
+        .json(&json!({"messages": [{"role": "user", "content": "I adopted a grey cat called Miso last spring.", "name": "Dana"}],
+                      "user_id": "dana", "infer": false}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text());
+    eventually(Duration::from_secs(10), "node a returns node b's relation", || {
+        let found: Value = c
+            .post(a.url("/api/v1/memories/search"))
+            .json(&json!({"query": "what pet does Dana have?", "user_id": "dana"}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        found["relations"].as_array().is_some_and(|r| r.iter().any(|r| r["source"] == "Dana" && r["target"] == "Miso"))
+    });
+
+    // A document uploaded through one node is searched in every mode, and read back, through the other.
+    let guide = "# Greenhouse guide\n\n## Watering\n\nTomatoes need deep watering twice a week in summer.\n\n\
+                 ## Pests\n\nAphids gather under leaves; ladybirds eat them.\n";
+    let form = reqwest::blocking::multipart::Form::new()
+        .part("file", reqwest::blocking::multipart::Part::bytes(guide.as_bytes().to_vec()).file_name("guide.md"))
+        .text("collection", "garden");
+    let queued: Value = c.post(a.url("/api/v1/documents?wait=true")).multipart(form).send().unwrap().json().unwrap();
+    let doc = &queued["jobs"][0]["result"]["documents"][0];
+    assert_eq!(doc["outcome"], "created", "{queued}");
+    let id = doc["document"]["id"].as_str().unwrap().to_string();
+    for mode in ["keyword", "semantic", "hybrid"] {
+        eventually(Duration::from_secs(10), &format!("node b finds the document ({mode})"), || {
+            let found: Value = c
+                .post(b.url("/api/v1/search"))
+                .json(&json!({"query": "how often should tomatoes be watered", "mode": mode}))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            found["results"][0]["document_id"] == id.as_str()
+        });
+    }
+    let original = c.get(b.url(&format!("/api/v1/documents/{id}/content"))).send().unwrap().text().unwrap();
+    assert_eq!(original, guide);
+
     for server in [&a, &b] {
         let report: Value = c.get(server.url("/api/v1/admin/check")).send().unwrap().json().unwrap();
         assert_eq!(report["ok"], true, "{report:#}");
     }
     assert_eq!(a.stop().code(), Some(0));
     assert_eq!(b.stop().code(), Some(0));
+    for name in ["node-a", "node-b"] {
+        let out = run(nexus(&tmp.path().join(name)).arg("--config").arg(&config).arg("check"));
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+    }
 }
 
 #[test]
 fn two_nodes_with_node_local_derived_stores() {
-    writes_on_one_node_are_served_by_the_other(false);
+    writes_on_one_node_are_served_by_the_other(Derived::Local);
 }
 
 #[test]
 fn two_nodes_with_a_shared_vector_store() {
-    writes_on_one_node_are_served_by_the_other(true);
+    writes_on_one_node_are_served_by_the_other(Derived::Pgvector);
+}
+
+#[test]
+fn two_nodes_on_the_full_cluster_stack() {
+    writes_on_one_node_are_served_by_the_other(Derived::Full);
 }
 
 #[test]
 fn a_key_revoked_on_one_node_is_refused_by_the_other_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let pg = cluster::postgres().fresh_database("revocation");
-    let config = cluster_config(tmp.path(), &pg, false);
+    let config = cluster_config(tmp.path(), &pg, Derived::Local);
     let a = start_node(tmp.path(), "node-a", &config, Some(MASTER));
     let b = start_node(tmp.path(), "node-b", &config, Some(MASTER));
     let c = client();
@@ -221,10 +337,10 @@ fn verify(server: &Server, acked: &Acked, uncertain: &[String]) {
 
 #[test]
 fn a_node_killed_during_writes_through_both_loses_nothing_acknowledged() {
-    for shared_vectors in [false, true] {
+    for derived in [Derived::Local, Derived::Pgvector, Derived::Full] {
         let tmp = tempfile::tempdir().unwrap();
         let pg = cluster::postgres().fresh_database("kill-a-node");
-        let config = cluster_config(tmp.path(), &pg, shared_vectors);
+        let config = cluster_config(tmp.path(), &pg, derived);
         let a = start_node(tmp.path(), "node-a", &config, None);
         let b = start_node(tmp.path(), "node-b", &config, None);
         let acked: Acked = Arc::default();
@@ -262,7 +378,7 @@ fn a_node_killed_during_writes_through_both_loses_nothing_acknowledged() {
 fn the_same_memory_added_through_both_nodes_at_once_is_stored_once() {
     let tmp = tempfile::tempdir().unwrap();
     let pg = cluster::postgres().fresh_database("concurrent-adds");
-    let config = cluster_config(tmp.path(), &pg, false);
+    let config = cluster_config(tmp.path(), &pg, Derived::Local);
     let a = start_node(tmp.path(), "node-a", &config, None);
     let b = start_node(tmp.path(), "node-b", &config, None);
     let bases = [format!("http://{}", a.addr), format!("http://{}", b.addr)];

@@ -380,3 +380,147 @@ fn postgres_stopped_under_load_with_node_local_derived_stores() {
 fn postgres_stopped_under_load_with_a_shared_vector_store() {
     postgres_stopped_under_load(true);
 }
+
+/// `/metrics`' value of `name` for the series whose labels include `label`.
+fn metric(server: &Server, name: &str, label: &str) -> Option<f64> {
+    let text = client().get(server.url("/metrics")).send().unwrap().text().unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The full cluster stack (OpenSearch text, Qdrant vectors, Bolt graph, all shared): each derived
+/// backend frozen for 10 s in turn under writes through two nodes. Writes go on being
+/// acknowledged (they only need Postgres); the store's projector falls behind, `/ready` (503 with
+/// Retry-After) and `/metrics` show the lag and the backend down; reads that need the backend
+/// answer 503 `backend_unavailable`, others are served; once it is back, the projector catches up
+/// and nothing is lost (`/admin/check` and `nexus check` clean on both nodes).
+#[test]
+fn a_shared_derived_backend_frozen_under_writes_falls_behind_and_catches_up() {
+    let stack = common::cluster::PrivateStack::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = stack.database("derived-outage");
+    let config = tmp.path().join("nexus-full.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n[indexer]\npersist_interval_ms = 100\n",
+            stack.stores_toml(tmp.path(), &db, "outage")
+        ),
+    )
+    .unwrap();
+    let nodes = [
+        ("node-a", start_node(tmp.path(), "node-a", &config, None)),
+        ("node-b", start_node(tmp.path(), "node-b", &config, None)),
+    ];
+    let ledger: Shared = Arc::default();
+    let phase = Arc::new(AtomicU8::new(BEFORE));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = nodes
+        .iter()
+        .map(|(name, server)| (name.to_string(), format!("http://{}", server.addr)))
+        .map(|(name, base)| {
+            let (ledger, phase, stop) = (ledger.clone(), phase.clone(), stop.clone());
+            std::thread::spawn(move || writer(name.clone(), base, format!("{name}-w"), ledger, phase, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let known_id = {
+        let ledger = ledger.lock().unwrap();
+        ledger.acked.iter().find(|(_, s)| s.is_some()).map(|(id, _)| id.clone()).expect("writes before the outage")
+    };
+    let mut v = vec![0.02f32; 384];
+    v[3] = 1.0;
+
+    for (server_name, store) in [("osmem", "text"), ("qdrant", "vectors"), ("falkordb", "graph")] {
+        phase.store(DURING, Ordering::Relaxed);
+        stack.pause(server_name);
+        let down = Instant::now();
+        for (name, server) in &nodes {
+            // The projector falls behind while writes go on; /ready and /metrics say so.
+            let mut seen = false;
+            while !seen && down.elapsed() < OUTAGE - Duration::from_secs(3) {
+                let (status, retry_after, body) = readiness(server);
+                let backend = body["backends"].as_array().and_then(|b| b.iter().find(|b| b["store"] == store).cloned());
+                let lag = body["indexers"]
+                    .as_array()
+                    .and_then(|i| i.iter().find(|i| i["name"] == store))
+                    .and_then(|i| i["lag"].as_u64())
+                    .unwrap_or(0);
+                seen = status == 503
+                    && retry_after.is_some()
+                    && backend.is_some_and(|b| b["reachable"] == false && b["error"] == "backend_unavailable")
+                    && lag > 0;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            assert!(seen, "{name}: /ready does not show {store} down and lagging");
+            let label = format!("store=\"{store}\"");
+            assert!(metric(server, "nexus_indexer_lag", &label).unwrap_or(0.0) > 0.0, "{name}: lag in /metrics");
+            assert_eq!(metric(server, "nexus_backend_up", &label), Some(0.0), "{name}: {store} down in /metrics");
+
+            // A read that needs the store answers 503; one that does not is served.
+            let c = client();
+            let needs = match store {
+                "text" => c.post(server.url("/api/v1/records/search")).json(&json!({"query": "body", "top_k": 5})),
+                "vectors" => c.post(server.url("/api/v1/records/search")).json(&json!({"vector": v, "top_k": 5})),
+                _ => c.get(server.url(&format!("/api/v1/graph/nodes/{known_id}"))),
+            };
+            if let Err(wrong) = unavailable_answer(needs.send().unwrap()) {
+                panic!("{name}: a {store} read during the outage answered {wrong}");
+            }
+            let record = c.get(server.url(&format!("/api/v1/records/{known_id}"))).send().unwrap();
+            assert!(record.status() == 200 || record.status() == 404, "{name}: record read: {}", record.status());
+        }
+        std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
+        stack.resume(server_name);
+        phase.store(AFTER, Ordering::Relaxed);
+        let back = Instant::now();
+        for (name, server) in &nodes {
+            loop {
+                let (status, _, body) = readiness(server);
+                if status == 200 {
+                    break;
+                }
+                assert!(back.elapsed() < RECOVERY_LIMIT, "{name} not ready after {server_name} came back: {body}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        eprintln!("{store}: ready again {:?} after {server_name} came back", back.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("a writer panicked");
+    }
+
+    let ledger = ledger.lock().unwrap();
+    assert!(ledger.wrong.is_empty(), "answers other than success: {:#?}", ledger.wrong);
+    assert!(
+        ledger.refused_in.is_empty(),
+        "writes refused while only a derived store was down: {:?}",
+        ledger.refused_in
+    );
+    for (name, _) in &nodes {
+        let acked = |at| ledger.acked_in.get(&(name.to_string(), at)).copied().unwrap_or(0);
+        assert!(acked(DURING) > 0, "{name}: writes acknowledged during the outages");
+    }
+    let c = client();
+    for (name, server) in &nodes {
+        for (id, state) in &ledger.acked {
+            let got = c.get(server.url(&format!("/api/v1/records/{id}"))).send().unwrap();
+            match state {
+                Some(body) => {
+                    assert_eq!(got.status(), 200, "{name}: acknowledged write of {id} lost");
+                    assert_eq!(got.json::<Value>().unwrap()["body"].as_str(), Some(body.as_str()));
+                }
+                None => assert_eq!(got.status(), 404, "{name}: acknowledged delete of {id} undone"),
+            }
+        }
+        let report: Value = c.get(server.url("/api/v1/admin/check")).send().unwrap().json().unwrap();
+        assert_eq!(report["ok"], true, "{name}: derived stores diverge: {report:#}");
+    }
+    for (name, server) in nodes {
+        assert_eq!(server.stop().code(), Some(0), "{name}");
+        let out = run(nexus(&tmp.path().join(name)).arg("--config").arg(&config).arg("check"));
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}

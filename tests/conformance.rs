@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use nexus::config::{
-    Quantization, RecordsBackend, RecordsConfig, TextBackend, TextConfig, VectorsBackend, VectorsConfig,
-};
+use nexus::config::{Quantization, RecordsBackend, RecordsConfig, TextConfig, VectorsBackend, VectorsConfig};
 use nexus::store::auth::AuthStore;
 use nexus::store::auth::sqlite::SqliteAuthStore;
 use nexus::store::graph::GraphStore;
@@ -59,9 +57,7 @@ async fn usearch_vector_store() {
             expansion_add: 64,
             expansion_search: 64,
             quantization,
-            url: None,
-            url_env: None,
-            url_file: None,
+            ..Default::default()
         };
         testsuite::vector_store_suite(|| async {
             Arc::new(UsearchVectorStore::open(&path, &config).await.unwrap()) as Arc<dyn VectorStore>
@@ -73,7 +69,7 @@ async fn usearch_vector_store() {
 #[tokio::test]
 async fn tantivy_text_store() {
     let (_tmp, path) = dir();
-    let config = TextConfig { backend: TextBackend::Tantivy, writer_memory_mb: 20, url: None };
+    let config = TextConfig { writer_memory_mb: 20, ..Default::default() };
     testsuite::text_store_suite(|| async {
         Arc::new(TantivyTextStore::open(&path, &config).await.unwrap()) as Arc<dyn TextStore>
     })
@@ -109,6 +105,15 @@ async fn sqlite_job_store() {
 }
 
 mod common;
+
+#[path = "conformance/elasticsearch.rs"]
+mod elasticsearch;
+
+#[path = "conformance/qdrant.rs"]
+mod qdrant;
+
+#[path = "conformance/neo4j.rs"]
+mod neo4j;
 
 fn postgres_records_config(hint: &str) -> RecordsConfig {
     let url = common::cluster::postgres().fresh_database(hint);
@@ -529,9 +534,7 @@ mod pgvector_store {
             expansion_add: 64,
             expansion_search: 64,
             quantization,
-            url: None,
-            url_env: None,
-            url_file: None,
+            ..Default::default()
         }
     }
 
@@ -579,11 +582,11 @@ mod pgvector_store {
         let v = vectors(8, 8, 7);
 
         a.set_fence(1);
-        a.upsert(vec![point(1, &t, v[1].clone())]).await.unwrap();
+        a.upsert(vec![point(1, &t, v[1].clone())], 1).await.unwrap();
         a.commit(1).await.unwrap();
         // Applied, never committed.
-        a.upsert(vec![point(5, &t, v[5].clone())]).await.unwrap();
-        a.delete(vec![1]).await.unwrap();
+        a.upsert(vec![point(5, &t, v[5].clone())], 2).await.unwrap();
+        a.delete(vec![1], 3).await.unwrap();
         assert_eq!(a.keys().await.unwrap(), vec![5], "a writer reads its own pending changes");
         assert_eq!(b.keys().await.unwrap(), vec![1], "other nodes read committed points only");
         let everything = |vector: &Vec<f32>| VectorQuery {
@@ -601,7 +604,7 @@ mod pgvector_store {
         assert_eq!(keys_found(a.search(everything(&v[1])).await.unwrap()), vec![5]);
 
         b.set_fence(2);
-        b.upsert(vec![point(2, &t, v[2].clone())]).await.unwrap();
+        b.upsert(vec![point(2, &t, v[2].clone())], 4).await.unwrap();
         b.commit(2).await.unwrap();
         // The old node, now following, reads what is committed: its pending changes are gone.
         assert_eq!(a.keys().await.unwrap(), vec![1, 2]);
@@ -610,8 +613,8 @@ mod pgvector_store {
         assert_eq!(keys_found(among), vec![1, 2]);
 
         for refused in [
-            a.upsert(vec![point(3, &t, v[3].clone())]).await,
-            a.delete(vec![1]).await,
+            a.upsert(vec![point(3, &t, v[3].clone())], 5).await,
+            a.delete(vec![1], 6).await,
             a.commit(3).await,
             a.clear().await,
         ] {
@@ -619,7 +622,7 @@ mod pgvector_store {
             assert_eq!(e.code, ErrorCode::Conflict, "{e}");
             assert!(e.message.contains("lost the lease"), "{e}");
         }
-        b.upsert(vec![point(4, &t, v[4].clone())]).await.unwrap();
+        b.upsert(vec![point(4, &t, v[4].clone())], 7).await.unwrap();
         b.commit(4).await.unwrap();
 
         let reader = PgvectorStore::open(connect(url).await, &config).await.unwrap();
@@ -628,7 +631,7 @@ mod pgvector_store {
         assert_eq!(keys_found(reader.search(everything(&v[3])).await.unwrap()), vec![1, 2, 4]);
         // Once it regains the lease with a newer token, the old node writes again.
         a.set_fence(3);
-        a.upsert(vec![point(6, &t, v[6].clone())]).await.unwrap();
+        a.upsert(vec![point(6, &t, v[6].clone())], 8).await.unwrap();
         a.commit(5).await.unwrap();
         assert!(b.commit(6).await.is_err(), "and the other one no longer can");
         assert_eq!(reader.keys().await.unwrap(), vec![1, 2, 4, 6]);
@@ -653,7 +656,7 @@ mod pgvector_store {
         let mut points: Vec<VectorPoint> =
             many.iter().enumerate().map(|(i, v)| point(i as u64 + 1, &a, v.clone())).collect();
         points.extend(few.iter().enumerate().map(|(i, v)| point(10_001 + i as u64, &b, v.clone())));
-        store.upsert(points.clone()).await.unwrap();
+        store.upsert(points.clone(), 1).await.unwrap();
         store.commit(1).await.unwrap();
 
         server.psql(&url, "ANALYZE vector_points");
@@ -727,7 +730,7 @@ mod pgvector_store {
         let url = server.fresh_database("pgvector-open");
         let pg = connect(url.clone()).await;
         let store = PgvectorStore::open(pg.clone(), &config(8, Quantization::F32)).await.unwrap();
-        store.upsert(vec![point(1, &tenant("t"), vectors(1, 8, 3).remove(0))]).await.unwrap();
+        store.upsert(vec![point(1, &tenant("t"), vectors(1, 8, 3).remove(0))], 1).await.unwrap();
         store.commit(1).await.unwrap();
         drop(store);
 
@@ -748,7 +751,7 @@ mod pgvector_store {
         let store = PgvectorStore::open(pg.clone(), &config(16, Quantization::F32)).await.unwrap();
         assert!(store.keys().await.unwrap().is_empty());
         assert_eq!(store.committed_seq().await.unwrap(), 0);
-        store.upsert(vec![point(2, &tenant("t"), vectors(1, 16, 4).remove(0))]).await.unwrap();
+        store.upsert(vec![point(2, &tenant("t"), vectors(1, 16, 4).remove(0))], 1).await.unwrap();
 
         // A role that may not create the extension gets one line saying what to run.
         let role = server.create_role("pgvector");

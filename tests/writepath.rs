@@ -43,7 +43,7 @@ async fn read_your_writes_and_check_catches_divergence() {
     // Lose a document from the text index behind the write path's back.
     let key = app.stores.records.get(&tenant, "a").await.unwrap().unwrap().key;
     let head = app.stores.records.head_seq().await.unwrap();
-    app.stores.text.delete(vec![key]).await.unwrap();
+    app.stores.text.delete(vec![key], head).await.unwrap();
     app.stores.text.commit(head).await.unwrap();
     let report = app.check().await.unwrap();
     assert!(!report.ok);

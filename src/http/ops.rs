@@ -39,8 +39,10 @@ pub struct Readiness {
 pub async fn ready(State(app): State<Arc<App>>) -> Result<Response> {
     let backends = app.backend_status().await;
     let reachable = backends.iter().all(|b| b.reachable);
-    // The indexers' positions need the record store; without it, report what is known.
-    let indexers = if reachable { app.indexer_status().await.unwrap_or_default() } else { Vec::new() };
+    // The indexers' positions (and how far each store lags) need the record store; without it,
+    // report what is known.
+    let records_up = backends.iter().any(|b| b.store == "records" && b.reachable);
+    let indexers = if records_up { app.indexer_status().await.unwrap_or_default() } else { Vec::new() };
     let ready = reachable && app.ready();
     let body = Readiness { ready, backends, indexers };
     if ready {

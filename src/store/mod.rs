@@ -111,16 +111,6 @@ pub(crate) fn dir_size(path: &std::path::Path) -> u64 {
         .sum()
 }
 
-fn cluster_unavailable(store: &str, backend: &str) -> Error {
-    Error::new(
-        ErrorCode::BackendUnavailable,
-        format!(
-            "store.{store}.backend = \"{backend}\" is not available in this build; \
-             use the embedded backend or a build with cluster support"
-        ),
-    )
-}
-
 /// All five stores, opened from configuration, and the auth store beside the record.
 #[derive(Clone)]
 pub struct Stores {
@@ -181,42 +171,35 @@ impl RecordDatabase {
 }
 
 impl Stores {
-    /// Fails early on a backend this build does not have, before anything is opened.
-    pub fn check_backends(config: &Config) -> Result<()> {
-        let s = &config.store;
-        if s.vectors.backend == VectorsBackend::Qdrant {
-            return Err(cluster_unavailable("vectors", "qdrant"));
-        }
-        if s.text.backend == TextBackend::Elasticsearch {
-            return Err(cluster_unavailable("text", "elasticsearch"));
-        }
-        if s.graph.backend == GraphBackend::Neo4j {
-            return Err(cluster_unavailable("graph", "neo4j"));
-        }
-        Ok(())
-    }
-
     pub async fn open(config: &Config, dir: &DataDir) -> Result<Stores> {
-        Self::check_backends(config)?;
         let s = &config.store;
         let db = RecordDatabase::open(config, dir).await?;
-        let text = text::tantivy::TantivyTextStore::open(&dir.path("text"), &s.text).await?;
+        let text: Arc<dyn text::TextStore> = match s.text.backend {
+            TextBackend::Tantivy => Arc::new(text::tantivy::TantivyTextStore::open(&dir.path("text"), &s.text).await?),
+            TextBackend::Elasticsearch => Arc::new(text::elasticsearch::ElasticsearchTextStore::open(&s.text).await?),
+        };
         let vectors: Arc<dyn vectors::VectorStore> = match s.vectors.backend {
+            VectorsBackend::Usearch => {
+                Arc::new(vectors::usearch::UsearchVectorStore::open(&dir.path("vectors"), &s.vectors).await?)
+            }
             VectorsBackend::Pgvector => {
                 Arc::new(vectors::pgvector::PgvectorStore::open(db.vectors_pg(config).await?, &s.vectors).await?)
             }
-            _ => Arc::new(vectors::usearch::UsearchVectorStore::open(&dir.path("vectors"), &s.vectors).await?),
+            VectorsBackend::Qdrant => Arc::new(vectors::qdrant::QdrantVectorStore::open(&s.vectors).await?),
         };
-        let graph = graph::sled::SledGraphStore::open(&dir.path("graph")).await?;
+        let graph: Arc<dyn graph::GraphStore> = match s.graph.backend {
+            GraphBackend::Sled => Arc::new(graph::sled::SledGraphStore::open(&dir.path("graph")).await?),
+            GraphBackend::Neo4j => Arc::new(graph::neo4j::Neo4jGraphStore::open(&s.graph).await?),
+        };
         let objects = objects::open(&s.objects, &dir.path("objects")).await?;
         Ok(Stores {
             records: db.records,
             auth: db.auth,
             jobs: db.jobs,
             postgres: db.postgres,
-            text: Arc::new(text),
+            text,
             vectors,
-            graph: Arc::new(graph),
+            graph,
             objects,
         })
     }
@@ -239,7 +222,6 @@ impl Stores {
 
     /// Only the auth store (and the record database it lives in), for offline key management.
     pub async fn open_auth(config: &Config, dir: &DataDir) -> Result<Arc<dyn auth::AuthStore>> {
-        Self::check_backends(config)?;
         Ok(RecordDatabase::open(config, dir).await?.auth)
     }
 }

@@ -310,9 +310,12 @@ where
     let t2 = store.acquire_lease("suite", "node-b", ttl).await.unwrap().expect("an expired lease is free");
     assert!(t2 > t1, "a new holder gets a greater token");
     assert_eq!(store.acquire_lease("suite", "node-a", ttl).await.unwrap(), None);
+    assert_eq!(store.lease_holder("suite").await.unwrap().as_deref(), Some("node-b"));
+    assert_eq!(store.lease_holder("never-taken").await.unwrap(), None);
     store.release_lease("suite", "node-a").await.unwrap();
     assert_eq!(store.acquire_lease("suite", "node-a", ttl).await.unwrap(), None, "only the holder releases");
     store.release_lease("suite", "node-b").await.unwrap();
+    assert_eq!(store.lease_holder("suite").await.unwrap(), None, "a released lease has no holder");
     let t3 = store.acquire_lease("suite", "node-a", ttl).await.unwrap().expect("a released lease is free");
     assert!(t3 > t2);
 }
@@ -333,12 +336,15 @@ where
     };
     assert_eq!(store.committed_seq().await.unwrap(), 0);
     store
-        .upsert(vec![
-            point(1, &a, "doc", 0, 1, 0.1),
-            point(2, &a, "doc", 1, 2, 0.1),
-            point(3, &a, "memory", 0, 2, 0.3),
-            point(4, &b, "doc", 0, 1, 0.0),
-        ])
+        .upsert(
+            vec![
+                point(1, &a, "doc", 0, 1, 0.1),
+                point(2, &a, "doc", 1, 2, 0.1),
+                point(3, &a, "memory", 0, 2, 0.3),
+                point(4, &b, "doc", 0, 1, 0.0),
+            ],
+            1,
+        )
         .await
         .unwrap();
     let query = |t: &TenantId, k, kinds: Option<Vec<String>>| VectorQuery {
@@ -370,23 +376,23 @@ where
     assert!(store.nearest_among(&b, vec![1, 2, 3], axis_vector(dims, 0, 0, 0.0), 10).await.unwrap().is_empty());
 
     // Upsert replaces; delete removes.
-    store.upsert(vec![point(1, &a, "doc", 3, 3, 0.0)]).await.unwrap();
+    store.upsert(vec![point(1, &a, "doc", 3, 3, 0.0)], 2).await.unwrap();
     let hits = store.search(query(&a, 1, None)).await.unwrap();
     assert_eq!(hits[0].key, 3, "key 1 moved away from the query");
-    store.delete(vec![3, 99]).await.unwrap();
+    store.delete(vec![3, 99], 3).await.unwrap();
     assert_eq!(store.keys().await.unwrap(), vec![1, 2, 4]);
 
     // Bad vectors are refused.
     let mut bad = point(5, &a, "doc", 0, 0, 0.0);
     bad.vector.push(1.0);
-    assert!(store.upsert(vec![bad]).await.is_err(), "wrong dimensions refused");
+    assert!(store.upsert(vec![bad], 4).await.is_err(), "wrong dimensions refused");
     let mut nan = point(5, &a, "doc", 0, 0, 0.0);
     nan.vector[0] = f32::NAN;
-    assert!(store.upsert(vec![nan]).await.is_err(), "NaN refused");
+    assert!(store.upsert(vec![nan], 5).await.is_err(), "NaN refused");
 
     // Commit makes state and position durable together.
     store.commit(7).await.unwrap();
-    store.upsert(vec![point(6, &a, "doc", 2, 2, 0.0)]).await.unwrap(); // applied, not committed
+    store.upsert(vec![point(6, &a, "doc", 2, 2, 0.0)], 8).await.unwrap(); // applied, not committed
     drop(store);
     let store = open().await;
     assert_eq!(store.committed_seq().await.unwrap(), 7);
@@ -421,19 +427,22 @@ where
     let store = open().await;
     let (a, b) = (tenant("suite-a"), tenant("suite-b"));
     store
-        .upsert(vec![
-            text_doc(
-                1,
-                &a,
-                "doc",
-                "Gardening notes",
-                "The gardener runs the greenhouse and waters tomatoes daily.",
-                &["home"],
-            ),
-            text_doc(2, &a, "doc", "Running a marathon", "Training plans for runners.", &["sport"]),
-            text_doc(3, &a, "memory", "Lunch", "Ada prefers tomatoes in her salad.", &["home", "food"]),
-            text_doc(4, &b, "doc", "Running secrets", "Tenant b runs too.", &[]),
-        ])
+        .upsert(
+            vec![
+                text_doc(
+                    1,
+                    &a,
+                    "doc",
+                    "Gardening notes",
+                    "The gardener runs the greenhouse and waters tomatoes daily.",
+                    &["home"],
+                ),
+                text_doc(2, &a, "doc", "Running a marathon", "Training plans for runners.", &["sport"]),
+                text_doc(3, &a, "memory", "Lunch", "Ada prefers tomatoes in her salad.", &["home", "food"]),
+                text_doc(4, &b, "doc", "Running secrets", "Tenant b runs too.", &[]),
+            ],
+            1,
+        )
         .await
         .unwrap();
     let q = |t: &TenantId, text: &str| TextQuery::new(t.clone(), text, 10);
@@ -511,14 +520,14 @@ where
     assert_eq!(store.search(page).await.unwrap().len(), 1);
 
     // Replace and delete.
-    store.upsert(vec![text_doc(1, &a, "doc", "Gardening notes", "Only roses now.", &[])]).await.unwrap();
-    store.delete(vec![3]).await.unwrap();
+    store.upsert(vec![text_doc(1, &a, "doc", "Gardening notes", "Only roses now.", &[])], 4).await.unwrap();
+    store.delete(vec![3], 5).await.unwrap();
     store.commit(5).await.unwrap();
     assert!(store.search(q(&a, "tomatoes")).await.unwrap().is_empty());
     assert_eq!(store.keys().await.unwrap(), vec![1, 2, 4]);
 
     // Durable with its position.
-    store.upsert(vec![text_doc(9, &a, "doc", "uncommitted", "gone after reopen", &[])]).await.unwrap();
+    store.upsert(vec![text_doc(9, &a, "doc", "uncommitted", "gone after reopen", &[])], 6).await.unwrap();
     drop(store);
     let store = open().await;
     assert_eq!(store.committed_seq().await.unwrap(), 5);
@@ -563,18 +572,21 @@ where
     let (a, b) = (tenant("suite-a"), tenant("suite-b"));
     // a: ada -knows-> bob -knows-> cy -works_with-> dee ; ada -manages-> eve (eve has no node yet)
     store
-        .apply(vec![
-            node(1, &a, "ada", "Ada"),
-            node(2, &a, "bob", "Bob"),
-            node(3, &a, "cy", "Cy"),
-            node(4, &a, "dee", "Dee"),
-            edge(10, &a, "e1", "knows", "ada", "bob"),
-            edge(11, &a, "e2", "knows", "bob", "cy"),
-            edge(12, &a, "e3", "works_with", "cy", "dee"),
-            edge(13, &a, "e4", "manages", "ada", "eve"),
-            node(20, &b, "ada", "Other Ada"),
-            edge(21, &b, "e1", "knows", "ada", "zed"),
-        ])
+        .apply(
+            vec![
+                node(1, &a, "ada", "Ada"),
+                node(2, &a, "bob", "Bob"),
+                node(3, &a, "cy", "Cy"),
+                node(4, &a, "dee", "Dee"),
+                edge(10, &a, "e1", "knows", "ada", "bob"),
+                edge(11, &a, "e2", "knows", "bob", "cy"),
+                edge(12, &a, "e3", "works_with", "cy", "dee"),
+                edge(13, &a, "e4", "manages", "ada", "eve"),
+                node(20, &b, "ada", "Other Ada"),
+                edge(21, &b, "e1", "knows", "ada", "zed"),
+            ],
+            1,
+        )
         .await
         .unwrap();
     assert_eq!(store.node(&a, "ada").await.unwrap().unwrap().name, "Ada");
@@ -601,12 +613,12 @@ where
     assert!(store.shortest_path(&a, "ada", "zed").await.unwrap().is_none(), "no path across tenants");
 
     // eve appears: the dangling edge now reaches her.
-    store.apply(vec![node(5, &a, "eve", "Eve")]).await.unwrap();
+    store.apply(vec![node(5, &a, "eve", "Eve")], 2).await.unwrap();
     let out = store.neighbours(&a, "ada", Direction::Out, Some("manages")).await.unwrap();
     assert_eq!(out[0].node.as_ref().unwrap().name, "Eve");
 
     // Re-pointing an edge and deleting a node.
-    store.apply(vec![edge(11, &a, "e2", "knows", "bob", "dee"), GraphWrite::Delete(3)]).await.unwrap();
+    store.apply(vec![edge(11, &a, "e2", "knows", "bob", "dee"), GraphWrite::Delete(3)], 3).await.unwrap();
     assert_eq!(store.shortest_path(&a, "ada", "dee").await.unwrap().unwrap(), vec!["ada", "bob", "dee"]);
     assert!(store.node(&a, "cy").await.unwrap().is_none());
     let cy = store.neighbours(&a, "cy", Direction::Both, None).await.unwrap();

@@ -13,6 +13,8 @@
 //! token (a node that lost the lease can no longer write); the others follow, publishing the
 //! position the store has committed as what is visible. Every node polls the change log as well
 //! as being woken, since another node's writes reach it only by notification or by polling.
+//! While a rebuild of a shared store runs (it holds the store's rebuild lease), the projector
+//! steps aside and hands the rebuild its lease; reads keep using the live generation meanwhile.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,6 +40,11 @@ const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
 /// The lease a shared store's projector holds.
 pub fn lease_name(store: &str) -> String {
     format!("projector:{store}")
+}
+
+/// The lease a rebuild of a shared store holds; while it is held, projectors step aside.
+pub fn rebuild_lease_name(store: &str) -> String {
+    format!("rebuild:{store}")
 }
 
 #[derive(Default)]
@@ -250,6 +257,18 @@ impl Indexer {
             return Ok(true);
         }
         let name = lease_name(self.name());
+        if let Some(rebuilder) = records.lease_holder(&rebuild_lease_name(self.name())).await? {
+            // A rebuild (`nexus reindex`) is filling a new generation: hand it the projector's
+            // lease; projecting resumes from the new generation once it is live.
+            if lease.token.take().is_some() {
+                records.release_lease(&name, &settings.node_id).await?;
+                tracing::info!(store = self.name(), node = %settings.node_id, %rebuilder,
+                    "a rebuild of the shared store is running; projecting resumes after it");
+            }
+            lease.renewed = None;
+            self.leading.store(false, Ordering::Release);
+            return Ok(false);
+        }
         match records.acquire_lease(&name, &settings.node_id, settings.lease).await? {
             Some(token) => {
                 if lease.token != Some(token) {

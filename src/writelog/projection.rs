@@ -29,6 +29,13 @@ pub trait Projection: Send + Sync + 'static {
     }
     /// The fencing token of the lease under which this node writes a shared store.
     fn set_fence(&self, _token: u64) {}
+    /// A rebuild's target: a new, empty generation of a shared store, filled while every node
+    /// keeps using the live one; `None` when the store is rebuilt in place.
+    async fn new_generation(&self) -> Result<Option<Arc<dyn Projection>>> {
+        Ok(None)
+    }
+    /// On a projection [`Projection::new_generation`] returned: makes it the live generation.
+    async fn make_live(&self) -> Result<()>;
 
     /// Applies entries in order: each record's current state is written, or removed when the
     /// record is gone or no longer projects here.
@@ -38,6 +45,11 @@ pub trait Projection: Send + Sync + 'static {
     async fn keys(&self) -> Result<Vec<RecordKey>>;
     async fn clear(&self) -> Result<()>;
     async fn stats(&self) -> Result<StoreStats>;
+}
+
+/// The change-log position a batch of changes writes at: its highest.
+fn batch_seq(changes: &[Change]) -> Seq {
+    changes.iter().map(|c| c.seq).max().unwrap_or_default()
 }
 
 /// Splits changes into records to write and keys to remove, keeping only the last state per key.
@@ -80,6 +92,12 @@ impl Projection for TextProjection {
     fn backend(&self) -> &'static str {
         self.0.backend()
     }
+    fn shared(&self) -> bool {
+        self.0.shared()
+    }
+    fn set_fence(&self, token: u64) {
+        self.0.set_fence(token)
+    }
     fn wants(&self, r: &Record) -> bool {
         r.title.as_deref().is_some_and(|t| !t.is_empty()) || r.body.as_deref().is_some_and(|b| !b.is_empty())
     }
@@ -89,10 +107,10 @@ impl Projection for TextProjection {
     async fn apply(&self, changes: &[Change]) -> Result<()> {
         let (upserts, deletes) = partition(changes, |r| self.wants(r));
         if !deletes.is_empty() {
-            self.0.delete(deletes).await?;
+            self.0.delete(deletes, batch_seq(changes)).await?;
         }
         if !upserts.is_empty() {
-            self.0.upsert(upserts.into_iter().map(text_doc).collect()).await?;
+            self.0.upsert(upserts.into_iter().map(text_doc).collect(), batch_seq(changes)).await?;
         }
         Ok(())
     }
@@ -110,6 +128,12 @@ impl Projection for TextProjection {
     }
     async fn stats(&self) -> Result<StoreStats> {
         self.0.stats().await
+    }
+    async fn new_generation(&self) -> Result<Option<Arc<dyn Projection>>> {
+        Ok(self.0.new_generation().await?.map(|store| Arc::new(Self(store)) as Arc<dyn Projection>))
+    }
+    async fn make_live(&self) -> Result<()> {
+        self.0.make_live().await
     }
 }
 
@@ -138,7 +162,7 @@ impl Projection for VectorProjection {
     async fn apply(&self, changes: &[Change]) -> Result<()> {
         let (upserts, deletes) = partition(changes, |r| self.wants(r));
         if !deletes.is_empty() {
-            self.0.delete(deletes).await?;
+            self.0.delete(deletes, batch_seq(changes)).await?;
         }
         if !upserts.is_empty() {
             let points = upserts
@@ -150,7 +174,7 @@ impl Projection for VectorProjection {
                     vector: r.vector.clone().unwrap_or_default(),
                 })
                 .collect();
-            self.0.upsert(points).await?;
+            self.0.upsert(points, batch_seq(changes)).await?;
         }
         Ok(())
     }
@@ -168,6 +192,12 @@ impl Projection for VectorProjection {
     }
     async fn stats(&self) -> Result<StoreStats> {
         self.0.stats().await
+    }
+    async fn new_generation(&self) -> Result<Option<Arc<dyn Projection>>> {
+        Ok(self.0.new_generation().await?.map(|store| Arc::new(Self(store)) as Arc<dyn Projection>))
+    }
+    async fn make_live(&self) -> Result<()> {
+        self.0.make_live().await
     }
 }
 
@@ -206,6 +236,12 @@ impl Projection for GraphProjection {
     fn backend(&self) -> &'static str {
         self.0.backend()
     }
+    fn shared(&self) -> bool {
+        self.0.shared()
+    }
+    fn set_fence(&self, token: u64) {
+        self.0.set_fence(token)
+    }
     fn wants(&self, r: &Record) -> bool {
         r.graph.is_some()
     }
@@ -219,7 +255,7 @@ impl Projection for GraphProjection {
         if writes.is_empty() {
             return Ok(());
         }
-        self.0.apply(writes).await
+        self.0.apply(writes, batch_seq(changes)).await
     }
     async fn commit(&self, seq: Seq) -> Result<()> {
         self.0.commit(seq).await
@@ -235,5 +271,11 @@ impl Projection for GraphProjection {
     }
     async fn stats(&self) -> Result<StoreStats> {
         self.0.stats().await
+    }
+    async fn new_generation(&self) -> Result<Option<Arc<dyn Projection>>> {
+        Ok(self.0.new_generation().await?.map(|store| Arc::new(Self(store)) as Arc<dyn Projection>))
+    }
+    async fn make_live(&self) -> Result<()> {
+        self.0.make_live().await
     }
 }

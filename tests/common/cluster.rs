@@ -512,3 +512,103 @@ pub fn start_node(root: &Path, name: &str, config: &Path, master_key: Option<&st
     server.wait_ready();
     server
 }
+
+/// A full set of cluster servers of one test's own (Postgres, S3, OpenSearch, Qdrant, a Bolt
+/// graph), started with `.ci/cluster-servers.sh`, which the test may pause and resume (SIGSTOP /
+/// SIGCONT: the server keeps its data and connections but answers nothing meanwhile). Stopped and
+/// removed on drop, or by the script's watchdog once this process is gone.
+pub struct PrivateStack {
+    dir: PathBuf,
+    /// The `NEXUS_TEST_*` variables the script printed.
+    pub env: std::collections::HashMap<String, String>,
+}
+
+impl PrivateStack {
+    pub fn start() -> PrivateStack {
+        let dir = std::env::temp_dir().join(format!("nexus-private-stack-{}", unique_suffix()));
+        let out = Command::new("bash")
+            .arg(SCRIPT)
+            .arg("start")
+            .arg(&dir)
+            .arg("--watch")
+            .arg(std::process::id().to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run .ci/cluster-servers.sh");
+        assert!(out.status.success(), "cluster-servers.sh start failed (run `bash .ci/cluster-servers.sh install`)");
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| line.strip_prefix("export "))
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect();
+        PrivateStack { dir, env }
+    }
+
+    pub fn var(&self, name: &str) -> &str {
+        self.env.get(name).unwrap_or_else(|| panic!("cluster-servers.sh printed no {name}"))
+    }
+
+    /// A fresh database on this stack's Postgres.
+    pub fn database(&self, hint: &str) -> String {
+        let server =
+            PgServer::from_url(self.var("NEXUS_TEST_POSTGRES_URL"), PathBuf::from(self.var("NEXUS_TEST_PG_BIN")));
+        server.fresh_database(hint)
+    }
+
+    fn signal(&self, server: &str, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.join(format!("{server}.pid")))
+            .unwrap_or_else(|e| panic!("no pid file for {server}: {e}"));
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.trim()).status().unwrap();
+        assert!(status.success(), "kill -{signal} {server}");
+    }
+
+    /// Freezes a server (`osmem`, `qdrant` or `falkordb`): it answers nothing until resumed.
+    pub fn pause(&self, server: &str) {
+        self.signal(server, "STOP");
+    }
+
+    pub fn resume(&self, server: &str) {
+        self.signal(server, "CONT");
+    }
+
+    /// `[store.*]` for the full stack (records on `database_url`; names unique to `hint`), with
+    /// the S3 credentials in files under `dir`.
+    pub fn stores_toml(&self, dir: &Path, database_url: &str, hint: &str) -> String {
+        let suffix = unique_suffix().replace('_', "-");
+        let access = dir.join("s3-access-key");
+        let secret = dir.join("s3-secret-key");
+        std::fs::write(&access, format!("{}\n", self.var("NEXUS_TEST_S3_ACCESS_KEY"))).unwrap();
+        std::fs::write(&secret, format!("{}\n", self.var("NEXUS_TEST_S3_SECRET_KEY"))).unwrap();
+        let bucket = format!("{hint}-{suffix}").to_lowercase();
+        std::fs::create_dir_all(self.dir.join("s3").join(&bucket)).unwrap();
+        format!(
+            "[store.records]\nbackend = \"postgres\"\nurl = \"{database_url}\"\npool_size = 8\nconnect_timeout_ms = 2000\n\
+             [store.text]\nbackend = \"elasticsearch\"\nurl = \"{}\"\nindex_prefix = \"{hint}-{suffix}\"\ntimeout_ms = 2000\n\
+             [store.vectors]\nbackend = \"qdrant\"\nurl = \"{}\"\napi_key = \"{}\"\ncollection_prefix = \"{hint}-{suffix}\"\ntimeout_ms = 2000\n\
+             [store.graph]\nbackend = \"neo4j\"\nurl = \"{}\"\ntimeout_ms = 2000\n\
+             [store.objects]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\nallow_http = true\n\
+             access_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n",
+            self.var("NEXUS_TEST_OPENSEARCH_URL"),
+            self.var("NEXUS_TEST_QDRANT_URL"),
+            self.var("NEXUS_TEST_QDRANT_API_KEY"),
+            self.var("NEXUS_TEST_BOLT_URL"),
+            self.var("NEXUS_TEST_S3_ENDPOINT"),
+            access.display(),
+            secret.display(),
+        )
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        for server in ["osmem", "qdrant", "falkordb"] {
+            let _ = Command::new("bash")
+                .arg("-c")
+                .arg(format!("kill -CONT $(cat '{}/{server}.pid') 2>/dev/null", self.dir.display()))
+                .status();
+        }
+        let _ = Command::new("bash").arg(SCRIPT).arg("stop").arg(&self.dir).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

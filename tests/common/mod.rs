@@ -1,9 +1,12 @@
 //! Starts the real `nexus` binary for end-to-end tests.
 #![allow(dead_code)]
 
+pub mod bolt;
 pub mod cluster;
 pub mod fake_llm;
 pub mod fake_openai;
+pub mod opensearch;
+pub mod qdrant;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

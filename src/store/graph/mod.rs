@@ -9,8 +9,15 @@
 //!   returns the fewest-edges path (edges taken in either direction) or `None`.
 //! - Changes are visible at once; [`GraphStore::commit`] makes them durable together with the
 //!   change-log position returned by [`GraphStore::committed_seq`].
+//! - Writes carry the change-log position of their batch: the highest position among its changes
+//!   (a batch holds each key's latest state). A later batch has a higher one, a replayed batch the
+//!   same or a lower one; a shared store never lets a write bring back a state older than one it
+//!   holds.
 
+pub mod neo4j;
 pub mod sled;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -77,8 +84,16 @@ pub struct Neighbour {
 #[async_trait]
 pub trait GraphStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
+    /// Whether every node of a cluster uses this one store (one projector writes it, under a
+    /// lease) rather than keeping its own.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The fencing token of the lease under which this node writes a shared store.
+    fn set_fence(&self, _token: u64) {}
 
-    async fn apply(&self, writes: Vec<GraphWrite>) -> Result<()>;
+    /// Applies writes in order; `seq` is the change-log position of their batch (see the module doc).
+    async fn apply(&self, writes: Vec<GraphWrite>, seq: Seq) -> Result<()>;
 
     async fn node(&self, tenant: &TenantId, id: &str) -> Result<Option<GraphNode>>;
     async fn neighbours(
@@ -97,4 +112,16 @@ pub trait GraphStore: Send + Sync + 'static {
     async fn keys(&self) -> Result<Vec<RecordKey>>;
     async fn clear(&self) -> Result<()>;
     async fn stats(&self) -> Result<StoreStats>;
+
+    /// A rebuild's target: a new, empty generation of the store, filled while every node keeps
+    /// reading (and the projector keeps writing) the live one; `None` when the store is rebuilt
+    /// in place instead (the embedded stores).
+    async fn new_generation(&self) -> Result<Option<Arc<dyn GraphStore>>> {
+        Ok(None)
+    }
+    /// Called on a store [`GraphStore::new_generation`] returned: makes it the live generation for
+    /// every node at once (reads and writes), then drops the generation it replaces.
+    async fn make_live(&self) -> Result<()> {
+        Err(crate::error::Error::internal("make_live", "only a store's new generation can be made live"))
+    }
 }

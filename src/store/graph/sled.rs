@@ -183,7 +183,7 @@ impl GraphStore for SledGraphStore {
         "sled"
     }
 
-    async fn apply(&self, writes: Vec<GraphWrite>) -> Result<()> {
+    async fn apply(&self, writes: Vec<GraphWrite>, _seq: Seq) -> Result<()> {
         let tree = self.tree.clone();
         let graphs = self.graphs.clone();
         blocking(move || {

@@ -357,6 +357,9 @@ pub trait RecordStore: Send + Sync + 'static {
     /// Gives the lease up now, when `owner` holds it.
     async fn release_lease(&self, name: &str, owner: &str) -> Result<()>;
 
+    /// Who holds the lease `name` now, if anyone.
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>>;
+
     /// Holds a mutex named `name` across every process sharing the store until the guard drops
     /// (a cluster's nodes); `None` for a store only this process writes, which needs none.
     async fn exclusive(&self, _name: &str) -> Result<Option<ExclusiveGuard>> {

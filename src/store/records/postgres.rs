@@ -669,6 +669,19 @@ impl RecordStore for PostgresRecordStore {
         Ok(())
     }
 
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT owner FROM leases
+                 WHERE name = $1 AND until_ms >= (extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.pg.error("lease", e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     async fn exclusive(&self, name: &str) -> Result<Option<ExclusiveGuard>> {
         let client = self.pg.client().await?;
         let key: i64 = client

@@ -662,6 +662,21 @@ impl RecordStore for SqliteRecordStore {
         .await
     }
 
+    async fn lease_holder(&self, name: &str) -> Result<Option<String>> {
+        let inner = self.inner.clone();
+        let name = name.to_string();
+        blocking(move || {
+            let conn = inner.writer.lock();
+            let now = Utc::now().timestamp_millis();
+            Ok(conn
+                .query_row("SELECT owner FROM leases WHERE name = ?1 AND until_ms >= ?2", params![name, now], |r| {
+                    r.get(0)
+                })
+                .optional()?)
+        })
+        .await
+    }
+
     async fn stats(&self) -> Result<StoreStats> {
         let inner = self.inner.clone();
         blocking(move || {

@@ -12,8 +12,15 @@
 //!   `+required` and `-excluded` terms. Malformed syntax is searched as plain words, never an error.
 //! - Changes are visible to search after [`TextStore::commit`], which also makes them durable
 //!   together with the change-log position returned by [`TextStore::committed_seq`].
+//! - Writes carry the change-log position of their batch: the highest position among its changes
+//!   (a batch holds each key's latest state). A later batch has a higher one, a replayed batch the
+//!   same or a lower one; a shared store never lets a write bring back a state older than one it
+//!   holds.
 
+pub mod elasticsearch;
 pub mod tantivy;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -91,9 +98,17 @@ pub struct TextHit {
 #[async_trait]
 pub trait TextStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
+    /// Whether every node of a cluster uses this one store (one projector writes it, under a
+    /// lease) rather than keeping its own.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// The fencing token of the lease under which this node writes a shared store.
+    fn set_fence(&self, _token: u64) {}
 
-    async fn upsert(&self, docs: Vec<TextDoc>) -> Result<()>;
-    async fn delete(&self, keys: Vec<RecordKey>) -> Result<()>;
+    /// Writes documents; `seq` is the change-log position of their batch (see the module doc).
+    async fn upsert(&self, docs: Vec<TextDoc>, seq: Seq) -> Result<()>;
+    async fn delete(&self, keys: Vec<RecordKey>, seq: Seq) -> Result<()>;
     async fn search(&self, query: TextQuery) -> Result<Vec<TextHit>>;
     /// Snippets of the given documents for `query` (documents without a match get their start).
     async fn snippets(&self, tenant: &TenantId, query: &str, keys: Vec<RecordKey>)
@@ -106,4 +121,16 @@ pub trait TextStore: Send + Sync + 'static {
     async fn keys(&self) -> Result<Vec<RecordKey>>;
     async fn clear(&self) -> Result<()>;
     async fn stats(&self) -> Result<StoreStats>;
+
+    /// A rebuild's target: a new, empty generation of the store, filled while every node keeps
+    /// reading (and the projector keeps writing) the live one; `None` when the store is rebuilt
+    /// in place instead (the embedded stores).
+    async fn new_generation(&self) -> Result<Option<Arc<dyn TextStore>>> {
+        Ok(None)
+    }
+    /// Called on a store [`TextStore::new_generation`] returned: makes it the live generation for
+    /// every node at once (reads and writes), then drops the generation it replaces.
+    async fn make_live(&self) -> Result<()> {
+        Err(crate::error::Error::internal("make_live", "only a store's new generation can be made live"))
+    }
 }

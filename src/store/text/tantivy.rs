@@ -239,7 +239,7 @@ impl TextStore for TantivyTextStore {
         "tantivy"
     }
 
-    async fn upsert(&self, docs: Vec<TextDoc>) -> Result<()> {
+    async fn upsert(&self, docs: Vec<TextDoc>, _seq: Seq) -> Result<()> {
         let inner = self.inner.clone();
         blocking(move || {
             let f = inner.fields;
@@ -267,7 +267,7 @@ impl TextStore for TantivyTextStore {
         .await
     }
 
-    async fn delete(&self, keys: Vec<RecordKey>) -> Result<()> {
+    async fn delete(&self, keys: Vec<RecordKey>, _seq: Seq) -> Result<()> {
         let inner = self.inner.clone();
         blocking(move || {
             let writer = inner.writer.lock();

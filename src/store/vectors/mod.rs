@@ -12,8 +12,13 @@
 //!   one (a cluster backend) is written by one projector across the cluster, under a lease: the
 //!   writing node passes the lease's fencing token to [`VectorStore::set_fence`], and a write or
 //!   commit by a node whose token is older than the newest one seen is refused with `conflict`.
+//! - Writes carry the change-log position of their batch: the highest position among its changes
+//!   (a batch holds each key's latest state). A later batch has a higher one, a replayed batch the
+//!   same or a lower one; a shared store never lets a write bring back a state older than one it
+//!   holds.
 
 pub mod pgvector;
+pub mod qdrant;
 pub mod usearch;
 
 use std::sync::Arc;
@@ -62,8 +67,9 @@ pub trait VectorStore: Send + Sync + 'static {
     /// it, and once a newer token has written, older ones are refused.
     fn set_fence(&self, _token: u64) {}
 
-    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<()>;
-    async fn delete(&self, keys: Vec<RecordKey>) -> Result<()>;
+    /// Writes points; `seq` is the change-log position of their batch (see the module doc).
+    async fn upsert(&self, points: Vec<VectorPoint>, seq: Seq) -> Result<()>;
+    async fn delete(&self, keys: Vec<RecordKey>, seq: Seq) -> Result<()>;
     async fn search(&self, query: VectorQuery) -> Result<Vec<VectorHit>>;
     /// Exact nearest neighbours among `keys` (a filter's matches, small enough to score one by
     /// one): the tenant's points with those keys, best first, at most `k`. Unknown keys and
@@ -85,6 +91,18 @@ pub trait VectorStore: Send + Sync + 'static {
     /// Drops everything, including the committed position (rebuilds).
     async fn clear(&self) -> Result<()>;
     async fn stats(&self) -> Result<StoreStats>;
+
+    /// A rebuild's target: a new, empty generation of the store, filled while every node keeps
+    /// reading (and the projector keeps writing) the live one; `None` when the store is rebuilt
+    /// in place instead (the embedded stores).
+    async fn new_generation(&self) -> Result<Option<Arc<dyn VectorStore>>> {
+        Ok(None)
+    }
+    /// Called on a store [`VectorStore::new_generation`] returned: makes it the live generation for
+    /// every node at once (reads and writes), then drops the generation it replaces.
+    async fn make_live(&self) -> Result<()> {
+        Err(crate::error::Error::internal("make_live", "only a store's new generation can be made live"))
+    }
 }
 
 /// Cosine similarity; 0 when either vector is zero.

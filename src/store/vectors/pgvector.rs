@@ -428,7 +428,7 @@ impl VectorStore for PgvectorStore {
         self.fence.store(token, Ordering::Release);
     }
 
-    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<()> {
+    async fn upsert(&self, points: Vec<VectorPoint>, _seq: Seq) -> Result<()> {
         for p in &points {
             validate_vector(&p.vector, self.config.dimensions)?;
         }
@@ -466,7 +466,7 @@ impl VectorStore for PgvectorStore {
         Ok(())
     }
 
-    async fn delete(&self, keys: Vec<RecordKey>) -> Result<()> {
+    async fn delete(&self, keys: Vec<RecordKey>, _seq: Seq) -> Result<()> {
         let keys: Vec<RecordKey> = keys.into_iter().collect::<HashSet<_>>().into_iter().collect();
         if keys.is_empty() {
             return Ok(());

@@ -227,7 +227,7 @@ impl VectorStore for UsearchVectorStore {
         self.config.dimensions
     }
 
-    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<()> {
+    async fn upsert(&self, points: Vec<VectorPoint>, _seq: Seq) -> Result<()> {
         for p in &points {
             validate_vector(&p.vector, self.config.dimensions)?;
         }
@@ -259,7 +259,7 @@ impl VectorStore for UsearchVectorStore {
         .await
     }
 
-    async fn delete(&self, keys: Vec<RecordKey>) -> Result<()> {
+    async fn delete(&self, keys: Vec<RecordKey>, _seq: Seq) -> Result<()> {
         let state = self.state.clone();
         blocking(move || {
             let mut state = state.write();
