@@ -12,6 +12,8 @@
 #                            NEXUS_TEST_OPENSEARCH_URL, NEXUS_TEST_QDRANT_URL (REST),
 #                            NEXUS_TEST_QDRANT_API_KEY, NEXUS_TEST_BOLT_URL (no login).
 #                            With --watch, all are stopped and DIR removed once process PID is gone.
+#   graph DIR                starts one more Bolt graph server under DIR (FalkorDB keeps one
+#                            graph per server) and prints its NEXUS_TEST_BOLT_URL
 #   stop DIR                 stops them (DIR is kept)
 #
 # Postgres refuses to run as root: as root, its binaries are copied under DIR and it runs as
@@ -364,9 +366,15 @@ case "${1:-}" in
         if [ $# -ge 4 ] && [ "$3" = --watch ]; then watch="$4"; fi
         start "$2" "$watch"
         ;;
+    graph)
+        # One more Bolt graph server of its own (FalkorDB keeps one graph per server).
+        [ $# -ge 2 ] || die "usage: $0 graph DIR"
+        mkdir -p "$2"
+        echo "export NEXUS_TEST_BOLT_URL='bolt://127.0.0.1:$(start_falkordb "$(realpath "$2")")'"
+        ;;
     stop)
         [ $# -ge 2 ] || die "usage: $0 stop DIR"
         stop "$2"
         ;;
-    *) die "usage: $0 install | start DIR [--watch PID] | stop DIR" ;;
+    *) die "usage: $0 install | start DIR [--watch PID] | graph DIR | stop DIR" ;;
 esac

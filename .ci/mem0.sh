@@ -10,16 +10,19 @@
 #                                        name (as `.ci/cluster-servers.sh start` exports them),
 #                                        dropped on exit. Vectors shared in it (`pgvector`, the
 #                                        default) or one copy per node (`usearch`); the text and
-#                                        graph stores are per node. Every add goes through node A,
-#                                        every other call through node B.
+#                                        graph stores are per node. `full`: the full cluster stack,
+#                                        every derived store shared (OpenSearch text, Qdrant vectors,
+#                                        a Bolt graph server of its own; NEXUS_TEST_OPENSEARCH_URL,
+#                                        NEXUS_TEST_QDRANT_URL, NEXUS_TEST_QDRANT_API_KEY). Every add
+#                                        goes through node A, every other call through node B.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode="${1:-single}"
 vectors="${2:-pgvector}"
 case "$mode:${2:-}" in
-    single: | cluster: | cluster:pgvector | cluster:usearch) ;;
-    *) echo "usage: $0 [single | cluster [pgvector | usearch]]"; exit 2 ;;
+    single: | cluster: | cluster:pgvector | cluster:usearch | cluster:full) ;;
+    *) echo "usage: $0 [single | cluster [pgvector | usearch | full]]"; exit 2 ;;
 esac
 
 versions=(0.1.118 1.0.11 2.2.1)
@@ -46,6 +49,7 @@ cleanup() {
     local pid
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [ -d "$work/graph" ]; then bash .ci/cluster-servers.sh stop "$work/graph" || true; fi
     if [ -n "$database" ]; then
         psql_admin -c "DROP DATABASE IF EXISTS \"$database\" WITH (FORCE)" ||
             echo "mem0 clients: could not drop the test database $database"
@@ -82,6 +86,32 @@ pool_size = 8
 [store.vectors]
 backend = "$vectors"
 EOF
+    if [ "$vectors" = full ]; then
+        graph_env="$(bash .ci/cluster-servers.sh graph "$work/graph")"
+        eval "$graph_env"
+        node_env+=("NEXUS_MEM0_QDRANT_API_KEY=$NEXUS_TEST_QDRANT_API_KEY")
+        cat >"$config" <<EOF
+[store.records]
+backend = "postgres"
+url_env = "NEXUS_MEM0_POSTGRES_URL"
+pool_size = 8
+
+[store.vectors]
+backend = "qdrant"
+url = "$NEXUS_TEST_QDRANT_URL"
+api_key_env = "NEXUS_MEM0_QDRANT_API_KEY"
+collection_prefix = "${database//_/-}"
+
+[store.text]
+backend = "elasticsearch"
+url = "$NEXUS_TEST_OPENSEARCH_URL"
+index_prefix = "${database//_/-}"
+
+[store.graph]
+backend = "neo4j"
+url = "$NEXUS_TEST_BOLT_URL"
+EOF
+    fi
 fi
 
 # Starts a node named $1 with its own data directory; its address is in $work/$1.url.

@@ -224,6 +224,46 @@ fn writes_on_one_node_are_served_by_the_other(derived: Derived) {
     let original = c.get(b.url(&format!("/api/v1/documents/{id}/content"))).send().unwrap().text().unwrap();
     assert_eq!(original, guide);
 
+    if derived == Derived::Full {
+        // Each shared store rebuilt while both nodes serve: searches keep answering throughout,
+        // and writes made during and after the rebuild are served once it is live.
+        for store in ["text", "vectors", "graph"] {
+            let stop = Arc::new(AtomicBool::new(false));
+            let reader = {
+                let (stop, url) = (stop.clone(), b.url("/api/v1/search"));
+                std::thread::spawn(move || {
+                    let mut answered = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let found: Value = client()
+                            .post(&url)
+                            .json(&json!({"query": "how often should tomatoes be watered", "mode": "hybrid"}))
+                            .send()
+                            .unwrap()
+                            .json()
+                            .unwrap();
+                        assert!(found["results"][0]["document_id"].is_string(), "a search during the rebuild: {found}");
+                        answered += 1;
+                    }
+                    answered
+                })
+            };
+            let id = format!("during-{store}");
+            let r = c.post(a.url("/api/v1/records")).json(&note_record(&id, &format!("written while {store} rebuilds"), 9)).send().unwrap();
+            assert!(r.status().is_success());
+            let out = run(nexus(&tmp.path().join("rebuilder")).arg("--config").arg(&config).args(["reindex", "--store", store]));
+            assert_eq!(out.status.code(), Some(0), "reindex {store}: {}", String::from_utf8_lossy(&out.stderr));
+            stop.store(true, Ordering::Relaxed);
+            assert!(reader.join().unwrap() > 0, "searches answered during the {store} rebuild");
+            let after = format!("after-{store}");
+            let r = c.post(b.url("/api/v1/records")).json(&note_record(&after, &format!("written after {store} rebuilt"), 11)).send().unwrap();
+            assert!(r.status().is_success());
+            eventually(Duration::from_secs(15), &format!("writes around the {store} rebuild are served"), || {
+                search_ids(&a, None, &format!("written while {store} rebuilds")).contains(&id)
+                    && search_ids(&b, None, &format!("written after {store} rebuilt")).contains(&after)
+            });
+        }
+    }
+
     for server in [&a, &b] {
         let report: Value = c.get(server.url("/api/v1/admin/check")).send().unwrap().json().unwrap();
         assert_eq!(report["ok"], true, "{report:#}");

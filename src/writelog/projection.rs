@@ -29,6 +29,10 @@ pub trait Projection: Send + Sync + 'static {
     }
     /// The fencing token of the lease under which this node writes a shared store.
     fn set_fence(&self, _token: u64) {}
+    /// Whether a rebuild fills a new generation rather than the store in place.
+    fn generations(&self) -> bool {
+        false
+    }
     /// A rebuild's target: a new, empty generation of a shared store, filled while every node
     /// keeps using the live one; `None` when the store is rebuilt in place.
     async fn new_generation(&self) -> Result<Option<Arc<dyn Projection>>> {
@@ -129,6 +133,9 @@ impl Projection for TextProjection {
     async fn stats(&self) -> Result<StoreStats> {
         self.0.stats().await
     }
+    fn generations(&self) -> bool {
+        self.0.generations()
+    }
     async fn new_generation(&self) -> Result<Option<Arc<dyn Projection>>> {
         Ok(self.0.new_generation().await?.map(|store| Arc::new(Self(store)) as Arc<dyn Projection>))
     }
@@ -192,6 +199,9 @@ impl Projection for VectorProjection {
     }
     async fn stats(&self) -> Result<StoreStats> {
         self.0.stats().await
+    }
+    fn generations(&self) -> bool {
+        self.0.generations()
     }
     async fn new_generation(&self) -> Result<Option<Arc<dyn Projection>>> {
         Ok(self.0.new_generation().await?.map(|store| Arc::new(Self(store)) as Arc<dyn Projection>))
@@ -271,6 +281,9 @@ impl Projection for GraphProjection {
     }
     async fn stats(&self) -> Result<StoreStats> {
         self.0.stats().await
+    }
+    fn generations(&self) -> bool {
+        self.0.generations()
     }
     async fn new_generation(&self) -> Result<Option<Arc<dyn Projection>>> {
         Ok(self.0.new_generation().await?.map(|store| Arc::new(Self(store)) as Arc<dyn Projection>))

@@ -128,13 +128,19 @@ pub async fn reindex(
     projection: &Arc<dyn Projection>,
     mut progress: impl FnMut(u64),
 ) -> Result<u64> {
-    let next = if projection.shared() { projection.new_generation().await? } else { None };
-    let mut leases = if projection.shared() {
-        match SharedRebuild::take(records, projection, next.is_some()).await {
-            Ok(leases) => Some(leases),
+    let generations = projection.shared() && projection.generations();
+    let mut leases =
+        if projection.shared() { Some(SharedRebuild::take(records, projection, generations).await?) } else { None };
+    // The new generation is made under the projector's lease, with its fencing token.
+    let next = if generations {
+        if let Some(leases) = &leases {
+            projection.set_fence(leases.token);
+        }
+        match projection.new_generation().await {
+            Ok(next) => next,
             Err(e) => {
-                if let Some(next) = &next {
-                    let _ = next.clear().await;
+                if let Some(leases) = leases.take() {
+                    let _ = leases.release(records).await;
                 }
                 return Err(e);
             }

@@ -930,6 +930,9 @@ impl GraphStore for Neo4jGraphStore {
     fn shared(&self) -> bool {
         true
     }
+    fn generations(&self) -> bool {
+        true
+    }
 
     fn set_fence(&self, token: u64) {
         self.fence.store(token, Ordering::Release);

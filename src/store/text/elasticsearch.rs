@@ -967,6 +967,9 @@ impl TextStore for ElasticsearchTextStore {
     fn shared(&self) -> bool {
         true
     }
+    fn generations(&self) -> bool {
+        true
+    }
 
     async fn upsert(&self, docs: Vec<TextDoc>, seq: Seq) -> Result<()> {
         let mut buffer = self.buffer.lock().await;

@@ -122,6 +122,11 @@ pub trait TextStore: Send + Sync + 'static {
     async fn clear(&self) -> Result<()>;
     async fn stats(&self) -> Result<StoreStats>;
 
+    /// Whether a rebuild fills a new generation ([`Self::new_generation`]) rather than the
+    /// store in place.
+    fn generations(&self) -> bool {
+        false
+    }
     /// A rebuild's target: a new, empty generation of the store, filled while every node keeps
     /// reading (and the projector keeps writing) the live one; `None` when the store is rebuilt
     /// in place instead (the embedded stores).

@@ -733,6 +733,9 @@ impl VectorStore for QdrantVectorStore {
     fn shared(&self) -> bool {
         true
     }
+    fn generations(&self) -> bool {
+        true
+    }
 
     /// Guards every write: see the module doc. A new token also drops what an earlier lease
     /// staged (the change log is replayed from the committed position).
