@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::{Config, GraphBackend, ObjectsBackend, RecordsBackend, TextBackend, VectorsBackend};
-use crate::store::graph::GraphStore;
-use crate::store::text::TextStore;
-use crate::store::vectors::VectorStore;
 use crate::datadir::{self, CURRENT_FORMAT, DataDir, Holder, LockInfo};
 use crate::error::Result;
+use crate::store::graph::GraphStore;
 use crate::store::postgres::{Pg, PgSettings};
+use crate::store::text::TextStore;
+use crate::store::vectors::VectorStore;
 
 /// Below this, writes are about to fail: a failure.
 const MIN_FREE_BYTES: u64 = 1 << 30;
@@ -376,21 +376,39 @@ async fn check_cluster(config: &Config) -> Vec<Finding> {
     // what Nexus keeps there (index, collection, graph) is its own and fits this configuration.
     if s.text.backend == TextBackend::Elasticsearch {
         let opened = crate::store::text::elasticsearch::ElasticsearchTextStore::open(&s.text).await;
-        findings.push(shared_store_finding("text", opened.map(|store| Box::new(store) as Box<dyn TextStore>), |s| {
-            Box::pin(s.stats())
-        }, "check store.text.url, username, the password it names and index_prefix").await);
+        findings.push(
+            shared_store_finding(
+                "text",
+                opened.map(|store| Box::new(store) as Box<dyn TextStore>),
+                |s| Box::pin(s.stats()),
+                "check store.text.url, username, the password it names and index_prefix",
+            )
+            .await,
+        );
     }
     if s.vectors.backend == VectorsBackend::Qdrant {
         let opened = crate::store::vectors::qdrant::QdrantVectorStore::open(&s.vectors).await;
-        findings.push(shared_store_finding("vectors", opened.map(|store| Box::new(store) as Box<dyn VectorStore>), |s| {
-            Box::pin(s.stats())
-        }, "check store.vectors.url, the API key it names, dimensions and collection_prefix").await);
+        findings.push(
+            shared_store_finding(
+                "vectors",
+                opened.map(|store| Box::new(store) as Box<dyn VectorStore>),
+                |s| Box::pin(s.stats()),
+                "check store.vectors.url, the API key it names, dimensions and collection_prefix",
+            )
+            .await,
+        );
     }
     if s.graph.backend == GraphBackend::Neo4j {
         let opened = crate::store::graph::neo4j::Neo4jGraphStore::open(&s.graph).await;
-        findings.push(shared_store_finding("graph", opened.map(|store| Box::new(store) as Box<dyn GraphStore>), |s| {
-            Box::pin(s.stats())
-        }, "check store.graph.url, username, the password it names and database").await);
+        findings.push(
+            shared_store_finding(
+                "graph",
+                opened.map(|store| Box::new(store) as Box<dyn GraphStore>),
+                |s| Box::pin(s.stats()),
+                "check store.graph.url, username, the password it names and database",
+            )
+            .await,
+        );
     }
     if s.objects.backend == ObjectsBackend::S3 {
         findings.push(match crate::store::objects::s3::check_access(&s.objects).await {
@@ -407,7 +425,9 @@ async fn shared_store_finding<S: ?Sized>(
     opened: Result<Box<S>>,
     stats: impl for<'a> FnOnce(
         &'a S,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::store::StoreStats>> + Send + 'a>>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<crate::store::StoreStats>> + Send + 'a>,
+    >,
     fix: &str,
 ) -> Finding {
     let opened = match opened {

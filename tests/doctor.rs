@@ -89,12 +89,10 @@ fn names_each_problem_and_its_fix() {
     assert!(report.fix("port", &addr).contains("server.listen"));
     drop(taken);
 
-    // A cluster backend this build lacks.
+    // A cluster backend without the setting it needs.
     let report = doctor(&tmp.path().join("data"), &[("NEXUS__STORE__VECTORS__BACKEND", "qdrant")]);
     assert_eq!(report.code, Some(1));
-    assert_eq!(report.level("backend", "qdrant"), "FAIL");
-    assert!(report.line("backend", "qdrant").contains("not available in this build"));
-    assert!(report.fix("backend", "qdrant").contains("store.vectors.backend = \"usearch\""));
+    assert_eq!(report.level("config", "store.vectors.url"), "FAIL");
 
     // An invalid configuration: the key, the layer, and nothing else checked.
     let report = doctor(&tmp.path().join("data"), &[("NEXUS__SERVER__LISEN", "1")]);

@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod records;
 pub mod testsuite;
 pub mod text;
+pub mod tls;
 pub mod vectors;
 
 use std::fmt;

@@ -73,7 +73,10 @@ impl Pg {
         pg_config.options(format!("-c statement_timeout={}", settings.statement_timeout.as_millis()));
         pg_config.keepalives_idle(Duration::from_secs(30));
         let target: Arc<str> = describe(&pg_config).into();
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(settings)?);
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::store::tls::client_config(
+            "store.records",
+            settings.ca_file.as_deref(),
+        )?);
         let manager = Manager::from_config(
             pg_config.clone(),
             tls.clone(),
@@ -362,39 +365,4 @@ fn describe(config: &tokio_postgres::Config) -> String {
     let db = config.get_dbname().or(config.get_user()).unwrap_or("postgres");
     let user = config.get_user().unwrap_or("?");
     format!("{host}:{port}/{db} as {user}")
-}
-
-/// TLS for `sslmode=prefer|require`: the system's roots plus `ca_file`; certificates are verified.
-fn tls_config(settings: &PgSettings) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::config(format!("invalid configuration: cannot read `store.records.ca_file` {}: {e}", path.display()))
-        })?;
-        let mut added = 0;
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert: rustls::pki_types::CertificateDer<'static> = cert.map_err(|e| {
-                Error::config(format!("invalid configuration: `store.records.ca_file` {}: {e}", path.display()))
-            })?;
-            roots
-                .add(cert)
-                .map_err(|e| Error::config(format!("invalid configuration: `store.records.ca_file`: {e}")))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(Error::config(format!(
-                "invalid configuration: `store.records.ca_file` {} holds no PEM certificate",
-                path.display()
-            )));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::internal("tls", e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

@@ -285,7 +285,11 @@ impl Neo4jGraphStore {
             }
             (None, None) => Auth::None,
         };
-        let tls = if endpoint.tls { Some(Arc::new(tls_config(config)?)) } else { None };
+        let tls = if endpoint.tls {
+            Some(Arc::new(crate::store::tls::client_config("store.graph", config.ca_file.as_deref())?))
+        } else {
+            None
+        };
         let timeout = Duration::from_millis(config.timeout_ms.max(1));
         let database = config.database.clone().filter(|d| !d.trim().is_empty());
         let pool = Pool::new(endpoint, tls, auth, timeout);
@@ -825,39 +829,6 @@ impl Neo4jGraphStore {
             frontiers[side] = next;
         }
     }
-}
-
-/// TLS: the system's roots plus `store.graph.ca_file`; certificates are verified.
-fn tls_config(config: &GraphConfig) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &config.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::config(format!("invalid configuration: cannot read `store.graph.ca_file` {}: {e}", path.display()))
-        })?;
-        let mut added = 0;
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert: rustls::pki_types::CertificateDer<'static> = cert.map_err(|e| {
-                Error::config(format!("invalid configuration: `store.graph.ca_file` {}: {e}", path.display()))
-            })?;
-            roots.add(cert).map_err(|e| Error::config(format!("invalid configuration: `store.graph.ca_file`: {e}")))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(Error::config(format!(
-                "invalid configuration: `store.graph.ca_file` {} holds no PEM certificate",
-                path.display()
-            )));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::internal("tls", e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
 
 /// A batch split by kind, the last write of each key winning.

@@ -454,39 +454,6 @@ pub struct ElasticsearchTextStore {
     buffer: tokio::sync::Mutex<Buffer>,
 }
 
-/// TLS on rustls with the ring provider: the system's roots and `ca_file`'s certificates.
-fn tls_config(config: &TextConfig) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &config.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::config(format!("invalid configuration: cannot read `store.text.ca_file` {}: {e}", path.display()))
-        })?;
-        let mut added = 0;
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert: rustls::pki_types::CertificateDer<'static> = cert.map_err(|e| {
-                Error::config(format!("invalid configuration: `store.text.ca_file` {}: {e}", path.display()))
-            })?;
-            roots.add(cert).map_err(|e| Error::config(format!("invalid configuration: `store.text.ca_file`: {e}")))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(Error::config(format!(
-                "invalid configuration: `store.text.ca_file` {} holds no PEM certificate",
-                path.display()
-            )));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::internal("tls", e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
-}
-
 /// Checks that the server is a supported product and version; answers its name for messages
 /// and its highlighter's parameter that caps the text analysed.
 fn check_version(shown: &str, info: &Value) -> Result<(&'static str, Option<&'static str>)> {
@@ -545,7 +512,7 @@ impl ElasticsearchTextStore {
         };
         let timeout = Duration::from_millis(config.timeout_ms.max(1));
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config(config)?)
+            .use_preconfigured_tls(crate::store::tls::client_config("store.text", config.ca_file.as_deref())?)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()

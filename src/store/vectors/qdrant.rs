@@ -1032,7 +1032,8 @@ impl Rest {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("nexus/", env!("CARGO_PKG_VERSION")));
         if parsed.scheme() == "https" {
-            builder = builder.use_preconfigured_tls(tls_config(config)?);
+            builder =
+                builder.use_preconfigured_tls(crate::store::tls::client_config(SETTING, config.ca_file.as_deref())?);
         }
         let client = builder.build().map_err(|e| Error::internal("build the qdrant client", e))?;
         Ok(Rest { client, base: parsed.as_str().trim_end_matches('/').to_string(), shown, timeout })
@@ -1174,37 +1175,4 @@ fn root_cause(e: &reqwest::Error) -> String {
         cause = next;
     }
     cause.to_string()
-}
-
-/// TLS on rustls with the ring provider: the system's roots and `ca_file`'s certificates.
-fn tls_config(config: &VectorsConfig) -> Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &config.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            Error::config(format!("invalid configuration: cannot read `{SETTING}.ca_file` {}: {e}", path.display()))
-        })?;
-        let mut added = 0;
-        for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-            let cert: rustls::pki_types::CertificateDer<'static> = cert.map_err(|e| {
-                Error::config(format!("invalid configuration: `{SETTING}.ca_file` {}: {e}", path.display()))
-            })?;
-            roots.add(cert).map_err(|e| Error::config(format!("invalid configuration: `{SETTING}.ca_file`: {e}")))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(Error::config(format!(
-                "invalid configuration: `{SETTING}.ca_file` {} holds no PEM certificate",
-                path.display()
-            )));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::internal("tls", e))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }
