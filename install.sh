@@ -303,6 +303,13 @@ start_and_check() {
     fi
 }
 
+# Files a root-run nexus command created in a data directory go back to the directory's owner.
+give_back() {
+    [ "$DRY_RUN" = 0 ] && [ "$(id -u)" = 0 ] && [ -d "$1" ] || return 0
+    owner=$(stat -c %U:%G "$1")
+    [ "$owner" = root:root ] || chown -R "$owner" "$1"
+}
+
 stop_nexus() {
     if [ "$SERVICE" = 1 ] && systemctl is-active --quiet nexus.service; then
         run systemctl stop nexus.service
@@ -319,7 +326,16 @@ roll_back() {
             [ "$SERVICE" = 0 ] || printf ' and journalctl -u nexus'), fix what it reports, and run install.sh again"
     fi
     put_binary "$BACKUP/nexus" "$TARGET"
-    if [ -d "$BACKUP/data" ]; then
+    if [ -n "$ARCHIVE" ]; then
+        # The previous nexus restores its own archive (checked in full first); the data directory
+        # the new build left is kept in the backup folder.
+        run "$TARGET" --data-dir "$DATA_DIR" restore --replace "$ARCHIVE" >/dev/null ||
+            die "upgrade failed and the backup $ARCHIVE did not restore; the data directory is unchanged"
+        for failed in "${DATA_DIR%/}".previous-*; do
+            [ -e "$failed" ] && run mv "$failed" "$BACKUP/data.failed"
+        done
+        give_back "$DATA_DIR"
+    elif [ -d "$BACKUP/data" ]; then
         run mv "$DATA_DIR" "$BACKUP/data.failed"
         run cp -Rp "$BACKUP/data" "$DATA_DIR"
     fi
@@ -345,7 +361,7 @@ install_binary() {
         fi
         return
     fi
-    BACKUP=
+    BACKUP='' ARCHIVE=''
     if [ -f "$TARGET" ] || [ -f "$DATA_DIR/FORMAT" ]; then
         old_version=$( ("$TARGET" version) 2>/dev/null || echo "none")
         say "upgrading: $old_version -> $new_version"
@@ -361,7 +377,22 @@ install_binary() {
         run mkdir -p "$BACKUP"
         run chmod 0700 "$BACKUP"
         [ ! -f "$TARGET" ] || run cp -p "$TARGET" "$BACKUP/nexus"
-        [ ! -d "$DATA_DIR" ] || run cp -Rp "$DATA_DIR" "$BACKUP/data"
+        if [ -f "$DATA_DIR/FORMAT" ] && [ -f "$TARGET" ] && "$TARGET" backup --help >/dev/null 2>&1; then
+            # A verified archive taken by the installed nexus, which also restores it on rollback.
+            if [ "$DRY_RUN" = 1 ]; then
+                ARCHIVE="$BACKUP/nexus-backup.tar.zst"
+                printf '+ %s --data-dir %s backup --to %s\n' "$TARGET" "$DATA_DIR" "$BACKUP"
+            else
+                printed=$("$TARGET" --data-dir "$DATA_DIR" backup --to "$BACKUP") ||
+                    die "the backup before the upgrade failed; nothing was changed. Run '$TARGET backup' to see why"
+                ARCHIVE=$(printf '%s\n' "$printed" | tail -n 1)
+                give_back "$DATA_DIR"
+                "$TARGET" backup verify "$ARCHIVE" >/dev/null ||
+                    die "the backup before the upgrade ($ARCHIVE) does not verify; nothing was changed"
+            fi
+        elif [ -d "$DATA_DIR" ]; then
+            run cp -Rp "$DATA_DIR" "$BACKUP/data"
+        fi
         say "backup: $BACKUP"
     fi
     put_binary "$BINARY" "$TARGET"

@@ -38,6 +38,8 @@ pub struct App {
     job_workers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     pub auth: Arc<Auth>,
     pub started: Instant,
+    /// What scheduled backups did last and will do next.
+    pub backup_status: parking_lot::Mutex<crate::backup::schedule::ScheduleStatus>,
 }
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
@@ -107,6 +109,10 @@ impl App {
         let auth = Arc::new(Auth::open(&config, dir.root(), stores.auth.clone())?);
         auth.start_upkeep(config.auth.audit_retention_days);
         let writes = Arc::new(WriteLog::start(&stores, &config.indexer, &config.cluster, embed.clone()).await?);
+        if let Some(migrated) = crate::datadir::Migrated::read(dir.root())? {
+            tracing::warn!(target = %migrated.target, "this data directory moved to a cluster: serving it read-only");
+            writes.set_read_only(Some(migrated.refusal(dir.root()))).await;
+        }
         let search = SearchEngine::new(stores.clone(), embed.clone());
         let chunking = ChunkOptions {
             max_tokens: config.knowledge.chunk_max_tokens,
@@ -118,10 +124,13 @@ impl App {
         let mut jobs = Jobs::new(stores.jobs.clone());
         jobs.register(INGEST_JOB, Arc::new(IngestHandler { stores: stores.clone(), documents: documents.clone() }));
         jobs.register(crate::memory::ADD_JOB, Arc::new(AddHandler(memories.clone())));
+        let backup_jobs = Arc::new(crate::backup::BackupJobs::default());
+        jobs.register(crate::backup::BACKUP_JOB, backup_jobs.clone());
+        jobs.register(crate::backup::VERIFY_JOB, backup_jobs.clone());
         let jobs = Arc::new(jobs);
         let (job_shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let job_workers = jobs.start(config.jobs.workers, shutdown_rx);
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             config,
             dir: parking_lot::Mutex::new(dir),
             stores,
@@ -136,7 +145,10 @@ impl App {
             job_shutdown,
             job_workers: parking_lot::Mutex::new(job_workers),
             started: Instant::now(),
-        }))
+            backup_status: parking_lot::Mutex::default(),
+        });
+        let _ = backup_jobs.app.set(Arc::downgrade(&app));
+        Ok(app)
     }
 
     /// Opens the data directory and stores without indexers, for offline maintenance (reindex).
@@ -156,6 +168,12 @@ impl App {
 
     pub fn projections(&self) -> Vec<Arc<dyn Projection>> {
         self.writes.indexers().iter().map(|i| i.projection.clone()).collect()
+    }
+
+    /// Why writes should be refused: the data directory's migration marker, if it has one.
+    pub fn read_only_reason(&self) -> Result<Option<String>> {
+        let dir = self.dir.lock();
+        Ok(crate::datadir::Migrated::read(dir.root())?.map(|m| m.refusal(dir.root())))
     }
 
     pub fn ready(&self) -> bool {

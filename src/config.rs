@@ -24,6 +24,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub mcp: McpConfig,
     pub log: LogConfig,
     pub indexer: IndexerConfig,
     pub embed: EmbedConfig,
@@ -31,6 +32,7 @@ pub struct Config {
     pub knowledge: KnowledgeConfig,
     pub memory: MemoryConfig,
     pub jobs: JobsConfig,
+    pub backup: BackupConfig,
     pub store: StoreConfig,
     pub cluster: ClusterConfig,
 }
@@ -102,6 +104,25 @@ pub struct JobsConfig {
     pub workers: usize,
     /// Attempts before a failing job is dead.
     pub max_attempts: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Where archives go; unset: `<data_dir>.backups` beside the data directory.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// When to take backups, in cron syntax (`min hour day month weekday`, UTC); empty: never.
+    pub schedule: String,
+    /// Scheduled archives kept: the newest `keep_last`, plus the newest of each of the last
+    /// `keep_daily` days and `keep_weekly` weeks. Only archives in `dir` are pruned.
+    pub keep_last: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    /// Scheduled backups leave the derived stores out (rebuilt on restore).
+    pub no_derived: bool,
+    /// Verify every scheduled backup (checksums, then a trial restore) right after taking it.
+    pub verify: bool,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -297,6 +318,19 @@ pub struct LimitsConfig {
     pub per_address_per_second: u32,
     pub per_address_burst: u32,
     pub auth_failures_per_minute: u32,
+}
+
+/// The MCP endpoint `/mcp`: the `Host` and `Origin` headers it accepts (against DNS rebinding and
+/// cross-origin browser calls). Loopback names and `server.listen`'s address are always accepted
+/// hosts; a request without `Origin` (any client that is not a browser) always passes.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConfig {
+    /// More host names (or `host:port`) clients reach Nexus by; `["*"]`: any.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins that may call `/mcp` (`https://app.example.com`, `http://localhost:*`);
+    /// `["*"]`: any. Empty: none.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
@@ -804,6 +838,44 @@ impl Config {
     }
 
     /// The cluster backends' settings: what each needs, named by key.
+    fn validate_mcp(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::config(format!("invalid configuration: `{key}` {why}")));
+        let mcp = &self.mcp;
+        let lone_star = |list: &[String]| list.len() == 1 || !list.iter().any(|v| v == "*");
+        if !lone_star(&mcp.allowed_hosts) {
+            return bad("mcp.allowed_hosts", "takes \"*\" alone or host names");
+        }
+        for host in mcp.allowed_hosts.iter().filter(|h| *h != "*") {
+            let plain = !host.contains(['/', '@', '*']) && axum::http::uri::Authority::try_from(host.as_str()).is_ok();
+            if !plain {
+                return bad(
+                    "mcp.allowed_hosts",
+                    "takes host names or host:port, like \"nexus.internal\" or \"nexus.internal:7700\" (no scheme, no path)",
+                );
+            }
+        }
+        if !lone_star(&mcp.allowed_origins) {
+            return bad("mcp.allowed_origins", "takes \"*\" alone or origins");
+        }
+        for origin in mcp.allowed_origins.iter().filter(|o| *o != "*" && *o != "null") {
+            let base = origin.strip_suffix(":*").unwrap_or(origin);
+            let looks_right = axum::http::Uri::try_from(base).is_ok_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.authority().is_some()
+                    && !base.ends_with('/')
+                    && uri.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+            });
+            if !looks_right {
+                return bad(
+                    "mcp.allowed_origins",
+                    "takes \"*\" or origins like \"https://app.example.com\" or \"http://localhost:*\" \
+                     (scheme, host and optional port; no path)",
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn validate_stores(&self) -> Result<()> {
         let bad = |key: &str, why: &str| Err(Error::config(format!("invalid configuration: `{key}` {why}")));
         let s = &self.store;
@@ -941,6 +1013,7 @@ impl Config {
                 );
             }
         }
+        self.validate_mcp()?;
         if self.server.tls.cert_file.is_some() != self.server.tls.key_file.is_some() {
             return bad("server.tls", "needs both cert_file and key_file, or neither");
         }
@@ -1006,6 +1079,14 @@ impl Config {
         }
         if !(1..=64).contains(&self.jobs.workers) || !(1..=100).contains(&self.jobs.max_attempts) {
             return bad("jobs", "workers must be 1-64 and max_attempts 1-100");
+        }
+        if !self.backup.schedule.trim().is_empty()
+            && let Err(e) = self.backup.schedule.parse::<croner::Cron>()
+        {
+            return bad("backup.schedule", &format!("is not a cron expression (`{}`: {e})", self.backup.schedule));
+        }
+        if self.backup.keep_last == 0 && self.backup.keep_daily == 0 && self.backup.keep_weekly == 0 {
+            return bad("backup.keep_last", "keeps nothing: set keep_last, keep_daily or keep_weekly above 0");
         }
         if !(1..=2048).contains(&self.embed.batch_size) {
             return bad("embed.batch_size", "must be between 1 and 2048");

@@ -10,6 +10,9 @@
 //!   graph/            entity graph (sled)
 //!   objects/          original files (object_store, local disk)
 //!   master.key        the generated master key (mode 0600), when keys are on and none is configured
+//!   migration.json    this directory's id as a `nexus migrate` source, once one ran
+//!   migrated.json     written by `nexus migrate --cutover`: the data moved to a cluster, so
+//!                     Nexus serves this directory read-only
 //! ```
 //!
 //! A directory written by a newer Nexus is refused; an older one is brought forward by the ordered
@@ -38,6 +41,60 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[];
 
 const FORMAT_FILE: &str = "FORMAT";
+const MIGRATED_FILE: &str = "migrated.json";
+
+/// What `migrated.json` says: where the data went and when.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Migrated {
+    /// The cluster the data moved to, as the migration showed it (no secrets).
+    pub target: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The last change-log position copied.
+    pub seq: u64,
+}
+
+impl Migrated {
+    pub fn path(root: &Path) -> PathBuf {
+        root.join(MIGRATED_FILE)
+    }
+
+    /// The marker in `root`, if a cutover left one.
+    pub fn read(root: &Path) -> Result<Option<Migrated>> {
+        let path = Migrated::path(root);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::new(
+                    ErrorCode::DataDirInvalid,
+                    format!("{} is corrupt ({e}); it marks a finished migration: fix or remove it", path.display()),
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the marker durably (a temporary file renamed into place).
+    pub fn write(&self, root: &Path) -> Result<()> {
+        let text = serde_json::to_vec_pretty(self).map_err(|e| Error::internal("encode the migration marker", e))?;
+        let tmp = root.join(format!("{MIGRATED_FILE}.tmp"));
+        let mut file = File::create(&tmp)?;
+        file.write_all(&text)?;
+        file.sync_all()?;
+        fs::rename(&tmp, Migrated::path(root))?;
+        Ok(())
+    }
+
+    /// Why writes are refused, for error messages.
+    pub fn refusal(&self, root: &Path) -> String {
+        format!(
+            "this data directory moved to the cluster at {} ({}, `nexus migrate --cutover`) and takes no writes; \
+             send writes to the cluster, or remove {} to write here again",
+            self.target,
+            self.at.format("%Y-%m-%d %H:%M UTC"),
+            Migrated::path(root).display()
+        )
+    }
+}
 const LOCK_FILE: &str = "nexus.lock";
 
 /// What the lock file says about its holder.
@@ -187,7 +244,13 @@ fn write_format(root: &Path, version: u32) -> Result<()> {
 fn take_lock(root: &Path) -> Result<File> {
     let path = root.join(LOCK_FILE);
     // Opened without truncating: a refused process must not erase the holder's details.
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| unwritable(root, e))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -204,10 +267,41 @@ fn take_lock(root: &Path) -> Result<File> {
                 ),
             ));
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(e.into()),
+        Err(std::fs::TryLockError::Error(e)) => return Err(lock_refused(root, e)),
     }
     write_lock_info(&mut file, &LockInfo { pid: std::process::id(), listen: None, tls: false })?;
     Ok(file)
+}
+
+/// Why the data directory cannot be written, said so that the user knows what to change.
+fn unwritable(root: &Path, e: std::io::Error) -> Error {
+    let message = match e.kind() {
+        std::io::ErrorKind::ReadOnlyFilesystem => format!(
+            "data directory {} is on a read-only filesystem: nexus writes its lock, records and indexes there; \
+             remount it read-write, or restore a backup into a writable --data-dir",
+            root.display()
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "cannot write in data directory {} (permission denied): run nexus as the directory's owner \
+             (the nexus user for the service) or give that user write access",
+            root.display()
+        ),
+        _ => return e.into(),
+    };
+    Error::new(ErrorCode::DataDirInvalid, message)
+}
+
+/// A lock the filesystem will not take (some network and FUSE filesystems): refused, since two
+/// processes could then write one data directory.
+fn lock_refused(root: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorCode::DataDirInvalid,
+        format!(
+            "the filesystem holding data directory {} cannot take a file lock ({e}); without one, two nexus \
+             processes could write the same data: put the data directory on a local filesystem (ext4, xfs, btrfs)",
+            root.display()
+        ),
+    )
 }
 
 fn write_lock_info(file: &mut File, info: &LockInfo) -> Result<()> {
@@ -228,6 +322,16 @@ fn read_lock_info(path: &Path) -> Option<LockInfo> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No filesystem here refuses locks, so the refusal is checked on the error the kernel gives
+    /// for one (ENOLCK), as `take_lock` receives it.
+    #[test]
+    fn a_filesystem_without_locks_is_refused_with_what_to_do() {
+        let err = lock_refused(Path::new("/mnt/nfs/nexus"), std::io::Error::from_raw_os_error(libc::ENOLCK));
+        assert_eq!(err.code, ErrorCode::DataDirInvalid);
+        assert!(err.message.contains("cannot take a file lock"), "{}", err.message);
+        assert!(err.message.contains("local filesystem"), "{}", err.message);
+    }
 
     #[test]
     fn fresh_directory_gets_current_format() {

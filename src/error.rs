@@ -17,6 +17,8 @@ pub enum ErrorCode {
     NotFound,
     RouteNotFound,
     Conflict,
+    /// The data directory moved to a cluster (`nexus migrate --cutover`): it takes no writes.
+    ReadOnly,
     Unauthorized,
     KeyExpired,
     KeyRevoked,
@@ -36,6 +38,10 @@ pub enum ErrorCode {
     LlmTimeout,
     Timeout,
     Cancelled,
+    /// A backup archive or dump that is truncated, corrupt, tampered with, unsafe or too new.
+    ArchiveInvalid,
+    /// The disk holding the data directory (or a backup's target) is full.
+    DiskFull,
     StoreFailure,
     Internal,
 }
@@ -52,6 +58,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::RouteNotFound => "route_not_found",
             ErrorCode::Conflict => "conflict",
+            ErrorCode::ReadOnly => "read_only",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::KeyExpired => "key_expired",
             ErrorCode::KeyRevoked => "key_revoked",
@@ -71,6 +78,8 @@ impl ErrorCode {
             ErrorCode::LlmTimeout => "llm_timeout",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Cancelled => "cancelled",
+            ErrorCode::ArchiveInvalid => "archive_invalid",
+            ErrorCode::DiskFull => "disk_full",
             ErrorCode::StoreFailure => "store_failure",
             ErrorCode::Internal => "internal",
         }
@@ -84,13 +93,15 @@ impl ErrorCode {
             ErrorCode::UnsupportedFormat => 415,
             ErrorCode::CorruptDocument => 422,
             ErrorCode::NotFound | ErrorCode::RouteNotFound => 404,
-            ErrorCode::Conflict => 409,
+            ErrorCode::Conflict | ErrorCode::ReadOnly => 409,
             ErrorCode::Unauthorized | ErrorCode::KeyExpired | ErrorCode::KeyRevoked => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::RateLimited => 429,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Timeout => 408,
             ErrorCode::Cancelled => 409,
+            ErrorCode::ArchiveInvalid => 422,
+            ErrorCode::DiskFull => 507,
             ErrorCode::NotReady | ErrorCode::BackendUnavailable | ErrorCode::Overloaded => 503,
             ErrorCode::EmbedderUnavailable | ErrorCode::LlmUnavailable => 502,
             ErrorCode::LlmTimeout => 504,
@@ -116,9 +127,12 @@ impl ErrorCode {
             | ErrorCode::NotFound
             | ErrorCode::RouteNotFound
             | ErrorCode::Conflict
+            | ErrorCode::ReadOnly
             | ErrorCode::MethodNotAllowed
             | ErrorCode::Timeout
-            | ErrorCode::Cancelled => "invalid_request",
+            | ErrorCode::Cancelled
+            | ErrorCode::ArchiveInvalid => "invalid_request",
+            ErrorCode::DiskFull => "unavailable",
             ErrorCode::Unauthorized | ErrorCode::KeyExpired | ErrorCode::KeyRevoked | ErrorCode::Forbidden => "auth",
             ErrorCode::RateLimited => "rate_limit",
             ErrorCode::ConfigInvalid => "config",
@@ -178,6 +192,14 @@ impl Error {
         Error::new(ErrorCode::StoreFailure, format!("{context}: {source}"))
     }
 
+    /// The disk is full: nothing was written; the same request succeeds once space is freed.
+    pub fn disk_full(what: &str, source: impl fmt::Display) -> Self {
+        Error::new(
+            ErrorCode::DiskFull,
+            format!("the disk is full while writing {what} ({source}); nothing was written: free space and retry"),
+        )
+    }
+
     pub fn internal(context: &str, source: impl fmt::Display) -> Self {
         Error::new(ErrorCode::Internal, format!("{context}: {source}"))
     }
@@ -211,6 +233,9 @@ impl std::error::Error for Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return Error::disk_full("the record store", e);
+        }
         Error::store("sqlite", e)
     }
 }
@@ -223,6 +248,9 @@ impl From<tokio::task::JoinError> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded {
+            return Error::disk_full("a file", e);
+        }
         Error::store("i/o", e)
     }
 }

@@ -2,20 +2,24 @@
 
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod doctor;
+pub mod dump;
 pub mod embed;
 pub mod error;
 pub mod http;
 pub mod jobs;
 pub mod knowledge;
-pub mod knowledge_cli;
 pub mod llm;
+pub mod mcp;
 pub mod memory;
+pub mod migrate;
 pub mod search;
 pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod writelog;

@@ -7,95 +7,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::start_node;
+use common::cluster::{ClusterConfig, Derived, cluster_config, start_node};
 use common::{Server, client, cluster, nexus, note_record, run};
 use serde_json::{Value, json};
 
 const MASTER: &str = "cluster-test-master-key-0123456789";
-
-/// Which derived stores the nodes use.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Derived {
-    /// Each node keeps its own (tantivy, usearch, sled).
-    Local,
-    /// Vectors shared on pgvector; text and graph per node.
-    Pgvector,
-    /// The full cluster stack: text on OpenSearch, vectors on Qdrant, graph over Bolt, objects on
-    /// S3, all shared.
-    Full,
-}
-
-/// A cluster configuration (records on `pg_url`), and what keeps its servers for the test.
-struct ClusterConfig {
-    path: PathBuf,
-    _graph: Option<common::bolt::TestGraph>,
-}
-
-impl std::ops::Deref for ClusterConfig {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AsRef<std::ffi::OsStr> for ClusterConfig {
-    fn as_ref(&self) -> &std::ffi::OsStr {
-        self.path.as_os_str()
-    }
-}
-
-fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("{value}\n")).unwrap();
-    path
-}
-
-fn cluster_config(dir: &Path, pg_url: &str, derived: Derived) -> ClusterConfig {
-    let common = format!(
-        "[store.records]\nbackend = \"postgres\"\nurl = \"{pg_url}\"\npool_size = 8\n\
-         [cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n\
-         [indexer]\npersist_interval_ms = 100\n"
-    );
-    let (name, stores, graph) = match derived {
-        Derived::Local => ("local", "[store.vectors]\nbackend = \"usearch\"\n".to_string(), None),
-        Derived::Pgvector => ("pgvector", "[store.vectors]\nbackend = \"pgvector\"\n".to_string(), None),
-        Derived::Full => {
-            let graph = tokio::runtime::Runtime::new().unwrap().block_on(common::bolt::graph());
-            let qdrant = common::qdrant::server();
-            let s3 = cluster::s3();
-            let login = match (&graph.server.username, &graph.server.password) {
-                (Some(user), Some(password)) => format!("username = \"{user}\"\npassword = \"{password}\"\n"),
-                _ => String::new(),
-            };
-            let stores = format!(
-                "[store.text]\nbackend = \"elasticsearch\"\nurl = \"{}\"\nindex_prefix = \"{}\"\n\
-                 [store.vectors]\nbackend = \"qdrant\"\nurl = \"{}\"\napi_key = \"{}\"\ncollection_prefix = \"{}\"\n\
-                 [store.graph]\nbackend = \"neo4j\"\nurl = \"{}\"\n{login}\
-                 [store.objects]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nallow_http = true\n\
-                 access_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n",
-                common::opensearch::url(),
-                common::opensearch::fresh_prefix("cluster"),
-                qdrant.url,
-                qdrant.api_key,
-                common::qdrant::fresh_prefix("cluster"),
-                graph.server.url,
-                s3.endpoint,
-                s3.create_bucket("cluster"),
-                secret_file(dir, "s3-access-key", &s3.access_key).display(),
-                secret_file(dir, "s3-secret-key", &s3.secret_key).display(),
-            );
-            ("full", stores, Some(graph))
-        }
-    };
-    let path = dir.join(format!("nexus-{name}.toml"));
-    std::fs::write(&path, format!("{common}{stores}")).unwrap();
-    ClusterConfig { path, _graph: graph }
-}
 
 fn search_ids(server: &Server, key: Option<&str>, query: &str) -> Vec<String> {
     let mut request = client().post(server.url("/api/v1/records/search")).json(&json!({"query": query, "top_k": 10}));

@@ -488,6 +488,9 @@ fn a_shared_derived_backend_frozen_under_writes_falls_behind_and_catches_up() {
                 if status == 200 {
                     break;
                 }
+                if let Some(log) = stack.exited(server_name) {
+                    panic!("{server_name} exited after it was resumed; the end of its log:\n{log}");
+                }
                 assert!(back.elapsed() < RECOVERY_LIMIT, "{name} not ready after {server_name} came back: {body}");
                 std::thread::sleep(Duration::from_millis(100));
             }

@@ -125,6 +125,26 @@ fn postgres_records_config(hint: &str) -> RecordsConfig {
     }
 }
 
+/// Migrations both ways between the embedded and the cluster record store, and within each kind.
+#[tokio::test]
+async fn record_store_imports() {
+    let (_tmp, path) = dir();
+    let sqlite = |sub: &str| {
+        let path = path.join(sub);
+        async move {
+            Arc::new(SqliteRecordStore::open(&path, &RecordsConfig::default()).await.unwrap()) as Arc<dyn RecordStore>
+        }
+    };
+    let postgres = |hint: &'static str| async move {
+        Arc::new(
+            nexus::store::records::postgres::PostgresRecordStore::open(&postgres_records_config(hint)).await.unwrap(),
+        ) as Arc<dyn RecordStore>
+    };
+    testsuite::record_import_suite(sqlite("s1").await, postgres("import-to-pg").await).await;
+    testsuite::record_import_suite(postgres("import-from-pg").await, sqlite("s2").await).await;
+    testsuite::record_import_suite(sqlite("s3").await, sqlite("s4").await).await;
+}
+
 #[tokio::test]
 async fn postgres_record_store() {
     let config = postgres_records_config("records-suite");
@@ -201,7 +221,7 @@ async fn postgres_migrations_run_once_and_refuse_a_newer_schema() {
     let client = a.pg().client().await.unwrap();
     let version: i32 =
         client.query_one("SELECT version FROM nexus_schema WHERE component = 'records'", &[]).await.unwrap().get(0);
-    assert_eq!(version, 1);
+    assert_eq!(version, 2, "both migrations (the tables, then the migration state), once");
     client.execute("UPDATE nexus_schema SET version = 99 WHERE component = 'records'", &[]).await.unwrap();
     let err = PostgresRecordStore::open(&config).await.err().expect("a newer schema is refused");
     assert_eq!(err.code, nexus::error::ErrorCode::DataDirFormatTooNew);

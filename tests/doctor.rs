@@ -49,6 +49,13 @@ fn model_present() -> bool {
     ["config.json", "tokenizer.json", "model.f16.safetensors"].iter().all(|f| dir.join(f).is_file())
 }
 
+/// Whether the disk line's figures ("X GiB free of Y GiB on ...") leave at least 10% free.
+fn disk_has_room(line: &str) -> bool {
+    let numbers: Vec<f64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(numbers.len() >= 2, "no figures in {line:?}");
+    numbers[0] >= 0.1 * numbers[1]
+}
+
 #[test]
 fn a_sound_setup_passes_every_check() {
     let tmp = tempfile::tempdir().unwrap();
@@ -56,7 +63,9 @@ fn a_sound_setup_passes_every_check() {
     let report = doctor(&data, &[]);
     assert_eq!(report.level("config", "valid"), "ok");
     assert_eq!(report.level("data_dir", "does not exist yet"), "ok");
-    assert_eq!(report.level("disk", "GiB free"), "ok");
+    // The disk finding follows the machine's free space: below 10% free it warns (CI machines run close to it).
+    let disk_ok = disk_has_room(report.line("disk", "GiB free"));
+    assert_eq!(report.level("disk", "GiB free"), if disk_ok { "ok" } else { "warn" });
     assert_eq!(report.level("port", "127.0.0.1:0"), "ok");
     for store in ["records: sqlite", "text: tantivy", "vectors: usearch", "graph: sled", "objects: local"] {
         assert_eq!(report.level("backend", store), "ok");
@@ -66,7 +75,7 @@ fn a_sound_setup_passes_every_check() {
     if model_present() {
         assert!(model.starts_with("ok"), "{model}");
         assert_eq!(report.code, Some(0), "{}", report.text);
-        assert!(report.text.contains("everything looks right"));
+        assert_eq!(report.text.contains("everything looks right"), disk_ok, "{}", report.text);
     } else {
         assert!(model.starts_with("FAIL") && model.contains("model.f16.safetensors"), "{model}");
         assert!(report.fix("model", "all-minilm").contains("assets/models"));

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{Server, client, empty_config, nexus_at, nexus_bin};
+use common::{Server, client, empty_config, nexus_at, nexus_bin, run};
 use serde_json::{Value, json};
 
 fn repo() -> PathBuf {
@@ -153,7 +153,7 @@ fn install_sh_dry_run_prints_every_step_and_changes_nothing() {
     );
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for step in ["+ cp -p", "+ cp -Rp", "+ mv -f", "serve --listen 127.0.0.1:0"] {
+    for step in ["+ cp -p", " backup --to ", "+ mv -f", "serve --listen 127.0.0.1:0"] {
         assert!(stdout.contains(step), "dry run lacks {step:?}:\n{stdout}");
     }
     let mut after = tree(tmp.path());
@@ -262,7 +262,16 @@ fn upgrade_in_place_keeps_data_and_a_broken_build_is_rolled_back() {
     let first_backup = backups(&backup_root);
     assert_eq!(first_backup.len(), 1);
     assert_eq!(std::fs::read(first_backup[0].join("nexus")).unwrap(), std::fs::read(nexus_bin()).unwrap());
-    assert!(first_backup[0].join("data/records").is_dir());
+    // The installed nexus took a verified archive of the data directory.
+    let archives: Vec<_> = std::fs::read_dir(&first_backup[0])
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .collect();
+    assert_eq!(archives.len(), 1, "one archive in {}", first_backup[0].display());
+    let verified = run(nexus_at(&installed, &tmp.path().join("unused")).args(["backup", "verify"]).arg(&archives[0]));
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
     assert_notes_served(&installed, &data, &ids);
 
     // Running it again with the same build changes nothing.

@@ -92,6 +92,8 @@ fn expected_need(method: &Method, path: &str) -> Need {
         "/api/v1/whoami" => Need::Any,
         "/api/v1/records/search" | "/api/v1/search" | "/api/v1/ask" | "/api/v1/embed" => Need::Read,
         "/api/v1/memories/search" | "/api/v1/memories/list" => Need::Read,
+        // MCP: every JSON-RPC call is a POST; the tools that write ask for `write` themselves.
+        "/mcp" => Need::Read,
         // Mem0 compatibility: the client's constructor pings with any key; POST searches and lists read.
         "/v1/ping/" => Need::Any,
         "/v1/memories/search/" | "/v2/memories/search/" | "/v3/memories/search/" => Need::Read,
@@ -113,6 +115,7 @@ struct Case {
     body: Option<Value>,
     raw_body: Option<Vec<u8>>,
     content_type: Option<&'static str>,
+    headers: Vec<(&'static str, &'static str)>,
 }
 
 const BOUNDARY: &str = "nexus-test-boundary";
@@ -152,7 +155,8 @@ fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
                 .replace("/memories/{id}", &format!("/memories/{a_memory}"))
                 .replace("/memories/{memory_id}/", &format!("/memories/{a_memory}/"))
                 .replace("/event/{event_id}/", &format!("/event/{a_event}/"))
-                .replace("/entities/{entity_type}/{entity_id}/", "/entities/user/alpha/");
+                .replace("/entities/{entity_type}/{entity_id}/", "/entities/user/alpha/")
+                .replace("/backups/{name}", "/backups/nexus-none.tar.zst");
             assert!(!path.contains('{'), "no id of tenant A for {template}; add one to this test");
             if template == "/api/v1/graph/path" {
                 path.push_str("?from=alpha-rec&to=alpha-rec-2");
@@ -183,7 +187,10 @@ fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
                     content_type = Some("multipart/form-data; boundary=nexus-test-boundary");
                     (None, Some(multipart_body("b.txt", "b's upload")))
                 }
-                ("POST", "/api/v1/jobs/{id}/cancel") => (None, None),
+                ("POST", "/api/v1/jobs/{id}/cancel")
+                | ("POST", "/api/v1/admin/read-only")
+                | ("POST", "/api/v1/admin/backups/{name}/verify") => (None, None),
+                ("POST", "/api/v1/admin/backups") => (Some(json!({})), None),
                 ("POST", "/api/v1/records") => (Some(json!({"kind": "note", "body": "b's note"})), None),
                 ("POST", "/api/v1/records/batch") => {
                     (Some(json!({"writes": [{"op": "upsert", "record": {"kind": "note"}}]})), None)
@@ -203,11 +210,44 @@ fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
                 }
                 (m, t) => panic!("no request body for {m} {t}; add one to this test"),
             };
-            out.push(Case { method, template: template.clone(), path, body, raw_body, content_type });
+            out.push(Case {
+                method,
+                template: template.clone(),
+                path,
+                body,
+                raw_body,
+                content_type,
+                headers: Vec::new(),
+            });
         }
+    }
+    // `/mcp` is JSON-RPC, outside the OpenAPI description: a read, a read of A's memory, a write.
+    let calls = [
+        json!({"method": "tools/list", "params": {}}),
+        json!({"method": "tools/call", "params": {"name": "get_memory", "arguments": {"id": a_memory}}}),
+        json!({"method": "tools/call", "params": {"name": "search_memories", "arguments": {"query": "alpha secret"}}}),
+        json!({"method": "resources/read", "params": {"uri": format!("nexus://memories/{a_memory}")}}),
+        json!({"method": "tools/call", "params": {"name": "add_memory", "arguments": {"text": "b's", "user_id": "b"}}}),
+    ];
+    for (n, call) in calls.into_iter().enumerate() {
+        let mut body = call;
+        body["jsonrpc"] = json!("2.0");
+        body["id"] = json!(n + 1);
+        out.push(Case {
+            method: Method::POST,
+            template: "/mcp".into(),
+            path: "/mcp".into(),
+            body: Some(body),
+            raw_body: None,
+            content_type: None,
+            headers: MCP_HEADERS.to_vec(),
+        });
     }
     out
 }
+
+const MCP_HEADERS: [(&str, &str); 2] =
+    [("Accept", "application/json, text/event-stream"), ("MCP-Protocol-Version", "2025-06-18")];
 
 impl Api<'_> {
     fn case(&self, case: &Case, key: Option<&str>) -> (u16, String) {
@@ -224,17 +264,25 @@ impl Api<'_> {
         if let Some(content_type) = case.content_type {
             request = request.header("Content-Type", content_type);
         }
+        for (name, value) in &case.headers {
+            request = request.header(*name, *value);
+        }
         let response = request.send().unwrap();
         (response.status().as_u16(), response.text().unwrap())
     }
 }
 
-/// The stable code of an error body: `error.code`, or `code` beside Mem0's `detail`.
+/// The stable code of an error body: `error.code`, `code` beside Mem0's `detail`, or a JSON-RPC
+/// error's `error.data.code` (on `/mcp`).
 fn error_code(body: &str) -> String {
     serde_json::from_str::<Value>(body)
         .ok()
         .and_then(|v| {
-            v["error"]["code"].as_str().or_else(|| v["detail"].as_str().and(v["code"].as_str())).map(str::to_string)
+            v["error"]["code"]
+                .as_str()
+                .or_else(|| v["detail"].as_str().and(v["code"].as_str()))
+                .or_else(|| v["error"]["data"]["code"].as_str())
+                .map(str::to_string)
         })
         .unwrap_or_default()
 }
@@ -362,8 +410,30 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
         "POST /v3/memories/search/",
         "DELETE /v1/batch/",
         "DELETE /v2/entities/{entity_type}/{entity_id}/",
+        "POST /mcp",
     ] {
         assert!(seen.contains_key(route), "{route} missing from /openapi.json: {seen:?}");
+    }
+
+    // Through MCP too, a key's scopes and project apply to every tool.
+    let mcp = |key: &str, name: &str, arguments: Value| -> Value {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": name, "arguments": arguments}});
+        let mut request = api.c.post(server.url("/mcp")).bearer_auth(key).json(&body);
+        for (name, value) in MCP_HEADERS {
+            request = request.header(name, value);
+        }
+        let answer: Value = request.send().unwrap().json().unwrap();
+        answer["result"]["structuredContent"].clone()
+    };
+    let refused = mcp(&a_read, "add_memory", json!({"text": "a reader's", "user_id": "alpha"}));
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    let memory = json!({"id": &a_memory});
+    assert_eq!(mcp(&a_read, "get_memory", memory.clone())["memory"], format!("alpha secret {MARK}"));
+    assert_eq!(mcp(&b_all, "get_memory", memory.clone())["error"]["code"], "not_found");
+    assert_eq!(mcp(&b_all, "delete_memory", memory)["error"]["code"], "not_found");
+    for (tool, query) in [("search_memories", "alpha secret"), ("search_knowledge", "alpha document")] {
+        let found = mcp(&b_all, tool, json!({"query": query}));
+        assert!(found["results"].is_array() && !found.to_string().contains(MARK), "{tool} with B's key: {found}");
     }
 
     // Tenant A's data survived tenant B's deletes and writes, and its read key still works.

@@ -7,7 +7,7 @@
 //!   objects stay in the data directory;
 //! - `cluster`: every store on its cluster twin, as `packaging/cluster/nexus.toml` sets them up:
 //!   records on that Postgres, vectors on Qdrant (`--qdrant-url` or `NEXUS_BENCH_QDRANT_URL`, the
-//!   REST port), text on Elasticsearch 8/9 or OpenSearch 2/3 (`--opensearch-url` or
+//!   REST port; its API key, if it wants one, in `NEXUS_BENCH_QDRANT_API_KEY`), text on Elasticsearch 8/9 or OpenSearch 2/3 (`--opensearch-url` or
 //!   `NEXUS_BENCH_OPENSEARCH_URL`), graph on a Bolt server (`--bolt-url` or
 //!   `NEXUS_BENCH_BOLT_URL`: Neo4j 5, or FalkorDB's Bolt endpoint) and objects on S3
 //!   (`--s3-endpoint` or `NEXUS_BENCH_S3_ENDPOINT`, with `NEXUS_BENCH_S3_ACCESS_KEY` and
@@ -53,6 +53,7 @@ pub const POSTGRES_URL_ENV: &str = "NEXUS_BENCH_POSTGRES_URL";
 pub const OPENSEARCH_URL_ENV: &str = "NEXUS_BENCH_OPENSEARCH_URL";
 pub const QDRANT_URL_ENV: &str = "NEXUS_BENCH_QDRANT_URL";
 pub const BOLT_URL_ENV: &str = "NEXUS_BENCH_BOLT_URL";
+pub const QDRANT_API_KEY_ENV: &str = "NEXUS_BENCH_QDRANT_API_KEY";
 pub const S3_ENDPOINT_ENV: &str = "NEXUS_BENCH_S3_ENDPOINT";
 pub const S3_ACCESS_KEY_ENV: &str = "NEXUS_BENCH_S3_ACCESS_KEY";
 pub const S3_SECRET_KEY_ENV: &str = "NEXUS_BENCH_S3_SECRET_KEY";
@@ -271,6 +272,8 @@ pub struct ClusterServers {
     /// Qdrant's REST URL, and its version.
     pub qdrant_url: String,
     pub qdrant_version: String,
+    /// Whether Qdrant wants the API key in `NEXUS_BENCH_QDRANT_API_KEY`.
+    pub qdrant_api_key: bool,
     pub bolt: BoltServer,
     /// None: objects stay in the data directory.
     pub s3: Option<S3Server>,
@@ -319,7 +322,17 @@ impl ClusterServers {
                 secret_key: key(S3_SECRET_KEY_ENV),
             }
         });
-        let http = reqwest::blocking::Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap();
+        let qdrant_api_key = flag_or_env(None, QDRANT_API_KEY_ENV);
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &qdrant_api_key {
+            // Sent to every server of the run; only Qdrant reads it.
+            headers.insert(
+                "api-key",
+                reqwest::header::HeaderValue::from_str(key).expect("an API key of visible characters"),
+            );
+        }
+        let http =
+            reqwest::blocking::Client::builder().timeout(REQUEST_TIMEOUT).default_headers(headers).build().unwrap();
         let get = |url: &str| -> Value {
             let answer = http.get(url).send().and_then(|r| r.error_for_status()).and_then(|r| r.json());
             answer.unwrap_or_else(|e| panic!("the cluster profile's server at {url} does not answer: {e}"))
@@ -341,7 +354,8 @@ impl ClusterServers {
                 panic!("the S3 endpoint {} does not list buckets with these credentials: {status} {body}", s3.endpoint);
             }
         }
-        ClusterServers { text_url, text_product, qdrant_url, qdrant_version, bolt, s3, http }
+        let qdrant_api_key = qdrant_api_key.is_some();
+        ClusterServers { text_url, text_product, qdrant_url, qdrant_version, qdrant_api_key, bolt, s3, http }
     }
 
     /// `method url` answered 2xx (`missing_ok`: or 404).
@@ -544,6 +558,10 @@ impl ClusterRun {
             string(&self.prefix),
             string(&s.bolt.url),
         );
+        if s.qdrant_api_key {
+            let vectors_end = text.find("\n\n[store.text]").expect("the vectors section");
+            text.insert_str(vectors_end, &format!("\napi_key_env = {}", string(QDRANT_API_KEY_ENV)));
+        }
         if let (Some(s3), Some(bucket), Some((access, secret))) = (&s.s3, &self.bucket, &self.key_files) {
             text.push_str(&format!(
                 "\n[store.objects]\nbackend = \"s3\"\nendpoint = {}\nbucket = {}\nregion = {}\npath_style = true\n\

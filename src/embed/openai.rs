@@ -51,6 +51,7 @@ impl OpenAiEmbedder {
     pub fn new(config: &OpenAiEmbedConfig) -> Result<OpenAiEmbedder> {
         let api_key = read_api_key(config)?;
         let client = reqwest::Client::builder()
+            .use_preconfigured_tls(crate::tls::client_config("embed.openai", None)?)
             .timeout(Duration::from_secs(config.timeout_secs))
             .build()
             .map_err(|e| Error::internal("build the HTTP client", e))?;

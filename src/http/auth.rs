@@ -59,6 +59,8 @@ const RULES: &[(&str, Need, Need)] = &[
     ("/api/v1/embed", READ, READ),
     ("/api/v1/memories/search", READ, READ),
     ("/api/v1/memories/list", READ, READ),
+    // MCP: JSON-RPC over POST; each tool asks for `write` itself when it changes data.
+    ("/mcp", READ, READ),
     // Mem0 compatibility: the clients' constructor pings with whatever key it has.
     ("/v1/ping/", Authenticated, Authenticated),
     ("/v1/memories/search/", READ, READ),
@@ -349,6 +351,8 @@ mod tests {
         assert_eq!(need_for(&Method::GET, "/", false), Public, "the UI shell loads without a key");
         assert_eq!(need_for(&Method::GET, "/no-such-file", false), READ);
         assert_eq!(need_for(&Method::POST, "/v1/anything", false), WRITE, "unknown routes default to needing keys");
+        assert_eq!(need_for(&Method::POST, "/mcp", false), READ, "MCP tools check `write` themselves");
+        assert_eq!(need_for(&Method::GET, "/mcp", false), READ);
     }
 
     #[test]

@@ -64,9 +64,20 @@ pub async fn cancel(
     Ok(axum::Json(app.jobs.cancel(&tenant, &id).await?.ok_or_else(|| Error::not_found("job", &id))?))
 }
 
+/// One server-sent event: `event: job`, and the job as JSON in `data`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JobStreamEvent {
+    /// Always `job`.
+    pub event: String,
+    /// The job (as `GET /api/v1/jobs/{id}` shows it), encoded as JSON.
+    pub data: String,
+}
+
 /// Follows a job as server-sent `job` events until it finishes.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path)),
-    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, content_type = "text/event-stream", body = JobStreamEvent,
+        description = "a stream of events, each as described"),
+        (status = 404, body = super::error::ErrorBody)))]
 pub async fn events(
     State(app): State<Arc<App>>,
     Tenant(tenant): Tenant,

@@ -2,16 +2,19 @@
 //!
 //! One file per resource; every route is declared through `utoipa_axum::routes!`, so it is in
 //! `/openapi.json` by construction. Every request passes [`auth::authenticate`], which decides
-//! from one table what each route needs.
+//! from one table what each route needs. `/mcp` (the MCP server over Streamable HTTP) is the one
+//! route outside the OpenAPI description: it speaks JSON-RPC, described by MCP itself.
 
 pub mod audit;
 pub mod auth;
+pub mod backups;
 pub mod documents;
 pub mod embed;
 pub mod error;
 pub mod graph;
 pub mod jobs;
 pub mod keys;
+pub mod mcp;
 pub mod mem0;
 pub mod memories;
 pub mod objects;
@@ -72,6 +75,10 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::status))
         .routes(routes!(ops::check))
+        .routes(routes!(ops::reload_read_only))
+        .routes(routes!(backups::take, backups::list))
+        .routes(routes!(backups::download))
+        .routes(routes!(backups::verify))
         .routes(routes!(records::put_record, records::list_records))
         .routes(routes!(records::batch))
         .routes(routes!(records::search_records))
@@ -195,6 +202,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
     }));
     api.route("/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+        .route_service("/mcp", mcp::service(app.clone()))
         .fallback(ui::serve)
         .method_not_allowed_fallback(|| async {
             Error::new(ErrorCode::MethodNotAllowed, "this method is not allowed on this route; see /openapi.json")
@@ -210,6 +218,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .layer(middleware::from_fn_with_state(app.clone(), auth::authenticate))
         .layer(middleware::from_fn(mem0::mem0_error_bodies))
+        .layer(middleware::from_fn(mcp::json_rpc_errors))
         .layer(middleware::from_fn(record_metrics))
         .layer(cors)
         .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))

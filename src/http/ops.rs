@@ -63,6 +63,24 @@ pub async fn check(State(app): State<Arc<App>>) -> Result<axum::Json<CheckReport
     Ok(axum::Json(app.check().await?))
 }
 
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct WriteState {
+    /// Whether writes are refused (with `read_only`).
+    read_only: bool,
+    /// Why, when they are.
+    reason: Option<String>,
+}
+
+/// Reads the data directory's migration marker again: with `migrated.json` (written by
+/// `nexus migrate --cutover`) the server refuses writes from now on; without it, takes them.
+/// Returns once writes under way have finished.
+#[utoipa::path(post, path = "/api/v1/admin/read-only", tag = "ops", responses((status = 200, body = WriteState)))]
+pub async fn reload_read_only(State(app): State<Arc<App>>) -> Result<axum::Json<WriteState>> {
+    let reason = app.read_only_reason()?;
+    app.writes.set_read_only(reason.clone()).await;
+    Ok(axum::Json(WriteState { read_only: reason.is_some(), reason }))
+}
+
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<Arc<App>>) -> Result<Response> {

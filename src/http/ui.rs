@@ -1,4 +1,5 @@
-//! The web UI, compiled into the binary from `web/dist` (built from `web/src`, committed).
+//! The web UI, compiled into the binary from `web/src` as it is (plain ES modules: there is no
+//! build step, so there is one copy of every file).
 
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -7,7 +8,7 @@ use rust_embed::RustEmbed;
 use crate::error::{Error, ErrorCode};
 
 #[derive(RustEmbed)]
-#[folder = "web/dist/"]
+#[folder = "web/src/"]
 struct Assets;
 
 /// Serves `/` and the UI's files; other paths are an API-style 404.

@@ -145,6 +145,7 @@ impl Transport {
             headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
         }
         let client = reqwest::Client::builder()
+            .use_preconfigured_tls(crate::tls::client_config(section, None)?)
             .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
             .user_agent(concat!("nexus/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -17,7 +17,6 @@ pub mod postgres;
 pub mod records;
 pub mod testsuite;
 pub mod text;
-pub mod tls;
 pub mod vectors;
 
 use std::fmt;
@@ -99,6 +98,30 @@ where
     tokio::task::spawn_blocking(f).await?
 }
 
+/// Runs long background work (a backup's copy and compression) on a thread of its own at the
+/// lowest CPU and I/O priority, so that requests and writes keep the cores and the disk.
+pub(crate) async fn low_priority<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("nexus-background".into())
+        .spawn(move || {
+            // SAFETY: plain syscalls on the calling thread (tid 0 = this thread); failures only
+            // leave the thread at normal priority.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+                // ioprio_set(IOPRIO_WHO_PROCESS, this thread, best-effort class, lowest level 7)
+                libc::syscall(libc::SYS_ioprio_set, 1, 0, (2 << 13) | 7);
+            }
+            let _ = tx.send(f());
+        })
+        .map_err(|e| crate::error::Error::internal("start a background thread", e))?;
+    rx.await.map_err(|_| crate::error::Error::internal("background work", "its thread ended without an answer"))?
+}
+
 /// Bytes used by a directory tree.
 pub(crate) fn dir_size(path: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else { return 0 };
@@ -110,6 +133,19 @@ pub(crate) fn dir_size(path: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+/// Puts the file `from` at `to` for a backup: a hard link when both are on one filesystem (the
+/// caller only links files that are replaced by renames, never changed in place), else a copy.
+pub(crate) fn link_or_copy(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::hard_link(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(e),
+        Err(_) => std::fs::copy(from, to).map(drop),
+    }
 }
 
 /// All five stores, opened from configuration, and the auth store beside the record.
@@ -125,6 +161,15 @@ pub struct Stores {
     pub jobs: Arc<dyn jobs::JobStore>,
     /// The record store's Postgres, in cluster mode (pool metrics, operations).
     pub postgres: Option<postgres::Pg>,
+}
+
+/// The stores that hold data of their own (the derived ones are rebuilt from these).
+#[derive(Clone)]
+pub struct Primary {
+    pub records: Arc<dyn records::RecordStore>,
+    pub auth: Arc<dyn auth::AuthStore>,
+    pub jobs: Arc<dyn jobs::JobStore>,
+    pub objects: Arc<dyn objects::ObjectStore>,
 }
 
 /// The record store and the stores in its database.
@@ -148,12 +193,12 @@ impl RecordDatabase {
         }
     }
 
-    async fn open(config: &Config, dir: &DataDir) -> Result<RecordDatabase> {
+    async fn open(config: &Config, root: &std::path::Path) -> Result<RecordDatabase> {
         let s = &config.store;
         Ok(match s.records.backend {
             RecordsBackend::Sqlite => {
                 let records =
-                    Arc::new(records::sqlite::SqliteRecordStore::open(&dir.path("records"), &s.records).await?);
+                    Arc::new(records::sqlite::SqliteRecordStore::open(&root.join("records"), &s.records).await?);
                 let auth = Arc::new(auth::sqlite::SqliteAuthStore::new(&records));
                 RecordDatabase { jobs: records.clone(), records, auth, postgres: None }
             }
@@ -174,7 +219,7 @@ impl RecordDatabase {
 impl Stores {
     pub async fn open(config: &Config, dir: &DataDir) -> Result<Stores> {
         let s = &config.store;
-        let db = RecordDatabase::open(config, dir).await?;
+        let db = RecordDatabase::open(config, dir.root()).await?;
         let text: Arc<dyn text::TextStore> = match s.text.backend {
             TextBackend::Tantivy => Arc::new(text::tantivy::TantivyTextStore::open(&dir.path("text"), &s.text).await?),
             TextBackend::Elasticsearch => Arc::new(text::elasticsearch::ElasticsearchTextStore::open(&s.text).await?),
@@ -208,7 +253,7 @@ impl Stores {
     /// Drops the shared pgvector points and their typed columns (a rebuild with other dimensions
     /// follows), refused while a running node projects them.
     pub async fn discard_shared_vectors(config: &Config, dir: &DataDir) -> Result<()> {
-        let db = RecordDatabase::open(config, dir).await?;
+        let db = RecordDatabase::open(config, dir.root()).await?;
         let owner = format!("reindex-{}", std::process::id());
         let lease = crate::writelog::indexer::lease_name("vectors");
         if db.records.acquire_lease(&lease, &owner, std::time::Duration::from_secs(30)).await?.is_none() {
@@ -223,6 +268,15 @@ impl Stores {
 
     /// Only the auth store (and the record database it lives in), for offline key management.
     pub async fn open_auth(config: &Config, dir: &DataDir) -> Result<Arc<dyn auth::AuthStore>> {
-        Ok(RecordDatabase::open(config, dir).await?.auth)
+        Ok(RecordDatabase::open(config, dir.root()).await?.auth)
+    }
+
+    /// The stores a migration copies (records, auth, jobs, objects) of the data directory at
+    /// `root`, without its lock: the embedded record store's SQLite database is shared safely
+    /// with a server running there.
+    pub async fn open_primary(config: &Config, root: &std::path::Path) -> Result<Primary> {
+        let db = RecordDatabase::open(config, root).await?;
+        let objects = objects::open(&config.store.objects, &root.join("objects")).await?;
+        Ok(Primary { records: db.records, auth: db.auth, jobs: db.jobs, objects })
     }
 }

@@ -73,7 +73,7 @@ impl Pg {
         pg_config.options(format!("-c statement_timeout={}", settings.statement_timeout.as_millis()));
         pg_config.keepalives_idle(Duration::from_secs(30));
         let target: Arc<str> = describe(&pg_config).into();
-        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::store::tls::client_config(
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(crate::tls::client_config(
             "store.records",
             settings.ca_file.as_deref(),
         )?);

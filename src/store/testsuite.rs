@@ -955,3 +955,62 @@ where
     assert_eq!(store.list_projects(&Within::All).await.unwrap().len(), 3);
     assert_eq!(store.list_audit(&filter(Within::All)).await.unwrap().len(), 1);
 }
+
+/// Migration between two record stores (`source` written here, `target` empty): records land
+/// as they are (keys, versions, times, vectors), a page imported twice lands the same way, a
+/// re-created id replaces its old key, removals log changes, later writes get greater keys, and
+/// the migration state round-trips.
+pub async fn record_import_suite(source: Arc<dyn RecordStore>, target: Arc<dyn RecordStore>) {
+    let (a, b) = (tenant("import-a"), tenant("import-b"));
+    let mut with_vector = record("m1", "memory", "likes rowing");
+    with_vector.vector = Some(axis_vector(4, 1, 2, 0.1));
+    with_vector.graph = Some(GraphItem::Node { label: "person".into(), name: "Ada".into() });
+    with_vector.embed = true;
+    source.write(&a, vec![Write::Upsert(with_vector), Write::Upsert(record("m2", "memory", "two"))]).await.unwrap();
+    source.write(&b, vec![Write::Upsert(record("d1", "document", "a document"))]).await.unwrap();
+    source.write(&a, vec![Write::Upsert(record("m1", "memory", "likes sculling"))]).await.unwrap();
+    let page = source.scan(0, 100).await.unwrap();
+    assert_eq!(page.len(), 3);
+
+    assert_eq!(target.migration_state().await.unwrap(), None, "no migration yet");
+    let before = target.head_seq().await.unwrap();
+    let seq = target.import(page.clone()).await.unwrap();
+    assert!(seq > before, "an import logs changes");
+    let again = target.import(page.clone()).await.unwrap();
+    assert!(again > seq, "importing again logs again");
+    let copied = target.scan(0, 100).await.unwrap();
+    assert_eq!(copied, page, "records land as they are, once, whatever how often a page is imported");
+    assert_eq!(target.get(&a, "m1").await.unwrap().unwrap().version, 2);
+    assert!(target.keys_matching(&a, &RecordFilter::kinds(&["memory"]), 10).await.unwrap().len() == 2);
+    let changes = target.changes_since(before, 100).await.unwrap();
+    assert!(changes.iter().all(|c| c.op == ChangeOp::Upsert && c.record.is_some()));
+
+    // The source re-creates an id under a new key: importing it replaces the old key.
+    source.write(&b, vec![Write::Delete { id: "d1".into() }]).await.unwrap();
+    let receipt = source.write(&b, vec![Write::Upsert(record("d1", "document", "again"))]).await.unwrap();
+    let recreated = source.get(&b, "d1").await.unwrap().unwrap();
+    assert_eq!(recreated.key, receipt.written[0].key);
+    let old_key = page.iter().find(|r| r.id == "d1").unwrap().key;
+    target.import(vec![recreated.clone()]).await.unwrap();
+    assert_eq!(target.get(&b, "d1").await.unwrap().unwrap(), recreated);
+    assert!(target.get_by_keys(&b, &[old_key]).await.unwrap().is_empty(), "the old key is gone");
+
+    // Removals by key, logged; an absent key is no error.
+    let head = target.head_seq().await.unwrap();
+    let m2 = target.get(&a, "m2").await.unwrap().unwrap();
+    target.import_removals(vec![m2.key, 999_999]).await.unwrap();
+    assert!(target.get(&a, "m2").await.unwrap().is_none());
+    let logged = target.changes_since(head, 10).await.unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!((logged[0].op, logged[0].key), (ChangeOp::Delete, m2.key));
+
+    // Later writes on the target get keys above every imported one.
+    let w = target.write(&a, vec![Write::Upsert(record("new", "note", "after"))]).await.unwrap();
+    assert!(w.written[0].key > recreated.key, "{} > {}", w.written[0].key, recreated.key);
+
+    let state = serde_json::json!({"source": "suite", "copied_through": 3});
+    target.save_migration_state(&state).await.unwrap();
+    assert_eq!(target.migration_state().await.unwrap(), Some(state));
+    target.save_migration_state(&serde_json::json!({"source": "suite", "copied_through": 4})).await.unwrap();
+    assert_eq!(target.migration_state().await.unwrap().unwrap()["copied_through"], 4);
+}

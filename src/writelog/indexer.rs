@@ -76,6 +76,9 @@ pub struct Indexer {
     failures: AtomicU64,
     /// For a shared store: whether this node holds its projector's lease.
     leading: AtomicBool,
+    /// Each turn of the run loop holds it for reading; [`Indexer::hold`] takes it for writing, so
+    /// that the store's files stay still while a backup copies them.
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl Indexer {
@@ -110,6 +113,12 @@ impl Indexer {
         !self.projection.shared() || self.leading.load(Ordering::Acquire)
     }
 
+    /// Stops the indexer between two batches: until the guard drops, the store's files do not
+    /// change (writes go on and are indexed after). A backup copies the store meanwhile.
+    pub async fn hold(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.write().await
+    }
+
     /// Tells the indexer new entries may be in the log.
     pub fn wake(&self) {
         self.wake.notify_one();
@@ -141,6 +150,7 @@ impl Indexer {
             last_error: Mutex::new(None),
             failures: AtomicU64::new(0),
             leading: AtomicBool::new(false),
+            gate: tokio::sync::RwLock::new(()),
         });
         if committed < start_head {
             tracing::info!(
@@ -169,6 +179,7 @@ impl Indexer {
             if *shutdown.borrow() {
                 break;
             }
+            let held = self.gate.read().await;
             let turn = match self.lead_or_follow(&*records, &settings, &mut lease).await {
                 Ok(true) => self.step(&*records, settings.batch_size).await,
                 Ok(false) => self.follow().await.map(|_| 0),
@@ -189,6 +200,7 @@ impl Indexer {
                     self.failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(store = self.name(), error = %e, "indexing failed; retrying");
                     *self.last_error.lock() = Some(e.to_string());
+                    drop(held);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.changed() => {}
@@ -206,6 +218,7 @@ impl Indexer {
                 persist_every = settings.persist_interval.max(started.elapsed() * PERSIST_SPACING);
                 last_persist = Instant::now();
             }
+            drop(held);
             let mut nap = persist_every.saturating_sub(last_persist.elapsed()).max(Duration::from_millis(10));
             if records.shared() {
                 nap = nap.min(settings.poll_interval);

@@ -51,6 +51,8 @@ pub struct WriteLog {
     tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     shutdown: watch::Sender<bool>,
     wait_timeout: Duration,
+    /// Why writes are refused, while they are (the data moved to a cluster).
+    read_only: tokio::sync::RwLock<Option<String>>,
 }
 
 /// The derived stores' projections, in a fixed order.
@@ -109,6 +111,7 @@ impl WriteLog {
             tasks: parking_lot::Mutex::new(tasks),
             shutdown,
             wait_timeout: Duration::from_millis(config.wait_timeout_ms),
+            read_only: tokio::sync::RwLock::new(None),
         })
     }
 
@@ -124,6 +127,11 @@ impl WriteLog {
     /// Validates and applies `writes` atomically; with `wait`, also waits until every derived
     /// store shows them (read-your-writes).
     pub async fn write(&self, tenant: &TenantId, writes: Vec<Write>, wait: bool) -> Result<WriteOutcome> {
+        // Held across the write: once `set_read_only` returns, no write is still on its way in.
+        let read_only = self.read_only.read().await;
+        if let Some(reason) = read_only.as_ref() {
+            return Err(Error::new(crate::error::ErrorCode::ReadOnly, reason.clone()));
+        }
         if writes.is_empty() {
             return Err(Error::invalid("a write batch needs at least one write"));
         }
@@ -132,12 +140,23 @@ impl WriteLog {
         }
         let writes = self.compute_vectors(writes).await?;
         let receipt = self.records.write(tenant, writes).await?;
+        drop(read_only);
         metrics::counter!("nexus_writes_total").increment(receipt.written.len() as u64);
         for indexer in &self.indexers {
             indexer.wake();
         }
         let indexed = if wait { Some(self.wait_indexed(receipt.seq).await) } else { None };
         Ok(WriteOutcome { receipt, indexed })
+    }
+
+    /// Refuses every later write with `read_only` and `reason` (`None`: takes writes again).
+    /// Returns once the writes already under way have finished.
+    pub async fn set_read_only(&self, reason: Option<String>) {
+        *self.read_only.write().await = reason;
+    }
+
+    pub async fn read_only(&self) -> Option<String> {
+        self.read_only.read().await.clone()
     }
 
     /// Waits until every derived store is visible up to `seq`; returns whether that happened in time.

@@ -46,6 +46,8 @@ pub trait Projection: Send + Sync + 'static {
     async fn apply(&self, changes: &[Change]) -> Result<()>;
     async fn commit(&self, seq: Seq) -> Result<()>;
     async fn committed_seq(&self) -> Result<Seq>;
+    /// See `TextStore::snapshot`: the store's durable state copied into `into` for a backup.
+    async fn snapshot(&self, into: &std::path::Path) -> Result<Option<Seq>>;
     async fn keys(&self) -> Result<Vec<RecordKey>>;
     async fn clear(&self) -> Result<()>;
     async fn stats(&self) -> Result<StoreStats>;
@@ -124,6 +126,9 @@ impl Projection for TextProjection {
     async fn committed_seq(&self) -> Result<Seq> {
         self.0.committed_seq().await
     }
+    async fn snapshot(&self, into: &std::path::Path) -> Result<Option<Seq>> {
+        self.0.snapshot(into).await
+    }
     async fn keys(&self) -> Result<Vec<RecordKey>> {
         self.0.keys().await
     }
@@ -190,6 +195,9 @@ impl Projection for VectorProjection {
     }
     async fn committed_seq(&self) -> Result<Seq> {
         self.0.committed_seq().await
+    }
+    async fn snapshot(&self, into: &std::path::Path) -> Result<Option<Seq>> {
+        self.0.snapshot(into).await
     }
     async fn keys(&self) -> Result<Vec<RecordKey>> {
         self.0.keys().await
@@ -272,6 +280,9 @@ impl Projection for GraphProjection {
     }
     async fn committed_seq(&self) -> Result<Seq> {
         self.0.committed_seq().await
+    }
+    async fn snapshot(&self, into: &std::path::Path) -> Result<Option<Seq>> {
+        self.0.snapshot(into).await
     }
     async fn keys(&self) -> Result<Vec<RecordKey>> {
         self.0.keys().await

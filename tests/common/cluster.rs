@@ -517,10 +517,74 @@ pub fn start_node(root: &Path, name: &str, config: &Path, master_key: Option<&st
 /// graph), started with `.ci/cluster-servers.sh`, which the test may pause and resume (SIGSTOP /
 /// SIGCONT: the server keeps its data and connections but answers nothing meanwhile). Stopped and
 /// removed on drop, or by the script's watchdog once this process is gone.
+///
+/// FalkorDB (redis-server) does not survive SIGSTOP reliably: it crashed in about one run of
+/// three once resumed. Its Bolt port is therefore reached through a [`FreezeProxy`], which
+/// freezes the same way from the client's side (connections accepted, nothing answered).
 pub struct PrivateStack {
     dir: PathBuf,
     /// The `NEXUS_TEST_*` variables the script printed.
     pub env: std::collections::HashMap<String, String>,
+    bolt_proxy: FreezeProxy,
+}
+
+/// A TCP relay that can stop relaying: while frozen it accepts connections and holds them but
+/// moves no byte either way, like a server that stopped running.
+pub struct FreezeProxy {
+    pub addr: std::net::SocketAddr,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FreezeProxy {
+    pub fn start(upstream: std::net::SocketAddr) -> FreezeProxy {
+        use std::sync::atomic::AtomicBool;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(upstream) else { continue };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (from, to, flag) = (from.try_clone().unwrap(), to.try_clone().unwrap(), flag.clone());
+                    std::thread::spawn(move || relay(from, to, flag));
+                }
+            }
+        });
+        FreezeProxy { addr, frozen }
+    }
+
+    pub fn freeze(&self, on: bool) {
+        self.frozen.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn relay(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    from.set_read_timeout(Some(std::time::Duration::from_millis(20))).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if frozen.load(Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
 impl PrivateStack {
@@ -536,13 +600,17 @@ impl PrivateStack {
             .output()
             .expect("run .ci/cluster-servers.sh");
         assert!(out.status.success(), "cluster-servers.sh start failed (run `bash .ci/cluster-servers.sh install`)");
-        let env = String::from_utf8_lossy(&out.stdout)
+        let mut env: std::collections::HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|line| line.strip_prefix("export "))
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
             .collect();
-        PrivateStack { dir, env }
+        let bolt = env.get("NEXUS_TEST_BOLT_URL").expect("cluster-servers.sh printed no NEXUS_TEST_BOLT_URL");
+        let upstream = bolt.trim_start_matches("bolt://").parse().expect("a Bolt address");
+        let bolt_proxy = FreezeProxy::start(upstream);
+        env.insert("NEXUS_TEST_BOLT_URL".into(), format!("bolt://{}", bolt_proxy.addr));
+        PrivateStack { dir, env, bolt_proxy }
     }
 
     pub fn var(&self, name: &str) -> &str {
@@ -565,11 +633,34 @@ impl PrivateStack {
 
     /// Freezes a server (`osmem`, `qdrant` or `falkordb`): it answers nothing until resumed.
     pub fn pause(&self, server: &str) {
+        if server == "falkordb" {
+            return self.bolt_proxy.freeze(true);
+        }
         self.signal(server, "STOP");
     }
 
+    /// Resumes a paused server; panics with the end of its log if it did not survive the pause.
     pub fn resume(&self, server: &str) {
+        if server == "falkordb" {
+            return self.bolt_proxy.freeze(false);
+        }
         self.signal(server, "CONT");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if let Some(log) = self.exited(server) {
+            panic!("{server} exited while it was paused; the end of its log:\n{log}");
+        }
+    }
+
+    /// The end of a server's log if its process has exited; None while it runs.
+    pub fn exited(&self, server: &str) -> Option<String> {
+        let pid = std::fs::read_to_string(self.dir.join(format!("{server}.pid"))).unwrap_or_default();
+        let alive = Command::new("kill").arg("-0").arg(pid.trim()).status().is_ok_and(|s| s.success());
+        if alive {
+            return None;
+        }
+        let log = std::fs::read_to_string(self.dir.join(format!("{server}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        Some(lines[lines.len().saturating_sub(40)..].join("\n"))
     }
 
     /// `[store.*]` for the full stack (records on `database_url`; names unique to `hint`), with
@@ -611,4 +702,83 @@ impl Drop for PrivateStack {
         let _ = Command::new("bash").arg(SCRIPT).arg("stop").arg(&self.dir).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Which derived stores the nodes use.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Derived {
+    /// Each node keeps its own (tantivy, usearch, sled).
+    Local,
+    /// Vectors shared on pgvector; text and graph per node.
+    Pgvector,
+    /// The full cluster stack: text on OpenSearch, vectors on Qdrant, graph over Bolt, objects on
+    /// S3, all shared.
+    Full,
+}
+
+/// A cluster configuration (records on `pg_url`), and what keeps its servers for the test.
+pub struct ClusterConfig {
+    pub path: PathBuf,
+    _graph: Option<super::bolt::TestGraph>,
+}
+
+impl std::ops::Deref for ClusterConfig {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for ClusterConfig {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
+}
+
+pub fn secret_file(dir: &Path, name: &str, value: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{value}\n")).unwrap();
+    path
+}
+
+pub fn cluster_config(dir: &Path, pg_url: &str, derived: Derived) -> ClusterConfig {
+    let common = format!(
+        "[store.records]\nbackend = \"postgres\"\nurl = \"{pg_url}\"\npool_size = 8\n\
+         [cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n\
+         [indexer]\npersist_interval_ms = 100\n"
+    );
+    let (name, stores, graph) = match derived {
+        Derived::Local => ("local", "[store.vectors]\nbackend = \"usearch\"\n".to_string(), None),
+        Derived::Pgvector => ("pgvector", "[store.vectors]\nbackend = \"pgvector\"\n".to_string(), None),
+        Derived::Full => {
+            let graph = tokio::runtime::Runtime::new().unwrap().block_on(super::bolt::graph());
+            let qdrant = super::qdrant::server();
+            let s3 = s3();
+            let login = match (&graph.server.username, &graph.server.password) {
+                (Some(user), Some(password)) => format!("username = \"{user}\"\npassword = \"{password}\"\n"),
+                _ => String::new(),
+            };
+            let stores = format!(
+                "[store.text]\nbackend = \"elasticsearch\"\nurl = \"{}\"\nindex_prefix = \"{}\"\n\
+                 [store.vectors]\nbackend = \"qdrant\"\nurl = \"{}\"\napi_key = \"{}\"\ncollection_prefix = \"{}\"\n\
+                 [store.graph]\nbackend = \"neo4j\"\nurl = \"{}\"\n{login}\
+                 [store.objects]\nbackend = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\nallow_http = true\n\
+                 access_key_id_file = \"{}\"\nsecret_access_key_file = \"{}\"\n",
+                super::opensearch::url(),
+                super::opensearch::fresh_prefix("cluster"),
+                qdrant.url,
+                qdrant.api_key,
+                super::qdrant::fresh_prefix("cluster"),
+                graph.server.url,
+                s3.endpoint,
+                s3.create_bucket("cluster"),
+                secret_file(dir, "s3-access-key", &s3.access_key).display(),
+                secret_file(dir, "s3-secret-key", &s3.secret_key).display(),
+            );
+            ("full", stores, Some(graph))
+        }
+    };
+    let path = dir.join(format!("nexus-{name}.toml"));
+    std::fs::write(&path, format!("{common}{stores}")).unwrap();
+    ClusterConfig { path, _graph: graph }
 }

@@ -16,6 +16,7 @@ const ROUTES = [
   { path: 'memories', label: 'Memories', load: () => import('./pages/memories.js') },
   { path: 'status', label: 'Status', load: () => import('./pages/status.js') },
   { path: 'keys', label: 'API keys', load: () => import('./pages/keys.js') },
+  { path: 'backups', label: 'Backups', load: () => import('./pages/backups.js') },
   { path: 'login', label: 'Sign in', load: () => import('./pages/login.js') },
 ];
 const DEFAULT_ROUTE = 'status';

@@ -150,6 +150,14 @@ pub struct AuditFilter {
     pub limit: usize,
 }
 
+/// Everything of an auth store but its audit log, as a migration copies it.
+#[derive(Clone, Debug, Default)]
+pub struct AuthExport {
+    pub orgs: Vec<Org>,
+    pub projects: Vec<Project>,
+    pub keys: Vec<StoredKey>,
+}
+
 #[async_trait]
 pub trait AuthStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
@@ -182,4 +190,18 @@ pub trait AuthStore: Send + Sync + 'static {
 
     /// Deletes audit entries older than `before`; returns how many.
     async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    /// Organisations, projects and keys (with their hashes), for a migration.
+    async fn export(&self) -> Result<AuthExport>;
+
+    /// Writes `data` as it is (ids, times, hashes kept), replacing what is there under the same
+    /// ids: a migration copying another store's organisations, projects and keys.
+    async fn import(&self, data: &AuthExport) -> Result<()>;
+
+    /// Audit entries after `after_seq`, oldest first.
+    async fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEntry>>;
+
+    /// Audit entries with their seq kept; those already there are left alone. Later entries get
+    /// higher seqs.
+    async fn import_audit(&self, entries: &[AuditEntry]) -> Result<()>;
 }

@@ -17,7 +17,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
 use super::{
-    ApiKey, AuditEntry, AuditEvent, AuditFilter, AuthStore, NewApiKey, Org, Project, Scope, StoredKey, Within,
+    ApiKey, AuditEntry, AuditEvent, AuditFilter, AuthExport, AuthStore, NewApiKey, Org, Project, Scope, StoredKey,
+    Within,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::TenantId;
@@ -350,5 +351,132 @@ impl AuthStore for PostgresAuthStore {
             .execute("DELETE FROM audit_log WHERE at < $1", &[&micros(before)])
             .await
             .map_err(|e| self.pg.error("prune audit", e))
+    }
+
+    async fn export(&self) -> Result<AuthExport> {
+        let client = self.pg.client().await?;
+        let err = |e| self.pg.error("export auth", e);
+        let orgs = client
+            .query("SELECT id, name, created_at FROM orgs ORDER BY id", &[])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| Ok(Org { id: column(r, 0)?, name: column(r, 1)?, created_at: from_micros(column(r, 2)?) }))
+            .collect::<Result<Vec<_>>>()?;
+        let projects = client
+            .query("SELECT id, org_id, name, created_at FROM projects ORDER BY id", &[])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(project_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        let keys = client
+            .query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"), &[])
+            .await
+            .map_err(err)?
+            .iter()
+            .map(key_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AuthExport { orgs, projects, keys })
+    }
+
+    async fn import(&self, data: &AuthExport) -> Result<()> {
+        let mut client = self.pg.client().await?;
+        let err = |e| self.pg.error("import auth", e);
+        let tx = client.transaction().await.map_err(err)?;
+        for org in &data.orgs {
+            tx.execute(
+                "INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, created_at = excluded.created_at",
+                &[&org.id, &org.name, &micros(org.created_at)],
+            )
+            .await
+            .map_err(err)?;
+        }
+        for p in &data.projects {
+            tx.execute(
+                "INSERT INTO projects (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET org_id = excluded.org_id, name = excluded.name,
+                    created_at = excluded.created_at",
+                &[&p.id.as_str(), &p.org_id, &p.name, &micros(p.created_at)],
+            )
+            .await
+            .map_err(err)?;
+        }
+        for k in &data.keys {
+            tx.execute(
+                "INSERT INTO api_keys (id, project_id, name, secret_hash, scopes, created_at, expires_at, revoked_at,
+                                       last_used_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (id) DO UPDATE SET project_id = excluded.project_id, name = excluded.name,
+                    secret_hash = excluded.secret_hash, scopes = excluded.scopes, created_at = excluded.created_at,
+                    expires_at = excluded.expires_at, revoked_at = excluded.revoked_at,
+                    last_used_at = excluded.last_used_at",
+                &[
+                    &k.key.id,
+                    &k.key.project.as_str(),
+                    &k.key.name,
+                    &k.secret_hash.as_slice(),
+                    &scopes_to_text(&k.key.scopes),
+                    &micros(k.key.created_at),
+                    &k.key.expires_at.map(micros),
+                    &k.key.revoked_at.map(micros),
+                    &k.key.last_used_at.map(micros),
+                ],
+            )
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    async fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let client = self.pg.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, at, principal, key_id, tenant, method, route, object_id, status, client
+                 FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&i64::try_from(after_seq).unwrap_or(i64::MAX), &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await
+            .map_err(|e| self.pg.error("list audit", e))?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn import_audit(&self, entries: &[AuditEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let seq: Vec<i64> = entries.iter().map(|e| e.seq as i64).collect();
+        let at: Vec<i64> = entries.iter().map(|e| micros(e.event.at)).collect();
+        let principal: Vec<&str> = entries.iter().map(|e| e.event.principal.as_str()).collect();
+        let key_id: Vec<Option<&str>> = entries.iter().map(|e| e.event.key_id.as_deref()).collect();
+        let tenant: Vec<Option<&str>> = entries.iter().map(|e| e.event.tenant.as_ref().map(TenantId::as_str)).collect();
+        let method: Vec<&str> = entries.iter().map(|e| e.event.method.as_str()).collect();
+        let route: Vec<&str> = entries.iter().map(|e| e.event.route.as_str()).collect();
+        let object_id: Vec<Option<&str>> = entries.iter().map(|e| e.event.object_id.as_deref()).collect();
+        let status: Vec<i32> = entries.iter().map(|e| i32::from(e.event.status)).collect();
+        let client_addr: Vec<Option<&str>> = entries.iter().map(|e| e.event.client.as_deref()).collect();
+        let mut client = self.pg.client().await?;
+        let err = |e| self.pg.error("import audit", e);
+        let tx = client.transaction().await.map_err(err)?;
+        tx.execute(
+            "INSERT INTO audit_log (seq, at, principal, key_id, tenant, method, route, object_id, status, client)
+             OVERRIDING SYSTEM VALUE
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::text[], $8::text[], $9::integer[], $10::text[])
+             ON CONFLICT (seq) DO NOTHING",
+            &[&seq, &at, &principal, &key_id, &tenant, &method, &route, &object_id, &status, &client_addr],
+        )
+        .await
+        .map_err(err)?;
+        tx.execute(
+            "SELECT setval(pg_get_serial_sequence('audit_log', 'seq'),
+                           greatest((SELECT max(seq) FROM audit_log), (SELECT last_value FROM audit_log_seq_seq)))",
+            &[],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
     }
 }

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::{
-    ApiKey, AuditEntry, AuditEvent, AuditFilter, AuthStore, NewApiKey, Org, Project, Scope, StoredKey, Within,
+    ApiKey, AuditEntry, AuditEvent, AuditFilter, AuthExport, AuthStore, NewApiKey, Org, Project, Scope, StoredKey,
+    Within,
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::records::sqlite::{Inner, SqliteRecordStore, from_micros, now_micros};
@@ -350,6 +351,126 @@ impl AuthStore for SqliteAuthStore {
         blocking(move || {
             let conn = db.writer.lock();
             Ok(conn.execute("DELETE FROM audit_log WHERE at < ?1", [micros(before)])? as u64)
+        })
+        .await
+    }
+
+    async fn export(&self) -> Result<AuthExport> {
+        let db = self.db.clone();
+        blocking(move || {
+            db.read(|conn| {
+                let orgs = conn
+                    .prepare("SELECT id, name, created_at FROM orgs ORDER BY id")?
+                    .query_map([], |r| Ok(Org { id: r.get(0)?, name: r.get(1)?, created_at: from_micros(r.get(2)?) }))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let projects = conn
+                    .prepare("SELECT id, org_id, name, created_at FROM projects ORDER BY id")?
+                    .query_map([], project_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let keys = conn
+                    .prepare(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))?
+                    .query_map([], key_from_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(AuthExport { orgs, projects, keys })
+            })
+        })
+        .await
+    }
+
+    async fn import(&self, data: &AuthExport) -> Result<()> {
+        let db = self.db.clone();
+        let data = data.clone();
+        blocking(move || {
+            let mut conn = db.writer.lock();
+            let tx = conn.transaction()?;
+            for org in &data.orgs {
+                tx.execute(
+                    "INSERT INTO orgs (id, name, created_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, created_at = excluded.created_at",
+                    params![org.id, org.name, micros(org.created_at)],
+                )?;
+            }
+            for p in &data.projects {
+                tx.execute(
+                    "INSERT INTO projects (id, org_id, name, created_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (id) DO UPDATE SET org_id = excluded.org_id, name = excluded.name,
+                        created_at = excluded.created_at",
+                    params![p.id.as_str(), p.org_id, p.name, micros(p.created_at)],
+                )?;
+            }
+            for k in &data.keys {
+                tx.execute(
+                    "INSERT INTO api_keys (id, project_id, name, secret_hash, scopes, created_at, expires_at,
+                                           revoked_at, last_used_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (id) DO UPDATE SET project_id = excluded.project_id, name = excluded.name,
+                        secret_hash = excluded.secret_hash, scopes = excluded.scopes, created_at = excluded.created_at,
+                        expires_at = excluded.expires_at, revoked_at = excluded.revoked_at,
+                        last_used_at = excluded.last_used_at",
+                    params![
+                        k.key.id,
+                        k.key.project.as_str(),
+                        k.key.name,
+                        k.secret_hash.as_slice(),
+                        scopes_to_text(&k.key.scopes),
+                        micros(k.key.created_at),
+                        k.key.expires_at.map(micros),
+                        k.key.revoked_at.map(micros),
+                        k.key.last_used_at.map(micros)
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_after(&self, after_seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let db = self.db.clone();
+        blocking(move || {
+            db.read(|conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, at, principal, key_id, tenant, method, route, object_id, status, client
+                     FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(
+                    params![i64::try_from(after_seq).unwrap_or(i64::MAX), i64::try_from(limit).unwrap_or(i64::MAX)],
+                    audit_from_row,
+                )?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn import_audit(&self, entries: &[AuditEntry]) -> Result<()> {
+        let db = self.db.clone();
+        let entries = entries.to_vec();
+        blocking(move || {
+            let mut conn = db.writer.lock();
+            let tx = conn.transaction()?;
+            for e in &entries {
+                let v = &e.event;
+                tx.execute(
+                    "INSERT INTO audit_log (seq, at, principal, key_id, tenant, method, route, object_id, status, client)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (seq) DO NOTHING",
+                    params![
+                        e.seq as i64,
+                        micros(v.at),
+                        v.principal,
+                        v.key_id,
+                        v.tenant.as_ref().map(TenantId::as_str),
+                        v.method,
+                        v.route,
+                        v.object_id,
+                        i64::from(v.status),
+                        v.client
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -286,7 +286,7 @@ impl Neo4jGraphStore {
             (None, None) => Auth::None,
         };
         let tls = if endpoint.tls {
-            Some(Arc::new(crate::store::tls::client_config("store.graph", config.ca_file.as_deref())?))
+            Some(Arc::new(crate::tls::client_config("store.graph", config.ca_file.as_deref())?))
         } else {
             None
         };

@@ -303,6 +303,31 @@ impl GraphStore for SledGraphStore {
         Ok(self.graphs.read().committed_seq)
     }
 
+    /// sled's files cannot be copied while it is open: the entries are read out and written
+    /// into a new database, flushed before it is closed.
+    async fn snapshot(&self, into: &Path) -> Result<Option<Seq>> {
+        let (tree, into) = (self.tree.clone(), into.to_path_buf());
+        blocking(move || {
+            let copy = sled::Config::new().path(into.join("db")).open().map_err(sled_err("create the graph copy"))?;
+            let mut seq = 0;
+            let mut batch = sled::Batch::default();
+            for (n, item) in tree.iter().enumerate() {
+                let (k, v) = item.map_err(sled_err("read graph store"))?;
+                if &*k == SEQ_KEY {
+                    seq = v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0);
+                }
+                batch.insert(k, v);
+                if n % 10_000 == 9_999 {
+                    copy.apply_batch(std::mem::take(&mut batch)).map_err(sled_err("write the graph copy"))?;
+                }
+            }
+            copy.apply_batch(batch).map_err(sled_err("write the graph copy"))?;
+            copy.flush().map_err(sled_err("flush the graph copy"))?;
+            Ok(Some(seq))
+        })
+        .await
+    }
+
     async fn keys(&self) -> Result<Vec<RecordKey>> {
         let mut keys: Vec<RecordKey> = self.graphs.read().owner.keys().copied().collect();
         keys.sort_unstable();

@@ -114,4 +114,11 @@ pub trait JobStore: Send + Sync + 'static {
     async fn complete(&self, id: &str, result: serde_json::Value) -> Result<()>;
     /// `retry_at: None` fails for good (`failed`); otherwise re-queued, or `dead` when attempts are used up.
     async fn fail(&self, id: &str, error: &Error, retry_at: Option<DateTime<Utc>>) -> Result<JobState>;
+
+    /// Every job, for a migration.
+    async fn export(&self) -> Result<Vec<Job>>;
+
+    /// Writes jobs as they are (a migration), replacing those under the same ids; a job that was
+    /// running is queued again (its worker is gone).
+    async fn import(&self, jobs: &[Job]) -> Result<()>;
 }

@@ -224,4 +224,52 @@ impl JobStore for PostgresJobStore {
             .and_then(JobState::parse)
             .ok_or_else(|| Error::invalid(format!("job {id} is not running (cancelled meanwhile?)")))
     }
+
+    async fn export(&self) -> Result<Vec<Job>> {
+        let client = self.pg.client().await?;
+        let rows = client
+            .query(&format!("SELECT {COLUMNS} FROM jobs ORDER BY id"), &[])
+            .await
+            .map_err(|e| self.pg.error("export jobs", e))?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn import(&self, jobs: &[Job]) -> Result<()> {
+        let mut client = self.pg.client().await?;
+        let err = |e| self.pg.error("import jobs", e);
+        let tx = client.transaction().await.map_err(err)?;
+        for j in jobs {
+            let state = if j.state == JobState::Running { JobState::Queued } else { j.state };
+            tx.execute(
+                &format!(
+                    "INSERT INTO jobs ({COLUMNS}, lease_until)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, NULL)
+                     ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, kind = excluded.kind,
+                        payload = excluded.payload, state = excluded.state, attempts = excluded.attempts,
+                        max_attempts = excluded.max_attempts, progress = excluded.progress, result = excluded.result,
+                        error = excluded.error, run_after = excluded.run_after, created_at = excluded.created_at,
+                        updated_at = excluded.updated_at, error_code = excluded.error_code, lease_until = NULL"
+                ),
+                &[
+                    &j.id,
+                    &j.tenant.as_str(),
+                    &j.kind,
+                    &j.payload,
+                    &state.as_str(),
+                    &(j.attempts as i32),
+                    &(j.max_attempts as i32),
+                    &j.progress,
+                    &j.result,
+                    &j.error,
+                    &j.run_after.timestamp_micros(),
+                    &j.created_at.timestamp_micros(),
+                    &j.updated_at.timestamp_micros(),
+                    &j.error_code,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
 }

@@ -209,4 +209,59 @@ impl JobStore for SqliteRecordStore {
         })
         .await
     }
+
+    async fn export(&self) -> Result<Vec<Job>> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner.read(|conn| {
+                let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs ORDER BY id"))?;
+                let rows = stmt.query_map([], job_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+        })
+        .await
+    }
+
+    async fn import(&self, jobs: &[Job]) -> Result<()> {
+        let inner = self.inner.clone();
+        let jobs = jobs.to_vec();
+        blocking(move || {
+            let mut conn = inner.writer.lock();
+            let tx = conn.transaction()?;
+            for j in &jobs {
+                let state = if j.state == JobState::Running { JobState::Queued } else { j.state };
+                tx.execute(
+                    &format!(
+                        "INSERT INTO jobs ({COLUMNS}, lease_until)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, NULL)
+                         ON CONFLICT (id) DO UPDATE SET tenant = excluded.tenant, kind = excluded.kind,
+                            payload = excluded.payload, state = excluded.state, attempts = excluded.attempts,
+                            max_attempts = excluded.max_attempts, progress = excluded.progress,
+                            result = excluded.result, error = excluded.error, run_after = excluded.run_after,
+                            created_at = excluded.created_at, updated_at = excluded.updated_at,
+                            error_code = excluded.error_code, lease_until = NULL"
+                    ),
+                    params![
+                        j.id,
+                        j.tenant.as_str(),
+                        j.kind,
+                        encode(&j.payload),
+                        state.as_str(),
+                        j.attempts,
+                        j.max_attempts,
+                        encode(&j.progress),
+                        j.result.as_ref().map(encode),
+                        j.error,
+                        j.run_after.timestamp_micros(),
+                        j.created_at.timestamp_micros(),
+                        j.updated_at.timestamp_micros(),
+                        j.error_code
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
 }

@@ -33,18 +33,24 @@ pub struct ObjectStoreBacked {
     inner: Arc<dyn object_store::ObjectStore>,
     /// Where the objects are, for error messages (a directory, or a bucket at an endpoint).
     target: String,
+    /// The directory of the local backend.
+    local_dir: Option<std::path::PathBuf>,
+    /// Deletions hold it for reading; a backup holds it for writing while it takes its copy.
+    deletes: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ObjectStoreBacked {
     pub fn open(dir: &Path) -> Result<ObjectStoreBacked> {
         std::fs::create_dir_all(dir)?;
         let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| Error::store("open object store", e))?;
-        Ok(ObjectStoreBacked::new("local", Arc::new(fs), dir.display().to_string()))
+        let mut store = ObjectStoreBacked::new("local", Arc::new(fs), dir.display().to_string());
+        store.local_dir = Some(dir.to_path_buf());
+        Ok(store)
     }
 
     /// Any `object_store` backend; `target` says where its objects are in error messages.
     pub fn new(backend: &'static str, inner: Arc<dyn object_store::ObjectStore>, target: String) -> ObjectStoreBacked {
-        ObjectStoreBacked { backend, inner, target }
+        ObjectStoreBacked { backend, inner, target, local_dir: None, deletes: Arc::default() }
     }
 
     /// Our error for a failed operation (`context`: get, head, delete, put, list) on `key` (empty
@@ -52,6 +58,9 @@ impl ObjectStoreBacked {
     /// `backend_unavailable`.
     fn error(&self, context: &str, key: &str, e: object_store::Error) -> Error {
         let lookup = matches!(context, "get" | "head" | "delete");
+        if disk_full(&e) {
+            return Error::disk_full(&format!("the object {key}"), &e);
+        }
         match e {
             object_store::Error::NotFound { .. } if lookup => Error::not_found("object", key),
             other if self.backend == "s3" => super::s3::runtime_error(&self.target, context, other),
@@ -176,6 +185,7 @@ impl ObjectStore for ObjectStoreBacked {
     }
 
     async fn delete(&self, tenant: &TenantId, key: &str) -> Result<bool> {
+        let _backup = self.deletes.read().await;
         if self.head(tenant, key).await?.is_none() {
             return Ok(false);
         }
@@ -185,6 +195,35 @@ impl ObjectStore for ObjectStoreBacked {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.error("delete", key, e)),
         }
+    }
+
+    async fn hold_deletes(&self) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        self.local_dir.as_ref()?;
+        Some(self.deletes.clone().write_owned().await)
+    }
+
+    /// Files are written aside (`#` in their names) and renamed into place, never changed after:
+    /// links make the copy.
+    async fn snapshot(&self, into: &Path) -> Result<bool> {
+        let Some(dir) = self.local_dir.clone() else { return Ok(false) };
+        let into = into.to_path_buf();
+        crate::store::blocking(move || {
+            std::fs::create_dir_all(&into)?;
+            for entry in walkdir::WalkDir::new(&dir).min_depth(1) {
+                let entry = entry.map_err(|e| Error::store("list the object files", e))?;
+                let name = entry.file_name().to_string_lossy();
+                if !entry.file_type().is_file() || name.contains('#') || name == ".nexus-ready" {
+                    continue;
+                }
+                let relative = entry.path().strip_prefix(&dir).map_err(|e| Error::internal("object path", e))?;
+                match crate::store::link_or_copy(entry.path(), &into.join(relative)) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    other => other?,
+                }
+            }
+            Ok(true)
+        })
+        .await
     }
 
     async fn list(&self, tenant: &TenantId, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -210,4 +249,18 @@ impl ObjectStore for ObjectStoreBacked {
         let metas: Vec<ObjectMeta> = self.inner.list(None).try_collect().await.map_err(self.map_err("list", ""))?;
         Ok(StoreStats { items: metas.len() as u64, bytes: metas.iter().map(|m| m.size).sum() })
     }
+}
+
+/// Whether an error comes from a full disk, anywhere in its chain of causes.
+fn disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }

@@ -50,6 +50,16 @@ pub trait ObjectStore: Send + Sync + 'static {
     /// Hex SHA-256 of the stored content, read as a stream.
     async fn content_hash(&self, tenant: &TenantId, key: &str) -> Result<String>;
     async fn stats(&self) -> Result<StoreStats>;
+    /// Holds deletions back until the guard drops, so that a backup's copy of the files matches
+    /// its copy of the record; `None` for a remote backend (it keeps its own copies).
+    async fn hold_deletes(&self) -> Option<tokio::sync::OwnedRwLockWriteGuard<()>> {
+        None
+    }
+    /// For a backend on local disk: puts every object file into `into` (same layout) and returns
+    /// true; false for a remote backend.
+    async fn snapshot(&self, _into: &Path) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// The object store `config` names; `local_dir` is where the `local` backend keeps its files.

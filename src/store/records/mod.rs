@@ -335,6 +335,17 @@ pub trait RecordStore: Send + Sync + 'static {
     /// The last sequence number in the change log (0 when empty).
     async fn head_seq(&self) -> Result<Seq>;
 
+    /// Writes a consistent copy of the record database (records, change log, auth, jobs) to the
+    /// new file `to` while writes go on, and returns the change-log position it holds. A backend
+    /// that is a server keeps its own backups: it refuses.
+    async fn backup_into(&self, _to: &std::path::Path) -> Result<Seq> {
+        Err(crate::error::Error::invalid(format!(
+            "`nexus backup` copies the embedded record store; {} has backups of its own \
+             (use `nexus dump` for a portable copy of the data)",
+            self.backend()
+        )))
+    }
+
     /// Records of every tenant with a key greater than `after_key`, in key order (rebuilds, checks).
     async fn scan(&self, after_key: RecordKey, limit: usize) -> Result<Vec<Record>>;
 
@@ -373,4 +384,21 @@ pub trait RecordStore: Send + Sync + 'static {
     }
 
     async fn stats(&self) -> Result<StoreStats>;
+
+    /// Copies records from another record store as they are (a migration): key, version, times
+    /// and vector kept. A record under the same key is replaced; one holding the same
+    /// `(tenant, id)` under another key is removed first (the source re-created that id). Each
+    /// copied or removed record logs a change, so the derived stores follow. Returns the last
+    /// change's position (the head when `records` is empty). Keys handed out later are above
+    /// every imported one.
+    async fn import(&self, records: Vec<Record>) -> Result<Seq>;
+
+    /// Removes records by key (a migration replaying the source's deletes), logging each one
+    /// that was there.
+    async fn import_removals(&self, keys: Vec<RecordKey>) -> Result<Seq>;
+
+    /// The state a migration into this store saved last (none before one starts).
+    async fn migration_state(&self) -> Result<Option<serde_json::Value>>;
+
+    async fn save_migration_state(&self, state: &serde_json::Value) -> Result<()>;
 }

@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 use crate::store::postgres::{Pg, PgSettings};
 use crate::store::{RecordKey, Seq, StoreStats, TenantId};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/postgres/0001_init.sql"), include_str!("migrations/postgres/0002_migration.sql")];
 
 /// Bits of a change's position that number the entries of one transaction.
 pub const INDEX_BITS: u32 = 20;
@@ -426,6 +427,29 @@ async fn upsert_batch(
         .collect())
 }
 
+/// Appends a migration's change-log entries (`(tenant, key, id, op)`, in order) to the writing
+/// transaction `txid` and wakes the nodes; returns the last entry's position.
+async fn log_imported(
+    tx: &deadpool_postgres::Transaction<'_>,
+    txid: i64,
+    entries: &[(String, i64, String, &str)],
+) -> std::result::Result<Seq, tokio_postgres::Error> {
+    let seqs: Vec<i64> = (0..entries.len()).map(|i| row_seq(txid, i)).collect();
+    let tenants: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    let keys: Vec<i64> = entries.iter().map(|e| e.1).collect();
+    let ids: Vec<&str> = entries.iter().map(|e| e.2.as_str()).collect();
+    let ops: Vec<&str> = entries.iter().map(|e| e.3).collect();
+    tx.execute(
+        "INSERT INTO changes (seq, txid, tenant, record_key, id, op, at)
+         SELECT s, pg_current_xact_id(), t, k, i, o, $6
+         FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[]) AS u(s, t, k, i, o)",
+        &[&seqs, &tenants, &keys, &ids, &ops, &now_micros()],
+    )
+    .await?;
+    tx.execute("SELECT pg_notify($1, '')", &[&CHANGES_CHANNEL]).await?;
+    Ok(seqs.last().map_or(0, |s| *s as u64))
+}
+
 const HEAD_SQL: &str = "SELECT seq FROM changes WHERE txid < (SELECT nexus_log_horizon())
                         ORDER BY seq DESC LIMIT 1";
 
@@ -708,5 +732,140 @@ impl RecordStore for PostgresRecordStore {
             .await
             .map_err(|e| self.pg.error("stats", e))?;
         Ok(StoreStats { items: row.get::<_, i64>(0) as u64, bytes: row.get::<_, i64>(1) as u64 })
+    }
+
+    async fn import(&self, records: Vec<Record>) -> Result<Seq> {
+        if records.is_empty() {
+            return self.head_seq().await;
+        }
+        let mut client = self.pg.client().await?;
+        let err = |e| self.pg.error("import records", e);
+        let tx = client.transaction().await.map_err(err)?;
+        let txid: i64 = tx.query_one("SELECT pg_current_xact_id()::text::bigint", &[]).await.map_err(err)?.get(0);
+        let keys: Vec<i64> = records.iter().map(|r| r.key as i64).collect();
+        let tenants: Vec<&str> = records.iter().map(|r| r.tenant.as_str()).collect();
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        // The same (tenant, id) under another key: the source re-created that id.
+        let displaced = tx
+            .query(
+                "DELETE FROM records r USING unnest($1::text[], $2::text[], $3::bigint[]) AS u(tenant, id, key)
+                 WHERE r.tenant = u.tenant AND r.id = u.id AND r.key <> u.key
+                 RETURNING r.key, r.tenant, r.id",
+                &[&tenants, &ids, &keys],
+            )
+            .await
+            .map_err(err)?;
+        let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+        let titles: Vec<Option<&str>> = records.iter().map(|r| r.title.as_deref()).collect();
+        let bodies: Vec<Option<&str>> = records.iter().map(|r| r.body.as_deref()).collect();
+        let tags: Vec<serde_json::Value> = records.iter().map(|r| serde_json::json!(r.tags)).collect();
+        let metadata: Vec<&serde_json::Value> = records.iter().map(|r| &r.metadata).collect();
+        let vectors: Vec<Option<Vec<u8>>> = records.iter().map(|r| r.vector.as_deref().map(vector_to_bytes)).collect();
+        let graphs: Vec<Option<serde_json::Value>> =
+            records.iter().map(|r| r.graph.as_ref().map(|g| serde_json::to_value(g).unwrap_or_default())).collect();
+        let versions: Vec<i64> = records.iter().map(|r| r.version as i64).collect();
+        let created: Vec<i64> = records.iter().map(|r| r.created_at.timestamp_micros()).collect();
+        let updated: Vec<i64> = records.iter().map(|r| r.updated_at.timestamp_micros()).collect();
+        let embeds: Vec<bool> = records.iter().map(|r| r.embed).collect();
+        tx.execute(
+            "INSERT INTO records AS r (key, tenant, id, kind, title, body, tags, metadata, vector, graph, version,
+                                      created_at, updated_at, embed)
+             OVERRIDING SYSTEM VALUE
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                                  $7::jsonb[], $8::jsonb[], $9::bytea[], $10::jsonb[], $11::bigint[], $12::bigint[],
+                                  $13::bigint[], $14::bool[])
+             ON CONFLICT (key) DO UPDATE SET
+                tenant = excluded.tenant, id = excluded.id, kind = excluded.kind, title = excluded.title,
+                body = excluded.body, tags = excluded.tags, metadata = excluded.metadata, vector = excluded.vector,
+                graph = excluded.graph, version = excluded.version, created_at = excluded.created_at,
+                updated_at = excluded.updated_at, embed = excluded.embed",
+            &[
+                &keys, &tenants, &ids, &kinds, &titles, &bodies, &tags, &metadata, &vectors, &graphs, &versions,
+                &created, &updated, &embeds,
+            ],
+        )
+        .await
+        .map_err(err)?;
+        let displaced_keys: Vec<i64> = displaced.iter().map(|row| row.get(0)).collect();
+        let all_keys: Vec<i64> = keys.iter().chain(&displaced_keys).copied().collect();
+        tx.execute("DELETE FROM record_facets WHERE key = ANY($1)", &[&all_keys]).await.map_err(err)?;
+        let (mut term_tenants, mut term_keys, mut terms) = (Vec::new(), Vec::new(), Vec::new());
+        for r in &records {
+            for term in index_terms(&r.kind, &r.tags, &r.metadata) {
+                term_tenants.push(r.tenant.as_str());
+                term_keys.push(r.key as i64);
+                terms.push(term);
+            }
+        }
+        tx.execute(
+            "INSERT INTO record_facets (tenant, facet, key)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])",
+            &[&term_tenants, &terms, &term_keys],
+        )
+        .await
+        .map_err(err)?;
+        // The change log: the removals first, then one upsert per record.
+        let mut entries: Vec<(String, i64, String, &str)> =
+            displaced.iter().map(|row| (row.get(1), row.get(0), row.get(2), "delete")).collect();
+        entries.extend(records.iter().map(|r| (r.tenant.as_str().to_string(), r.key as i64, r.id.clone(), "upsert")));
+        let last = log_imported(&tx, txid, &entries).await.map_err(err)?;
+        // Keys handed out from now on come after every imported one.
+        tx.execute(
+            "SELECT setval(pg_get_serial_sequence('records', 'key'),
+                           greatest((SELECT max(key) FROM records), (SELECT last_value FROM records_key_seq)))",
+            &[],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(last)
+    }
+
+    async fn import_removals(&self, keys: Vec<RecordKey>) -> Result<Seq> {
+        if keys.is_empty() {
+            return self.head_seq().await;
+        }
+        let mut client = self.pg.client().await?;
+        let err = |e| self.pg.error("import removals", e);
+        let tx = client.transaction().await.map_err(err)?;
+        let txid: i64 = tx.query_one("SELECT pg_current_xact_id()::text::bigint", &[]).await.map_err(err)?.get(0);
+        let keys: Vec<i64> = keys.iter().map(|k| *k as i64).collect();
+        let gone = tx
+            .query("DELETE FROM records WHERE key = ANY($1) RETURNING key, tenant, id", &[&keys])
+            .await
+            .map_err(err)?;
+        if gone.is_empty() {
+            drop(tx);
+            return self.head_seq().await;
+        }
+        let gone_keys: Vec<i64> = gone.iter().map(|r| r.get(0)).collect();
+        tx.execute("DELETE FROM record_facets WHERE key = ANY($1)", &[&gone_keys]).await.map_err(err)?;
+        let entries: Vec<(String, i64, String, &str)> =
+            gone.iter().map(|row| (row.get(1), row.get(0), row.get(2), "delete")).collect();
+        let last = log_imported(&tx, txid, &entries).await.map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(last)
+    }
+
+    async fn migration_state(&self) -> Result<Option<serde_json::Value>> {
+        let client = self.pg.client().await?;
+        let row = client
+            .query_opt("SELECT state FROM migration WHERE id = 1", &[])
+            .await
+            .map_err(|e| self.pg.error("read the migration state", e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn save_migration_state(&self, state: &serde_json::Value) -> Result<()> {
+        let client = self.pg.client().await?;
+        client
+            .execute(
+                "INSERT INTO migration (id, state, updated_at) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                &[state, &now_micros()],
+            )
+            .await
+            .map_err(|e| self.pg.error("save the migration state", e))?;
+        Ok(())
     }
 }

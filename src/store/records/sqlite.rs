@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0005_job_error_code.sql"),
     include_str!("migrations/sqlite/0006_record_facets.sql"),
     include_str!("migrations/sqlite/0007_leases.sql"),
+    include_str!("migrations/sqlite/0008_migration.sql"),
 ];
 
 const READERS: usize = 4;
@@ -590,6 +591,32 @@ impl RecordStore for SqliteRecordStore {
         blocking(move || inner.read(head_seq)).await
     }
 
+    /// SQLite's online backup, every page in one step: one read transaction, so writers go on
+    /// (in WAL mode) and the copy is the database as of its start.
+    async fn backup_into(&self, to: &Path) -> Result<Seq> {
+        let (inner, to) = (self.inner.clone(), to.to_path_buf());
+        crate::store::low_priority(move || {
+            let mut copy = Connection::open(&to)?;
+            inner.read(|conn| {
+                let backup = rusqlite::backup::Backup::new(conn, &mut copy)?;
+                loop {
+                    match backup.step(-1)? {
+                        rusqlite::backup::StepResult::Done => break,
+                        rusqlite::backup::StepResult::More => {}
+                        _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+                    }
+                }
+                Ok(())
+            })?;
+            let seq = head_seq(&copy)?;
+            copy.pragma_update(None, "journal_mode", "DELETE")?;
+            drop(copy);
+            std::fs::File::open(&to)?.sync_all()?;
+            Ok(seq)
+        })
+        .await
+    }
+
     async fn scan(&self, after_key: RecordKey, limit: usize) -> Result<Vec<Record>> {
         let inner = self.inner.clone();
         blocking(move || {
@@ -683,6 +710,120 @@ impl RecordStore for SqliteRecordStore {
             let items =
                 inner.read(|conn| Ok(conn.query_row("SELECT count(*) FROM records", [], |r| r.get::<_, i64>(0))?))?;
             Ok(StoreStats { items: items as u64, bytes: dir_size(&inner.dir) })
+        })
+        .await
+    }
+
+    async fn import(&self, records: Vec<Record>) -> Result<Seq> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut conn = inner.writer.lock();
+            let tx = conn.transaction()?;
+            let now = now_micros();
+            let mut seq = None;
+            for r in &records {
+                let displaced: Option<i64> = tx
+                    .query_row(
+                        "DELETE FROM records WHERE tenant = ?1 AND id = ?2 AND key <> ?3 RETURNING key",
+                        params![r.tenant.as_str(), r.id, r.key as i64],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                if let Some(key) = displaced {
+                    log_change(&tx, &r.tenant, key as u64, &r.id, ChangeOp::Delete, now)?;
+                }
+                let tags = serde_json::to_string(&r.tags).map_err(|e| Error::internal("encode tags", e))?;
+                let metadata = serde_json::to_string(&r.metadata).map_err(|e| Error::internal("encode metadata", e))?;
+                let graph = r
+                    .graph
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| Error::internal("encode graph", e))?;
+                tx.execute(
+                    "INSERT INTO records (key, tenant, id, kind, title, body, tags, metadata, vector, graph, version,
+                                          created_at, updated_at, embed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                     ON CONFLICT (key) DO UPDATE SET
+                        tenant = excluded.tenant, id = excluded.id, kind = excluded.kind, title = excluded.title,
+                        body = excluded.body, tags = excluded.tags, metadata = excluded.metadata,
+                        vector = excluded.vector, graph = excluded.graph, version = excluded.version,
+                        created_at = excluded.created_at, updated_at = excluded.updated_at, embed = excluded.embed",
+                    params![
+                        r.key as i64,
+                        r.tenant.as_str(),
+                        r.id,
+                        r.kind,
+                        r.title,
+                        r.body,
+                        tags,
+                        metadata,
+                        r.vector.as_deref().map(vector_to_blob),
+                        graph,
+                        r.version as i64,
+                        r.created_at.timestamp_micros(),
+                        r.updated_at.timestamp_micros(),
+                        r.embed
+                    ],
+                )?;
+                seq = Some(log_change(&tx, &r.tenant, r.key, &r.id, ChangeOp::Upsert, now)?);
+            }
+            let seq = match seq {
+                Some(seq) => seq,
+                None => head_seq(&tx)?,
+            };
+            tx.commit()?;
+            Ok(seq)
+        })
+        .await
+    }
+
+    async fn import_removals(&self, keys: Vec<RecordKey>) -> Result<Seq> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut conn = inner.writer.lock();
+            let tx = conn.transaction()?;
+            let now = now_micros();
+            for key in keys {
+                let gone: Option<(String, String)> = tx
+                    .query_row("DELETE FROM records WHERE key = ?1 RETURNING tenant, id", [key as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?;
+                if let Some((tenant, id)) = gone {
+                    log_change(&tx, &TenantId::new(tenant)?, key, &id, ChangeOp::Delete, now)?;
+                }
+            }
+            let seq = head_seq(&tx)?;
+            tx.commit()?;
+            Ok(seq)
+        })
+        .await
+    }
+
+    async fn migration_state(&self) -> Result<Option<serde_json::Value>> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            inner.read(|conn| {
+                let text: Option<String> =
+                    conn.query_row("SELECT state FROM migration WHERE id = 1", [], |r| r.get(0)).optional()?;
+                text.map(|t| serde_json::from_str(&t).map_err(|e| Error::internal("read the migration state", e)))
+                    .transpose()
+            })
+        })
+        .await
+    }
+
+    async fn save_migration_state(&self, state: &serde_json::Value) -> Result<()> {
+        let inner = self.inner.clone();
+        let text = state.to_string();
+        blocking(move || {
+            inner.writer.lock().execute(
+                "INSERT INTO migration (id, state, updated_at) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                params![text, now_micros()],
+            )?;
+            Ok(())
         })
         .await
     }

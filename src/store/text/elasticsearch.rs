@@ -512,7 +512,7 @@ impl ElasticsearchTextStore {
         };
         let timeout = Duration::from_millis(config.timeout_ms.max(1));
         let http = reqwest::Client::builder()
-            .use_preconfigured_tls(crate::store::tls::client_config("store.text", config.ca_file.as_deref())?)
+            .use_preconfigured_tls(crate::tls::client_config("store.text", config.ca_file.as_deref())?)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()

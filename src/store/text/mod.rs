@@ -117,6 +117,13 @@ pub trait TextStore: Send + Sync + 'static {
     /// Makes applied changes visible and durable, up to change-log position `seq`.
     async fn commit(&self, seq: Seq) -> Result<()>;
     async fn committed_seq(&self) -> Result<Seq>;
+    /// Copies the store's durable state (as of its last commit) into the empty directory `into`,
+    /// for a backup, and returns the change-log position that state holds. `None`: the backend
+    /// is a service that keeps its own data (it has its own backups). The caller makes sure
+    /// nothing writes the store meanwhile ([`crate::writelog::indexer::Indexer::hold`]).
+    async fn snapshot(&self, _into: &std::path::Path) -> Result<Option<Seq>> {
+        Ok(None)
+    }
 
     async fn keys(&self) -> Result<Vec<RecordKey>>;
     async fn clear(&self) -> Result<()>;

@@ -75,6 +75,13 @@ fn tantivy_err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Error + '_ 
     move |e| Error::store(context, e)
 }
 
+/// Drops what was applied since the last commit; the indexer applies it again.
+fn rollback(writer: &mut IndexWriter) {
+    if let Err(e) = writer.rollback() {
+        tracing::error!(error = %e, "rolling the text index writer back failed");
+    }
+}
+
 impl TantivyTextStore {
     pub async fn open(dir: &Path, config: &TextConfig) -> Result<TantivyTextStore> {
         let dir = dir.to_path_buf();
@@ -206,9 +213,25 @@ impl Inner {
         let mut clauses = vec![(Occur::Must, user_query)];
         clauses.extend(self.filters(query));
         let full = BooleanQuery::new(clauses);
-        let top = searcher
-            .search(&full, &TopDocs::with_limit(query.limit).and_offset(query.offset).order_by_score())
-            .map_err(tantivy_err("search text"))?;
+        // Scores within about 2e-4 of each other (BM25's statistics sum floats over segments, so
+        // two copies of one index can differ in the last bits) are ties, ordered by key: every
+        // copy of an index (rebuilt, restored, merged differently) ranks alike, and a page
+        // boundary never falls between ties at random.
+        let by_score_then_key = TopDocs::with_limit(query.limit).and_offset(query.offset).tweak_score(
+            |segment: &tantivy::SegmentReader| {
+                let keys = segment.fast_fields().u64("key").ok().map(|c| c.first_or_default_col(0));
+                move |doc: tantivy::DocId, score: tantivy::Score| {
+                    let coarse = f32::from_bits(score.to_bits() & !0xfff);
+                    (coarse, std::cmp::Reverse(keys.as_ref().map_or(0, |k| k.get_val(doc))), score)
+                }
+            },
+        );
+        let top: Vec<(tantivy::Score, tantivy::DocAddress)> = searcher
+            .search(&full, &by_score_then_key)
+            .map_err(tantivy_err("search text"))?
+            .into_iter()
+            .map(|((_, _, score), address)| (score, address))
+            .collect();
         let mut hits = Vec::with_capacity(top.len());
         if !query.snippets {
             // Keys from the fast field: no stored document is read.
@@ -243,7 +266,7 @@ impl TextStore for TantivyTextStore {
         let inner = self.inner.clone();
         blocking(move || {
             let f = inner.fields;
-            let writer = inner.writer.lock();
+            let mut writer = inner.writer.lock();
             for d in docs {
                 writer.delete_term(Term::from_field_u64(f.key, d.key));
                 let mut document = doc!(
@@ -260,7 +283,10 @@ impl TextStore for TantivyTextStore {
                 for facet in d.facets {
                     document.add_text(f.facets, facet);
                 }
-                writer.add_document(document).map_err(tantivy_err("index text document"))?;
+                if let Err(e) = writer.add_document(document) {
+                    rollback(&mut writer);
+                    return Err(Error::store("index text document", e));
+                }
             }
             Ok(())
         })
@@ -295,13 +321,22 @@ impl TextStore for TantivyTextStore {
         blocking(move || inner.snippets(&tenant, &query, &keys)).await
     }
 
+    /// A commit that fails (a full disk) rolls the writer back to the last commit: the indexer
+    /// applies the same batch again on its next attempt, and nothing of the failed one lingers.
     async fn commit(&self, seq: Seq) -> Result<()> {
         let inner = self.inner.clone();
         blocking(move || {
             let mut writer = inner.writer.lock();
-            let mut prepared = writer.prepare_commit().map_err(tantivy_err("prepare text commit"))?;
-            prepared.set_payload(&seq.to_string());
-            prepared.commit().map_err(tantivy_err("commit text index"))?;
+            let committed = (|| {
+                let mut prepared = writer.prepare_commit().map_err(tantivy_err("prepare text commit"))?;
+                prepared.set_payload(&seq.to_string());
+                prepared.commit().map_err(tantivy_err("commit text index"))?;
+                Ok::<_, Error>(())
+            })();
+            if let Err(e) = committed {
+                rollback(&mut writer);
+                return Err(e);
+            }
             drop(writer);
             inner.reader.reload().map_err(tantivy_err("reload text index"))?;
             Ok(())
@@ -314,6 +349,41 @@ impl TextStore for TantivyTextStore {
         blocking(move || {
             let metas = inner.index.load_metas().map_err(tantivy_err("read text index metadata"))?;
             Ok(metas.payload.and_then(|p| p.parse().ok()).unwrap_or(0))
+        })
+        .await
+    }
+
+    /// Segment files never change once written and meta.json is replaced atomically, so hard
+    /// links make the copy. A merge finishing meanwhile may delete a segment the linked
+    /// meta.json still names: then the copy is made again.
+    async fn snapshot(&self, into: &Path) -> Result<Option<Seq>> {
+        let (dir, into) = (self.inner.dir.clone(), into.to_path_buf());
+        blocking(move || {
+            for _ in 0..10 {
+                if into.exists() {
+                    std::fs::remove_dir_all(&into)?;
+                }
+                std::fs::create_dir_all(&into)?;
+                for entry in std::fs::read_dir(&dir)?.flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if name.ends_with(".lock") || !entry.file_type()?.is_file() {
+                        continue;
+                    }
+                    match crate::store::link_or_copy(&entry.path(), &into.join(&name)) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // merged away
+                        other => other?,
+                    }
+                }
+                // Opening a reader opens every file of every segment meta.json names.
+                let Ok(index) = Index::open_in_dir(&into) else { continue };
+                let Ok(metas) = index.load_metas() else { continue };
+                let reader: tantivy::Result<IndexReader> =
+                    index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into();
+                if reader.is_ok() {
+                    return Ok(Some(metas.payload.and_then(|p| p.parse().ok()).unwrap_or(0)));
+                }
+            }
+            Err(Error::store("copy the text index", "its segments kept changing; try again"))
         })
         .await
     }

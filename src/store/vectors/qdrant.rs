@@ -1032,8 +1032,7 @@ impl Rest {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("nexus/", env!("CARGO_PKG_VERSION")));
         if parsed.scheme() == "https" {
-            builder =
-                builder.use_preconfigured_tls(crate::store::tls::client_config(SETTING, config.ca_file.as_deref())?);
+            builder = builder.use_preconfigured_tls(crate::tls::client_config(SETTING, config.ca_file.as_deref())?);
         }
         let client = builder.build().map_err(|e| Error::internal("build the qdrant client", e))?;
         Ok(Rest { client, base: parsed.as_str().trim_end_matches('/').to_string(), shown, timeout })

@@ -365,6 +365,24 @@ impl VectorStore for UsearchVectorStore {
         Ok(self.state.read().committed_seq)
     }
 
+    /// A saved generation's files are never written again, and the manifest that names them is
+    /// replaced by a rename: links to the three make the copy.
+    async fn snapshot(&self, into: &Path) -> Result<Option<Seq>> {
+        let (dir, into) = (self.dir.clone(), into.to_path_buf());
+        blocking(move || {
+            std::fs::create_dir_all(&into)?;
+            let Ok(text) = std::fs::read(dir.join(MANIFEST)) else { return Ok(Some(0)) };
+            let manifest: Manifest =
+                serde_json::from_slice(&text).map_err(|e| Error::store("read the vector manifest", e))?;
+            for file in [&manifest.index_file, &manifest.points_file] {
+                crate::store::link_or_copy(&dir.join(file), &into.join(file))?;
+            }
+            std::fs::write(into.join(MANIFEST), &text)?;
+            Ok(Some(manifest.seq))
+        })
+        .await
+    }
+
     async fn keys(&self) -> Result<Vec<RecordKey>> {
         let mut keys: Vec<RecordKey> = self.state.read().points.entries.keys().copied().collect();
         keys.sort_unstable();

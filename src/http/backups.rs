@@ -1,0 +1,126 @@
+//! Backups, for the operator: take one (a job), list them with the schedule's state, download
+//! one, verify one (a job).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiJson, ApiPath};
+use super::tenant::Tenant;
+use crate::app::App;
+use crate::backup::schedule::ScheduleStatus;
+use crate::backup::{self, BACKUP_JOB, BackupArchive, VERIFY_JOB};
+use crate::error::Result;
+use crate::store::jobs::Job;
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TakeBackup {
+    /// An absolute directory on the server for the archive; default `[backup] dir`.
+    pub dir: Option<String>,
+    /// Leave the derived stores out (rebuilt on restore).
+    #[serde(default)]
+    pub no_derived: bool,
+}
+
+/// Takes a backup while the server keeps serving: a job (`/api/v1/jobs/{id}`) whose result
+/// names the archive.
+#[utoipa::path(post, path = "/api/v1/admin/backups", tag = "ops", request_body = TakeBackup,
+    responses((status = 202, body = Job, description = "the backup job")))]
+pub async fn take(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    ApiJson(body): ApiJson<TakeBackup>,
+) -> Result<(StatusCode, axum::Json<Job>)> {
+    if let Some(dir) = &body.dir
+        && (!std::path::Path::new(dir).is_absolute() || dir.contains('\0'))
+    {
+        return Err(crate::error::Error::invalid(format!(
+            "dir `{dir}` must be an absolute path on the server (or leave it out for [backup] dir)"
+        )));
+    }
+    let payload = serde_json::json!({"dir": body.dir, "no_derived": body.no_derived});
+    let job = app.jobs.enqueue(&tenant, BACKUP_JOB, payload, 1).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(job)))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Backups {
+    /// The directory listed (`[backup] dir`).
+    pub dir: String,
+    /// Finished archives, newest first.
+    pub archives: Vec<BackupArchive>,
+    pub schedule: ScheduleStatus,
+}
+
+/// The archives in the backup directory and the schedule's state.
+#[utoipa::path(get, path = "/api/v1/admin/backups", tag = "ops", responses((status = 200, body = Backups)))]
+pub async fn list(State(app): State<Arc<App>>) -> Result<axum::Json<Backups>> {
+    let dir = backup::default_dir(&app.config);
+    let listing = dir.clone();
+    let archives = crate::store::blocking(move || backup::list(&listing)).await?;
+    let schedule = app.backup_status.lock().clone();
+    Ok(axum::Json(Backups { dir: dir.display().to_string(), archives, schedule }))
+}
+
+/// Downloads an archive; its SHA-256 is in `X-Checksum-Sha256` when its checksum file is there.
+#[utoipa::path(get, path = "/api/v1/admin/backups/{name}", tag = "ops", params(("name" = String, Path)),
+    responses((status = 200, content_type = "application/zstd", body = Vec<u8>),
+    (status = 404, body = super::error::ErrorBody)))]
+pub async fn download(State(app): State<Arc<App>>, ApiPath(name): ApiPath<String>) -> Result<Response> {
+    let path = backup::archive_in(&backup::default_dir(&app.config), &name)?;
+    let checksum = std::fs::read_to_string(backup::archive::checksum_path(&path))
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string));
+    let file = tokio::fs::File::open(&path).await?;
+    let size = file.metadata().await?.len();
+    let body = Body::from_stream(tokio_util_stream(file));
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "application/zstd".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+        ],
+        body,
+    )
+        .into_response();
+    if let Some(sum) = checksum.and_then(|s| s.parse().ok()) {
+        response.headers_mut().insert("x-checksum-sha256", sum);
+    }
+    Ok(response)
+}
+
+/// The file as a stream of chunks.
+fn tokio_util_stream(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    use tokio::io::AsyncReadExt;
+    futures::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+}
+
+/// Verifies an archive (checksums, every file, a trial restore and `nexus check`): a job whose
+/// result is the report.
+#[utoipa::path(post, path = "/api/v1/admin/backups/{name}/verify", tag = "ops", params(("name" = String, Path)),
+    responses((status = 202, body = Job, description = "the verification job"),
+    (status = 404, body = super::error::ErrorBody)))]
+pub async fn verify(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    ApiPath(name): ApiPath<String>,
+) -> Result<(StatusCode, axum::Json<Job>)> {
+    backup::archive_in(&backup::default_dir(&app.config), &name)?;
+    let job = app.jobs.enqueue(&tenant, VERIFY_JOB, serde_json::json!({"name": name}), 1).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(job)))
+}

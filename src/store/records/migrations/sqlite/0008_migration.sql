@@ -1,0 +1,7 @@
+-- The state of a `nexus migrate` into this database (one row while one is under way or done):
+-- which source it copies, how far it got. Written after each batch it copies.
+CREATE TABLE migration (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    state       TEXT    NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
