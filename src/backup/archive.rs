@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorCode, Result};
+use crate::store::Trickle;
 
 /// The archive layout this build writes and the newest it reads.
 pub const ARCHIVE_FORMAT: u32 = 1;
@@ -117,7 +118,7 @@ fn hashing<T>(inner: T) -> Hashing<T> {
 
 /// Writes an archive: [`ArchiveWriter::create`], the header, files, then [`ArchiveWriter::finish`].
 pub struct ArchiveWriter {
-    tar: tar::Builder<zstd::Encoder<'static, Hashing<BufWriter<File>>>>,
+    tar: tar::Builder<zstd::Encoder<'static, Hashing<BufWriter<Trickle>>>>,
     partial: PathBuf,
     path: PathBuf,
     manifest: Manifest,
@@ -141,7 +142,7 @@ impl ArchiveWriter {
             use std::os::unix::fs::OpenOptionsExt;
             File::options().write(true).create(true).truncate(true).mode(0o600).open(&partial)?
         };
-        let mut encoder = zstd::Encoder::new(hashing(BufWriter::with_capacity(1 << 20, file)), 3)?;
+        let mut encoder = zstd::Encoder::new(hashing(BufWriter::with_capacity(1 << 20, Trickle::new(file))), 3)?;
         encoder.include_checksum(true)?;
         let mut writer = ArchiveWriter {
             tar: tar::Builder::new(encoder),
@@ -191,7 +192,7 @@ impl ArchiveWriter {
         let encoder = self.tar.into_inner()?;
         let mut counted = encoder.finish()?;
         counted.flush()?;
-        let file = counted.inner.into_inner().map_err(|e| Error::from(e.into_error()))?;
+        let file = counted.inner.into_inner().map_err(|e| Error::from(e.into_error()))?.into_inner();
         file.sync_all()?;
         drop(file);
         let sha256 = hex::encode(counted.hasher.finalize());

@@ -122,6 +122,71 @@ where
     rx.await.map_err(|_| crate::error::Error::internal("background work", "its thread ended without an answer"))?
 }
 
+/// A file written in bulk (a backup's copy, an archive) that keeps at most [`TRICKLE_BYTES`] of
+/// its data waiting in the page cache: every time that much has been written, it is flushed to
+/// the disk and dropped from the cache before writing goes on. Left to the kernel, gigabytes of
+/// dirty pages reach the disk in one burst, and every commit's fsync waits behind that burst.
+pub(crate) struct Trickle {
+    file: std::fs::File,
+    pending: u64,
+}
+
+/// How much of a bulk write may wait in the page cache before it is flushed.
+pub(crate) const TRICKLE_BYTES: u64 = 8 << 20;
+
+impl Trickle {
+    pub(crate) fn new(file: std::fs::File) -> Trickle {
+        Trickle { file, pending: 0 }
+    }
+
+    /// Counts `bytes` written to the file (by this value or by another handle on the same file)
+    /// and flushes once enough is pending.
+    pub(crate) fn wrote(&mut self, bytes: u64) -> std::io::Result<()> {
+        self.pending += bytes;
+        if self.pending >= TRICKLE_BYTES {
+            self.flush_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is pending to the disk, waits for it, and drops it from the page cache. Only
+    /// the data: the file's size and the directory are made durable by the caller's final sync.
+    pub(crate) fn flush_pending(&mut self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        self.pending = 0;
+        let fd = self.file.as_raw_fd();
+        #[cfg(target_os = "linux")]
+        {
+            let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            // SAFETY: plain syscalls on a file descriptor this value owns.
+            if unsafe { libc::sync_file_range(fd, 0, 0, flags) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        self.file.sync_data()?;
+        // SAFETY: as above; advice only, its failure changes nothing.
+        unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
+        Ok(())
+    }
+
+    pub(crate) fn into_inner(self) -> std::fs::File {
+        self.file
+    }
+}
+
+impl std::io::Write for Trickle {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.wrote(n as u64)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Bytes used by a directory tree.
 pub(crate) fn dir_size(path: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(path) else { return 0 };

@@ -594,24 +594,43 @@ impl RecordStore for SqliteRecordStore {
     /// SQLite's online backup, every page in one step: one read transaction, so writers go on
     /// (in WAL mode) and the copy is the database as of its start.
     async fn backup_into(&self, to: &Path) -> Result<Seq> {
+        /// Pages copied per step: a few MiB, then the copy's pages are flushed as they accumulate.
+        const STEP_PAGES: i32 = 1024;
         let (inner, to) = (self.inner.clone(), to.to_path_buf());
         crate::store::low_priority(move || {
             let mut copy = Connection::open(&to)?;
+            // A new file written once and made durable at the end: no journal, no syncs per step.
+            copy.pragma_update(None, "journal_mode", "OFF")?;
+            copy.pragma_update(None, "synchronous", "OFF")?;
+            let mut trickle = crate::store::Trickle::new(std::fs::File::options().write(true).open(&to)?);
             inner.read(|conn| {
-                let backup = rusqlite::backup::Backup::new(conn, &mut copy)?;
-                loop {
-                    match backup.step(-1)? {
-                        rusqlite::backup::StepResult::Done => break,
-                        rusqlite::backup::StepResult::More => {}
-                        _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+                // One read transaction for the whole copy: every step reads the same snapshot, so
+                // commits of the writer neither reach the copy nor restart it, and the copy can be
+                // taken in small steps with its pages flushed in between.
+                conn.execute_batch("BEGIN")?;
+                let copied = (|| -> Result<()> {
+                    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+                    let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+                    let backup = rusqlite::backup::Backup::new(conn, &mut copy)?;
+                    loop {
+                        match backup.step(STEP_PAGES)? {
+                            rusqlite::backup::StepResult::Done => return Ok(()),
+                            rusqlite::backup::StepResult::More => {
+                                trickle.wrote(STEP_PAGES as u64 * page_size.max(512) as u64)?
+                            }
+                            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+                        }
                     }
-                }
-                Ok(())
+                })();
+                let ended = conn.execute_batch("COMMIT");
+                copied?;
+                Ok(ended?)
             })?;
             let seq = head_seq(&copy)?;
             copy.pragma_update(None, "journal_mode", "DELETE")?;
             drop(copy);
-            std::fs::File::open(&to)?.sync_all()?;
+            trickle.flush_pending()?;
+            trickle.into_inner().sync_all()?;
             Ok(seq)
         })
         .await
