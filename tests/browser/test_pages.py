@@ -90,8 +90,8 @@ def test_keyboard_reaches_every_page_through_the_navigation(open_page):
     assert page.evaluate("() => location.hash") == "#/status"
 
     # From the top: skip link, brand, then the navigation's links in their order.
-    page.evaluate("() => document.activeElement.blur()")
-    page.goto("/#/status")
+    page.reload()
+    wait_settled(page)
     labels = list(PAGES.values()) + ["API docs"]
     page.keyboard.press("Tab")  # skip link
     page.keyboard.press("Tab")  # brand

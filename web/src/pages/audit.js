@@ -52,7 +52,7 @@ export function mount(root) {
   const section = h('section', { class: 'card', 'aria-labelledby': heading.id },
     h('div', { class: 'card__header' }, heading, meta),
     alertRegion,
-    h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': heading.id, tabindex: 0 },
+    h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Audit log entries', tabindex: 0 },
       h('table', { class: 'audit-table' },
         h('thead', null, h('tr', null,
           ['When', 'Who', 'Project', 'Request', 'Object', 'Status', 'Client'].map((c) => h('th', { scope: 'col' }, c)))),

@@ -74,7 +74,7 @@ export function mount(root) {
         h('label', { class: 'check', for: liveBox.id }, liveBox, ' Live updates'),
         refreshButton,
       ),
-      h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': heading.id, tabindex: 0 },
+      h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Job list', tabindex: 0 },
         h('table', { class: 'jobs-table' },
           h('thead', null, h('tr', null,
             h('th', { scope: 'col' }, 'Job'),
@@ -152,10 +152,15 @@ export function mount(root) {
     const order = jobs.map((j) => rows.get(j.id).row);
     if (order.length) body.replaceChildren(...order);
     else body.replaceChildren(placeholderRow(stateSelect.value ? 'No jobs in this state.' : 'No jobs yet.'));
-    const active = jobs.filter((j) => !FINISHED.has(j.state)).length;
-    meta.textContent = `${formatNumber(jobs.length)} job${jobs.length === 1 ? '' : 's'}`
+    renderMeta();
+  }
+
+  function renderMeta() {
+    const shown = [...rows.values()];
+    const active = shown.filter((e) => !FINISHED.has(e.job.state)).length;
+    meta.textContent = `${formatNumber(shown.length)} job${shown.length === 1 ? '' : 's'}`
       + (active ? ` · ${formatNumber(active)} unfinished` : '')
-      + (jobs.length >= LIMIT ? ` · the newest ${LIMIT}` : '');
+      + (shown.length >= LIMIT ? ` · the newest ${LIMIT}` : '');
   }
 
   function makeRow(job) {
@@ -238,6 +243,7 @@ export function mount(root) {
           }
         }
         renderRow(entry);
+        renderMeta();
       },
     }).catch(() => { /* the list refresh picks the job up again */ })
       .finally(() => {

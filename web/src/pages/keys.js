@@ -45,7 +45,7 @@ export function mount(root) {
     form,
     h('section', { class: 'card', 'aria-labelledby': 'keys-heading' },
       h('h2', { id: 'keys-heading' }, 'Keys'),
-      h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': 'keys-heading', tabindex: 0 },
+      h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Key list', tabindex: 0 },
         h('table', null,
           h('thead', null, h('tr', null,
             ['Id', 'Name', 'Project', 'Scopes', 'Created', 'Expires', 'Last used', 'State', ''].map((c) =>

@@ -53,7 +53,7 @@ export function mount(root) {
     form,
     h('section', { class: 'card', 'aria-labelledby': heading.id },
       heading,
-      h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': heading.id, tabindex: 0 },
+      h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Project list', tabindex: 0 },
         h('table', null,
           h('thead', null, h('tr', null, ['Id', 'Name', 'Organisation', 'Created', ''].map((c, i) =>
             h('th', { scope: 'col' }, i === 4 ? h('span', { class: 'visually-hidden' }, 'Actions') : c)))),
