@@ -162,9 +162,9 @@ def test_follow_a_job_live_on_the_jobs_page(open_page, tmp_path):
             }
         }).observe(document.querySelector('main'), { subtree: true, childList: true, characterData: true });
     }""")
-    # A document large enough that ingesting it takes a while, uploaded outside the page.
+    # A document large enough that ingesting it takes some seconds, uploaded outside the page.
     word = unique("jobword")
-    body = "\n\n".join(f"Paragraph {i} about {word} and the tides of the northern sea, number {i}." for i in range(1500))
+    body = "\n\n".join(f"Paragraph {i} about {word} and the tides of the northern sea, number {i}." for i in range(300))
     job_id = upload_text(f"{word}.txt", body)
     # Asked for at once (as a person would), the list shows the job before it can have finished;
     # from then on the page follows it by itself.
