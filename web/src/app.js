@@ -14,12 +14,17 @@ const ROUTES = [
   { path: 'search', label: 'Search', load: () => import('./pages/search.js') },
   { path: 'documents', label: 'Documents', load: () => import('./pages/documents.js') },
   { path: 'memories', label: 'Memories', load: () => import('./pages/memories.js') },
+  { path: 'jobs', label: 'Jobs', load: () => import('./pages/jobs.js') },
   { path: 'status', label: 'Status', load: () => import('./pages/status.js') },
+  { path: 'projects', label: 'Projects', load: () => import('./pages/projects.js') },
   { path: 'keys', label: 'API keys', load: () => import('./pages/keys.js') },
+  { path: 'audit', label: 'Audit log', load: () => import('./pages/audit.js') },
   { path: 'backups', label: 'Backups', load: () => import('./pages/backups.js') },
   { path: 'login', label: 'Sign in', load: () => import('./pages/login.js') },
 ];
 const DEFAULT_ROUTE = 'status';
+// Pages served by the server beside the UI (not hash routes).
+const LINKS = [{ href: '/docs', label: 'API docs' }];
 
 const nav = document.getElementById('nav');
 const main = document.getElementById('main');
@@ -29,18 +34,59 @@ let navigationId = 0;
 let firstRender = true;
 
 function renderNav() {
+  const item = (href, label, route) => {
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.href = href;
+    a.textContent = label;
+    a.className = 'nav__link';
+    if (route) a.dataset.route = route;
+    li.append(a);
+    return li;
+  };
   nav.replaceChildren(
-    ...ROUTES.map((route) => {
-      const li = document.createElement('li');
-      const a = document.createElement('a');
-      a.href = `#/${route.path}`;
-      a.textContent = route.label;
-      a.className = 'nav__link';
-      a.dataset.route = route.path;
-      li.append(a);
-      return li;
-    }),
+    ...ROUTES.map((route) => item(`#/${route.path}`, route.label, route.path)),
+    ...LINKS.map((link) => item(link.href, link.label, null)),
   );
+}
+
+// ---- colour theme: the system's (prefers-color-scheme), or light or dark by choice ----
+const THEME_STORAGE = 'nexus.theme';
+const THEMES = [['auto', 'System'], ['light', 'Light'], ['dark', 'Dark']];
+
+function storedTheme() {
+  try {
+    const theme = localStorage.getItem(THEME_STORAGE);
+    return THEMES.some(([value]) => value === theme) ? theme : 'auto';
+  } catch {
+    return 'auto'; // storage disabled
+  }
+}
+
+function applyTheme(theme) {
+  if (theme === 'auto') document.documentElement.removeAttribute('data-theme');
+  else document.documentElement.dataset.theme = theme;
+}
+
+function renderThemePicker() {
+  const select = document.getElementById('theme');
+  if (!select) return;
+  const theme = storedTheme();
+  select.replaceChildren(...THEMES.map(([value, label]) => {
+    const option = document.createElement('option');
+    option.value = value;
+    option.textContent = label;
+    return option;
+  }));
+  select.value = theme;
+  applyTheme(theme);
+  select.addEventListener('change', () => {
+    applyTheme(select.value);
+    try {
+      if (select.value === 'auto') localStorage.removeItem(THEME_STORAGE);
+      else localStorage.setItem(THEME_STORAGE, select.value);
+    } catch { /* the choice lasts until the page is reloaded */ }
+  });
 }
 
 function parseHash() {
@@ -135,5 +181,6 @@ window.addEventListener('nexus:unauthorized', () => {
 });
 
 renderNav();
+renderThemePicker();
 window.addEventListener('hashchange', route);
 route();

@@ -33,7 +33,7 @@ export function mount(root) {
     h('section', { class: 'card', 'aria-labelledby': 'archives-heading' },
       h('h2', { id: 'archives-heading' }, 'Archives'),
       dirNote,
-      h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': 'archives-heading', tabindex: 0 },
+      h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Backup archives', tabindex: 0 },
         h('table', null,
           h('thead', null, h('tr', null,
             ['Archive', 'Taken', 'Size', 'Position', 'Contents', ''].map((c) => h('th', { scope: 'col' }, c)))),

@@ -233,7 +233,7 @@ export function mount(root) {
     'Clear finished');
   const jobsSection = h('section', { class: 'card', 'aria-labelledby': jobsHeading.id, hidden: true },
     h('div', { class: 'card__header' }, jobsHeading, clearJobsButton),
-    h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': jobsHeading.id, tabindex: 0 },
+    h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Files being processed', tabindex: 0 },
       h('table', null,
         h('thead', null, h('tr', null,
           h('th', { scope: 'col' }, 'File'),
@@ -396,7 +396,7 @@ export function mount(root) {
       refreshButton,
     ),
     listAlert,
-    h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': listHeading.id, tabindex: 0 },
+    h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Document list', tabindex: 0 },
       h('table', { class: 'docs-table' },
         h('thead', null, h('tr', null,
           h('th', { scope: 'col' }, 'Title'),

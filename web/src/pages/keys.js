@@ -17,6 +17,8 @@ export function mount(root) {
   // ---- create form ----
   const name = h('input', { id: 'key-name', class: 'input', required: true, maxlength: 100, autocomplete: 'off' });
   const project = h('input', { id: 'key-project', class: 'input mono', placeholder: 'your own', autocomplete: 'off' });
+  // "#/keys?project=x" (from the Projects page) proposes that project.
+  project.value = new URLSearchParams(location.hash.split('?')[1] ?? '').get('project') ?? '';
   const days = h('input', { id: 'key-days', class: 'input', type: 'number', min: 1, max: 36500, placeholder: 'never' });
   const boxes = SCOPES.map((scope) =>
     h('input', { type: 'checkbox', id: `scope-${scope}`, value: scope, checked: scope !== 'admin' }));
@@ -43,7 +45,7 @@ export function mount(root) {
     form,
     h('section', { class: 'card', 'aria-labelledby': 'keys-heading' },
       h('h2', { id: 'keys-heading' }, 'Keys'),
-      h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': 'keys-heading', tabindex: 0 },
+      h('div', { class: 'table-wrap', role: 'region', 'aria-label': 'Key list', tabindex: 0 },
         h('table', null,
           h('thead', null, h('tr', null,
             ['Id', 'Name', 'Project', 'Scopes', 'Created', 'Expires', 'Last used', 'State', ''].map((c) =>
@@ -73,7 +75,10 @@ export function mount(root) {
     const state = key.revoked_at ? 'revoked'
       : key.expires_at && Date.parse(key.expires_at) <= now ? 'expired' : 'active';
     const revoke = state === 'active'
-      ? h('button', { type: 'button', class: 'button button--small', onclick: () => revokeKey(key) }, 'Revoke')
+      ? h('button', {
+        type: 'button', class: 'button button--small', 'aria-label': `Revoke key ${key.id} (${key.name})`,
+        onclick: () => revokeKey(key),
+      }, 'Revoke')
       : null;
     return h('tr', null,
       h('th', { scope: 'row', class: 'mono' }, key.id),

@@ -1,13 +1,16 @@
-// Search page: POST /api/v1/search (hybrid / keyword / semantic) with
-// pagination, and "Ask": POST /api/v1/ask read as a server-sent event stream
-// (citations, then deltas, then done/error) rendered as it arrives.
+// Search page: one query over documents and memories. Documents through
+// POST /api/v1/search (hybrid / keyword / semantic, collection and tags
+// filters, pagination), memories through POST /api/v1/memories/search (the
+// same mode, filtered by user and agent); both groups are shown side by side.
+// "Ask": POST /api/v1/ask read as a server-sent event stream (citations, then
+// deltas, then done/error) rendered as it arrives.
 //
 // The form state is mirrored into the hash ("#/search?q=...&mode=...") with
 // history.replaceState, so reloading or sharing the URL repeats the search
 // without the router remounting the page.
 
 import { getJSON, request, streamEvents } from '../api.js';
-import { h, srOnly, formatNumber, formatScore, snippetNodes } from '../ui.js';
+import { h, srOnly, formatNumber, formatScore, snippetNodes, timeElement } from '../ui.js';
 
 export const title = 'Search';
 
@@ -15,6 +18,10 @@ const MODES = [
   { value: 'hybrid', label: 'Hybrid' },
   { value: 'keyword', label: 'Keyword' },
   { value: 'semantic', label: 'Semantic' },
+];
+const SOURCES = [
+  { value: 'documents', label: 'Documents' },
+  { value: 'memories', label: 'Memories' },
 ];
 const DEFAULT_TOP_K = 10;
 const MAX_TOP_K = 100;
@@ -50,6 +57,27 @@ export function mount(root) {
   collectionSelect.value = initial.collection;
   const collectionNote = h('span', { class: 'field__hint', id: `${uid}-collection-note` });
 
+  const tagsInput = h('input', {
+    id: `${uid}-tags`, class: 'input input--medium', type: 'text', autocomplete: 'off', spellcheck: 'false',
+    placeholder: 'any', 'aria-describedby': `${uid}-tags-hint`,
+  });
+  tagsInput.value = initial.tags.join(', ');
+  const userInput = h('input', {
+    id: `${uid}-user`, class: 'input input--medium', type: 'text', autocomplete: 'off', spellcheck: 'false',
+    placeholder: 'any', maxlength: 256,
+  });
+  userInput.value = initial.userId;
+  const agentInput = h('input', {
+    id: `${uid}-agent`, class: 'input input--medium', type: 'text', autocomplete: 'off', spellcheck: 'false',
+    placeholder: 'any', maxlength: 256,
+  });
+  agentInput.value = initial.agentId;
+  const sourceBoxes = SOURCES.map((src) => {
+    const input = h('input', { type: 'checkbox', id: `${uid}-in-${src.value}`, value: src.value });
+    input.checked = initial.sources.includes(src.value);
+    return input;
+  });
+
   const topKInput = h('input', {
     id: `${uid}-topk`, class: 'input input--narrow', type: 'number', min: 1, max: MAX_TOP_K, step: 1,
     inputmode: 'numeric', required: true,
@@ -59,7 +87,7 @@ export function mount(root) {
   const searchButton = h('button', { type: 'submit', class: 'btn btn--primary' }, 'Search');
   const askButton = h('button', { type: 'button', class: 'btn', onclick: onAskClick }, 'Ask');
 
-  const form = h('form', { class: 'search-form card', role: 'search', 'aria-label': 'Search documents', onsubmit: onSubmit },
+  const form = h('form', { class: 'search-form card', role: 'search', 'aria-label': 'Search documents and memories', onsubmit: onSubmit },
     h('div', { class: 'search-form__row' },
       h('div', { class: 'field field--grow' },
         h('label', { for: queryInput.id }, 'Query'),
@@ -68,18 +96,48 @@ export function mount(root) {
       h('div', { class: 'search-form__actions' }, searchButton, askButton),
     ),
     h('div', { class: 'search-form__row' },
+      h('fieldset', { class: 'field' },
+        h('legend', null, 'Search in'),
+        h('div', { class: 'checks checks--boxed' },
+          sourceBoxes.map((box, i) => h('label', { class: 'check', for: box.id }, box, ` ${SOURCES[i].label}`))),
+      ),
       h('fieldset', { class: 'field segmented' },
         h('legend', null, 'Mode'),
         h('div', { class: 'segmented__options' }, modeRadios),
       ),
       h('div', { class: 'field' },
-        h('label', { for: collectionSelect.id }, 'Collection'),
-        collectionSelect,
-        collectionNote,
-      ),
-      h('div', { class: 'field' },
         h('label', { for: topKInput.id }, 'Results per page'),
         topKInput,
+      ),
+    ),
+    h('div', { class: 'search-form__row' },
+      h('fieldset', { class: 'field filter-group' },
+        h('legend', null, 'Document filters'),
+        h('div', { class: 'search-form__row' },
+          h('div', { class: 'field' },
+            h('label', { for: collectionSelect.id }, 'Collection'),
+            collectionSelect,
+            collectionNote,
+          ),
+          h('div', { class: 'field' },
+            h('label', { for: tagsInput.id }, 'Tags'),
+            tagsInput,
+            h('span', { class: 'field__hint', id: `${uid}-tags-hint` }, 'All of these; separate with commas.'),
+          ),
+        ),
+      ),
+      h('fieldset', { class: 'field filter-group' },
+        h('legend', null, 'Memory filters'),
+        h('div', { class: 'search-form__row' },
+          h('div', { class: 'field' },
+            h('label', { for: userInput.id }, 'User id'),
+            userInput,
+          ),
+          h('div', { class: 'field' },
+            h('label', { for: agentInput.id }, 'Agent id'),
+            agentInput,
+          ),
+        ),
       ),
     ),
   );
@@ -88,7 +146,7 @@ export function mount(root) {
   const answer = buildAnswerPanel(uid);
 
   // ---- results ----
-  const resultsHeading = h('h2', { id: `${uid}-results`, tabindex: -1 }, 'Results');
+  const resultsHeading = h('h2', { id: `${uid}-results`, tabindex: -1 }, 'Documents');
   const resultsMeta = h('p', { class: 'page__meta' });
   const resultsAlert = h('div', { class: 'alert-region', role: 'alert' });
   const resultsList = h('ol', { class: 'results' });
@@ -103,17 +161,28 @@ export function mount(root) {
     pager,
   );
 
+  // ---- memory results ----
+  const memHeading = h('h2', { id: `${uid}-memories`, tabindex: -1 }, 'Memories');
+  const memMeta = h('p', { class: 'page__meta' });
+  const memAlert = h('div', { class: 'alert-region', role: 'alert' });
+  const memList = h('ol', { class: 'results' });
+  const memSection = h('section', { class: 'card results-card', 'aria-labelledby': memHeading.id, hidden: true },
+    h('div', { class: 'card__header' }, memHeading, memMeta),
+    memAlert,
+    memList,
+  );
+
   // Screen-reader announcements (result counts, answer finished).
   const announcer = h('p', { class: 'visually-hidden', role: 'status' });
 
   root.append(
     h('header', { class: 'page__header' },
       h('h1', null, 'Search'),
-      h('p', { class: 'page__meta' }, 'Find passages in your documents, or ask a question about them.'),
+      h('p', { class: 'page__meta' }, 'Find passages in your documents and what Nexus remembers, or ask a question about your documents.'),
     ),
     form,
     answer.section,
-    resultsSection,
+    h('div', { class: 'results-groups' }, resultsSection, memSection),
     announcer,
   );
 
@@ -121,7 +190,8 @@ export function mount(root) {
   let stopped = false;
   let searchController = null;
   let askController = null;
-  let current = null; // the search shown: { query, mode, topK, collection, offset }
+  let memController = null;
+  let current = null; // the search shown: { query, mode, topK, collection, tags, userId, agentId, sources, offset }
 
   function readForm() {
     const mode = modeRadios.map((l) => l.querySelector('input')).find((i) => i.checked)?.value ?? 'hybrid';
@@ -132,12 +202,26 @@ export function mount(root) {
       mode,
       topK,
       collection: collectionSelect.value,
+      tags: splitList(tagsInput.value),
+      userId: userInput.value.trim(),
+      agentId: agentInput.value.trim(),
+      sources: sourceBoxes.filter((b) => b.checked).map((b) => b.value),
     };
   }
 
   function bodyFor(state) {
     const body = { query: state.query, mode: state.mode, top_k: state.topK, offset: state.offset };
-    if (state.collection) body.filters = { collection: state.collection };
+    const filters = {};
+    if (state.collection) filters.collection = state.collection;
+    if (state.tags.length) filters.tags = state.tags;
+    if (Object.keys(filters).length) body.filters = filters;
+    return body;
+  }
+
+  function memoryBodyFor(state) {
+    const body = { query: state.query, mode: state.mode, top_k: state.topK, relations: false };
+    if (state.userId) body.user_id = state.userId;
+    if (state.agentId) body.agent_id = state.agentId;
     return body;
   }
 
@@ -156,8 +240,15 @@ export function mount(root) {
       form.reportValidity();
       return;
     }
+    if (!state.sources.length) {
+      sourceBoxes[0].setCustomValidity('Choose documents, memories or both.');
+      sourceBoxes[0].reportValidity();
+      return;
+    }
     runSearch({ ...state, offset: 0 }, false);
+    runMemorySearch(state);
   }
+  for (const box of sourceBoxes) box.addEventListener('change', () => sourceBoxes[0].setCustomValidity(''));
 
   function page(direction) {
     if (!current) return;
@@ -167,9 +258,15 @@ export function mount(root) {
 
   async function runSearch(state, focusResults) {
     searchController?.abort();
+    writeHashState(state);
+    if (!state.sources.includes('documents')) {
+      searchController = null;
+      current = state;
+      resultsSection.hidden = true;
+      return;
+    }
     const controller = new AbortController();
     searchController = controller;
-    writeHashState(state);
 
     resultsSection.hidden = false;
     resultsSection.setAttribute('aria-busy', 'true');
@@ -207,11 +304,57 @@ export function mount(root) {
     if (focusResults) resultsHeading.focus();
   }
 
+  async function runMemorySearch(state) {
+    memController?.abort();
+    if (!state.sources.includes('memories')) {
+      memController = null;
+      memSection.hidden = true;
+      return;
+    }
+    const controller = new AbortController();
+    memController = controller;
+    memSection.hidden = false;
+    memSection.setAttribute('aria-busy', 'true');
+    memMeta.textContent = 'Searching…';
+    let data;
+    try {
+      data = await request('/memories/search', {
+        method: 'POST', body: memoryBodyFor(state), signal: controller.signal, timeoutMs: SEARCH_TIMEOUT_MS,
+      });
+    } catch (err) {
+      if (controller !== memController || stopped) return;
+      memList.replaceChildren();
+      memMeta.textContent = '';
+      memAlert.replaceChildren(errorBanner('Memory search failed', err));
+      return;
+    } finally {
+      if (controller === memController) {
+        memController = null;
+        memSection.removeAttribute('aria-busy');
+      }
+    }
+    if (stopped) return;
+    memAlert.replaceChildren();
+    const results = Array.isArray(data?.results) ? data.results : [];
+    const scope = [state.userId && `user “${state.userId}”`, state.agentId && `agent “${state.agentId}”`]
+      .filter(Boolean).join(' · ');
+    if (!results.length) {
+      memMeta.textContent = scope;
+      memList.replaceChildren(h('li', { class: 'results__empty' }, `No memories match “${state.query}”.`));
+      announce('No memories match.');
+    } else {
+      memMeta.textContent = `${formatNumber(results.length)} best match${results.length === 1 ? '' : 'es'}${scope ? ` · ${scope}` : ''}`;
+      memList.replaceChildren(...results.map(memoryResultItem));
+      announce(`${results.length} memor${results.length === 1 ? 'y' : 'ies'} found.`);
+    }
+  }
+
   function renderResults(state, results) {
     const first = state.offset + 1;
     const last = state.offset + results.length;
     const modeLabel = MODES.find((m) => m.value === state.mode)?.label ?? state.mode;
-    const scope = state.collection ? ` in “${state.collection}”` : '';
+    const scope = (state.collection ? ` in “${state.collection}”` : '')
+      + (state.tags.length ? ` tagged ${state.tags.map((t) => `“${t}”`).join(', ')}` : '');
 
     if (results.length === 0) {
       resultsMeta.textContent = `${modeLabel} search${scope}`;
@@ -224,7 +367,7 @@ export function mount(root) {
       resultsMeta.textContent = `${formatNumber(first)}–${formatNumber(last)} · ${modeLabel} search${scope}`;
       resultsList.start = first;
       resultsList.replaceChildren(...results.map((r) => resultItem(r, state.mode)));
-      announce(`Showing results ${first} to ${last}.`);
+      announce(`Showing documents ${first} to ${last}.`);
     }
 
     const hasPrev = state.offset > 0;
@@ -324,17 +467,38 @@ export function mount(root) {
     });
 
   // Repeat the search from the URL (reload, shared link, back navigation).
-  if (initial.query) runSearch({ ...readForm(), offset: initial.offset }, false);
+  if (initial.query) {
+    const state = readForm();
+    runSearch({ ...state, offset: initial.offset }, false);
+    runMemorySearch(state);
+  }
 
   return () => {
     stopped = true;
     searchController?.abort();
+    memController?.abort();
     askController?.abort();
     collectionsController.abort();
   };
 }
 
 // ---- one search result ------------------------------------------------------
+
+function memoryResultItem(m) {
+  const scopes = ['user_id', 'agent_id', 'app_id', 'run_id'].filter((k) => m[k]);
+  return h('li', { class: 'result' },
+    h('h3', { class: 'result__title' },
+      h('a', { href: `#/memories/${encodeURIComponent(m.id)}` }, m.memory || '(empty)')),
+    h('p', { class: 'result__meta' },
+      m.tier ? h('span', { class: `tier tier--${m.tier}` }, srOnly('Tier: '), m.tier) : null,
+      scopes.map((k) => h('span', { class: 'chip' }, `${k.replace('_id', '')}: ${m[k]}`)),
+      (Array.isArray(m.categories) ? m.categories : []).map((c) => h('span', { class: 'tag' }, c)),
+      h('span', null, 'updated ', timeElement(m.updated_at ?? m.created_at, { dateOnly: true })),
+    ),
+    h('dl', { class: 'scores', 'aria-label': 'Scores' },
+      scoreItem('Score', formatScore(m.score), m.score)),
+  );
+}
 
 function resultItem(r, mode) {
   const heading = r.title || r.source || r.document_id || 'Untitled';
@@ -545,13 +709,24 @@ function prefersReducedMotion() {
   return window.matchMedia?.('(prefers-reduced-motion: reduce)').matches ?? false;
 }
 
+function splitList(text) {
+  return text.split(',').map((t) => t.trim()).filter(Boolean);
+}
+
 function readHashState() {
   const query = location.hash.split('?')[1] ?? '';
   const p = new URLSearchParams(query);
   const mode = MODES.some((m) => m.value === p.get('mode')) ? p.get('mode') : 'hybrid';
   const topK = p.has('top_k') ? clampTopK(Number(p.get('top_k'))) : DEFAULT_TOP_K;
   const offset = Math.max(0, Math.floor(Number(p.get('offset')) || 0));
-  return { query: p.get('q') ?? '', mode, topK, collection: p.get('collection') ?? '', offset };
+  const sources = p.has('in')
+    ? splitList(p.get('in')).filter((v) => SOURCES.some((s) => s.value === v))
+    : SOURCES.map((s) => s.value);
+  return {
+    query: p.get('q') ?? '', mode, topK, collection: p.get('collection') ?? '', offset,
+    tags: splitList(p.get('tags') ?? ''), userId: p.get('user_id') ?? '', agentId: p.get('agent_id') ?? '',
+    sources: sources.length ? sources : SOURCES.map((s) => s.value),
+  };
 }
 
 function writeHashState(state) {
@@ -559,6 +734,10 @@ function writeHashState(state) {
   p.set('q', state.query);
   if (state.mode !== 'hybrid') p.set('mode', state.mode);
   if (state.collection) p.set('collection', state.collection);
+  if (state.tags.length) p.set('tags', state.tags.join(','));
+  if (state.userId) p.set('user_id', state.userId);
+  if (state.agentId) p.set('agent_id', state.agentId);
+  if (state.sources.length !== SOURCES.length) p.set('in', state.sources.join(','));
   if (state.topK !== DEFAULT_TOP_K) p.set('top_k', String(state.topK));
   if (state.offset) p.set('offset', String(state.offset));
   const hash = `#/search?${p}`;

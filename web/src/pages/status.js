@@ -183,7 +183,7 @@ function fact(label, dd, extraClass) {
 function tableSection(id, heading, columns, classes, body) {
   return h('section', { 'aria-labelledby': id, class: 'card' },
     h('h2', { id }, heading),
-    h('div', { class: 'table-wrap', role: 'region', 'aria-labelledby': id, tabindex: 0 },
+    h('div', { class: 'table-wrap', role: 'region', 'aria-label': `${heading} table`, tabindex: 0 },
       h('table', null,
         h('thead', null,
           h('tr', null, columns.map((c, i) => h('th', { scope: 'col', class: classes[i] || null }, c))),

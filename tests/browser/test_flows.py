@@ -1,0 +1,332 @@
+"""What a person does with the UI, end to end against the live servers: upload a file and find it,
+search documents and memories together, add, edit and delete a memory and read its history,
+follow a job live, take and verify a backup, manage projects and keys, sign in with a key on a
+server that needs one, read the audit log."""
+
+import json
+import re
+import urllib.request
+import uuid
+
+from playwright.sync_api import expect
+
+from conftest import ADMIN_KEY, KEYS_URL, PAGES, URL, api, run_axe, screenshot, wait_settled
+
+
+def unique(prefix):
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+def search(page, query, **filters):
+    page.goto("/#/search")
+    page.get_by_label("Query").fill(query)
+    for label, value in filters.items():
+        field = page.get_by_label(label.replace("_", " "), exact=True)
+        if field.evaluate("el => el.tagName") == "SELECT":
+            field.select_option(value)
+        else:
+            field.fill(value)
+    page.get_by_role("button", name="Search", exact=True).click()
+
+
+def documents_group(page):
+    return page.get_by_role("region", name="Documents", exact=True)
+
+
+def memories_group(page):
+    return page.get_by_role("region", name="Memories", exact=True)
+
+
+def test_upload_a_file_and_find_it(open_page, tmp_path):
+    word = unique("quokka")
+    path = tmp_path / f"{word}.md"
+    path.write_text(f"# Field notes {word}\n\nThe {word} lives on Rottnest island and smiles at visitors.\n")
+    page, _ = open_page()
+    page.goto("/#/documents")
+    wait_settled(page)
+    page.locator('input[type="file"]').set_input_files(str(path))
+    expect(page.get_by_text("1 file selected")).to_be_visible()
+    page.get_by_label("Collection (optional)").fill("uploads")
+    page.get_by_label("Tags (optional)").fill("fieldwork, islands")
+    page.get_by_role("button", name="Upload", exact=True).click()
+    jobs = page.get_by_role("region", name="Processing", exact=True).first
+    expect(jobs.get_by_role("row", name=re.compile(word))).to_contain_text("Succeeded", timeout=60_000)
+    listed = page.locator("table.docs-table tbody tr", has_text=word)
+    expect(listed).to_have_count(1)
+    expect(listed).to_contain_text("uploads")
+    expect(listed).to_contain_text("fieldwork")
+    screenshot(page, "flow-upload")
+
+    # Found by search, with its collection and tags as filters; not found under another tag.
+    search(page, word)
+    hit = documents_group(page).locator(".result", has_text=word)
+    expect(hit.first).to_be_visible()
+    expect(hit.first.locator("mark").first).to_have_text(re.compile(word, re.I))
+    search(page, word, Collection="uploads", Tags="islands")
+    expect(documents_group(page).locator(".result", has_text=word).first).to_be_visible()
+    search(page, word, Tags="no-such-tag")
+    expect(documents_group(page).locator(".results__empty")).to_have_text(f"No results for “{word}”.")
+    # The filters are in the address, so a reload repeats the search.
+    assert "tags=no-such-tag" in page.evaluate("() => location.hash")
+
+
+def test_one_search_over_documents_and_memories(open_page):
+    page, _ = open_page()
+    search(page, "peanuts allergic")
+    expect(memories_group(page).locator(".result", has_text="Alice is allergic to peanuts")).to_be_visible()
+    expect(documents_group(page)).to_be_visible()
+    # Memory filters: bob's memories hold nothing about peanuts.
+    search(page, "peanuts allergic", User_id="bob")
+    expect(memories_group(page).locator(".result", has_text="peanuts")).to_have_count(0)
+    search(page, "peanuts allergic", User_id="alice")
+    memory = memories_group(page).locator(".result", has_text="Alice is allergic to peanuts")
+    expect(memory).to_be_visible()
+    expect(memory).to_contain_text("user: alice")
+    run_axe(page, "search over both")
+    screenshot(page, "flow-search-both")
+    # Documents only: the memory group goes away.
+    page.get_by_role("checkbox", name="Memories", exact=True).uncheck()
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(memories_group(page)).to_be_hidden()
+    # A memory result opens that memory.
+    page.get_by_role("checkbox", name="Memories", exact=True).check()
+    page.get_by_role("checkbox", name="Documents", exact=True).uncheck()
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(documents_group(page)).to_be_hidden()
+    memories_group(page).get_by_role("link", name="Alice is allergic to peanuts").click()
+    expect(page.locator("main h1")).to_have_text("Memories")
+    expect(page.locator(".memory-detail__text")).to_have_text("Alice is allergic to peanuts")
+
+
+def test_add_edit_delete_a_memory_and_read_its_history(open_page):
+    text = f"Carol keeps bees on the roof ({unique('hive')})"
+    page, watcher = open_page()
+    page.goto("/#/memories")
+    wait_settled(page)
+    page.get_by_text("Add a memory").click()
+    add = page.locator("form.memory-form").first
+    add.get_by_label("Text").fill(text)
+    add.get_by_label("Belongs to").fill("carol")
+    page.get_by_role("button", name="Add memory").click()
+    outcome = page.locator(".banner--ok", has_text="1 change")
+    expect(outcome).to_contain_text("ADD")
+    outcome.get_by_role("button", name=text).click()
+    detail = page.get_by_role("region", name="Memory", exact=True)
+    expect(detail.locator(".memory-detail__text")).to_have_text(text)
+    memory_id = page.evaluate("() => new URLSearchParams(location.hash.split('?')[1]).get('id')")
+    assert memory_id
+
+    edited = text.replace("bees", "two hives of bees")
+    form = detail.locator("form.edit-form")
+    form.get_by_label("Text").fill(edited)
+    form.get_by_label("Categories").fill("hobbies")
+    form.get_by_role("button", name="Save changes").click()
+    expect(detail.locator(".banner--ok")).to_have_text("Saved.")
+    expect(detail.locator(".memory-detail__text")).to_have_text(edited)
+    history = detail.get_by_role("region", name="History")
+    expect(history.locator(".history__entry")).to_have_count(2)
+    update = history.locator(".history__entry", has_text="UPDATE")
+    expect(update.locator("del")).to_have_text(text)
+    expect(update.locator("ins")).to_have_text(edited)
+    status, body = api("GET", f"/api/v1/memories/{memory_id}")
+    assert status == 200 and body["memory"] == edited and body["categories"] == ["hobbies"]
+    run_axe(page, "memory detail")
+    screenshot(page, "flow-memory")
+
+    detail.get_by_role("button", name="Delete memory").click()
+    expect(detail).to_be_hidden()
+    expect(page.locator(".memory-list", has_text=edited)).to_have_count(0)
+    assert api("GET", f"/api/v1/memories/{memory_id}")[0] == 404
+
+    # The history outlives the memory: its page says it was deleted and shows all three events.
+    # The memory itself answers 404 now, which the page expects.
+    watcher.allow(404, rf"/api/v1/memories/{memory_id}")
+    page.goto(f"/#/memories/{memory_id}")
+    page.reload()
+    expect(page.locator(".banner--error")).to_contain_text("Memory not found")
+    entries = page.get_by_role("region", name="History").locator(".history__entry .badge")
+    expect(entries).to_have_text(["ADD", "UPDATE", "DELETE"])
+
+
+def test_follow_a_job_live_on_the_jobs_page(open_page, tmp_path):
+    page, _ = open_page()
+    page.goto("/#/jobs")
+    wait_settled(page)
+    # Record every state a job's row shows, from the moment it appears.
+    page.evaluate("""() => {
+        window.seenStates = [];
+        new MutationObserver(() => {
+            for (const badge of document.querySelectorAll('tr[data-job] [data-state]')) {
+                const entry = badge.closest('tr').dataset.job + ':' + badge.dataset.state;
+                if (!window.seenStates.includes(entry)) window.seenStates.push(entry);
+            }
+        }).observe(document.querySelector('main'), { subtree: true, childList: true, characterData: true });
+    }""")
+    # A document large enough that ingesting it takes some seconds, uploaded outside the page.
+    word = unique("jobword")
+    body = "\n\n".join(f"Paragraph {i} about {word} and the tides of the northern sea, number {i}." for i in range(300))
+    job_id = upload_text(f"{word}.txt", body)
+    # Asked for at once (as a person would), the list shows the job before it can have finished;
+    # from then on the page follows it by itself.
+    page.get_by_role("button", name="Refresh").click()
+    row = page.locator(f'tr[data-job="{job_id}"]')
+    expect(row).to_be_visible(timeout=10_000)
+    expect(row.locator("[data-state]")).to_have_attribute("data-state", "succeeded", timeout=120_000)
+    expect(row.locator("progress")).to_have_attribute("value", "1")
+    seen = [s.split(":")[1] for s in page.evaluate("() => window.seenStates") if s.startswith(job_id)]
+    assert seen[-1] == "succeeded"
+    assert any(s in ("queued", "running") for s in seen), f"the page never showed the job unfinished: {seen}"
+    run_axe(page, "jobs")
+    screenshot(page, "flow-jobs")
+
+
+def upload_text(name, text):
+    """POST /api/v1/documents as multipart (outside the browser); returns the job id."""
+    boundary = uuid.uuid4().hex
+    data = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            f"Content-Type: text/plain\r\n\r\n{text}\r\n--{boundary}--\r\n").encode()
+    request = urllib.request.Request(URL + "/api/v1/documents", data=data, method="POST")
+    request.add_header("Content-Type", f"multipart/form-data; boundary={boundary}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["jobs"][0]["job_id"]
+
+
+def test_take_and_verify_a_backup(open_page):
+    page, _ = open_page()
+    page.goto("/#/backups")
+    wait_settled(page)
+    before = page.locator("table tbody tr", has_text=".tar.zst").count()
+    page.get_by_role("button", name="Take a backup").click()
+    done = page.locator(".banner--ok", has_text="Backup taken")
+    expect(done).to_be_visible(timeout=120_000)
+    rows = page.locator("table tbody tr", has=page.get_by_role("button", name="Verify"))
+    expect(rows).to_have_count(before + 1)
+    rows.first.get_by_role("button", name="Verify").click()
+    expect(page.locator(".banner--ok", has_text="verified")).to_be_visible(timeout=120_000)
+    with page.expect_download() as download:
+        rows.first.get_by_role("button", name="Download").click()
+    assert download.value.suggested_filename.endswith(".tar.zst")
+    expect(page.locator(".banner--ok", has_text="Downloaded")).to_be_visible()
+    screenshot(page, "flow-backup")
+
+
+def test_create_a_project(open_page):
+    project = unique("ui-")
+    page, _ = open_page()
+    page.goto("/#/projects")
+    wait_settled(page)
+    page.get_by_label("Id", exact=True).fill(project)
+    page.get_by_label("Name", exact=True).fill("Made in the browser")
+    page.get_by_role("button", name="Create project").click()
+    expect(page.locator(".banner--ok")).to_contain_text(f"Project {project} created")
+    expect(page.get_by_role("row", name=re.compile(project))).to_contain_text("Made in the browser")
+    # The link to make a key for it proposes the project on the keys page.
+    page.locator(".banner--ok").get_by_role("link", name="Create a key for it").click()
+    expect(page.locator("main h1")).to_have_text("API keys")
+    expect(page.get_by_label("Project", exact=True)).to_have_value(project)
+
+
+def sign_in(page, watcher, key):
+    """Opens the keys server's UI without a key (sent to the sign-in page), signs in with `key`."""
+    # A browser without a key is refused once (status), then asks who it is (whoami): both 401.
+    watcher.allow(401, r"/api/v1/(status|whoami)")
+    page.goto("/#/status")
+    expect(page).to_have_url(re.compile(r"#/login$"))
+    expect(page.locator("main h1")).to_have_text("Sign in")
+    expect(page.get_by_text("Not signed in.")).to_be_visible()
+    page.get_by_label("API key or master key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    # Back where the browser wanted to go.
+    expect(page).to_have_url(re.compile(r"#/status$"))
+    expect(page.locator("main h1")).to_have_text("Status")
+    expect(page.get_by_text("Ready", exact=True)).to_be_visible()
+
+
+def test_sign_in_with_a_key_on_a_server_that_needs_one(open_page):
+    page, watcher = open_page(base=KEYS_URL)
+    # A wrong key first: refused with the server's message, the form stays.
+    watcher.allow(401, r"/api/v1/(status|whoami)")
+    page.goto("/#/login")
+    page.get_by_label("API key or master key").fill("nxs_wrong_key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("That key was refused")
+    run_axe(page, "sign-in refused")
+    screenshot(page, "flow-sign-in-refused")
+
+    sign_in(page, watcher, ADMIN_KEY)
+    page.goto("/#/login")
+    expect(page.locator(".page__meta").first).to_contain_text("Signed in with key")
+    # The key lives in the tab's session storage, never in the address.
+    assert ADMIN_KEY not in page.url
+    assert page.evaluate("() => sessionStorage.getItem('nexus.apiKey')") == ADMIN_KEY
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_text("Not signed in.")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('nexus.apiKey')") is None
+
+
+def test_create_and_revoke_a_key(open_page):
+    page, watcher = open_page(base=KEYS_URL)
+    sign_in(page, watcher, ADMIN_KEY)
+    name = unique("robot ")
+    page.goto("/#/keys")
+    wait_settled(page)
+    page.get_by_label("Name", exact=True).fill(name)
+    page.get_by_label("read", exact=True).check()
+    page.get_by_label("write", exact=True).uncheck()
+    page.get_by_role("button", name="Create key").click()
+    revealed = page.get_by_label("New API key")
+    expect(revealed).to_have_value(re.compile(r"^nxs_"))
+    expect(revealed).to_be_focused()
+    key = revealed.input_value()
+    row = page.get_by_role("row", name=re.compile(name))
+    expect(row).to_contain_text("active")
+    expect(row).to_contain_text("read")
+    screenshot(page, "flow-keys")
+    # The new key works against the API, for reading only.
+    assert api("GET", "/api/v1/whoami", base=KEYS_URL, key=key)[1]["scopes"] == ["read"]
+    assert api("GET", "/api/v1/status", base=KEYS_URL, key=key)[0] == 200
+
+    row.get_by_role("button", name=re.compile("Revoke")).click()
+    expect(row).to_contain_text("revoked")
+    expect(row.get_by_role("button")).to_have_count(0)
+    assert api("GET", "/api/v1/status", base=KEYS_URL, key=key)[0] == 401
+
+    # The audit log shows the key being made and revoked, by the admin key.
+    page.goto("/#/audit")
+    wait_settled(page)
+    page.get_by_label("Method", exact=True).select_option("DELETE")
+    # The audit log is written off the request path: ask again until the entry is there.
+    revoked = page.locator("table.audit-table tbody tr", has_text="DELETE /api/v1/keys/{id}")
+    for _ in range(20):
+        page.get_by_role("button", name="Apply").click()
+        wait_settled(page)
+        if revoked.count():
+            break
+        page.wait_for_timeout(250)
+    expect(revoked.first).to_be_visible()
+    expect(revoked.first).to_contain_text("200")
+    run_axe(page, "audit, signed in")
+    screenshot(page, "flow-audit")
+
+    # A project admin key sees its own project and cannot create others.
+    page.goto("/#/projects")
+    wait_settled(page)
+    expect(page.get_by_text("Your project: default")).to_be_visible()
+    expect(page.get_by_role("button", name="Create project")).to_be_hidden()
+    expect(page.get_by_role("row", name=re.compile("default"))).to_be_visible()
+
+
+def test_read_only_pages_on_the_signed_in_server(open_page):
+    """Every page again on the server with keys, signed in: no stray 401 or 403."""
+    page, watcher = open_page(base=KEYS_URL)
+    sign_in(page, watcher, ADMIN_KEY)
+    # Backups span tenants and need the master key: a project's admin key is told so.
+    watcher.allow(403, r"/api/v1/admin/backups")
+    for route, heading in PAGES.items():
+        page.goto(f"/#/{route}")
+        expect(page.locator("main h1")).to_have_text(heading)
+        wait_settled(page)
+        if route == "backups":
+            expect(page.get_by_role("alert")).to_contain_text("needs the master key")
+        else:
+            expect(page.locator("main .banner--error")).to_have_count(0)
