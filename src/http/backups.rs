@@ -19,6 +19,7 @@ use crate::store::jobs::Job;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"no_derived": false}))]
 pub struct TakeBackup {
     /// An absolute directory on the server for the archive; default `[backup] dir`.
     pub dir: Option<String>,
@@ -27,8 +28,11 @@ pub struct TakeBackup {
     pub no_derived: bool,
 }
 
-/// Takes a backup while the server keeps serving: a job (`/api/v1/jobs/{id}`) whose result
-/// names the archive.
+/// Takes a backup while the server keeps serving.
+///
+/// Answers at once with a job (follow it at `/api/v1/jobs/{id}`); its result names the archive,
+/// its size and SHA-256 and the change-log position it holds. Writes go on during the backup.
+/// One backup runs at a time (`conflict` otherwise). Operator only.
 #[utoipa::path(post, path = "/api/v1/admin/backups", tag = "ops", request_body = TakeBackup,
     responses((status = 202, body = Job, description = "the backup job")))]
 pub async fn take(
@@ -58,7 +62,11 @@ pub struct Backups {
 }
 
 /// The archives in the backup directory and the schedule's state.
-#[utoipa::path(get, path = "/api/v1/admin/backups", tag = "ops", responses((status = 200, body = Backups)))]
+///
+/// Finished archives of `[backup] dir`, newest first, with their size, time, change-log position
+/// and whether a checksum file is beside them; and what the schedule did last and does next.
+/// Operator only.
+#[utoipa::path(get, path = "/api/v1/admin/backups", operation_id = "list_backups", tag = "ops", responses((status = 200, body = Backups)))]
 pub async fn list(State(app): State<Arc<App>>) -> Result<axum::Json<Backups>> {
     let dir = backup::default_dir(&app.config);
     let listing = dir.clone();
@@ -67,8 +75,12 @@ pub async fn list(State(app): State<Arc<App>>) -> Result<axum::Json<Backups>> {
     Ok(axum::Json(Backups { dir: dir.display().to_string(), archives, schedule }))
 }
 
-/// Downloads an archive; its SHA-256 is in `X-Checksum-Sha256` when its checksum file is there.
-#[utoipa::path(get, path = "/api/v1/admin/backups/{name}", tag = "ops", params(("name" = String, Path)),
+/// Downloads an archive.
+///
+/// Streams the archive (`application/zstd`); its SHA-256 is in `X-Checksum-Sha256` when its
+/// checksum file is there. `name` is an archive's name as the listing gives it. Operator only.
+#[utoipa::path(get, path = "/api/v1/admin/backups/{name}", tag = "ops", params(("name" = String, Path, description = "The archive's name, as the listing gives it",
+        example = "nexus-host-20250102T030000000Z-s1234.tar.zst")),
     responses((status = 200, content_type = "application/zstd", body = Vec<u8>),
     (status = 404, body = super::error::ErrorBody)))]
 pub async fn download(State(app): State<Arc<App>>, ApiPath(name): ApiPath<String>) -> Result<Response> {
@@ -110,9 +122,14 @@ fn tokio_util_stream(file: tokio::fs::File) -> impl futures::Stream<Item = std::
     })
 }
 
-/// Verifies an archive (checksums, every file, a trial restore and `nexus check`): a job whose
-/// result is the report.
-#[utoipa::path(post, path = "/api/v1/admin/backups/{name}/verify", tag = "ops", params(("name" = String, Path)),
+/// Verifies an archive.
+///
+/// Checksums, every file against the manifest, then a trial restore into a scratch directory with
+/// the record's integrity check and `nexus check`. Answers at once with a job whose result is the
+/// report; a refused archive fails the job with `archive_invalid`. Operator only.
+#[utoipa::path(post, path = "/api/v1/admin/backups/{name}/verify", tag = "ops",
+    params(("name" = String, Path, description = "The archive's name, as the listing gives it",
+        example = "nexus-host-20250102T030000000Z-s1234.tar.zst")),
     responses((status = 202, body = Job, description = "the verification job"),
     (status = 404, body = super::error::ErrorBody)))]
 pub async fn verify(
