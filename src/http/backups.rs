@@ -13,6 +13,7 @@ use super::error::{ApiJson, ApiPath};
 use super::tenant::Tenant;
 use crate::app::App;
 use crate::backup::schedule::ScheduleStatus;
+use crate::backup::target::Target;
 use crate::backup::{self, BACKUP_JOB, BackupArchive, VERIFY_JOB};
 use crate::error::Result;
 use crate::store::jobs::Job;
@@ -21,7 +22,8 @@ use crate::store::jobs::Job;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"no_derived": false}))]
 pub struct TakeBackup {
-    /// An absolute directory on the server for the archive; default `[backup] dir`.
+    /// Where the archive goes: an absolute directory on the server, or `s3://bucket/prefix` (on
+    /// the S3 service of `[backup.s3]`); default `[backup] dir`.
     pub dir: Option<String>,
     /// Leave the derived stores out (rebuilt on restore).
     #[serde(default)]
@@ -40,12 +42,15 @@ pub async fn take(
     Tenant(tenant): Tenant,
     ApiJson(body): ApiJson<TakeBackup>,
 ) -> Result<(StatusCode, axum::Json<Job>)> {
-    if let Some(dir) = &body.dir
-        && (!std::path::Path::new(dir).is_absolute() || dir.contains('\0'))
-    {
-        return Err(crate::error::Error::invalid(format!(
-            "dir `{dir}` must be an absolute path on the server (or leave it out for [backup] dir)"
-        )));
+    if let Some(dir) = &body.dir {
+        if backup::target::is_s3(dir) {
+            backup::target::parse_s3(dir)?;
+        } else if !std::path::Path::new(dir).is_absolute() || dir.contains('\0') {
+            return Err(crate::error::Error::invalid(format!(
+                "dir `{dir}` must be an absolute path on the server or s3://bucket/prefix (or leave it out for \
+                 [backup] dir)"
+            )));
+        }
     }
     let payload = serde_json::json!({"dir": body.dir, "no_derived": body.no_derived});
     let job = app.jobs.enqueue(&tenant, BACKUP_JOB, payload, 1).await?;
@@ -54,7 +59,7 @@ pub async fn take(
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Backups {
-    /// The directory listed (`[backup] dir`).
+    /// The directory (or `s3://bucket/prefix`) listed: `[backup] dir`.
     pub dir: String,
     /// Finished archives, newest first.
     pub archives: Vec<BackupArchive>,
@@ -68,11 +73,10 @@ pub struct Backups {
 /// Operator only.
 #[utoipa::path(get, path = "/api/v1/admin/backups", operation_id = "list_backups", tag = "ops", responses((status = 200, body = Backups)))]
 pub async fn list(State(app): State<Arc<App>>) -> Result<axum::Json<Backups>> {
-    let dir = backup::default_dir(&app.config);
-    let listing = dir.clone();
-    let archives = crate::store::blocking(move || backup::list(&listing)).await?;
+    let target = Target::open(&app.config, None).await?;
+    let archives = target.list().await?;
     let schedule = app.backup_status.lock().clone();
-    Ok(axum::Json(Backups { dir: dir.display().to_string(), archives, schedule }))
+    Ok(axum::Json(Backups { dir: target.describe(), archives, schedule }))
 }
 
 /// Downloads an archive.
@@ -84,13 +88,9 @@ pub async fn list(State(app): State<Arc<App>>) -> Result<axum::Json<Backups>> {
     responses((status = 200, content_type = "application/zstd", body = Vec<u8>),
     (status = 404, body = super::error::ErrorBody)))]
 pub async fn download(State(app): State<Arc<App>>, ApiPath(name): ApiPath<String>) -> Result<Response> {
-    let path = backup::archive_in(&backup::default_dir(&app.config), &name)?;
-    let checksum = std::fs::read_to_string(backup::archive::checksum_path(&path))
-        .ok()
-        .and_then(|t| t.split_whitespace().next().map(str::to_string));
-    let file = tokio::fs::File::open(&path).await?;
-    let size = file.metadata().await?.len();
-    let body = Body::from_stream(tokio_util_stream(file));
+    let target = Target::open(&app.config, None).await?;
+    let (size, checksum, stream) = target.read(&name).await?;
+    let body = Body::from_stream(stream);
     let mut response = (
         [
             (header::CONTENT_TYPE, "application/zstd".to_string()),
@@ -104,22 +104,6 @@ pub async fn download(State(app): State<Arc<App>>, ApiPath(name): ApiPath<String
         response.headers_mut().insert("x-checksum-sha256", sum);
     }
     Ok(response)
-}
-
-/// The file as a stream of chunks.
-fn tokio_util_stream(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
-    use tokio::io::AsyncReadExt;
-    futures::stream::unfold(file, |mut file| async move {
-        let mut buf = vec![0u8; 256 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), file))
-            }
-            Err(e) => Some((Err(e), file)),
-        }
-    })
 }
 
 /// Verifies an archive.
@@ -137,7 +121,7 @@ pub async fn verify(
     Tenant(tenant): Tenant,
     ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, axum::Json<Job>)> {
-    backup::archive_in(&backup::default_dir(&app.config), &name)?;
+    Target::open(&app.config, None).await?.check_exists(&name).await?;
     let job = app.jobs.enqueue(&tenant, VERIFY_JOB, serde_json::json!({"name": name}), 1).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(job)))
 }
