@@ -109,7 +109,8 @@ pub struct JobsConfig {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackupConfig {
-    /// Where archives go; unset: `<data_dir>.backups` beside the data directory.
+    /// Where archives go: a directory, or `s3://bucket/prefix` on the S3 service of `[backup.s3]`;
+    /// unset: `<data_dir>.backups` beside the data directory.
     #[serde(default)]
     pub dir: Option<PathBuf>,
     /// When to take backups, in cron syntax (`min hour day month weekday`, UTC); empty: never.
@@ -123,6 +124,87 @@ pub struct BackupConfig {
     pub no_derived: bool,
     /// Verify every scheduled backup (checksums, then a trial restore) right after taking it.
     pub verify: bool,
+    /// The S3 service of `s3://` backup targets.
+    #[serde(default)]
+    pub s3: BackupS3Config,
+}
+
+/// The S3 service `s3://bucket/prefix` backup targets are on: set up like `[store.objects]`
+/// (the bucket and prefix come from the target). Without an `endpoint`, the object store's
+/// service and credentials are used when `store.objects.backend = "s3"`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupS3Config {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    #[serde(default = "default_true")]
+    pub path_style: bool,
+    #[serde(default)]
+    pub allow_http: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+impl Default for BackupS3Config {
+    fn default() -> Self {
+        BackupS3Config {
+            endpoint: None,
+            region: default_region(),
+            path_style: true,
+            allow_http: false,
+            access_key_id_env: None,
+            secret_access_key_env: None,
+            access_key_id_file: None,
+            secret_access_key_file: None,
+        }
+    }
+}
+
+impl Config {
+    /// The object-store settings of the S3 service for `s3://bucket/prefix` backups, and the
+    /// section that names them in messages: `[backup.s3]` when it has an endpoint, else
+    /// `[store.objects]` when that is S3.
+    pub fn backup_s3(&self, bucket: &str, prefix: &str) -> Result<(ObjectsConfig, &'static str)> {
+        let s3 = &self.backup.s3;
+        let prefix = (!prefix.is_empty()).then(|| prefix.to_string());
+        if s3.endpoint.is_some() {
+            return Ok((
+                ObjectsConfig {
+                    backend: ObjectsBackend::S3,
+                    endpoint: s3.endpoint.clone(),
+                    bucket: Some(bucket.to_string()),
+                    region: s3.region.clone(),
+                    path_style: s3.path_style,
+                    access_key_id_env: s3.access_key_id_env.clone(),
+                    secret_access_key_env: s3.secret_access_key_env.clone(),
+                    access_key_id_file: s3.access_key_id_file.clone(),
+                    secret_access_key_file: s3.secret_access_key_file.clone(),
+                    allow_http: s3.allow_http,
+                    prefix,
+                },
+                "backup.s3",
+            ));
+        }
+        if self.store.objects.backend == ObjectsBackend::S3 {
+            let mut objects = self.store.objects.clone();
+            objects.bucket = Some(bucket.to_string());
+            objects.prefix = prefix;
+            return Ok((objects, "store.objects"));
+        }
+        Err(Error::config(
+            "invalid configuration: backups to s3:// need the S3 service: set `backup.s3.endpoint` (and its \
+             credentials: `backup.s3.access_key_id_env` and `backup.s3.secret_access_key_env`, or AWS_ACCESS_KEY_ID \
+             and AWS_SECRET_ACCESS_KEY)",
+        ))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -1087,6 +1169,16 @@ impl Config {
         }
         if self.backup.keep_last == 0 && self.backup.keep_daily == 0 && self.backup.keep_weekly == 0 {
             return bad("backup.keep_last", "keeps nothing: set keep_last, keep_daily or keep_weekly above 0");
+        }
+        if let Some(dir) = self.backup.dir.as_deref().and_then(Path::to_str).filter(|d| d.starts_with("s3://")) {
+            let (bucket, prefix) = crate::backup::target::parse_s3(dir)
+                .map_err(|e| Error::config(format!("invalid configuration: `backup.dir` {}", e.message)))?;
+            self.backup_s3(&bucket, &prefix)?;
+        }
+        if let Some(endpoint) = &self.backup.s3.endpoint
+            && !(endpoint.starts_with("https://") || self.backup.s3.allow_http && endpoint.starts_with("http://"))
+        {
+            return bad("backup.s3.endpoint", "must start with https:// (or http:// with backup.s3.allow_http = true)");
         }
         if !(1..=2048).contains(&self.embed.batch_size) {
             return bad("embed.batch_size", "must be between 1 and 2048");

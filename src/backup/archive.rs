@@ -458,8 +458,14 @@ fn compare(manifest: &Manifest, seen: &[ManifestEntry]) -> Result<()> {
 
 /// Reads only the header (the first entry) of an archive, for listings.
 pub fn read_header(path: &Path) -> Result<BackupHeader> {
-    let file = File::open(path)?;
-    let decoder = zstd::Decoder::new(file).map_err(|e| stream_error(path, e))?;
+    read_header_from(path, File::open(path)?)
+}
+
+/// The header from the start of an archive (`name` for messages): the first entry is in the
+/// first compressed block, so the archive's first few hundred KiB are enough.
+pub fn read_header_from(name: impl AsRef<Path>, start: impl Read) -> Result<BackupHeader> {
+    let path = name.as_ref();
+    let decoder = zstd::Decoder::new(start).map_err(|e| stream_error(path, e))?;
     let mut archive = tar::Archive::new(decoder);
     let mut entries = archive.entries().map_err(|e| stream_error(path, e))?;
     let mut entry = entries

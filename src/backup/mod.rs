@@ -9,15 +9,17 @@
 //! 3. the object files are linked, and deletions go on.
 //!
 //! The copies sit in `.backup-<id>` inside the data directory (same filesystem, so links work)
-//! and are streamed into the archive ([`archive`]) at the target, then removed. A restore
-//! replays (P, S] into each derived store, as a start after a crash does.
+//! and are streamed into the archive ([`archive`]) in the target directory, then removed; for an
+//! S3 target ([`target`]) the archive is written in the staging directory, then uploaded. A
+//! restore replays (P, S] into each derived store, as a start after a crash does.
 //!
 //! `restore` holds verification, restore and the trial restore; `schedule` runs backups on a
-//! cron schedule with retention.
+//! cron schedule with retention; `target` is where archives go (a directory or S3).
 
 pub mod archive;
 pub mod restore;
 pub mod schedule;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::app::App;
 use crate::error::{Error, ErrorCode, Result};
 use archive::{ArchiveFile, ArchiveWriter, BackupHeader};
+use target::Target;
 
 /// One backup at a time in a process.
 static RUNNING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -43,8 +46,8 @@ pub const VERIFY_JOB: &str = "backup-verify";
 
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
-    /// The directory the archive goes to.
-    pub dir: PathBuf,
+    /// Where the archive goes.
+    pub target: Target,
     /// Leave the derived stores out: smaller, rebuilt from the record on restore.
     pub no_derived: bool,
 }
@@ -75,11 +78,15 @@ pub async fn take(app: &App, options: &BackupOptions, progress: &(dyn Fn(Progres
     };
     let started = Instant::now();
     let root = app.dir.lock().root().to_path_buf();
-    if !options.dir.exists() {
+    if let Target::Dir(dir) = &options.target
+        && !dir.exists()
+    {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&options.dir).map_err(|e| {
-            Error::invalid(format!("cannot create the backup directory {}: {e}", options.dir.display()))
-        })?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::invalid(format!("cannot create the backup directory {}: {e}", dir.display())))?;
     }
     remove_stale_staging(&root);
     let staging = root.join(format!("{STAGING_PREFIX}{}", uuid::Uuid::now_v7().simple()));
@@ -176,7 +183,14 @@ async fn take_into(
         files: files.len() as u64,
         bytes,
     };
-    let path = options.dir.join(archive_name(&header));
+    let path = match &options.target {
+        Target::Dir(dir) => dir.join(archive_name(&header)),
+        Target::S3(_) => {
+            // Written whole here, then uploaded.
+            std::fs::create_dir_all(staging.join("upload"))?;
+            staging.join("upload").join(archive_name(&header))
+        }
+    };
     let (data_dir, archive_path, header_copy) = (data.clone(), path.clone(), header.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let writing = crate::store::low_priority(move || {
@@ -204,6 +218,10 @@ async fn take_into(
         ErrorCode::DiskFull => Error::disk_full(&format!("the backup {}", path.display()), "no space left"),
         _ => e,
     })?;
+    if let Target::S3(_) = &options.target {
+        progress(Progress { step: "upload", done: 0, total: written.size });
+    }
+    let written = options.target.publish(written).await?;
     Ok(Taken {
         archive: written,
         header,
@@ -300,13 +318,7 @@ pub fn list(dir: &Path) -> Result<Vec<BackupArchive>> {
 
 /// The path of the archive `name` in `dir`, refusing names that are not plain archive names.
 pub fn archive_in(dir: &Path, name: &str) -> Result<PathBuf> {
-    let plain = !name.is_empty()
-        && name.ends_with(archive::EXTENSION)
-        && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !plain {
-        return Err(Error::invalid(format!("`{name}` is not the name of a backup archive")));
-    }
+    target::check_name(name)?;
     let path = dir.join(name);
     if !path.is_file() {
         return Err(Error::not_found("backup", name));
@@ -315,11 +327,11 @@ pub fn archive_in(dir: &Path, name: &str) -> Result<PathBuf> {
 }
 
 /// The directory backups go to unless told otherwise: `[backup] dir`, else `backups` beside the
-/// data directory.
+/// data directory (see [`target::default_location`] for an S3 `[backup] dir`).
 pub fn default_dir(config: &crate::config::Config) -> PathBuf {
     match &config.backup.dir {
-        Some(dir) => dir.clone(),
-        None => {
+        Some(dir) if !target::is_s3(&dir.to_string_lossy()) => dir.clone(),
+        _ => {
             let data = &config.data_dir;
             let name = data.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "nexus-data".into());
             data.parent().unwrap_or(Path::new(".")).join(format!("{name}.backups"))
@@ -342,13 +354,12 @@ impl crate::jobs::JobHandler for BackupJobs {
                 Error::new(ErrorCode::NotReady, "the server is starting or stopping; the job runs again")
             })?;
         let payload = &ctx.job().payload;
-        let dir = payload["dir"].as_str().map(PathBuf::from).unwrap_or_else(|| default_dir(&app.config));
+        let target = Target::open(&app.config, payload["dir"].as_str()).await?;
         match ctx.job().kind.as_str() {
             VERIFY_JOB => {
                 let name = payload["name"].as_str().unwrap_or_default();
-                let path = archive_in(&dir, name)?;
                 ctx.progress(0, 1).await?;
-                let report = restore::verify(&app.config, &path).await;
+                let report = verify_in(&app.config, &target, name).await;
                 metrics::counter!("nexus_backup_verifications_total", "outcome" => if report.is_ok() { "ok" } else { "failed" })
                     .increment(1);
                 let report = report?;
@@ -356,7 +367,7 @@ impl crate::jobs::JobHandler for BackupJobs {
                 Ok(serde_json::to_value(report).unwrap_or_default())
             }
             _ => {
-                let options = BackupOptions { dir, no_derived: payload["no_derived"].as_bool().unwrap_or(false) };
+                let options = BackupOptions { target, no_derived: payload["no_derived"].as_bool().unwrap_or(false) };
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
                 let report = move |p: Progress| {
                     let _ = tx.send(p);
@@ -379,4 +390,12 @@ impl crate::jobs::JobHandler for BackupJobs {
             }
         }
     }
+}
+
+/// Verifies the archive `name` of `target` (downloaded first from S3), as `nexus backup verify`.
+pub async fn verify_in(config: &crate::config::Config, target: &Target, name: &str) -> Result<restore::VerifyReport> {
+    let fetched = target.fetch(name, &target::scratch_near(config)).await?;
+    let mut report = restore::verify(config, &fetched.path).await?;
+    report.archive = target.locate(name);
+    Ok(report)
 }

@@ -59,7 +59,7 @@ pub async fn verify(config: &Config, path: &Path) -> Result<VerifyReport> {
     outcome
 }
 
-fn writable(dir: &Path) -> bool {
+pub(crate) fn writable(dir: &Path) -> bool {
     let probe = dir.join(format!(".nexus-probe-{}", uuid::Uuid::now_v7().simple()));
     let ok = std::fs::File::create(&probe).is_ok();
     let _ = std::fs::remove_file(&probe);

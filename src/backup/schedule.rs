@@ -1,6 +1,6 @@
-//! Scheduled backups: `[backup] schedule` (cron, UTC) takes a backup into `[backup] dir`,
-//! verifies it (unless `verify = false`) and prunes older archives by `keep_last`, `keep_daily`
-//! and `keep_weekly`. Every outcome is counted in `/metrics`, written to the audit log and kept
+//! Scheduled backups: `[backup] schedule` (cron, UTC) takes a backup into `[backup] dir` (a
+//! directory or `s3://bucket/prefix`), verifies it (unless `verify = false`; from S3, a download
+//! first) and prunes older archives by `keep_last`, `keep_daily` and `keep_weekly`. Every outcome is counted in `/metrics`, written to the audit log and kept
 //! in [`ScheduleStatus`] for `GET /api/v1/admin/backups`.
 
 use std::collections::HashSet;
@@ -11,6 +11,7 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::target::Target;
 use super::{BackupArchive, BackupOptions};
 use crate::app::App;
 use crate::error::Result;
@@ -82,8 +83,23 @@ pub fn start(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> Option<tokio
         metrics::counter!("nexus_backup_failures_total", "stage" => stage).increment(0);
     }
     metrics::gauge!("nexus_backup_scheduled").set(if expression.is_empty() { 0.0 } else { 1.0 });
-    let newest = super::list(&super::default_dir(&app.config)).ok().and_then(|l| l.first().map(|a| a.created_at));
-    metrics::gauge!("nexus_backup_last_success_timestamp_seconds").set(newest.map_or(0.0, |t| t.timestamp() as f64));
+    let location = super::target::default_location(&app.config);
+    if super::target::is_s3(&location) {
+        // The bucket answers when it does; the start does not wait for it.
+        let config = app.config.clone();
+        tokio::spawn(async move {
+            let newest = match Target::open(&config, None).await {
+                Ok(target) => target.list().await.ok().and_then(|l| l.first().map(|a| a.created_at)),
+                Err(_) => None,
+            };
+            metrics::gauge!("nexus_backup_last_success_timestamp_seconds")
+                .set(newest.map_or(0.0, |t| t.timestamp() as f64));
+        });
+    } else {
+        let newest = super::list(&super::default_dir(&app.config)).ok().and_then(|l| l.first().map(|a| a.created_at));
+        metrics::gauge!("nexus_backup_last_success_timestamp_seconds")
+            .set(newest.map_or(0.0, |t| t.timestamp() as f64));
+    }
     if expression.is_empty() {
         return None;
     }
@@ -112,14 +128,14 @@ pub fn start(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> Option<tokio
 /// One scheduled run: backup, verification, retention.
 pub async fn run_once(app: &App) {
     let config = &app.config.backup;
-    let dir = super::default_dir(&app.config);
-    let options = BackupOptions { dir: dir.clone(), no_derived: config.no_derived };
     app.backup_status.lock().last_run = Some(Utc::now());
     let outcome: std::result::Result<(String, Option<bool>), (&'static str, String)> = async {
+        let target = Target::open(&app.config, None).await.map_err(|e| ("backup", e.to_string()))?;
+        let options = BackupOptions { target: target.clone(), no_derived: config.no_derived };
         let taken = super::take(app, &options, &|_| {}).await.map_err(|e| ("backup", e.to_string()))?;
         let name = Path::new(&taken.archive.path).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let verified = if config.verify {
-            let report = super::restore::verify(&app.config, Path::new(&taken.archive.path)).await;
+            let report = super::verify_in(&app.config, &target, &name).await;
             metrics::counter!("nexus_backup_verifications_total", "outcome" => if report.is_ok() { "ok" } else { "failed" })
                 .increment(1);
             report.map_err(|e| ("verify", format!("{name} failed verification: {e}")))?;
@@ -128,7 +144,9 @@ pub async fn run_once(app: &App) {
         } else {
             None
         };
-        let removed = prune(&dir, config.keep_last, config.keep_daily, config.keep_weekly)
+        let removed = target
+            .prune(config.keep_last, config.keep_daily, config.keep_weekly)
+            .await
             .map_err(|e| ("retention", e.to_string()))?;
         if !removed.is_empty() {
             tracing::info!(removed = ?removed, "old backups removed by retention");

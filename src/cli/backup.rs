@@ -1,30 +1,32 @@
 //! `nexus backup`, `nexus backup verify|list` and `nexus restore` (the work is in
 //! `crate::backup`). A backup of a data directory a server holds is taken by that server (a job
-//! followed here); otherwise by this process.
+//! followed here); otherwise by this process. Targets are directories or `s3://bucket/prefix`;
+//! an archive on S3 is downloaded beside the data directory before it is verified or restored.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::server::{print_json, progress_bar, server_request, to_json};
 use crate::app::App;
+use crate::backup::target::{self, Target};
 use crate::backup::{self, BackupOptions, Progress, Taken};
 use crate::config::Config;
 use crate::datadir::{DataDir, Holder, LockInfo};
 use crate::error::{Error, ErrorCode, Result};
 
 pub(super) async fn take(config: Config, to: Option<String>, no_derived: bool, json: bool) -> Result<i32> {
-    let dir = match to {
-        Some(to) if to.starts_with("s3://") => {
-            return Err(Error::invalid(
-                "backups to S3 are not supported by this build: write to a directory and copy it with your S3 tool",
-            ));
+    let location = match to {
+        Some(to) if target::is_s3(&to) => {
+            target::parse_s3(&to)?;
+            to
         }
-        Some(to) => std::path::absolute(PathBuf::from(to))?,
-        None => backup::default_dir(&config),
+        Some(to) => std::path::absolute(PathBuf::from(to))?.display().to_string(),
+        None => target::default_location(&config),
     };
     let taken = match DataDir::holder(&config.data_dir) {
-        Holder::Held(info) => take_via_server(&config, &info, &dir, no_derived, json).await?,
+        Holder::Held(info) => take_via_server(&config, &info, &location, no_derived, json).await?,
         Holder::Free => {
+            let target = Target::open(&config, Some(&location)).await?;
             let app = App::open(config).await?;
             let bar = (!json).then(|| progress_bar(0, "backup", "bytes"));
             let report = |p: Progress| {
@@ -34,7 +36,7 @@ pub(super) async fn take(config: Config, to: Option<String>, no_derived: bool, j
                     bar.set_position(p.done);
                 }
             };
-            let taken = backup::take(&app, &BackupOptions { dir, no_derived }, &report).await;
+            let taken = backup::take(&app, &BackupOptions { target, no_derived }, &report).await;
             if let Some(bar) = &bar {
                 bar.finish_and_clear();
             }
@@ -59,8 +61,14 @@ pub(super) async fn take(config: Config, to: Option<String>, no_derived: bool, j
 }
 
 /// The server holding the data directory takes the backup as a job; this follows it.
-async fn take_via_server(config: &Config, info: &LockInfo, dir: &Path, no_derived: bool, json: bool) -> Result<Taken> {
-    let body = serde_json::json!({"dir": dir.display().to_string(), "no_derived": no_derived});
+async fn take_via_server(
+    config: &Config,
+    info: &LockInfo,
+    location: &str,
+    no_derived: bool,
+    json: bool,
+) -> Result<Taken> {
+    let body = serde_json::json!({"dir": location, "no_derived": no_derived});
     let job = server_request(config, info, reqwest::Method::POST, "/api/v1/admin/backups", Some(body)).await?;
     let id = job["id"].as_str().unwrap_or_default().to_string();
     let bar = (!json).then(|| progress_bar(0, "backup", "bytes"));
@@ -86,6 +94,8 @@ async fn take_via_server(config: &Config, info: &LockInfo, dir: &Path, no_derive
                 let code = match job["error_code"].as_str() {
                     Some("archive_invalid") => ErrorCode::ArchiveInvalid,
                     Some("disk_full") => ErrorCode::DiskFull,
+                    Some("backend_unavailable") => ErrorCode::BackendUnavailable,
+                    Some("config_invalid") => ErrorCode::ConfigInvalid,
                     Some("conflict") => ErrorCode::Conflict,
                     Some("invalid_request") => ErrorCode::InvalidRequest,
                     _ => ErrorCode::Internal,
@@ -98,7 +108,14 @@ async fn take_via_server(config: &Config, info: &LockInfo, dir: &Path, no_derive
 }
 
 pub(super) async fn verify(config: Config, archive: PathBuf, json: bool) -> Result<i32> {
-    let report = backup::restore::verify(&config, &archive).await?;
+    let url = archive.to_string_lossy().to_string();
+    let report = if target::is_s3(&url) {
+        let (location, name) = target::split_archive_url(&url)?;
+        let target = Target::open(&config, Some(&location)).await?;
+        backup::verify_in(&config, &target, &name).await?
+    } else {
+        backup::restore::verify(&config, &archive).await?
+    };
     if json {
         print_json(&to_json(&report)?)?;
     } else {
@@ -122,14 +139,14 @@ pub(super) async fn verify(config: Config, archive: PathBuf, json: bool) -> Resu
     Ok(0)
 }
 
-pub(super) async fn list(config: Config, json: bool) -> Result<i32> {
-    let dir = backup::default_dir(&config);
-    let archives = backup::list(&dir)?;
+pub(super) async fn list(config: Config, to: Option<String>, json: bool) -> Result<i32> {
+    let target = Target::open(&config, to.as_deref()).await?;
+    let archives = target.list().await?;
     if json {
         print_json(&to_json(&archives)?)?;
         return Ok(0);
     }
-    println!("{}", dir.display());
+    println!("{}", target.describe());
     for a in &archives {
         println!(
             "  {}  {:>8} KB  position {:>8}  {}{}",
@@ -148,7 +165,20 @@ pub(super) async fn list(config: Config, json: bool) -> Result<i32> {
 
 pub(super) async fn restore(config: Config, archive: PathBuf, replace: bool, json: bool) -> Result<i32> {
     let target = config.data_dir.clone();
-    let restored = backup::restore::restore(&config, &archive, &target, replace).await?;
+    let url = archive.to_string_lossy().to_string();
+    let restored = if target::is_s3(&url) {
+        let (location, name) = target::split_archive_url(&url)?;
+        let source = Target::open(&config, Some(&location)).await?;
+        // Downloaded beside the data directory: the restore unpacks there too.
+        let near = std::path::absolute(&target)?.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+        std::fs::create_dir_all(&near)?;
+        let fetched = source.fetch(&name, &near).await?;
+        let mut restored = backup::restore::restore(&config, &fetched.path, &target, replace).await?;
+        restored.report.archive = url;
+        restored
+    } else {
+        backup::restore::restore(&config, &archive, &target, replace).await?
+    };
     if json {
         print_json(&to_json(&restored)?)?;
     } else {

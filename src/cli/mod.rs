@@ -136,8 +136,9 @@ pub enum Command {
     Backup {
         #[command(subcommand)]
         command: Option<BackupCommand>,
-        /// The directory for the archive (default: `[backup] dir`, else DATA_DIR.backups).
-        #[arg(long, value_name = "DIR")]
+        /// Where the archive goes: a directory, or s3://BUCKET/PREFIX on the S3 service of
+        /// `[backup.s3]` (default: `[backup] dir`, else DATA_DIR.backups).
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
         to: Option<String>,
         /// Leave the derived stores (text, vectors, graph) out: smaller, rebuilt on restore.
         #[arg(long)]
@@ -147,7 +148,8 @@ pub enum Command {
         json: bool,
     },
     /// Restore an archive as the data directory (--data-dir): checked completely first, then
-    /// swapped in atomically. Refuses a non-empty directory unless --replace.
+    /// swapped in atomically. Refuses a non-empty directory unless --replace. ARCHIVE may be
+    /// s3://BUCKET/PREFIX/NAME (downloaded beside the data directory first).
     Restore {
         archive: PathBuf,
         /// Replace the data directory's content (the previous one is kept beside it).
@@ -200,6 +202,7 @@ pub enum Command {
 pub enum BackupCommand {
     /// Check an archive: its checksum file, every file against the manifest, then a trial
     /// restore (integrity check, derived stores caught up, `nexus check`). Exit 1 if refused.
+    /// ARCHIVE may be s3://BUCKET/PREFIX/NAME (downloaded beside the data directory first).
     Verify {
         archive: PathBuf,
         #[arg(long)]
@@ -207,6 +210,9 @@ pub enum BackupCommand {
     },
     /// List the archives in the backup directory, newest first.
     List {
+        /// The directory or s3://BUCKET/PREFIX to list (default: `[backup] dir`).
+        #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
+        to: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -347,7 +353,7 @@ async fn run_inner(cli: Cli) -> Result<i32> {
         Command::Backup { command: Some(BackupCommand::Verify { archive, json }), .. } => {
             backup::verify(config, archive, json).await
         }
-        Command::Backup { command: Some(BackupCommand::List { json }), .. } => backup::list(config, json).await,
+        Command::Backup { command: Some(BackupCommand::List { to, json }), .. } => backup::list(config, to, json).await,
         Command::Restore { archive, replace, json } => backup::restore(config, archive, replace, json).await,
         Command::Dump { to, json } => dump::dump(config, to, json).await,
         Command::Import { file, json } => dump::import(config, file, json).await,

@@ -19,20 +19,28 @@ use crate::store::auth::{AuditEntry, AuditFilter};
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Only this project's entries (the master key; a project key sees only its own anyway).
+    #[param(example = "default")]
     pub project: Option<String>,
+    /// Only the requests made with this key (its id, as `GET /api/v1/keys` shows it).
+    #[param(example = "3f9a1c0d5e7b2a64")]
     pub key_id: Option<String>,
     /// GET, POST, PUT, DELETE...
+    #[param(example = "DELETE")]
     pub method: Option<String>,
     /// Only this HTTP status.
+    #[param(example = 403)]
     pub status: Option<u16>,
     /// RFC 3339; entries at or after this time.
+    #[param(example = "2025-01-01T00:00:00Z")]
     pub since: Option<DateTime<Utc>>,
     /// RFC 3339; entries before this time.
+    #[param(example = "2025-02-01T00:00:00Z")]
     pub until: Option<DateTime<Utc>>,
     /// Continue with entries older than this (the `next_before` of the previous page).
+    #[param(example = 1200)]
     pub before: Option<u64>,
     /// 1-1000, default 100.
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<usize>,
 }
 
@@ -44,7 +52,12 @@ pub struct AuditPage {
 }
 
 /// Who did what, when, and how it ended.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "auth", params(AuditParams),
+///
+/// Audit entries newest first: the time, the key (or `master`, `open`, `anonymous`), the project,
+/// the method and route template, the object id, the status and the client address. Filter by
+/// project, key, method, status and time; page with `before`. Needs the `admin` scope; a project's
+/// key sees its own project's entries only.
+#[utoipa::path(get, path = "/api/v1/audit", operation_id = "list_audit", tag = "auth", params(AuditParams),
     responses((status = 200, body = AuditPage), (status = 400, body = super::error::ErrorBody)))]
 pub async fn list(
     State(app): State<Arc<App>>,

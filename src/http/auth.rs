@@ -26,7 +26,7 @@ use crate::store::auth::AuditEvent;
 /// What a route requires of the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Need {
-    /// No key: probes, the API description and the UI's files.
+    /// No key: probes, the API description, its docs page and the UI's files.
     Public,
     /// Any valid key, whatever its scopes.
     Authenticated,
@@ -84,7 +84,7 @@ pub fn need_for(method: &Method, path: &str, public_metrics: bool) -> Need {
             return if reads { *read } else { *write };
         }
     }
-    if reads && !path.starts_with("/api/") && super::ui::is_asset(path) {
+    if reads && !path.starts_with("/api/") && (super::ui::is_asset(path) || super::docs::is_docs(path)) {
         return Public;
     }
     if reads { READ } else { WRITE }
@@ -293,6 +293,9 @@ pub struct WhoAmI {
 }
 
 /// Who the presented key is: its project and scopes.
+///
+/// Any valid key may ask, whatever its scopes: `principal` is `key`, `master` or `open` (loopback
+/// without keys), with the project data routes act for and whether the caller spans every tenant.
 #[utoipa::path(get, path = "/api/v1/whoami", tag = "auth", responses((status = 200, body = WhoAmI)))]
 pub async fn whoami(Caller(ctx): Caller) -> axum::Json<WhoAmI> {
     axum::Json(WhoAmI {

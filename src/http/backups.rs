@@ -13,22 +13,28 @@ use super::error::{ApiJson, ApiPath};
 use super::tenant::Tenant;
 use crate::app::App;
 use crate::backup::schedule::ScheduleStatus;
+use crate::backup::target::Target;
 use crate::backup::{self, BACKUP_JOB, BackupArchive, VERIFY_JOB};
 use crate::error::Result;
 use crate::store::jobs::Job;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"no_derived": false}))]
 pub struct TakeBackup {
-    /// An absolute directory on the server for the archive; default `[backup] dir`.
+    /// Where the archive goes: an absolute directory on the server, or `s3://bucket/prefix` (on
+    /// the S3 service of `[backup.s3]`); default `[backup] dir`.
     pub dir: Option<String>,
     /// Leave the derived stores out (rebuilt on restore).
     #[serde(default)]
     pub no_derived: bool,
 }
 
-/// Takes a backup while the server keeps serving: a job (`/api/v1/jobs/{id}`) whose result
-/// names the archive.
+/// Takes a backup while the server keeps serving.
+///
+/// Answers at once with a job (follow it at `/api/v1/jobs/{id}`); its result names the archive,
+/// its size and SHA-256 and the change-log position it holds. Writes go on during the backup.
+/// One backup runs at a time (`conflict` otherwise). Operator only.
 #[utoipa::path(post, path = "/api/v1/admin/backups", tag = "ops", request_body = TakeBackup,
     responses((status = 202, body = Job, description = "the backup job")))]
 pub async fn take(
@@ -36,12 +42,15 @@ pub async fn take(
     Tenant(tenant): Tenant,
     ApiJson(body): ApiJson<TakeBackup>,
 ) -> Result<(StatusCode, axum::Json<Job>)> {
-    if let Some(dir) = &body.dir
-        && (!std::path::Path::new(dir).is_absolute() || dir.contains('\0'))
-    {
-        return Err(crate::error::Error::invalid(format!(
-            "dir `{dir}` must be an absolute path on the server (or leave it out for [backup] dir)"
-        )));
+    if let Some(dir) = &body.dir {
+        if backup::target::is_s3(dir) {
+            backup::target::parse_s3(dir)?;
+        } else if !std::path::Path::new(dir).is_absolute() || dir.contains('\0') {
+            return Err(crate::error::Error::invalid(format!(
+                "dir `{dir}` must be an absolute path on the server or s3://bucket/prefix (or leave it out for \
+                 [backup] dir)"
+            )));
+        }
     }
     let payload = serde_json::json!({"dir": body.dir, "no_derived": body.no_derived});
     let job = app.jobs.enqueue(&tenant, BACKUP_JOB, payload, 1).await?;
@@ -50,7 +59,7 @@ pub async fn take(
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Backups {
-    /// The directory listed (`[backup] dir`).
+    /// The directory (or `s3://bucket/prefix`) listed: `[backup] dir`.
     pub dir: String,
     /// Finished archives, newest first.
     pub archives: Vec<BackupArchive>,
@@ -58,27 +67,30 @@ pub struct Backups {
 }
 
 /// The archives in the backup directory and the schedule's state.
-#[utoipa::path(get, path = "/api/v1/admin/backups", tag = "ops", responses((status = 200, body = Backups)))]
+///
+/// Finished archives of `[backup] dir`, newest first, with their size, time, change-log position
+/// and whether a checksum file is beside them; and what the schedule did last and does next.
+/// Operator only.
+#[utoipa::path(get, path = "/api/v1/admin/backups", operation_id = "list_backups", tag = "ops", responses((status = 200, body = Backups)))]
 pub async fn list(State(app): State<Arc<App>>) -> Result<axum::Json<Backups>> {
-    let dir = backup::default_dir(&app.config);
-    let listing = dir.clone();
-    let archives = crate::store::blocking(move || backup::list(&listing)).await?;
+    let target = Target::open(&app.config, None).await?;
+    let archives = target.list().await?;
     let schedule = app.backup_status.lock().clone();
-    Ok(axum::Json(Backups { dir: dir.display().to_string(), archives, schedule }))
+    Ok(axum::Json(Backups { dir: target.describe(), archives, schedule }))
 }
 
-/// Downloads an archive; its SHA-256 is in `X-Checksum-Sha256` when its checksum file is there.
-#[utoipa::path(get, path = "/api/v1/admin/backups/{name}", tag = "ops", params(("name" = String, Path)),
+/// Downloads an archive.
+///
+/// Streams the archive (`application/zstd`); its SHA-256 is in `X-Checksum-Sha256` when its
+/// checksum file is there. `name` is an archive's name as the listing gives it. Operator only.
+#[utoipa::path(get, path = "/api/v1/admin/backups/{name}", tag = "ops", params(("name" = String, Path, description = "The archive's name, as the listing gives it",
+        example = "nexus-host-20250102T030000000Z-s1234.tar.zst")),
     responses((status = 200, content_type = "application/zstd", body = Vec<u8>),
     (status = 404, body = super::error::ErrorBody)))]
 pub async fn download(State(app): State<Arc<App>>, ApiPath(name): ApiPath<String>) -> Result<Response> {
-    let path = backup::archive_in(&backup::default_dir(&app.config), &name)?;
-    let checksum = std::fs::read_to_string(backup::archive::checksum_path(&path))
-        .ok()
-        .and_then(|t| t.split_whitespace().next().map(str::to_string));
-    let file = tokio::fs::File::open(&path).await?;
-    let size = file.metadata().await?.len();
-    let body = Body::from_stream(tokio_util_stream(file));
+    let target = Target::open(&app.config, None).await?;
+    let (size, checksum, stream) = target.read(&name).await?;
+    let body = Body::from_stream(stream);
     let mut response = (
         [
             (header::CONTENT_TYPE, "application/zstd".to_string()),
@@ -94,25 +106,14 @@ pub async fn download(State(app): State<Arc<App>>, ApiPath(name): ApiPath<String
     Ok(response)
 }
 
-/// The file as a stream of chunks.
-fn tokio_util_stream(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
-    use tokio::io::AsyncReadExt;
-    futures::stream::unfold(file, |mut file| async move {
-        let mut buf = vec![0u8; 256 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(bytes::Bytes::from(buf)), file))
-            }
-            Err(e) => Some((Err(e), file)),
-        }
-    })
-}
-
-/// Verifies an archive (checksums, every file, a trial restore and `nexus check`): a job whose
-/// result is the report.
-#[utoipa::path(post, path = "/api/v1/admin/backups/{name}/verify", tag = "ops", params(("name" = String, Path)),
+/// Verifies an archive.
+///
+/// Checksums, every file against the manifest, then a trial restore into a scratch directory with
+/// the record's integrity check and `nexus check`. Answers at once with a job whose result is the
+/// report; a refused archive fails the job with `archive_invalid`. Operator only.
+#[utoipa::path(post, path = "/api/v1/admin/backups/{name}/verify", tag = "ops",
+    params(("name" = String, Path, description = "The archive's name, as the listing gives it",
+        example = "nexus-host-20250102T030000000Z-s1234.tar.zst")),
     responses((status = 202, body = Job, description = "the verification job"),
     (status = 404, body = super::error::ErrorBody)))]
 pub async fn verify(
@@ -120,7 +121,7 @@ pub async fn verify(
     Tenant(tenant): Tenant,
     ApiPath(name): ApiPath<String>,
 ) -> Result<(StatusCode, axum::Json<Job>)> {
-    backup::archive_in(&backup::default_dir(&app.config), &name)?;
+    Target::open(&app.config, None).await?.check_exists(&name).await?;
     let job = app.jobs.enqueue(&tenant, VERIFY_JOB, serde_json::json!({"name": name}), 1).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(job)))
 }

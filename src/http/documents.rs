@@ -24,6 +24,7 @@ use crate::store::jobs::{Job, JobState};
 pub struct UploadParams {
     /// Answer once ingestion has finished (up to a minute), with the documents.
     #[serde(default)]
+    #[param(example = true)]
     pub wait: bool,
 }
 
@@ -44,6 +45,7 @@ pub struct QueuedDocument {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = QueuedDocuments)]
 pub struct Queued {
     pub jobs: Vec<QueuedDocument>,
 }
@@ -60,10 +62,31 @@ async fn queued(app: &App, tenant: &TenantId, job: Job, file_name: String, wait:
     })
 }
 
-/// Uploads files (`multipart/form-data`: `file` fields, optional `collection`, `tags`
-/// comma-separated, `metadata` JSON object). Each is streamed to storage and ingested by a job.
+/// The fields of an upload (`multipart/form-data`).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"file": "handbook.md", "collection": "handbook", "tags": "hr,policy",
+    "metadata": "{\"team\": \"people\"}"}))]
+pub struct UploadForm {
+    /// A file, with its file name; repeat the field for more files.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// The collection the documents join.
+    pub collection: Option<String>,
+    /// Tags, comma-separated.
+    pub tags: Option<String>,
+    /// A JSON object of metadata; its top-level scalars become filterable.
+    pub metadata: Option<String>,
+}
+
+/// Uploads files to the knowledge base.
+///
+/// `multipart/form-data` with one or more `file` fields and optional `collection`, `tags`
+/// (comma-separated) and `metadata` (a JSON object). Each file is streamed to storage and
+/// ingested by a job (parsed, chunked, embedded, indexed); the answer lists the jobs, or with
+/// `wait=true` their outcome. Formats: txt, md, html, pdf, docx, json, jsonl.
 #[utoipa::path(post, path = "/api/v1/documents", tag = "documents", params(UploadParams),
-    request_body(content_type = "multipart/form-data", content = String, description = "file (repeatable), collection, tags, metadata"),
+    request_body(content_type = "multipart/form-data", content = UploadForm,
+        description = "file (repeatable), collection, tags, metadata"),
     responses((status = 202, body = Queued), (status = 400, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)))]
 pub async fn upload(
     State(app): State<Arc<App>>,
@@ -190,6 +213,9 @@ pub async fn upload(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"source": "handbook/leave.md", "collection": "handbook", "title": "Leave policy",
+    "tags": ["hr"], "content_type": "md",
+    "text": "# Leave policy\n\nEveryone gets 25 days of paid leave a year; unused days carry over until March."}))]
 pub struct TextDocument {
     /// The document's text (Markdown and HTML are parsed as such when `content_type` says so).
     pub text: String,
@@ -203,6 +229,10 @@ pub struct Ingested {
 }
 
 /// Ingests a document given as JSON text, synchronously.
+///
+/// The text is parsed (as Markdown or HTML when `content_type` says so), chunked, embedded and
+/// indexed before the answer. The same `collection` and `source` again replace the document with
+/// a new version.
 #[utoipa::path(post, path = "/api/v1/documents/text", tag = "documents", request_body = TextDocument,
     responses((status = 201, body = Ingested), (status = 400, body = super::error::ErrorBody)))]
 pub async fn put_text(
@@ -228,10 +258,14 @@ pub async fn put_text(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only documents of this collection.
+    #[param(example = "handbook")]
     pub collection: Option<String>,
     /// The `next_after` of the previous page.
+    #[param(example = 50)]
     pub after: Option<u64>,
     /// 1-500, default 50.
+    #[param(minimum = 1, maximum = 500, example = 50)]
     pub limit: Option<usize>,
 }
 
@@ -242,6 +276,8 @@ pub struct DocumentPage {
 }
 
 /// Lists documents, oldest first, a page at a time.
+///
+/// Pass the answer's `next_after` as `after` for the next page.
 #[utoipa::path(get, path = "/api/v1/documents", tag = "documents", params(ListParams), responses((status = 200, body = DocumentPage)))]
 pub async fn list(
     State(app): State<Arc<App>>,
@@ -258,7 +294,11 @@ pub async fn list(
 }
 
 /// One document.
-#[utoipa::path(get, path = "/api/v1/documents/{id}", tag = "documents", params(("id" = String, Path)),
+///
+/// Its title, source, collection, tags, metadata, format, size, SHA-256, chunk count and version.
+#[utoipa::path(get, path = "/api/v1/documents/{id}", tag = "documents",
+    params(("id" = String, Path, description = "The document's id, as the upload's job result or the listing gives it",
+        example = "01947c2e-5b7a-7d3e-9f41-6a2b8c0d1e2f")),
     responses((status = 200, body = Document), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(app): State<Arc<App>>,
@@ -269,7 +309,11 @@ pub async fn get(
 }
 
 /// The original file.
-#[utoipa::path(get, path = "/api/v1/documents/{id}/content", tag = "documents", params(("id" = String, Path)),
+///
+/// The bytes as uploaded, with a content type guessed from the source's name.
+#[utoipa::path(get, path = "/api/v1/documents/{id}/content", tag = "documents",
+    params(("id" = String, Path, description = "The document's id, as the upload's job result or the listing gives it",
+        example = "01947c2e-5b7a-7d3e-9f41-6a2b8c0d1e2f")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = super::error::ErrorBody)))]
 pub async fn content(
     State(app): State<Arc<App>>,
@@ -290,7 +334,11 @@ pub async fn content(
 }
 
 /// Deletes a document from every store, its original included.
-#[utoipa::path(delete, path = "/api/v1/documents/{id}", tag = "documents", params(("id" = String, Path)),
+///
+/// Its chunks leave the text, vector and graph stores; answers with the document as it was.
+#[utoipa::path(delete, path = "/api/v1/documents/{id}", tag = "documents",
+    params(("id" = String, Path, description = "The document's id, as the upload's job result or the listing gives it",
+        example = "01947c2e-5b7a-7d3e-9f41-6a2b8c0d1e2f")),
     responses((status = 200, body = Document), (status = 404, body = super::error::ErrorBody)))]
 pub async fn delete(
     State(app): State<Arc<App>>,
@@ -312,6 +360,8 @@ pub struct Collections {
 }
 
 /// Collections and how many documents each holds.
+///
+/// Every collection of the project with its document count, by name.
 #[utoipa::path(get, path = "/api/v1/collections", tag = "documents", responses((status = 200, body = Collections)))]
 pub async fn collections(State(app): State<Arc<App>>, Tenant(tenant): Tenant) -> Result<axum::Json<Collections>> {
     let collections = app

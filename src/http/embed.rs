@@ -14,6 +14,7 @@ const MAX_TEXTS: usize = 256;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"texts": ["How do I rotate an API key?", "Keys are revoked at once."]}))]
 pub struct EmbedInput {
     /// 1-256 texts. A text longer than the model takes is embedded in pieces and averaged.
     pub texts: Vec<String>,
@@ -26,7 +27,10 @@ pub struct Embeddings {
     pub vectors: Vec<Vec<f32>>,
 }
 
-/// Embeds texts. Answers 503 with Retry-After when the embedding queue is full.
+/// Embeds texts.
+///
+/// One unit vector per text, in order, from the configured embedder (named in the answer).
+/// Answers 503 with Retry-After when the embedding queue is full.
 #[utoipa::path(post, path = "/api/v1/embed", tag = "embed", request_body = EmbedInput,
     responses((status = 200, body = Embeddings), (status = 400, body = super::error::ErrorBody),
               (status = 503, body = super::error::ErrorBody, description = "queue full; retry after the Retry-After seconds")))]

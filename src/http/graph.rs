@@ -12,7 +12,10 @@ use crate::error::{Error, Result};
 use crate::store::graph::{Direction, GraphNode, Neighbour, Reached};
 
 /// One node.
-#[utoipa::path(get, path = "/api/v1/graph/nodes/{id}", tag = "graph", params(("id" = String, Path)),
+///
+/// A node of the graph store: its id (the record that made it), label and name.
+#[utoipa::path(get, path = "/api/v1/graph/nodes/{id}", tag = "graph",
+    params(("id" = String, Path, description = "The node's id: the id of the record that made it", example = "person-dana")),
     responses((status = 200, body = GraphNode), (status = 404, body = super::error::ErrorBody)))]
 pub async fn node(
     State(app): State<Arc<App>>,
@@ -27,8 +30,10 @@ pub async fn node(
 #[into_params(parameter_in = Query)]
 pub struct NeighbourParams {
     /// `out`, `in` or `both` (default).
+    #[param(example = "both")]
     pub direction: Option<Direction>,
     /// Only edges with this label.
+    #[param(example = "works_on")]
     pub label: Option<String>,
 }
 
@@ -38,8 +43,10 @@ pub struct Neighbours {
 }
 
 /// Edges at a node and the nodes at their other end.
+///
+/// Outgoing, incoming or both, optionally of one edge label only. An unknown node has none.
 #[utoipa::path(get, path = "/api/v1/graph/nodes/{id}/neighbours", tag = "graph",
-    params(("id" = String, Path), NeighbourParams), responses((status = 200, body = Neighbours)))]
+    params(("id" = String, Path, description = "The node's id: the id of the record that made it", example = "person-dana"), NeighbourParams), responses((status = 200, body = Neighbours)))]
 pub async fn neighbours(
     State(app): State<Arc<App>>,
     Tenant(tenant): Tenant,
@@ -55,8 +62,10 @@ pub async fn neighbours(
 #[into_params(parameter_in = Query)]
 pub struct HopParams {
     /// 1-5, default 2.
+    #[param(minimum = 1, maximum = 5, example = 2)]
     pub k: Option<usize>,
     /// 1-10000, default 1000.
+    #[param(minimum = 1, maximum = 10000, example = 100)]
     pub limit: Option<usize>,
 }
 
@@ -66,8 +75,10 @@ pub struct Hops {
 }
 
 /// Every node within `k` edges, nearest first.
+///
+/// A breadth-first walk over edges in either direction; each node comes with its distance.
 #[utoipa::path(get, path = "/api/v1/graph/nodes/{id}/hops", tag = "graph",
-    params(("id" = String, Path), HopParams), responses((status = 200, body = Hops)))]
+    params(("id" = String, Path, description = "The node's id: the id of the record that made it", example = "person-dana"), HopParams), responses((status = 200, body = Hops)))]
 pub async fn hops(
     State(app): State<Arc<App>>,
     Tenant(tenant): Tenant,
@@ -85,7 +96,11 @@ pub async fn hops(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PathParams {
+    /// The node the path starts at.
+    #[param(example = "person-dana")]
     pub from: String,
+    /// The node the path ends at.
+    #[param(example = "project-importer")]
     pub to: String,
 }
 
@@ -96,6 +111,9 @@ pub struct GraphPath {
 }
 
 /// The fewest-edges path between two nodes.
+///
+/// The node ids along the path, edges taken in either direction; `path` is absent when the two
+/// are not connected.
 #[utoipa::path(get, path = "/api/v1/graph/path", tag = "graph", params(PathParams),
     responses((status = 200, body = GraphPath)))]
 pub async fn path(

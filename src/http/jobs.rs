@@ -18,8 +18,11 @@ use crate::store::jobs::{Job, JobState};
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only jobs in this state.
+    #[param(example = "running")]
     pub state: Option<JobState>,
     /// 1-500, default 50.
+    #[param(minimum = 1, maximum = 500, example = 50)]
     pub limit: Option<usize>,
 }
 
@@ -29,6 +32,9 @@ pub struct JobList {
 }
 
 /// Jobs, newest first.
+///
+/// The project's background jobs (document ingestion, asynchronous memory adds, backups...) with
+/// their state, attempts and progress, optionally of one state only.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListParams), responses((status = 200, body = JobList)))]
 pub async fn list(
     State(app): State<Arc<App>>,
@@ -43,7 +49,12 @@ pub async fn list(
 }
 
 /// One job: state, attempts, progress, result or error.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+///
+/// Poll it until `state` is `succeeded`, `failed`, `dead` or `cancelled`; `result` holds what a
+/// finished job produced, `error` and `error_code` why it failed.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id, as the route that queued it answered it",
+        example = "01947c2e-5b7a-7d3e-9f41-6a2b8c0d1e2f")),
     responses((status = 200, body = Job), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(app): State<Arc<App>>,
@@ -54,7 +65,12 @@ pub async fn get(
 }
 
 /// Cancels a job that has not finished.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
+///
+/// A queued job never runs; a running one stops at its next step. Answers with the job as it is
+/// now; cancelling a finished job changes nothing. No body.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id, as the route that queued it answered it",
+        example = "01947c2e-5b7a-7d3e-9f41-6a2b8c0d1e2f")),
     responses((status = 200, body = Job), (status = 404, body = super::error::ErrorBody)))]
 pub async fn cancel(
     State(app): State<Arc<App>>,
@@ -74,7 +90,12 @@ pub struct JobStreamEvent {
 }
 
 /// Follows a job as server-sent `job` events until it finishes.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path)),
+///
+/// The first event is the job as it is; one more follows each change of state or progress, and the
+/// stream ends after the event of a finished state.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id, as the route that queued it answered it",
+        example = "01947c2e-5b7a-7d3e-9f41-6a2b8c0d1e2f")),
     responses((status = 200, content_type = "text/event-stream", body = JobStreamEvent,
         description = "a stream of events, each as described"),
         (status = 404, body = super::error::ErrorBody)))]

@@ -19,6 +19,7 @@ use crate::store::auth::{AuthStore, NewApiKey};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "support bot", "project": "default", "scopes": ["read", "write"], "expires_in_days": 90}))]
 pub struct KeyInput {
     /// What the key is for, e.g. "support bot".
     #[schema(min_length = 1, max_length = 100)]
@@ -90,6 +91,10 @@ fn no_store(status: StatusCode, body: impl Serialize) -> Response {
 }
 
 /// Creates an API key; the answer holds the key, which is never shown again.
+///
+/// The key belongs to one project (default: the caller's) and carries scopes: `read`, `write`,
+/// `admin`. Only its SHA-256 is stored. A project's admin key creates keys of its own project; the
+/// master key, of any. Needs the `admin` scope.
 #[utoipa::path(post, path = "/api/v1/keys", tag = "auth", request_body = KeyInput,
     responses((status = 201, body = CreatedKey), (status = 400, body = super::error::ErrorBody)))]
 pub async fn create(
@@ -106,6 +111,7 @@ pub async fn create(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only this project's keys.
+    #[param(example = "default")]
     pub project: Option<String>,
 }
 
@@ -115,7 +121,10 @@ pub struct KeyList {
 }
 
 /// Lists keys (never their secrets), oldest first.
-#[utoipa::path(get, path = "/api/v1/keys", tag = "auth", params(ListParams), responses((status = 200, body = KeyList)))]
+///
+/// Each key's id, name, project, scopes, expiry, revocation and last use. A project's admin key
+/// sees its own project's keys. Needs the `admin` scope.
+#[utoipa::path(get, path = "/api/v1/keys", operation_id = "list_keys", tag = "auth", params(ListParams), responses((status = 200, body = KeyList)))]
 pub async fn list(
     State(app): State<Arc<App>>,
     Caller(ctx): Caller,
@@ -129,7 +138,12 @@ pub async fn list(
 }
 
 /// One key.
-#[utoipa::path(get, path = "/api/v1/keys/{id}", tag = "auth", params(("id" = String, Path)),
+///
+/// Its name, project, scopes, expiry, revocation and last use; never its secret. Needs the `admin`
+/// scope.
+#[utoipa::path(get, path = "/api/v1/keys/{id}", operation_id = "get_key", tag = "auth",
+    params(("id" = String, Path, description = "The key's id: the part after `nxs_` and before the next `_`",
+        example = "3f9a1c0d5e7b2a64")),
     responses((status = 200, body = ApiKey), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(State(app): State<Arc<App>>, Caller(ctx): Caller, ApiPath(id): ApiPath<String>) -> Result<Response> {
     let key = app
@@ -143,8 +157,12 @@ pub async fn get(State(app): State<Arc<App>>, Caller(ctx): Caller, ApiPath(id): 
     Ok(no_store(StatusCode::OK, key))
 }
 
-/// Revokes a key: it stops working at once. Revoking twice is harmless.
-#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "auth", params(("id" = String, Path)),
+/// Revokes a key: it stops working at once.
+///
+/// Answers with the key, now revoked. Revoking twice is harmless. Needs the `admin` scope.
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "auth",
+    params(("id" = String, Path, description = "The key's id: the part after `nxs_` and before the next `_`",
+        example = "3f9a1c0d5e7b2a64")),
     responses((status = 200, body = ApiKey), (status = 404, body = super::error::ErrorBody)))]
 pub async fn revoke(
     State(app): State<Arc<App>>,

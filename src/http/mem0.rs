@@ -548,16 +548,29 @@ impl Mem0Query {
 #[into_params(parameter_in = Query)]
 pub struct Mem0Params {
     /// 1-based.
+    #[param(minimum = 1, example = 1)]
     pub page: Option<usize>,
     /// 1-1000.
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub page_size: Option<usize>,
+    /// Only this user's memories.
+    #[param(example = "alex")]
     pub user_id: Option<String>,
+    /// Only this agent's memories.
+    #[param(example = "travel-agent")]
     pub agent_id: Option<String>,
+    /// Only this app's memories.
+    #[param(example = "trip-planner")]
     pub app_id: Option<String>,
+    /// Only this run's (session's) memories.
+    #[param(example = "session-42")]
     pub run_id: Option<String>,
     /// The filter grammar as JSON (2.x's `delete_all(filters=...)` sends it here).
+    #[param(example = "{\"user_id\": \"alex\"}")]
     pub filters: Option<String>,
+    /// Include memories past their expiration.
     #[serde(default)]
+    #[param(example = false)]
     pub show_expired: bool,
 }
 
@@ -632,6 +645,8 @@ async fn list_page(
 // ---------------------------------------------------------------- handlers
 
 /// The constructor's check: the key's organisation and project.
+///
+/// What `MemoryClient(api_key=...)` calls first; any valid key may, whatever its scopes.
 #[utoipa::path(get, path = "/v1/ping/", tag = "mem0", responses((status = 200, body = Ping),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn ping(State(app): State<Arc<App>>, Caller(ctx): Caller) -> Result<axum::Json<Ping>> {
@@ -640,8 +655,13 @@ pub async fn ping(State(app): State<Arc<App>>, Caller(ctx): Caller) -> Result<ax
     Ok(axum::Json(Ping { status: "ok", org_id, project_id: ctx.tenant.as_str().to_string(), user_email: None }))
 }
 
-/// Adds memories (0.1.x and 1.0.x): synchronous, or queued with `async_mode: true`.
-#[utoipa::path(post, path = "/v1/memories/", tag = "mem0", request_body = Mem0Add,
+/// Adds memories (0.1.x and 1.0.x).
+///
+/// Synchronous, or queued with `async_mode: true` (the answer then holds an event id for
+/// `/v1/event/{event_id}/`). Facts are extracted from `messages` unless `infer: false`.
+/// `output_format: "v1.0"` answers with a bare list, as 0.1.x expects.
+#[utoipa::path(post, path = "/v1/memories/", tag = "mem0",
+    request_body(content = Mem0Add, example = json!({"messages": [{"role": "user", "content": "I'm vegetarian and I live in Lisbon."}], "user_id": "alex", "metadata": {"source": "chat"}})),
     responses((status = 200, body = V1Added),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn add_v1(
@@ -662,9 +682,13 @@ pub async fn add_v1(
     Ok(axum::Json(if legacy { V1Added::Legacy(results) } else { V1Added::Done { results, relations } }))
 }
 
-/// Adds memories (2.x): queued, unless `infer: false` (or `async_mode: false`), which answers with
-/// the results and an event id that is already `SUCCEEDED`.
-#[utoipa::path(post, path = "/v3/memories/add/", tag = "mem0", request_body = Mem0Add,
+/// Adds memories (2.x).
+///
+/// Queued, unless `infer: false` (or `async_mode: false`), which answers with the results and an
+/// event id that is already `SUCCEEDED`. The scope ids go in `filters` or at the top level.
+#[utoipa::path(post, path = "/v3/memories/add/", tag = "mem0",
+    request_body(content = Mem0Add, example = json!({"messages": [{"role": "user",
+        "content": "Book me window seats from now on."}], "filters": {"user_id": "alex"}, "infer": false})),
     responses((status = 200, body = V3Added),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn add_v3(
@@ -699,9 +723,12 @@ pub async fn add_v3(
     }))
 }
 
-/// How an add is doing: poll until `SUCCEEDED` (or `FAILED`).
+/// How an add is doing.
+///
+/// Poll until `SUCCEEDED` (with the add's results) or `FAILED` (with the error).
 #[utoipa::path(get, path = "/v1/event/{event_id}/", tag = "mem0",
-    params(("event_id" = String, Path, description = "The event id an add answered")),
+    params(("event_id" = String, Path, description = "The event id an add answered",
+        example = "01947c2e-5b7a-7d3e-9f41-6a2b8c0d1e2f")),
     responses((status = 200, body = Mem0Event),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn event(
@@ -723,7 +750,10 @@ pub async fn event(
     }))
 }
 
-/// Lists memories by id (0.1.x `get_all`): a bare list, or a page with `page`/`page_size`.
+/// Lists memories by id (0.1.x `get_all`).
+///
+/// A bare list of the scope's memories, or a page (`{count, next, previous, results}`) with
+/// `page`/`page_size`.
 #[utoipa::path(get, path = "/v1/memories/", tag = "mem0", params(Mem0Params),
     responses((status = 200, body = Listed),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
@@ -742,7 +772,12 @@ pub async fn list_v1(
 }
 
 /// Lists memories by the filter grammar (1.0.x `get_all`, 0.1.x `version="v2"`).
-#[utoipa::path(post, path = "/v2/memories/", tag = "mem0", params(Mem0Params), request_body = Mem0Query,
+///
+/// `filters` takes `AND`/`OR`/`NOT`, ids, times, categories, metadata and keywords. A bare list, or
+/// a page with `page`/`page_size`.
+#[utoipa::path(post, path = "/v2/memories/", tag = "mem0", params(Mem0Params),
+    request_body(content = Mem0Query, example = json!({"filters": {"AND": [{"user_id": "alex"},
+        {"created_at": {"gte": "2025-01-01"}}]}})),
     responses((status = 200, body = Listed),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn list_v2(
@@ -759,7 +794,10 @@ pub async fn list_v2(
 }
 
 /// Lists memories by the filter grammar (2.x `get_all`), a page at a time.
-#[utoipa::path(post, path = "/v3/memories/", tag = "mem0", params(Mem0Params), request_body = Mem0Query,
+///
+/// The ids go inside `filters`; the answer is `{count, next, previous, results}`.
+#[utoipa::path(post, path = "/v3/memories/", tag = "mem0", params(Mem0Params),
+    request_body(content = Mem0Query, example = json!({"filters": {"user_id": "alex"}, "page": 1, "page_size": 50})),
     responses((status = 200, body = Mem0Page),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn list_v3(
@@ -789,8 +827,12 @@ async fn run_search(app: &App, tenant: &TenantId, input: &Mem0Query, version: Ve
     })
 }
 
-/// Searches (0.1.x): ids at the top level; a bare list, or `{results}` with `output_format: "v1.1"`.
-#[utoipa::path(post, path = "/v1/memories/search/", tag = "mem0", request_body = Mem0Query,
+/// Searches memories (0.1.x).
+///
+/// The scope ids at the top level; a bare list of scored memories, or `{results}` with
+/// `output_format: "v1.1"`.
+#[utoipa::path(post, path = "/v1/memories/search/", tag = "mem0",
+    request_body(content = Mem0Query, example = json!({"query": "where does alex live?", "user_id": "alex", "top_k": 5})),
     responses((status = 200, body = Searched),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn search_v1(
@@ -806,8 +848,12 @@ pub async fn search_v1(
     }))
 }
 
-/// Searches by the filter grammar (1.0.x, 0.1.x `version="v2"`): a bare list.
-#[utoipa::path(post, path = "/v2/memories/search/", tag = "mem0", request_body = Mem0Query,
+/// Searches memories by the filter grammar (1.0.x, 0.1.x `version="v2"`).
+///
+/// A bare list of scored memories; results below `threshold` (default 0.3) are dropped.
+#[utoipa::path(post, path = "/v2/memories/search/", tag = "mem0",
+    request_body(content = Mem0Query, example = json!({"query": "food preferences",
+        "filters": {"AND": [{"user_id": "alex"}]}, "top_k": 5})),
     responses((status = 200, body = Vec<Mem0Scored>),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn search_v2(
@@ -818,8 +864,13 @@ pub async fn search_v2(
     Ok(axum::Json(run_search(&app, &tenant, &input, Version::V2).await?.results))
 }
 
-/// Searches by the filter grammar (2.x): `{results, relations}`; ids only inside `filters`.
-#[utoipa::path(post, path = "/v3/memories/search/", tag = "mem0", request_body = Mem0Query,
+/// Searches memories by the filter grammar (2.x).
+///
+/// The ids go only inside `filters`; the answer is `{results, relations}`, results below
+/// `threshold` (default 0.1) dropped.
+#[utoipa::path(post, path = "/v3/memories/search/", tag = "mem0",
+    request_body(content = Mem0Query, example = json!({"query": "seat preference", "filters": {"user_id": "alex"},
+        "top_k": 5})),
     responses((status = 200, body = V3Searched),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn search_v3(
@@ -831,8 +882,10 @@ pub async fn search_v3(
 }
 
 /// One memory (expired ones too).
+///
+/// In Mem0's shape: `id`, `memory`, the scope ids, `metadata`, `categories` and times.
 #[utoipa::path(get, path = "/v1/memories/{memory_id}/", tag = "mem0",
-    params(("memory_id" = String, Path, description = "Memory id")),
+    params(("memory_id" = String, Path, description = "Memory id", example = "01947c2e-6f10-7a52-8c3d-4b5e6f708192")),
     responses((status = 200, body = Mem0Memory),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn get(
@@ -894,8 +947,13 @@ impl Mem0Update {
     }
 }
 
-#[utoipa::path(put, path = "/v1/memories/{memory_id}/", tag = "mem0", request_body = Mem0Update,
-    params(("memory_id" = String, Path, description = "Memory id")),
+/// Changes a memory.
+///
+/// Give at least one of `text`, `metadata`, `timestamp`, `expiration_date` (null clears it),
+/// `categories` or `immutable`; the rest stays as it is.
+#[utoipa::path(put, path = "/v1/memories/{memory_id}/", tag = "mem0",
+    request_body(content = Mem0Update, example = json!({"text": "Alex lives in Porto", "metadata": {"source": "chat"}})),
+    params(("memory_id" = String, Path, description = "Memory id", example = "01947c2e-6f10-7a52-8c3d-4b5e6f708192")),
     responses((status = 200, body = Mem0Memory),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn update(
@@ -909,8 +967,11 @@ pub async fn update(
     Ok(axum::Json(app.memories.update(&tenant, &id, update, &actor(&ctx)).await?.into()))
 }
 
+/// Deletes a memory.
+///
+/// It leaves every store; its history keeps the deletion.
 #[utoipa::path(delete, path = "/v1/memories/{memory_id}/", tag = "mem0",
-    params(("memory_id" = String, Path, description = "Memory id")),
+    params(("memory_id" = String, Path, description = "Memory id", example = "01947c2e-6f10-7a52-8c3d-4b5e6f708192")),
     responses((status = 200, body = Mem0Message),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn delete(
@@ -931,7 +992,10 @@ pub struct Mem0Deleted {
     pub deleted: u64,
 }
 
-/// Deletes every memory of the given ids (and `filters`); at least one is required.
+/// Deletes every memory of the given ids (and `filters`).
+///
+/// At least one of `user_id`, `agent_id`, `app_id` or `run_id` (as a parameter or inside
+/// `filters`) is required: a whole project is never emptied by accident.
 #[utoipa::path(delete, path = "/v1/memories/", tag = "mem0", params(Mem0Params),
     responses((status = 200, body = Mem0Deleted),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
@@ -958,8 +1022,12 @@ pub async fn delete_all(
     Ok(axum::Json(Mem0Deleted { message: "Memories deleted successfully!".into(), deleted }))
 }
 
+/// A memory's history.
+///
+/// Every change, oldest first: the event (`ADD`, `UPDATE`, `DELETE`), the memory before and after,
+/// and when.
 #[utoipa::path(get, path = "/v1/memories/{memory_id}/history/", tag = "mem0",
-    params(("memory_id" = String, Path, description = "Memory id")),
+    params(("memory_id" = String, Path, description = "Memory id", example = "01947c2e-6f10-7a52-8c3d-4b5e6f708192")),
     responses((status = 200, body = Vec<Mem0History>),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn history(
@@ -972,6 +1040,8 @@ pub async fn history(
 }
 
 /// Every user, agent, app and run that has memories (`users()`).
+///
+/// Each with its type and how many memories it holds.
 #[utoipa::path(get, path = "/v1/entities/", tag = "mem0",
     responses((status = 200, body = Mem0Entities),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
@@ -995,9 +1065,11 @@ pub async fn entities(State(app): State<Arc<App>>, Tenant(tenant): Tenant) -> Re
 }
 
 /// Deletes a user, agent, app or run: every memory it has.
+///
+/// 404 `not_found` when it has none.
 #[utoipa::path(delete, path = "/v2/entities/{entity_type}/{entity_id}/", tag = "mem0",
-    params(("entity_type" = String, Path, description = "`user`, `agent`, `app` or `run`"),
-           ("entity_id" = String, Path, description = "The id, e.g. the user id")),
+    params(("entity_type" = String, Path, description = "`user`, `agent`, `app` or `run`", example = "user"),
+           ("entity_id" = String, Path, description = "The id, e.g. the user id", example = "alex")),
     responses((status = 200, body = Mem0Deleted),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn delete_entity(
@@ -1026,6 +1098,8 @@ pub async fn delete_entity(
 
 /// `{"memories": [{"memory_id", "text"?, "metadata"?}]}`, 1-1000 items.
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"memories": [{"memory_id": "01947c2e-6f10-7a52-8c3d-4b5e6f708192",
+    "text": "Alex prefers aisle seats"}]}))]
 pub struct Mem0Batch {
     pub memories: Vec<Mem0BatchItem>,
 }
@@ -1052,7 +1126,10 @@ async fn check_batch(app: &App, tenant: &TenantId, batch: &Mem0Batch) -> Result<
     Ok(())
 }
 
-/// Updates up to 1000 memories; when one is unknown, none is changed.
+/// Updates up to 1000 memories.
+///
+/// Each item names a `memory_id` and its new `text` and/or `metadata`. Every id is checked first:
+/// when one is unknown, none is changed.
 #[utoipa::path(put, path = "/v1/batch/", tag = "mem0", request_body = Mem0Batch,
     responses((status = 200, body = Mem0Message),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
@@ -1082,8 +1159,11 @@ pub async fn batch_update(
     Ok(axum::Json(Mem0Message { message: format!("Successfully updated {n} memories") }))
 }
 
-/// Deletes up to 1000 memories; when one is unknown, none is deleted.
-#[utoipa::path(delete, path = "/v1/batch/", tag = "mem0", request_body = Mem0Batch,
+/// Deletes up to 1000 memories.
+///
+/// Each item names a `memory_id`. Every id is checked first: when one is unknown, none is deleted.
+#[utoipa::path(delete, path = "/v1/batch/", tag = "mem0",
+    request_body(content = Mem0Batch, example = json!({"memories": [{"memory_id": "01947c2e-6f10-7a52-8c3d-4b5e6f708192"}]})),
     responses((status = 200, body = Mem0Message),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn batch_delete(
@@ -1103,6 +1183,8 @@ pub async fn batch_delete(
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"memory_id": "01947c2e-6f10-7a52-8c3d-4b5e6f708192", "feedback": "POSITIVE",
+    "feedback_reason": "the agent used it"}))]
 pub struct Mem0FeedbackInput {
     pub memory_id: String,
     /// `POSITIVE`, `NEGATIVE`, `VERY_NEGATIVE`, or null to clear it.
@@ -1111,6 +1193,9 @@ pub struct Mem0FeedbackInput {
 }
 
 /// Feedback on a memory's usefulness.
+///
+/// `POSITIVE`, `NEGATIVE` or `VERY_NEGATIVE` with an optional reason, kept with the memory; null
+/// clears it.
 #[utoipa::path(post, path = "/v1/feedback/", tag = "mem0", request_body = Mem0FeedbackInput,
     responses((status = 200, body = Mem0Feedback),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]

@@ -28,11 +28,13 @@ pub fn actor(ctx: &AuthContext) -> String {
 pub struct AddParams {
     /// Queue the add and answer at once with an event id (`GET /api/v1/memories/events/{id}`).
     #[serde(default, rename = "async")]
+    #[param(example = false)]
     pub run_async: bool,
 }
 
 /// A queued add.
 #[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = QueuedAdd)]
 pub struct Queued {
     pub event_id: String,
     pub status: &'static str,
@@ -45,7 +47,17 @@ pub enum Added {
     Queued(Queued),
 }
 
-#[utoipa::path(post, path = "/api/v1/memories", tag = "memories", params(AddParams), request_body = AddRequest,
+/// Adds memories from a conversation or a text.
+///
+/// With `messages`, facts are extracted (by the LLM when one is configured, else by the built-in
+/// extractor) and added, updated or merged with what the scope already holds; `infer: false`
+/// stores the messages verbatim; `text` adds one memory. Scope it with `user_id`, `agent_id`,
+/// `app_id` or `run_id`. With `async=true` the add is queued and the answer is an event id.
+#[utoipa::path(post, path = "/api/v1/memories", tag = "memories", params(AddParams),
+    request_body(content = AddRequest, example = json!({"messages": [
+        {"role": "user", "content": "I'm Dana. I moved to Lisbon last spring and I'm allergic to peanuts."},
+        {"role": "assistant", "content": "Noted, Dana!"}],
+        "user_id": "dana", "metadata": {"source": "onboarding"}})),
     responses((status = 200, body = AddOutcome), (status = 202, body = Queued),
               (status = 400, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)))]
 pub async fn add(
@@ -63,8 +75,13 @@ pub async fn add(
     Ok((StatusCode::OK, axum::Json(Added::Done(outcome))))
 }
 
+/// How a queued add is doing.
+///
+/// `PENDING`, `RUNNING`, `SUCCEEDED` (with the add's results) or `FAILED` (with the error): poll
+/// until it has finished.
 #[utoipa::path(get, path = "/api/v1/memories/events/{id}", tag = "memories",
-    params(("id" = String, Path, description = "The event id an asynchronous add answered")),
+    params(("id" = String, Path, description = "The event id an asynchronous add answered",
+        example = "01947c2e-5b7a-7d3e-9f41-6a2b8c0d1e2f")),
     responses((status = 200, body = AddEvent), (status = 404, body = super::error::ErrorBody)))]
 pub async fn event(
     State(app): State<Arc<App>>,
@@ -78,19 +95,34 @@ pub async fn event(
 #[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only this user's memories.
+    #[param(example = "dana")]
     pub user_id: Option<String>,
+    /// Only this agent's memories.
+    #[param(example = "support-bot")]
     pub agent_id: Option<String>,
+    /// Only this app's memories.
+    #[param(example = "helpdesk")]
     pub app_id: Option<String>,
+    /// Only this run's (session's) memories.
+    #[param(example = "session-2025-01-14")]
     pub run_id: Option<String>,
+    /// Only memories of this tier.
+    #[param(example = "factual")]
     pub tier: Option<Tier>,
     /// Memories carrying this category.
+    #[param(example = "health")]
     pub category: Option<String>,
     /// Include memories past their expiration.
     #[serde(default)]
+    #[param(example = false)]
     pub show_expired: bool,
+    /// How many to skip.
     #[serde(default)]
+    #[param(example = 0)]
     pub offset: usize,
     /// 1-1000, default 100.
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<usize>,
 }
 
@@ -134,6 +166,10 @@ fn page_limit(limit: Option<usize>) -> Result<usize> {
     Ok(limit)
 }
 
+/// Lists memories by scope, tier and category, newest first.
+///
+/// A page of memories with the total that match; expired ones only with `show_expired=true`. For
+/// richer conditions, use `POST /api/v1/memories/list`.
 #[utoipa::path(get, path = "/api/v1/memories", tag = "memories", params(ListParams),
     responses((status = 200, body = MemoryPage), (status = 400, body = super::error::ErrorBody)))]
 pub async fn list(
@@ -154,6 +190,8 @@ pub async fn list(
 /// A list by the filter grammar.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"filters": {"AND": [{"user_id": "dana"}, {"categories": {"contains": "health"}}]},
+    "limit": 20}))]
 pub struct QueryInput {
     /// Mem0 v2/v3 filters: `AND`/`OR`/`NOT`, scope ids, times, categories, metadata, keywords.
     #[serde(default)]
@@ -166,6 +204,10 @@ pub struct QueryInput {
     pub limit: Option<usize>,
 }
 
+/// Lists memories by the filter grammar.
+///
+/// `filters` takes Mem0's v2/v3 grammar: `AND`, `OR`, `NOT`, scope ids, times (`gte`, `lt`...),
+/// categories, metadata and keywords. A page of memories with the total that match.
 #[utoipa::path(post, path = "/api/v1/memories/list", tag = "memories", request_body = QueryInput,
     responses((status = 200, body = MemoryPage), (status = 400, body = super::error::ErrorBody)))]
 pub async fn query(
@@ -185,6 +227,7 @@ pub async fn query(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = MemorySearchInput, example = json!({"query": "what is Dana allergic to?", "user_id": "dana", "top_k": 5}))]
 pub struct SearchInput {
     pub query: String,
     pub user_id: Option<String>,
@@ -215,6 +258,11 @@ pub struct SearchInput {
     pub neighbour_weight: Option<f32>,
 }
 
+/// Searches memories.
+///
+/// Hybrid (keyword and semantic) by default, within the scope ids and `filters` given, with
+/// recency and tier weights; each result carries its score, and `relations` the graph's relations
+/// around the results.
 #[utoipa::path(post, path = "/api/v1/memories/search", tag = "memories", request_body = SearchInput,
     responses((status = 200, body = SearchOutcome), (status = 400, body = super::error::ErrorBody)))]
 pub async fn search(
@@ -250,8 +298,11 @@ pub async fn search(
     Ok(axum::Json(app.memories.search(&tenant, &input.query, &filter, &options).await?))
 }
 
+/// One memory.
+///
+/// Its text, scope ids, tier, categories, metadata, times and version; expired ones too.
 #[utoipa::path(get, path = "/api/v1/memories/{id}", tag = "memories",
-    params(("id" = String, Path, description = "Memory id")),
+    params(("id" = String, Path, description = "Memory id", example = "01947c2e-6f10-7a52-8c3d-4b5e6f708192")),
     responses((status = 200, body = Memory), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(app): State<Arc<App>>,
@@ -261,8 +312,13 @@ pub async fn get(
     Ok(axum::Json(app.memories.get(&tenant, &id).await?))
 }
 
-#[utoipa::path(put, path = "/api/v1/memories/{id}", tag = "memories", request_body = Update,
-    params(("id" = String, Path, description = "Memory id")),
+/// Changes a memory.
+///
+/// Fields left out stay as they are; the change is recorded in its history. An immutable memory
+/// is refused with 409 `conflict`.
+#[utoipa::path(put, path = "/api/v1/memories/{id}", tag = "memories",
+    request_body(content = Update, example = json!({"text": "Dana lives in Porto", "categories": ["location"]})),
+    params(("id" = String, Path, description = "Memory id", example = "01947c2e-6f10-7a52-8c3d-4b5e6f708192")),
     responses((status = 200, body = Memory), (status = 400, body = super::error::ErrorBody),
               (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn update(
@@ -280,8 +336,11 @@ pub struct Deleted {
     pub deleted: u64,
 }
 
+/// Deletes a memory.
+///
+/// It leaves every store; its history keeps the deletion.
 #[utoipa::path(delete, path = "/api/v1/memories/{id}", tag = "memories",
-    params(("id" = String, Path, description = "Memory id")),
+    params(("id" = String, Path, description = "Memory id", example = "01947c2e-6f10-7a52-8c3d-4b5e6f708192")),
     responses((status = 200, body = Deleted), (status = 404, body = super::error::ErrorBody)))]
 pub async fn delete(
     State(app): State<Arc<App>>,
@@ -296,12 +355,24 @@ pub async fn delete(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeleteAllParams {
+    /// This user's memories.
+    #[param(example = "dana")]
     pub user_id: Option<String>,
+    /// This agent's memories.
+    #[param(example = "support-bot")]
     pub agent_id: Option<String>,
+    /// This app's memories.
+    #[param(example = "helpdesk")]
     pub app_id: Option<String>,
+    /// This run's (session's) memories.
+    #[param(example = "session-2025-01-14")]
     pub run_id: Option<String>,
 }
 
+/// Deletes every memory of a scope.
+///
+/// At least one of `user_id`, `agent_id`, `app_id` or `run_id` is required; every memory that
+/// matches all the given ids is deleted. Answers with how many.
 #[utoipa::path(delete, path = "/api/v1/memories", tag = "memories", params(DeleteAllParams),
     responses((status = 200, body = Deleted), (status = 400, body = super::error::ErrorBody)))]
 pub async fn delete_all(
@@ -327,8 +398,12 @@ pub struct History {
     pub history: Vec<HistoryEntry>,
 }
 
+/// A memory's history.
+///
+/// Every change, oldest first: the event (`ADD`, `UPDATE`, `DELETE`), the text before and after,
+/// who made it and when.
 #[utoipa::path(get, path = "/api/v1/memories/{id}/history", tag = "memories",
-    params(("id" = String, Path, description = "Memory id")),
+    params(("id" = String, Path, description = "Memory id", example = "01947c2e-6f10-7a52-8c3d-4b5e6f708192")),
     responses((status = 200, body = History), (status = 404, body = super::error::ErrorBody)))]
 pub async fn history(
     State(app): State<Arc<App>>,
@@ -343,6 +418,9 @@ pub struct Scopes {
     pub scopes: Vec<ScopeCount>,
 }
 
+/// The scopes that hold memories.
+///
+/// Every user, agent, app and run id in use, with how many memories each holds.
 #[utoipa::path(get, path = "/api/v1/memories/scopes", tag = "memories",
     responses((status = 200, body = Scopes)))]
 pub async fn scopes(State(app): State<Arc<App>>, Tenant(tenant): Tenant) -> Result<axum::Json<Scopes>> {
@@ -351,14 +429,19 @@ pub async fn scopes(State(app): State<Arc<App>>, Tenant(tenant): Tenant) -> Resu
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"feedback": "POSITIVE", "reason": "exactly what the agent needed"}))]
 pub struct FeedbackInput {
     /// `POSITIVE`, `NEGATIVE`, `VERY_NEGATIVE`, or null to clear.
     pub feedback: Option<String>,
+    /// Why, in a few words.
     pub reason: Option<String>,
 }
 
+/// Feedback on a memory's usefulness.
+///
+/// Kept with the memory (and shown with it); `null` clears it.
 #[utoipa::path(post, path = "/api/v1/memories/{id}/feedback", tag = "memories", request_body = FeedbackInput,
-    params(("id" = String, Path, description = "Memory id")),
+    params(("id" = String, Path, description = "Memory id", example = "01947c2e-6f10-7a52-8c3d-4b5e6f708192")),
     responses((status = 200, body = Memory), (status = 400, body = super::error::ErrorBody),
               (status = 404, body = super::error::ErrorBody)))]
 pub async fn feedback(

@@ -3,11 +3,13 @@
 //! One file per resource; every route is declared through `utoipa_axum::routes!`, so it is in
 //! `/openapi.json` by construction. Every request passes [`auth::authenticate`], which decides
 //! from one table what each route needs. `/mcp` (the MCP server over Streamable HTTP) is the one
-//! route outside the OpenAPI description: it speaks JSON-RPC, described by MCP itself.
+//! API route outside the OpenAPI description: it speaks JSON-RPC, described by MCP itself. The
+//! description is served at `/openapi.json` and read as a page at `/docs` ([`docs`]).
 
 pub mod audit;
 pub mod auth;
 pub mod backups;
+pub mod docs;
 pub mod documents;
 pub mod embed;
 pub mod error;
@@ -63,7 +65,9 @@ use crate::error::{Error, ErrorCode};
         (name = "mem0", description = "The Mem0 wire contract: the official mem0ai clients (0.1.x, 1.0.x, 2.x) work unchanged"),
         (name = "jobs", description = "Background jobs"),
         (name = "auth", description = "API keys, projects (tenants), organisations and the audit log"),
-    )
+    ),
+    // Named by query parameters only, which do not register the schemas they refer to.
+    components(schemas(crate::store::graph::Direction))
 )]
 struct ApiDoc;
 
@@ -177,6 +181,28 @@ fn describe_auth(openapi: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// Operation ids are the handlers' names, which repeat across resources (`list`, `get`...): a
+/// repeated one becomes `<tag>_<name>` (`memories_list`), so that every id names one operation.
+fn unique_operation_ids(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::Operation;
+    fn each(openapi: &mut utoipa::openapi::OpenApi, mut f: impl FnMut(&mut Operation)) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch] {
+                operation.iter_mut().for_each(&mut f);
+            }
+        }
+    }
+    let mut uses = std::collections::HashMap::<String, usize>::new();
+    each(openapi, |operation| *uses.entry(operation.operation_id.clone().unwrap_or_default()).or_default() += 1);
+    each(openapi, |operation| {
+        let id = operation.operation_id.clone().unwrap_or_default();
+        if uses.get(&id).is_some_and(|n| *n > 1) {
+            let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned().unwrap_or_default();
+            operation.operation_id = Some(format!("{tag}_{id}"));
+        }
+    });
+}
+
 pub fn router(app: Arc<App>) -> Router {
     // Uploads get their own, larger body limit.
     let uploads = OpenApiRouter::new()
@@ -189,6 +215,7 @@ pub fn router(app: Arc<App>) -> Router {
         .map(|(path, item)| (path.replace("{*", "{"), item))
         .collect();
     describe_auth(&mut openapi);
+    unique_operation_ids(&mut openapi);
     let openapi = Arc::new(openapi);
     let server = &app.config.server;
     let timeout = Duration::from_secs(server.request_timeout_secs);
@@ -202,6 +229,9 @@ pub fn router(app: Arc<App>) -> Router {
         )
     }));
     api.route("/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+        .route(docs::PATH, get(docs::redirect))
+        .route("/docs/", get(docs::index))
+        .route("/docs/{*rest}", get(docs::asset))
         .route_service("/mcp", mcp::service(app.clone()))
         .fallback(ui::serve)
         .method_not_allowed_fallback(|| async {
@@ -232,7 +262,7 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// The UI loads only its own scripts and styles; nothing may frame it.
+/// The UI and the API docs page load only their own scripts and styles; nothing may frame them.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 

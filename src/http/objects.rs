@@ -17,8 +17,14 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::store::objects::ObjectInfo;
 
 /// Stores the request body at `key`, replacing any object there.
-#[utoipa::path(put, path = "/api/v1/objects/{*key}", tag = "objects", params(("key" = String, Path)),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+///
+/// The body is streamed to the object store as it comes (never held whole); a reader sees the old
+/// object or the new one, never a part. Answers with its size and SHA-256.
+#[utoipa::path(put, path = "/api/v1/objects/{*key}", tag = "objects",
+    params(("key" = String, Path, description = "The object's key: `/`-separated segments, no `.` or `..`",
+        example = "reports/2025/q1.pdf")),
+    request_body(content = String, content_type = "application/octet-stream", description = "The object's bytes",
+        example = "%PDF-1.7 ..."),
     responses((status = 200, body = ObjectInfo), (status = 413, body = super::error::ErrorBody)))]
 pub async fn put_object(
     State(app): State<Arc<App>>,
@@ -50,7 +56,11 @@ pub async fn put_object(
 }
 
 /// Streams the object at `key`.
-#[utoipa::path(get, path = "/api/v1/objects/{*key}", tag = "objects", params(("key" = String, Path)),
+///
+/// The bytes as they were stored, with `Content-Length`.
+#[utoipa::path(get, path = "/api/v1/objects/{*key}", tag = "objects",
+    params(("key" = String, Path, description = "The object's key: `/`-separated segments, no `.` or `..`",
+        example = "reports/2025/q1.pdf")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_object(
     State(app): State<Arc<App>>,
@@ -70,7 +80,11 @@ pub async fn get_object(
 }
 
 /// Deletes the object at `key`.
-#[utoipa::path(delete, path = "/api/v1/objects/{*key}", tag = "objects", params(("key" = String, Path)),
+///
+/// 204 when it was there, 404 `not_found` when it was not.
+#[utoipa::path(delete, path = "/api/v1/objects/{*key}", tag = "objects",
+    params(("key" = String, Path, description = "The object's key: `/`-separated segments, no `.` or `..`",
+        example = "reports/2025/q1.pdf")),
     responses((status = 204), (status = 404, body = super::error::ErrorBody)))]
 pub async fn delete_object(
     State(app): State<Arc<App>>,
@@ -89,6 +103,7 @@ pub async fn delete_object(
 pub struct ListParams {
     /// Only keys starting with this.
     #[serde(default)]
+    #[param(example = "reports/")]
     pub prefix: String,
 }
 
@@ -98,6 +113,8 @@ pub struct ObjectList {
 }
 
 /// Lists objects under a key prefix.
+///
+/// The project's objects whose key starts with `prefix`, sorted by key, with size and time.
 #[utoipa::path(get, path = "/api/v1/objects", tag = "objects", params(ListParams), responses((status = 200, body = ObjectList)))]
 pub async fn list_objects(
     State(app): State<Arc<App>>,

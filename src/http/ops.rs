@@ -18,6 +18,9 @@ pub struct Health {
 }
 
 /// Liveness: the process is up and serving HTTP.
+///
+/// Always `{"status": "ok"}` while the process answers; it says nothing about the stores (see
+/// `/ready`). Public: no key needed, for load balancers and service managers.
 #[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
 pub async fn health() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
@@ -32,6 +35,10 @@ pub struct Readiness {
 }
 
 /// Readiness: every backend answers and every indexer has replayed what it missed.
+///
+/// 200 when the server can take traffic, 503 (same body) while a backend does not answer or the
+/// indexers are still catching up after a start. Each backend and indexer is listed with its state
+/// and lag. Public: no key needed.
 #[utoipa::path(get, path = "/ready", tag = "ops", responses(
     (status = 200, body = Readiness, description = "ready"),
     (status = 503, body = Readiness, description = "a backend does not answer, or indexers are catching up"),
@@ -52,12 +59,18 @@ pub async fn ready(State(app): State<Arc<App>>) -> Result<Response> {
 }
 
 /// Server status for the UI: stores, their sizes and indexer lag.
+///
+/// The version, the embedder, each store's backend and item count, and how far each indexer is
+/// behind the change log.
 #[utoipa::path(get, path = "/api/v1/status", tag = "ops", responses((status = 200, body = Status)))]
 pub async fn status(State(app): State<Arc<App>>) -> Result<axum::Json<Status>> {
     Ok(axum::Json(app.status().await?))
 }
 
 /// Compares the record with every derived store (counts and ids).
+///
+/// What `nexus check` reports, for a running server: the record's count per tenant, and for each
+/// derived store (text, vectors, graph) what it holds against the record. Operator only.
 #[utoipa::path(get, path = "/api/v1/admin/check", tag = "ops", responses((status = 200, body = CheckReport)))]
 pub async fn check(State(app): State<Arc<App>>) -> Result<axum::Json<CheckReport>> {
     Ok(axum::Json(app.check().await?))
@@ -71,9 +84,11 @@ pub struct WriteState {
     reason: Option<String>,
 }
 
-/// Reads the data directory's migration marker again: with `migrated.json` (written by
-/// `nexus migrate --cutover`) the server refuses writes from now on; without it, takes them.
-/// Returns once writes under way have finished.
+/// Reads the data directory's migration marker again.
+///
+/// With `migrated.json` (written by `nexus migrate --cutover`) the server refuses writes from now
+/// on (`read_only`); without it, takes them. Returns once writes under way have finished. No
+/// body. Operator only.
 #[utoipa::path(post, path = "/api/v1/admin/read-only", tag = "ops", responses((status = 200, body = WriteState)))]
 pub async fn reload_read_only(State(app): State<Arc<App>>) -> Result<axum::Json<WriteState>> {
     let reason = app.read_only_reason()?;
@@ -82,6 +97,9 @@ pub async fn reload_read_only(State(app): State<Arc<App>>) -> Result<axum::Json<
 }
 
 /// Prometheus metrics in the text exposition format.
+///
+/// Request counts and latencies, store sizes, indexer lag, embedding queue, backups and the data
+/// directory's free space. Needs the `admin` scope unless `auth.public_metrics = true`.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<Arc<App>>) -> Result<Response> {
     // While a backend is down the rest still renders (its nexus_backend_up is 0).

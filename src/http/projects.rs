@@ -16,6 +16,7 @@ use crate::store::auth::{Org, Project};
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "acme", "name": "Acme support"}))]
 pub struct ProjectInput {
     /// The project's id, which is its tenant id: 1-64 letters, digits, '-' or '_'.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
@@ -41,6 +42,9 @@ fn display_name(name: Option<String>, id: &str) -> Result<String> {
 }
 
 /// Creates a project: a new tenant, empty, to issue keys for.
+///
+/// Its id is the tenant id every record of it carries; 409 `conflict` when it exists. Needs the
+/// master key.
 #[utoipa::path(post, path = "/api/v1/projects", tag = "auth", request_body = ProjectInput,
     responses((status = 201, body = Project), (status = 409, body = super::error::ErrorBody)))]
 pub async fn create_project(
@@ -54,7 +58,9 @@ pub async fn create_project(
     Ok((StatusCode::CREATED, axum::Json(project)))
 }
 
-/// Lists projects: all of them for the master key, the key's own for a project key.
+/// Lists projects.
+///
+/// All of them for the master key, the key's own for a project key (with the `admin` scope).
 #[utoipa::path(get, path = "/api/v1/projects", tag = "auth", responses((status = 200, body = ProjectList)))]
 pub async fn list_projects(State(app): State<Arc<App>>, Caller(ctx): Caller) -> Result<axum::Json<ProjectList>> {
     Ok(axum::Json(ProjectList { projects: app.auth.store.list_projects(&ctx.within()).await? }))
@@ -62,6 +68,7 @@ pub async fn list_projects(State(app): State<Arc<App>>, Caller(ctx): Caller) -> 
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "acme-corp", "name": "Acme Corporation"}))]
 pub struct OrgInput {
     /// 1-64 letters, digits, '-' or '_'.
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
@@ -77,6 +84,9 @@ pub struct OrgList {
 }
 
 /// Creates an organisation to hold projects.
+///
+/// Projects name their organisation with `org_id`; every install has `default`. 409 `conflict`
+/// when it exists. Needs the master key.
 #[utoipa::path(post, path = "/api/v1/orgs", tag = "auth", request_body = OrgInput,
     responses((status = 201, body = Org), (status = 409, body = super::error::ErrorBody)))]
 pub async fn create_org(
@@ -91,6 +101,8 @@ pub async fn create_org(
 }
 
 /// Lists organisations.
+///
+/// Every organisation with its name and creation time. Needs the master key.
 #[utoipa::path(get, path = "/api/v1/orgs", tag = "auth", responses((status = 200, body = OrgList)))]
 pub async fn list_orgs(State(app): State<Arc<App>>) -> Result<axum::Json<OrgList>> {
     Ok(axum::Json(OrgList { orgs: app.auth.store.list_orgs().await? }))

@@ -20,6 +20,9 @@ const MAX_BATCH: usize = 1000;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "note-42", "kind": "note", "title": "Quarterly planning",
+    "body": "The team agreed to ship the importer before the March release.", "tags": ["planning"],
+    "metadata": {"author": "dana"}, "graph": {"type": "node", "label": "note", "name": "note-42"}}))]
 pub struct RecordInput {
     /// Omit to have one generated.
     pub id: Option<String>,
@@ -57,10 +60,15 @@ impl RecordInput {
 pub struct WaitParams {
     /// Answer only once every derived store shows the write (read-your-writes).
     #[serde(default)]
+    #[param(example = true)]
     pub wait: bool,
 }
 
 /// Creates or replaces one record.
+///
+/// The record and its change-log entry commit in one transaction; the text, vector and graph
+/// stores follow from the change log (with `wait=true`, the answer waits for them). Without a
+/// `vector`, one is computed from title and body. A record with the same `id` is replaced.
 #[utoipa::path(post, path = "/api/v1/records", tag = "records", params(WaitParams), request_body = RecordInput,
     responses((status = 201, body = WriteOutcome), (status = 400, body = super::error::ErrorBody)))]
 pub async fn put_record(
@@ -84,11 +92,18 @@ pub enum BatchWrite {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"writes": [
+    {"op": "upsert", "record": {"id": "note-42", "kind": "note", "title": "Quarterly planning",
+        "body": "Ship the importer before the March release.", "tags": ["planning"]}},
+    {"op": "delete", "id": "note-7"}]}))]
 pub struct BatchInput {
     pub writes: Vec<BatchWrite>,
 }
 
 /// Applies up to 1000 upserts and deletes atomically.
+///
+/// Every write of the batch commits in one transaction, or none does. Each write is
+/// `{"op": "upsert", "record": {...}}` or `{"op": "delete", "id": "..."}`.
 #[utoipa::path(post, path = "/api/v1/records/batch", tag = "records", params(WaitParams), request_body = BatchInput,
     responses((status = 200, body = WriteOutcome), (status = 400, body = super::error::ErrorBody)))]
 pub async fn batch(
@@ -116,6 +131,7 @@ pub async fn batch(
 pub struct GetParams {
     /// Include the vector in the answer.
     #[serde(default)]
+    #[param(example = false)]
     pub include_vector: bool,
 }
 
@@ -127,7 +143,11 @@ fn shown(mut record: Record, include_vector: bool) -> Record {
 }
 
 /// Reads one record.
-#[utoipa::path(get, path = "/api/v1/records/{id}", tag = "records", params(("id" = String, Path), GetParams),
+///
+/// Its kind, title, body, tags, metadata, graph item, version and times; the vector too with
+/// `include_vector=true`.
+#[utoipa::path(get, path = "/api/v1/records/{id}", tag = "records",
+    params(("id" = String, Path, description = "The record's id (its `id` when written)", example = "note-42"), GetParams),
     responses((status = 200, body = Record), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_record(
     State(app): State<Arc<App>>,
@@ -140,7 +160,11 @@ pub async fn get_record(
 }
 
 /// Deletes one record from every store.
-#[utoipa::path(delete, path = "/api/v1/records/{id}", tag = "records", params(("id" = String, Path), WaitParams),
+///
+/// The deletion is a write like any other: the derived stores follow from the change log (with
+/// `wait=true`, the answer waits for them).
+#[utoipa::path(delete, path = "/api/v1/records/{id}", tag = "records",
+    params(("id" = String, Path, description = "The record's id (its `id` when written)", example = "note-42"), WaitParams),
     responses((status = 200, body = WriteOutcome), (status = 404, body = super::error::ErrorBody)))]
 pub async fn delete_record(
     State(app): State<Arc<App>>,
@@ -158,12 +182,18 @@ pub async fn delete_record(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only records of this kind.
+    #[param(example = "note")]
     pub kind: Option<String>,
     /// Continue after this key (the `next_after` of the previous page).
+    #[param(example = 100)]
     pub after: Option<u64>,
     /// 1-1000, default 100.
+    #[param(minimum = 1, maximum = 1000, example = 100)]
     pub limit: Option<usize>,
+    /// Include each record's vector.
     #[serde(default)]
+    #[param(example = false)]
     pub include_vector: bool,
 }
 
@@ -175,6 +205,8 @@ pub struct RecordPage {
 }
 
 /// Lists records in key order, a page at a time.
+///
+/// Pass the answer's `next_after` as `after` for the next page; it is absent on the last one.
 #[utoipa::path(get, path = "/api/v1/records", tag = "records", params(ListParams),
     responses((status = 200, body = RecordPage)))]
 pub async fn list_records(
@@ -195,6 +227,7 @@ pub async fn list_records(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"query": "importer release", "kinds": ["note"], "top_k": 5}))]
 pub struct StoreSearchInput {
     /// Full-text query (text store). Give this or `vector`.
     pub query: Option<String>,
@@ -228,6 +261,10 @@ pub struct StoreSearchResults {
 }
 
 /// Low-level search of one derived store: text (BM25) or vectors (cosine).
+///
+/// `query` searches the text store; `vector` or `similar_to` (a text to embed) the vector store,
+/// or the record store exactly with `exact: true`. For ranked results over both, use
+/// `/api/v1/search`.
 #[utoipa::path(post, path = "/api/v1/records/search", tag = "records", request_body = StoreSearchInput,
     responses((status = 200, body = StoreSearchResults), (status = 400, body = super::error::ErrorBody)))]
 pub async fn search_records(

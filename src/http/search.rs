@@ -41,6 +41,8 @@ pub struct Filters {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"query": "how many days of paid leave", "mode": "hybrid", "top_k": 5,
+    "filters": {"collection": "handbook", "tags": ["hr"], "date_from": "2024-01-01"}}))]
 pub struct SearchInput {
     pub query: String,
     #[serde(default)]
@@ -146,9 +148,12 @@ pub struct SearchResults {
     pub results: Vec<SearchResult>,
 }
 
-/// Hybrid search: BM25 and vector rankings fused (reciprocal rank fusion), with filters,
-/// snippets and a score breakdown per result.
-#[utoipa::path(post, path = "/api/v1/search", tag = "search", request_body = SearchInput,
+/// Hybrid search over the knowledge base.
+///
+/// BM25 and vector rankings fused (weighted reciprocal rank fusion), with filters (collection,
+/// tags, metadata, dates, kinds), a highlighted snippet and a score breakdown per result. `mode`
+/// picks `hybrid` (default), `keyword` or `semantic`; `fusion` overrides the configured weights.
+#[utoipa::path(post, path = "/api/v1/search", operation_id = "search_knowledge", tag = "search", request_body = SearchInput,
     responses((status = 200, body = SearchResults), (status = 400, body = super::error::ErrorBody)))]
 pub async fn search(
     State(app): State<Arc<App>>,
@@ -186,10 +191,14 @@ pub struct Answer {
     pub citations: Vec<Citation>,
 }
 
-/// Answers from the knowledge base with numbered citations; streamed as server-sent events
-/// (`citations`, then `delta`s, then `done`) when the client accepts `text/event-stream`.
-/// Without an LLM configured, the answer is extractive.
-#[utoipa::path(post, path = "/api/v1/ask", tag = "search", request_body = SearchInput,
+/// Answers a question from the knowledge base, with numbered citations.
+///
+/// Searches like `/api/v1/search` (at most 20 passages), then answers from what it found. Streamed
+/// as server-sent events (`citations`, then `delta`s, then `done`) when the client accepts
+/// `text/event-stream`. Without an LLM configured, the answer is extractive.
+#[utoipa::path(post, path = "/api/v1/ask", tag = "search",
+    request_body(content = SearchInput, example = json!({"query": "How many days of paid leave do we get?",
+        "top_k": 5, "filters": {"collection": "handbook"}})),
     responses((status = 200, body = Answer, description = "JSON, or text/event-stream when accepted"),
               (status = 400, body = super::error::ErrorBody)))]
 pub async fn ask(

@@ -50,6 +50,7 @@ impl Tier {
 
 /// Whose memory it is. At least one id is set on every memory.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = MemoryScope)]
 pub struct Scope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
@@ -410,7 +411,6 @@ pub struct Message {
     #[serde(default = "user_role")]
     pub role: String,
     /// A string, or a content-parts list / object whose `text` fields are read.
-    #[schema(value_type = Object)]
     pub content: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,

@@ -39,11 +39,13 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Opens the bucket named by `config` after checking that it answers with the credentials.
 pub async fn open(config: &ObjectsConfig) -> Result<ObjectStoreBacked> {
-    let target = Target::new(config)?;
-    let credentials = Credentials::resolve(config)?;
-    check(&target, &credentials).await?;
-    // While running: a few quick retries, then `backend_unavailable`.
-    let retry = RetryConfig {
+    let (store, described) = open_checked(config).await?;
+    Ok(ObjectStoreBacked::new("s3", store, described))
+}
+
+/// While running: a few quick retries, then `backend_unavailable`.
+fn runtime_retry() -> RetryConfig {
+    RetryConfig {
         backoff: BackoffConfig {
             init_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
@@ -51,9 +53,33 @@ pub async fn open(config: &ObjectsConfig) -> Result<ObjectStoreBacked> {
         },
         max_retries: 3,
         retry_timeout: Duration::from_secs(10),
-    };
-    let store = build(&target, &credentials, retry)?;
-    Ok(ObjectStoreBacked::new("s3", store, target.describe()))
+    }
+}
+
+async fn open_checked(config: &ObjectsConfig) -> Result<(Arc<dyn object_store::ObjectStore>, String)> {
+    let target = Target::new(config)?;
+    let credentials = Credentials::resolve(config)?;
+    check(&target, &credentials).await?;
+    Ok((build(&target, &credentials, runtime_retry())?, target.describe()))
+}
+
+/// The bucket (under `config.prefix`) as object_store's client, checked like [`open`], for other
+/// users of an S3 service than the object store (backups). Messages name the settings under
+/// `section` (`backup.s3`, or `store.objects` when the backups use the object store's service).
+/// Returns the client and how to name the place (`bucket "b" at https://host (prefix "p")`).
+pub async fn open_bucket(
+    config: &ObjectsConfig,
+    section: &str,
+) -> Result<(Arc<dyn object_store::ObjectStore>, String)> {
+    open_checked(config).await.map_err(|e| in_section(e, section))
+}
+
+/// An error about the object store's settings, told about `section`'s instead.
+pub fn in_section(mut e: Error, section: &str) -> Error {
+    if section != "store.objects" {
+        e.message = e.message.replace("store.objects", section);
+    }
+    e
 }
 
 /// Checks that the configured bucket answers a listing with the configured credentials; says
