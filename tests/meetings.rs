@@ -514,20 +514,25 @@ fn insights_summaries_and_the_end_job_make_memories() {
     assert_eq!((top["domain"].as_str(), top["user_id"].as_str()), (Some("memories"), Some("alice")), "{r}");
 }
 
-#[test]
-fn with_an_unusable_llm_answer_the_rules_insights_stay() {
+fn with_llm(model: &str) -> (common::fake_llm::FakeLlm, tempfile::TempDir, Server) {
     let llm = common::fake_llm::FakeLlm::start();
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("llm.toml");
     std::fs::write(
         &config,
-        format!("[llm]\nprovider = \"openai\"\n[llm.openai]\nurl = \"{}\"\nmodel = \"any-key\"\n", llm.openai_url()),
+        format!("[llm]\nprovider = \"openai\"\n[llm.openai]\nurl = \"{}\"\nmodel = \"{model}\"\n", llm.openai_url()),
     )
     .unwrap();
     let server = Server::start_with(&tmp.path().join("data"), |cmd| {
         cmd.env("NEXUS_CONFIG", &config);
     });
     server.wait_ready();
+    (llm, tmp, server)
+}
+
+#[test]
+fn with_an_unusable_llm_answer_the_rules_insights_stay() {
+    let (llm, _tmp, server) = with_llm("any-key");
     let id = create(&server, "Short", json!([]));
     send(
         &server,
@@ -548,4 +553,52 @@ fn with_an_unusable_llm_answer_the_rules_insights_stay() {
         .map(|i| i["kind"].as_str().unwrap().to_string())
         .collect();
     assert!(kinds.contains(&"decision".into()) && kinds.contains(&"action_item".into()), "{kinds:?}");
+}
+
+#[test]
+fn a_usable_llm_answer_gives_the_final_insights_and_summary() {
+    let (llm, _tmp, server) = with_llm("meeting-notes");
+    let m = post(
+        &server,
+        "/api/v1/meetings",
+        json!({"title": "Press", "status": "live", "started_at": "2026-11-30T09:00:00Z", "participants": [{"name": "Ben", "user_id": "ben"}]}),
+    );
+    let id = m["id"].as_str().unwrap().to_string();
+    send(
+        &server,
+        &id,
+        vec![
+            seg("1", "Ann", 0, "We agreed to move the launch to May."),
+            seg("2", "Ben", 2000, "I'll tell the press team tomorrow."),
+        ],
+    );
+    let ended = post(&server, &format!("/api/v1/meetings/{id}/end?wait=true"), json!({}));
+    assert_eq!(
+        (ended["job_state"].as_str(), ended["result"]["extractor"].as_str()),
+        (Some("succeeded"), Some("llm")),
+        "{ended}"
+    );
+    let sent = llm.calls.last_body();
+    assert!(sent["messages"].to_string().contains("[1] Ben: I'll tell the press team tomorrow."), "{sent}");
+    let insights = get(&server, &format!("/api/v1/meetings/{id}/insights"))["insights"].as_array().unwrap().clone();
+    let by_model: Vec<&Value> = insights.iter().filter(|i| i["extractor"] == "llm").collect();
+    assert_eq!(by_model.len(), 2, "the item outside the transcript is dropped: {insights:?}");
+    assert!(insights.iter().all(|i| i["extractor"] == "llm" || i["kind"] == "topic"), "the rules' items are replaced");
+    let action = by_model.iter().find(|i| i["kind"] == "action_item").unwrap();
+    assert_eq!(
+        (action["owner"].as_str(), action["due_date"].as_str(), &action["seqs"]),
+        (Some("Ben"), Some("2026-12-01"), &json!([1]))
+    );
+    let summary = get(&server, &format!("/api/v1/meetings/{id}/summary"));
+    assert_eq!(
+        (summary["generator"].as_str(), summary["text"].as_str()),
+        (Some("llm"), Some("The launch moves to May; Ben tells the press."))
+    );
+    let memories = get(&server, "/api/v1/memories?user_id=ben")["memories"].as_array().unwrap().clone();
+    assert!(
+        memories
+            .iter()
+            .any(|m| m["tier"] == "factual" && m["memory"].as_str().unwrap().contains("Tell the press team")),
+        "{memories:?}"
+    );
 }
