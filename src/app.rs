@@ -15,6 +15,9 @@ use crate::knowledge::chunk::ChunkOptions;
 use crate::knowledge::documents::Documents;
 use crate::knowledge::ingest::{INGEST_JOB, IngestHandler};
 use crate::llm::Llm;
+use crate::meetings::Meetings;
+use crate::meetings::finish::{FINISH_JOB, FinishHandler};
+use crate::meetings::import::{IMPORT_JOB, ImportHandler};
 use crate::memory::Memories;
 use crate::memory::add::AddHandler;
 use crate::search::SearchEngine;
@@ -32,6 +35,7 @@ pub struct App {
     pub search: SearchEngine,
     pub documents: Arc<Documents>,
     pub memories: Arc<Memories>,
+    pub meetings: Arc<Meetings>,
     pub jobs: Arc<Jobs>,
     pub llm: Option<Arc<dyn Llm>>,
     job_shutdown: tokio::sync::watch::Sender<bool>,
@@ -124,6 +128,9 @@ impl App {
         let mut jobs = Jobs::new(stores.jobs.clone());
         jobs.register(INGEST_JOB, Arc::new(IngestHandler { stores: stores.clone(), documents: documents.clone() }));
         jobs.register(crate::memory::ADD_JOB, Arc::new(AddHandler(memories.clone())));
+        let meetings = Arc::new(Meetings::new(stores.clone(), writes.clone(), memories.clone(), llm.clone()));
+        jobs.register(FINISH_JOB, Arc::new(FinishHandler(meetings.clone())));
+        jobs.register(IMPORT_JOB, Arc::new(ImportHandler { stores: stores.clone(), meetings: meetings.clone() }));
         let backup_jobs = Arc::new(crate::backup::BackupJobs::default());
         jobs.register(crate::backup::BACKUP_JOB, backup_jobs.clone());
         jobs.register(crate::backup::VERIFY_JOB, backup_jobs.clone());
@@ -139,6 +146,7 @@ impl App {
             search,
             documents,
             memories,
+            meetings,
             jobs,
             llm,
             auth,

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod knowledge;
 pub mod llm;
 pub mod mcp;
+pub mod meetings;
 pub mod memory;
 pub mod migrate;
 pub mod search;

@@ -134,10 +134,11 @@ struct Ids<'a> {
     job: &'a str,
     memory: &'a str,
     event: &'a str,
+    meeting: &'a str,
 }
 
 fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
-    let Ids { key: a_key_id, doc: a_doc, job: a_job, memory: a_memory, event: a_event } = *ids;
+    let Ids { key: a_key_id, doc: a_doc, job: a_job, memory: a_memory, event: a_event, meeting: a_meeting } = *ids;
     let mut out = Vec::new();
     let mut n = 0;
     for (template, item) in openapi["paths"].as_object().unwrap() {
@@ -156,7 +157,8 @@ fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
                 .replace("/memories/{memory_id}/", &format!("/memories/{a_memory}/"))
                 .replace("/event/{event_id}/", &format!("/event/{a_event}/"))
                 .replace("/entities/{entity_type}/{entity_id}/", "/entities/user/alpha/")
-                .replace("/backups/{name}", "/backups/nexus-none.tar.zst");
+                .replace("/backups/{name}", "/backups/nexus-none.tar.zst")
+                .replace("/meetings/{id}", &format!("/meetings/{a_meeting}"));
             assert!(!path.contains('{'), "no id of tenant A for {template}; add one to this test");
             if template == "/api/v1/graph/path" {
                 path.push_str("?from=alpha-rec&to=alpha-rec-2");
@@ -204,6 +206,19 @@ fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
                 ("PUT", "/api/v1/memories/{id}") => (Some(json!({"text": "b's edit"})), None),
                 ("POST", "/api/v1/memories/{id}/feedback") => (Some(json!({"feedback": "POSITIVE"})), None),
                 ("PUT", "/api/v1/objects/{key}") => (None, Some(b"b's file".to_vec())),
+                ("POST", "/api/v1/meetings") => (Some(json!({"title": "b's meeting"})), None),
+                ("PATCH", "/api/v1/meetings/{id}") => (Some(json!({"title": "b's edit"})), None),
+                ("POST", "/api/v1/meetings/{id}/participants") => {
+                    (Some(json!({"participants": [{"name": "b"}]})), None)
+                }
+                ("POST", "/api/v1/meetings/{id}/segments") => {
+                    (Some(json!({"segments": [{"segment_id": "b1", "speaker": "b", "text": "b's words"}]})), None)
+                }
+                ("POST", "/api/v1/meetings/{id}/end") => (None, None),
+                ("POST", "/api/v1/meetings/import") => {
+                    content_type = Some("multipart/form-data; boundary=nexus-test-boundary");
+                    (None, Some(multipart_body("b.txt", "B: b's transcript")))
+                }
                 ("POST", "/api/v1/keys") => (Some(json!({"name": "made by the test", "scopes": ["read"]})), None),
                 ("POST", "/api/v1/projects") | ("POST", "/api/v1/orgs") => {
                     (Some(json!({"id": format!("made-{n}")})), None)
@@ -337,7 +352,15 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
     let event = json!({"messages": [{"role": "user", "content": "alpha event"}], "user_id": "alpha", "infer": false});
     let event = api.json(Method::POST, "/v3/memories/add/", &a_write, Some(event));
     let a_event = event["event_id"].as_str().expect("tenant A's event").to_string();
-    let ids = Ids { key: &a_read_id, doc: &a_doc, job: &a_job, memory: &a_memory, event: &a_event };
+    let meeting =
+        json!({"title": format!("alpha meeting {MARK}"), "participants": [{"name": "Alpha", "user_id": "alpha"}]});
+    let meeting = api.json(Method::POST, "/api/v1/meetings", &a_write, Some(meeting));
+    let a_meeting = meeting["id"].as_str().expect("tenant A's meeting").to_string();
+    let segments =
+        json!({"segments": [{"segment_id": "a1", "speaker": "Alpha", "text": format!("alpha secret {MARK}")}]});
+    api.json(Method::POST, &format!("/api/v1/meetings/{a_meeting}/segments?wait=true"), &a_write, Some(segments));
+    let ids =
+        Ids { key: &a_read_id, doc: &a_doc, job: &a_job, memory: &a_memory, event: &a_event, meeting: &a_meeting };
     let cases = cases(&openapi, &ids);
     assert!(cases.len() >= 20, "{} operations", cases.len());
     let wrong_secret = format!("nxs_{a_read_id}_{}", "0".repeat(48));
@@ -382,6 +405,7 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
             || case.path.contains(&a_job)
             || case.path.contains(&a_memory)
             || case.path.contains(&a_event)
+            || case.path.contains(&a_meeting)
             || case.path.contains("/entities/user/alpha/");
         let mutates = matches!(case.method, Method::POST | Method::PUT);
         // Walks from a node B does not have answer with an empty list, not 404.
@@ -411,6 +435,10 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
         "DELETE /v1/batch/",
         "DELETE /v2/entities/{entity_type}/{entity_id}/",
         "POST /mcp",
+        "GET /api/v1/meetings/{id}/transcript",
+        "POST /api/v1/meetings/{id}/segments",
+        "PATCH /api/v1/meetings/{id}",
+        "POST /api/v1/meetings/import",
     ] {
         assert!(seen.contains_key(route), "{route} missing from /openapi.json: {seen:?}");
     }
@@ -437,6 +465,13 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
     }
 
     // Tenant A's data survived tenant B's deletes and writes, and its read key still works.
+    let kept = api.json(Method::GET, &format!("/api/v1/meetings/{a_meeting}/transcript"), &a_read, None);
+    assert_eq!(
+        kept["segments"].as_array().unwrap().len(),
+        1,
+        "tenant B's segments and deletes changed nothing: {kept}"
+    );
+    assert_eq!(kept["meeting"]["title"], format!("alpha meeting {MARK}"));
     let got = api.json(Method::GET, "/api/v1/records/alpha-rec", &a_read, None);
     assert_eq!(got["title"], MARK);
     let mem = api.json(Method::GET, &format!("/v1/memories/{a_memory}/"), &a_read, None);

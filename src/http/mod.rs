@@ -17,6 +17,7 @@ pub mod graph;
 pub mod jobs;
 pub mod keys;
 pub mod mcp;
+pub mod meetings;
 pub mod mem0;
 pub mod memories;
 pub mod objects;
@@ -63,6 +64,7 @@ use crate::error::{Error, ErrorCode};
         (name = "search", description = "Hybrid search and grounded answers"),
         (name = "memories", description = "Memories in four tiers (working, factual, episodic, semantic)"),
         (name = "mem0", description = "The Mem0 wire contract: the official mem0ai clients (0.1.x, 1.0.x, 2.x) work unchanged"),
+        (name = "meetings", description = "Meetings: transcripts, insights, summaries; searchable and remembered"),
         (name = "jobs", description = "Background jobs"),
         (name = "auth", description = "API keys, projects (tenants), organisations and the audit log"),
     ),
@@ -122,6 +124,14 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(mem0::delete_entity))
         .routes(routes!(mem0::batch_update, mem0::batch_delete))
         .routes(routes!(mem0::feedback))
+        .routes(routes!(meetings::create, meetings::list))
+        .routes(routes!(meetings::get, meetings::update, meetings::delete))
+        .routes(routes!(meetings::participants, meetings::add_participants))
+        .routes(routes!(meetings::segments))
+        .routes(routes!(meetings::end))
+        .routes(routes!(meetings::transcript))
+        .routes(routes!(meetings::insights))
+        .routes(routes!(meetings::summary))
         .routes(routes!(search::search))
         .routes(routes!(search::ask))
         .routes(routes!(jobs::list))
@@ -207,6 +217,7 @@ pub fn router(app: Arc<App>) -> Router {
     // Uploads get their own, larger body limit.
     let uploads = OpenApiRouter::new()
         .routes(routes!(documents::upload))
+        .routes(routes!(meetings::import))
         .layer(DefaultBodyLimit::max(app.config.knowledge.max_upload_bytes.min(usize::MAX as u64) as usize));
     let (api, mut openapi) = api().merge(uploads).split_for_parts();
     // axum spells a catch-all segment `{*key}`; OpenAPI knows only `{key}`.
@@ -277,7 +288,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
         return None;
     }
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, HeaderName::from_static("x-api-key")])
         .expose_headers([
             header::RETRY_AFTER,

@@ -35,8 +35,37 @@ pub struct Filters {
     /// Inclusive, RFC 3339 or YYYY-MM-DD, on the item's date.
     pub date_from: Option<String>,
     pub date_to: Option<String>,
-    /// Item kinds; default `["chunk"]` (document chunks).
+    /// Item kinds, instead of `sources`: `chunk` (document chunks), `memory`, `meeting_chunk`...
     pub kinds: Option<Vec<String>>,
+    /// Meeting results of this meeting only.
+    pub meeting_id: Option<String>,
+    /// Meeting results where this speaker talks (names compared without case).
+    pub speaker: Option<String>,
+}
+
+/// What a search covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Document chunks.
+    Documents,
+    Memories,
+    /// Meeting transcripts, as windows of consecutive turns.
+    Meetings,
+}
+
+impl Source {
+    fn kind(self) -> &'static str {
+        match self {
+            Source::Documents => CHUNK_KIND,
+            Source::Memories => crate::memory::MEMORY_KIND,
+            Source::Meetings => crate::meetings::model::CHUNK_KIND,
+        }
+    }
+
+    fn of_kind(kind: &str) -> Option<Source> {
+        [Source::Documents, Source::Memories, Source::Meetings].into_iter().find(|s| s.kind() == kind)
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -51,6 +80,9 @@ pub struct SearchInput {
     pub top_k: Option<usize>,
     #[serde(default)]
     pub offset: usize,
+    /// Default `["documents"]`.
+    #[serde(default)]
+    pub sources: Option<Vec<Source>>,
     #[serde(default)]
     pub filters: Filters,
     #[serde(default)]
@@ -103,9 +135,25 @@ impl SearchInput {
             validate_name("collection", &c)?;
             metadata.push(("collection".into(), c));
         }
+        if let Some(id) = f.meeting_id {
+            metadata.push(("meeting_id".into(), id));
+        }
+        let mut tags = f.tags;
+        if let Some(speaker) = f.speaker.filter(|s| !s.trim().is_empty()) {
+            tags.push(crate::meetings::model::speaker_tag(&speaker));
+        }
+        let kinds = match (f.kinds, self.sources) {
+            (Some(_), Some(_)) => return Err(Error::invalid("give `sources` or `filters.kinds`, not both")),
+            (Some(kinds), None) => kinds,
+            (None, Some(sources)) if sources.is_empty() => {
+                return Err(Error::invalid("`sources` must name at least one of documents, memories, meetings"));
+            }
+            (None, Some(sources)) => sources.iter().map(|s| s.kind().to_string()).collect(),
+            (None, None) => vec![CHUNK_KIND.to_string()],
+        };
         let filter = RecordFilter {
-            kinds: f.kinds.unwrap_or_else(|| vec![CHUNK_KIND.to_string()]),
-            tags: f.tags,
+            kinds,
+            tags,
             metadata,
             date_from: date(f.date_from, "date_from")?,
             date_to: date(f.date_to, "date_to")?,
@@ -141,6 +189,29 @@ pub struct SearchResult {
     pub scores: ScoreBreakdown,
     /// The whole chunk.
     pub text: Option<String>,
+    /// `documents`, `memories` or `meetings`: what the result is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<Source>,
+    /// A meeting result's meeting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meeting_id: Option<String>,
+    /// A meeting result's main speaker (who says the most in it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
+    /// Every speaker of a meeting result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speakers: Option<Vec<String>>,
+    /// The `seq` of a meeting result's first and last segment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq_start: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq_end: Option<u64>,
+    /// Where a meeting result starts, in milliseconds from the meeting's start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_ms: Option<u64>,
+    /// A memory result's user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -167,6 +238,9 @@ pub async fn search(
         .map(|h| {
             let m = &h.record.metadata;
             let s = |k: &str| m.get(k).and_then(|v| v.as_str()).map(str::to_string);
+            let n = |k: &str| m.get(k).and_then(|v| v.as_u64());
+            let domain = Source::of_kind(&h.record.kind);
+            let meeting = domain == Some(Source::Meetings);
             SearchResult {
                 document_id: s("document_id"),
                 chunk_id: h.record.id.clone(),
@@ -178,6 +252,14 @@ pub async fn search(
                 snippet: h.snippet,
                 scores: h.breakdown,
                 text: h.record.body,
+                domain,
+                meeting_id: s("meeting_id").filter(|_| meeting),
+                speaker: s("speaker").filter(|_| meeting),
+                speakers: m.get("speakers").and_then(|v| serde_json::from_value(v.clone()).ok()).filter(|_| meeting),
+                seq_start: n("seq_start").filter(|_| meeting),
+                seq_end: n("seq_end").filter(|_| meeting),
+                start_ms: n("start_ms").filter(|_| meeting),
+                user_id: s("user_id").filter(|_| domain == Some(Source::Memories)),
             }
         })
         .collect();

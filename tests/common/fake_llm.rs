@@ -26,6 +26,12 @@ pub const KEY: &str = "sk-fake-9c41d2e7b8a0-secret";
 /// server splits across two writes.
 pub const PIECES: [&str; 5] = ["The sky ", "is blue ", "because of ", "Rayleigh ", "scattering — café ☕."];
 pub const JSON_ANSWER: &str = r#"{"answer": "blue", "sources": [1]}"#;
+/// What the `meeting-notes` model answers a JSON request: a meeting's notes in a code fence,
+/// with a trailing comma to repair and one item pointing outside the transcript.
+pub const MEETING_NOTES: &str = "Here are the notes:\n```json\n{\"summary\": \"The launch moves to May; Ben tells the press.\", \
+\"action_items\": [{\"text\": \"Tell the press team about the new date\", \"owner\": \"ben\", \"due\": \"tomorrow\", \"seqs\": [1]},], \
+\"decisions\": [{\"text\": \"The launch moves to May\", \"seqs\": [0]}, {\"text\": \"Invented\", \"seqs\": [99]}], \
+\"questions\": []}\n```";
 
 pub fn answer() -> String {
     PIECES.concat()
@@ -93,6 +99,8 @@ enum Behaviour {
     Ok,
     /// Accept any key (or none) and answer.
     AnyKey,
+    /// Like `AnyKey`; a JSON request gets [`MEETING_NOTES`].
+    MeetingNotes,
     /// Stream the first piece, then wait for `Calls::gate`.
     Gated,
     /// 429 with `Retry-After: 1`, once.
@@ -127,6 +135,7 @@ enum Behaviour {
 fn behaviour(model: &str) -> Behaviour {
     match model {
         "any-key" => Behaviour::AnyKey,
+        "meeting-notes" => Behaviour::MeetingNotes,
         "gated" => Behaviour::Gated,
         "rate-limited-once" => Behaviour::RateLimitedOnce,
         "always-500" => Behaviour::Always500,
@@ -263,7 +272,7 @@ async fn openai(State(calls): State<Arc<Calls>>, headers: HeaderMap, raw: Bytes)
     let model = body["model"].as_str().unwrap_or_default().to_string();
     let b = behaviour(&model);
     let presented = header(&headers, "authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    if b != Behaviour::AnyKey && presented != KEY {
+    if b != Behaviour::AnyKey && b != Behaviour::MeetingNotes && presented != KEY {
         return openai_error(
             StatusCode::UNAUTHORIZED,
             &format!("Incorrect API key provided: {presented}. You can find your API key in your account settings."),
@@ -293,7 +302,11 @@ async fn openai(State(calls): State<Arc<Calls>>, headers: HeaderMap, raw: Bytes)
     }
     let stream = body["stream"] == true;
     if !stream || b == Behaviour::NoStream {
-        let text = if json_mode { JSON_ANSWER.to_string() } else { answer() };
+        let text = match (json_mode, b) {
+            (true, Behaviour::MeetingNotes) => MEETING_NOTES.to_string(),
+            (true, _) => JSON_ANSWER.to_string(),
+            _ => answer(),
+        };
         return axum::Json(json!({
             "id": "chatcmpl-fake1",
             "object": "chat.completion",
