@@ -263,9 +263,17 @@ fn every_example_is_accepted() {
         } else if let Some(media) = content.get("application/octet-stream") {
             request = request.body(example_of(&doc, media).unwrap().as_str().unwrap().to_string());
         } else if content.get("multipart/form-data").is_some() {
-            let form = reqwest::blocking::multipart::Form::new()
-                .text("collection", "handbook")
-                .part("file", reqwest::blocking::multipart::Part::text("Paid leave: 25 days.").file_name("leave.txt"));
+            use reqwest::blocking::multipart::{Form, Part};
+            // The fields the example names, with a file of the kind the route takes.
+            let form = if path.starts_with("/api/v1/meetings") {
+                Form::new()
+                    .text("title", "Stand-up")
+                    .part("file", Part::text("Dana: We ship on Friday.\nLee: I will write the notes.\n").file_name("standup.txt"))
+            } else {
+                Form::new()
+                    .text("collection", "handbook")
+                    .part("file", Part::text("Paid leave: 25 days.").file_name("leave.txt"))
+            };
             request = request.multipart(form);
         }
         let response = request.send().unwrap();

@@ -30,11 +30,17 @@ const JOB_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 pub struct WaitParams {
     /// Answer once the change is searchable (for `end` and `import`: once the job has finished).
     #[serde(default)]
+    #[param(example = false)]
     pub wait: bool,
 }
 
-/// Creates a meeting (status `scheduled` unless given `live`).
-#[utoipa::path(post, path = "/api/v1/meetings", tag = "meetings", params(WaitParams), request_body = NewMeeting,
+/// Creates a meeting.
+///
+/// Its status is `scheduled` unless given `live`; participants may be named now or later, each
+/// with the memory `user_id` that what they say and commit to is remembered under.
+#[utoipa::path(post, path = "/api/v1/meetings", tag = "meetings", params(WaitParams),
+    request_body(content = NewMeeting, example = json!({"title": "Weekly product sync", "status": "live",
+        "participants": [{"name": "Dana", "email": "dana@example.com", "user_id": "dana"}, {"name": "Lee", "user_id": "lee"}]})),
     responses((status = 201, body = Meeting), (status = 400, body = super::error::ErrorBody)))]
 pub async fn create(
     State(app): State<Arc<App>>,
@@ -48,10 +54,14 @@ pub async fn create(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only meetings in this state: `scheduled`, `live` or `ended`.
+    #[param(example = "ended")]
     pub status: Option<Status>,
     /// The `next_after` of the previous page.
+    #[param(example = 0)]
     pub after: Option<u64>,
     /// 1-500, default 50.
+    #[param(minimum = 1, maximum = 500, example = 50)]
     pub limit: Option<usize>,
 }
 
@@ -61,7 +71,9 @@ pub struct MeetingPage {
     pub next_after: Option<u64>,
 }
 
-/// Lists meetings, oldest first, a page at a time.
+/// Lists meetings.
+///
+/// Oldest first, a page at a time: pass the answer's `next_after` as `after` for the next page.
 #[utoipa::path(get, path = "/api/v1/meetings", tag = "meetings", params(ListParams), responses((status = 200, body = MeetingPage)))]
 pub async fn list(
     State(app): State<Arc<App>>,
@@ -78,7 +90,9 @@ pub async fn list(
 }
 
 /// One meeting.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path)),
+///
+/// Its title, status, times, metadata, participants and how many segments it holds.
+#[utoipa::path(get, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193")),
     responses((status = 200, body = Meeting), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(app): State<Arc<App>>,
@@ -88,9 +102,12 @@ pub async fn get(
     Ok(axum::Json(app.meetings.get(&tenant, &id).await?))
 }
 
-/// Changes a meeting's title, status (`scheduled` or `live`), start or metadata.
-#[utoipa::path(patch, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path), WaitParams),
-    request_body = MeetingPatch,
+/// Changes a meeting.
+///
+/// Its title, status (`scheduled` or `live`), start or metadata; fields left out stay as they
+/// are. An ended meeting cannot be changed back (409 `conflict`).
+#[utoipa::path(patch, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193"), WaitParams),
+    request_body(content = MeetingPatch, example = json!({"title": "Weekly product sync (moved)", "metadata": {"room": "4.12"}})),
     responses((status = 200, body = Meeting), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn update(
     State(app): State<Arc<App>>,
@@ -102,8 +119,11 @@ pub async fn update(
     Ok(axum::Json(app.meetings.update(&tenant, &id, patch, params.wait).await?))
 }
 
-/// Deletes a meeting with its transcript, chunks, insights and summary, from every store.
-#[utoipa::path(delete, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path)),
+/// Deletes a meeting.
+///
+/// With its transcript, search chunks, insights and summary, from every store. Memories made
+/// when it ended stay: delete them through `/api/v1/memories`.
+#[utoipa::path(delete, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193")),
     responses((status = 200, body = Meeting), (status = 404, body = super::error::ErrorBody)))]
 pub async fn delete(
     State(app): State<Arc<App>>,
@@ -119,7 +139,9 @@ pub struct Participants {
 }
 
 /// The meeting's participants.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}/participants", tag = "meetings", params(("id" = String, Path)),
+///
+/// Each with its name, optional email and external id, and the memory `user_id` it maps to.
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/participants", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193")),
     responses((status = 200, body = Participants), (status = 404, body = super::error::ErrorBody)))]
 pub async fn participants(
     State(app): State<Arc<App>>,
@@ -136,9 +158,11 @@ pub struct ParticipantsInput {
     pub participants: Vec<Participant>,
 }
 
-/// Adds participants, or updates them (matched by id, else by name).
-#[utoipa::path(post, path = "/api/v1/meetings/{id}/participants", tag = "meetings", params(("id" = String, Path), WaitParams),
-    request_body = ParticipantsInput,
+/// Adds or updates participants.
+///
+/// A participant is matched by its id, else by its name; a match is updated, anything else added.
+#[utoipa::path(post, path = "/api/v1/meetings/{id}/participants", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193"), WaitParams),
+    request_body(content = ParticipantsInput, example = json!({"participants": [{"name": "Sam", "user_id": "sam"}]})),
     responses((status = 200, body = Participants), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn add_participants(
     State(app): State<Arc<App>>,
@@ -157,11 +181,15 @@ pub struct SegmentsInput {
     pub segments: Vec<SegmentInput>,
 }
 
-/// Adds transcript segments. Finals are stored and acknowledged with their `seq` (a
+/// Adds transcript segments.
+///
+/// Finals are stored and acknowledged with their `seq` (a
 /// `segment_id` sent before gets its first `seq` back); partials are acknowledged, not stored.
 /// One request is stored whole or not at all.
-#[utoipa::path(post, path = "/api/v1/meetings/{id}/segments", tag = "meetings", params(("id" = String, Path), WaitParams),
-    request_body = SegmentsInput,
+#[utoipa::path(post, path = "/api/v1/meetings/{id}/segments", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193"), WaitParams),
+    request_body(content = SegmentsInput, example = json!({"segments": [
+        {"segment_id": "s-1", "speaker": "Dana", "start_ms": 0, "end_ms": 4200, "text": "Let's ship the beta on Friday.", "is_final": true},
+        {"segment_id": "s-2", "speaker": "Lee", "start_ms": 4300, "end_ms": 6100, "text": "I will write the release", "is_final": false}]})),
     responses((status = 200, body = SegmentsOutcome), (status = 400, body = super::error::ErrorBody),
               (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
               (status = 413, body = super::error::ErrorBody)))]
@@ -193,9 +221,11 @@ async fn waited(app: &App, tenant: &TenantId, job: Job, wait: bool) -> Result<Jo
     if wait { app.jobs.wait(tenant, &job.id, JOB_WAIT).await } else { Ok(job) }
 }
 
-/// Ends a meeting and queues the job that makes its final insights, summary and memories.
+/// Ends a meeting.
+///
+/// Queues the job that makes its final insights, summary and memories.
 /// Ending it again runs that job again (it changes nothing that is already there).
-#[utoipa::path(post, path = "/api/v1/meetings/{id}/end", tag = "meetings", params(("id" = String, Path), WaitParams),
+#[utoipa::path(post, path = "/api/v1/meetings/{id}/end", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193"), WaitParams),
     responses((status = 202, body = Ended), (status = 404, body = super::error::ErrorBody)))]
 pub async fn end(
     State(app): State<Arc<App>>,
@@ -218,11 +248,14 @@ pub async fn end(
 #[into_params(parameter_in = Query)]
 pub struct TranscriptParams {
     /// `json` (default), `vtt`, `srt` or `text` (`Speaker: text` lines).
+    #[param(example = "vtt")]
     pub format: Option<String>,
 }
 
-/// The transcript: JSON (importable again), WebVTT, SRT or text.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}/transcript", tag = "meetings", params(("id" = String, Path), TranscriptParams),
+/// The transcript.
+///
+/// As JSON (importable again), WebVTT, SRT or text, the finals in sequence order.
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/transcript", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193"), TranscriptParams),
     responses((status = 200, content_type = "application/json", body = String, description = "JSON, text/vtt, application/x-subrip or text/plain"),
               (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn transcript(
@@ -254,6 +287,7 @@ pub async fn transcript(
 #[into_params(parameter_in = Query)]
 pub struct InsightParams {
     /// Only `action_item`, `decision`, `question` or `topic`.
+    #[param(example = "action_item")]
     pub kind: Option<InsightKind>,
 }
 
@@ -262,8 +296,11 @@ pub struct Insights {
     pub insights: Vec<Insight>,
 }
 
-/// Action items, decisions, questions and topics, each with the segments it came from.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}/insights", tag = "meetings", params(("id" = String, Path), InsightParams),
+/// The meeting's insights.
+///
+/// Action items (with owner and due date when said), decisions, questions and topics, each with
+/// the segments it came from.
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/insights", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193"), InsightParams),
     responses((status = 200, body = Insights), (status = 404, body = super::error::ErrorBody)))]
 pub async fn insights(
     State(app): State<Arc<App>>,
@@ -275,8 +312,10 @@ pub async fn insights(
     Ok(axum::Json(Insights { insights: app.meetings.insights(&tenant, &id, params.kind).await? }))
 }
 
-/// The summary: rolling while the meeting runs, final once it has ended.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}/summary", tag = "meetings", params(("id" = String, Path)),
+/// The meeting's summary.
+///
+/// Rolling while the meeting runs, final once it has ended.
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/summary", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193")),
     responses((status = 200, body = Summary), (status = 404, body = super::error::ErrorBody)))]
 pub async fn summary(
     State(app): State<Arc<App>>,
@@ -284,6 +323,17 @@ pub async fn summary(
     ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<Summary>> {
     Ok(axum::Json(app.meetings.summary(&tenant, &id).await?))
+}
+
+/// The fields of an import (`multipart/form-data`).
+#[derive(utoipa::ToSchema)]
+#[schema(example = json!({"file": "standup.vtt", "title": "Stand-up, 14 January"}))]
+pub struct ImportForm {
+    /// The transcript file, with its file name: `.vtt`, `.srt`, `.txt` or `.json`.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// The meeting's title (else the file's own, else its name).
+    pub title: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -304,12 +354,14 @@ pub struct Imported {
     pub error_code: Option<String>,
 }
 
-/// Imports a recorded transcript (`multipart/form-data`: one `file`, optional `title`): WebVTT
+/// Imports a recorded transcript.
+///
+/// `multipart/form-data`: one `file`, optional `title`. WebVTT
 /// (Zoom, Teams), SRT, Otter text, `Speaker: text` lines, or JSON (Nexus's export, QMSum). The
 /// file is read and checked at once — a file that is not what its name says is refused and
 /// nothing is kept — then a job makes each transcript an ended meeting.
 #[utoipa::path(post, path = "/api/v1/meetings/import", tag = "meetings", params(WaitParams),
-    request_body(content_type = "multipart/form-data", content = String, description = "file, title"),
+    request_body(content_type = "multipart/form-data", content = ImportForm, description = "file, title"),
     responses((status = 202, body = Imported), (status = 400, body = super::error::ErrorBody),
               (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody),
               (status = 422, body = super::error::ErrorBody)))]
