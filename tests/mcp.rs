@@ -19,21 +19,36 @@ const MARK: &str = "alpha-secret-4412";
 const LEGACY: &str = "2025-06-18";
 const MODERN: &str = "2026-07-28";
 
-const TOOLS: [&str; 11] = [
+const TOOLS: [&str; 15] = [
     "add_document",
     "add_memory",
     "ask",
     "delete_memory",
     "get_document",
+    "get_meeting",
+    "get_meeting_transcript",
     "get_memory",
+    "list_meetings",
     "list_memories",
     "memory_history",
     "search_knowledge",
+    "search_meetings",
     "search_memories",
     "update_memory",
 ];
-const READ_ONLY: [&str; 7] =
-    ["ask", "get_document", "get_memory", "list_memories", "memory_history", "search_knowledge", "search_memories"];
+const READ_ONLY: [&str; 11] = [
+    "ask",
+    "get_document",
+    "get_meeting",
+    "get_meeting_transcript",
+    "get_memory",
+    "list_meetings",
+    "list_memories",
+    "memory_history",
+    "search_knowledge",
+    "search_meetings",
+    "search_memories",
+];
 
 /// Keys on (the master key), no rate limits, small limits for the oversized-input cases.
 fn keyed_server(data: &std::path::Path, customize: impl FnOnce(&mut Command)) -> Server {
@@ -189,6 +204,34 @@ fn memories_of(server: &Server, key: &str) -> u64 {
     page["total"].as_u64().unwrap()
 }
 
+/// A meeting put in over HTTP with two finals, searchable when this returns: its id.
+fn meeting(server: &Server, key: &str, title: &str) -> String {
+    let http = client();
+    let created: Value = http
+        .post(server.url("/api/v1/meetings?wait=true"))
+        .bearer_auth(key)
+        .json(&json!({"title": title, "participants": [{"name": "Dana", "user_id": "dana"}]}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}")).to_string();
+    let segments = json!({"segments": [
+        {"segment_id": "s1", "speaker": "Dana", "start_ms": 0, "end_ms": 3000,
+         "text": format!("We ship the beta launch on Friday. {MARK}"), "is_final": true},
+        {"segment_id": "s2", "speaker": "Lee", "start_ms": 3100, "end_ms": 5000,
+         "text": "I will write the release notes by Thursday.", "is_final": true},
+    ]});
+    let added = http
+        .post(server.url(&format!("/api/v1/meetings/{id}/segments?wait=true")))
+        .bearer_auth(key)
+        .json(&segments)
+        .send()
+        .unwrap();
+    assert_eq!(added.status(), 200, "{:?}", added.text());
+    id
+}
+
 fn documents_of(server: &Server, key: &str) -> usize {
     let page: Value = client().get(server.url("/api/v1/documents")).bearer_auth(key).send().unwrap().json().unwrap();
     page["documents"].as_array().unwrap().len()
@@ -301,6 +344,29 @@ fn every_tool_and_resource_over_http() {
         "tea.md"
     );
 
+    // Meetings.
+    let meeting_id = meeting(&server, &a, "Beta launch sync");
+    let listed = mcp.ok("list_meetings", json!({}));
+    assert_eq!(listed["meetings"][0]["id"], meeting_id.as_str(), "{listed}");
+    assert_eq!(mcp.ok("list_meetings", json!({"status": "ended"}))["meetings"], json!([]));
+    let found = mcp.ok("search_meetings", json!({"query": "when does the beta launch ship"}));
+    assert_eq!(found["results"][0]["meeting_id"], meeting_id.as_str(), "{found}");
+    assert!(found["results"][0]["text"].as_str().unwrap().contains("Friday"), "{found}");
+    let by_lee = mcp.ok("search_meetings", json!({"query": "release notes", "speaker": "lee"}));
+    assert!(by_lee["results"][0]["text"].as_str().unwrap().contains("release notes"), "{by_lee}");
+    assert_eq!(mcp.ok("search_meetings", json!({"query": "beta", "meeting_id": "another"}))["results"], json!([]));
+    let got = mcp.ok("get_meeting", json!({"id": meeting_id}));
+    assert_eq!(got["meeting"]["title"], "Beta launch sync", "{got}");
+    assert!(got["insights"].is_array() && got["summary"].is_object(), "{got}");
+    let transcript = mcp.ok("get_meeting_transcript", json!({"id": meeting_id}));
+    let text = transcript["transcript"].as_str().unwrap();
+    assert!(text.contains("Dana: We ship the beta launch on Friday.") && text.contains("Lee: I will write"), "{text}");
+    let vtt = mcp.ok("get_meeting_transcript", json!({"id": meeting_id, "format": "vtt"}));
+    assert!(vtt["transcript"].as_str().unwrap().starts_with("WEBVTT"), "{vtt}");
+    assert_eq!(mcp.tool_error("get_meeting", json!({"id": "no-such-meeting"}))["code"], "not_found");
+    assert_eq!(mcp.rpc_error("tools/call", json!({"name": "get_meeting_transcript",
+        "arguments": {"id": meeting_id, "format": "pdf"}}))["code"], -32602);
+
     // Deleting, then what is left.
     assert_eq!(mcp.ok("delete_memory", json!({"id": id}))["deleted"], id.as_str());
     let gone = mcp.tool_error("get_memory", json!({"id": id}));
@@ -335,6 +401,7 @@ fn keys_scopes_and_projects_apply_to_every_tool() {
             .to_string();
     let doc = writer.ok("add_document", json!({"text": format!("vault manual {MARK}"), "source": "vault.txt"}));
     let doc_id = doc["documents"][0]["document"]["id"].as_str().unwrap().to_string();
+    let meeting_id = meeting(&server, &a, "Vault review");
 
     // No key, a wrong key, a malformed key: 401 before MCP, nothing said.
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -379,6 +446,8 @@ fn keys_scopes_and_projects_apply_to_every_tool() {
         ("update_memory", json!({"id": id, "text": "b's edit"})),
         ("delete_memory", json!({"id": id})),
         ("get_document", json!({"id": doc_id})),
+        ("get_meeting", json!({"id": meeting_id})),
+        ("get_meeting_transcript", json!({"id": meeting_id})),
     ] {
         let error = other.tool_error(tool, arguments);
         assert_eq!(error["code"], "not_found", "{tool}: {error}");
@@ -389,6 +458,8 @@ fn keys_scopes_and_projects_apply_to_every_tool() {
         ("search_memories", json!({"query": "vault code"}), "results"),
         ("list_memories", json!({}), "memories"),
         ("search_knowledge", json!({"query": "vault manual"}), "results"),
+        ("search_meetings", json!({"query": "beta launch"}), "results"),
+        ("list_meetings", json!({}), "meetings"),
         ("ask", json!({"question": "what is in the vault manual?"}), "citations"),
     ] {
         let answer = other.ok(tool, arguments);

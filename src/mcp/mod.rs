@@ -1,6 +1,6 @@
-//! MCP (the Model Context Protocol): Nexus's memory and knowledge base as tools and resources for
-//! agents, over the domain services (`Memories`, `Documents`, the search engine, grounded answers)
-//! and never the stores.
+//! MCP (the Model Context Protocol): Nexus's memory, knowledge base and meetings as tools and
+//! resources for agents, over the domain services (`Memories`, `Documents`, `Meetings`, the search
+//! engine, grounded answers) and never the stores.
 //!
 //! [`McpServer`] is one `rmcp` server handler; the transports are wired elsewhere: Streamable HTTP
 //! at `/mcp` in `crate::http::mcp`, stdio (`nexus mcp`) in `crate::cli::mcp`.
@@ -45,6 +45,9 @@ use crate::knowledge::ask::answer;
 use crate::knowledge::documents::{CHUNK_KIND, DocumentMeta, validate_name};
 use crate::memory::add::{AddRequest, scope_filter};
 use crate::memory::search::SearchOptions;
+use crate::meetings::Status;
+use crate::meetings::formats::{TranscriptFormat, render};
+use crate::meetings::model::{CHUNK_KIND as MEETING_CHUNK_KIND, speaker_tag};
 use crate::memory::{Filter, ListRequest};
 use crate::search::SearchRequest;
 use crate::store::records::RecordFilter;
@@ -54,9 +57,10 @@ pub const MEMORY_URI: &str = "nexus://memories/{id}";
 pub const DOCUMENT_URI: &str = "nexus://documents/{id}";
 
 const INSTRUCTIONS: &str = "Nexus keeps long-term memories about users, agents and runs, and a searchable knowledge \
-base of documents. Before answering about the user, search_memories with their user_id; when you learn a lasting \
+base of documents and meetings. Before answering about the user, search_memories with their user_id; when you learn a lasting \
 fact or preference, add_memory (one fact per call). For what the documents say, search_knowledge for passages or ask \
-for a cited answer; add_document stores new text. Memories and documents are also resources: \
+for a cited answer; add_document stores new text. For what was said in meetings, search_meetings, then get_meeting (summary, \
+action items, decisions) or get_meeting_transcript. Memories and documents are also resources: \
 nexus://memories/{id} and nexus://documents/{id}.";
 
 /// How a request's caller is found.
@@ -303,6 +307,76 @@ pub struct AddDocumentArgs {
 pub struct DocumentIdArgs {
     /// The document's id, as add_document or search_knowledge gave it.
     pub id: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListMeetingsArgs {
+    /// Only meetings in this state: scheduled, live or ended.
+    pub status: Option<MeetingStatusArg>,
+    /// How many, 1-500 (default 50).
+    pub limit: Option<usize>,
+    /// The next_after of the previous page.
+    pub after: Option<u64>,
+}
+
+/// A meeting's state.
+#[derive(Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MeetingStatusArg {
+    Scheduled,
+    Live,
+    Ended,
+}
+
+impl From<MeetingStatusArg> for Status {
+    fn from(status: MeetingStatusArg) -> Self {
+        match status {
+            MeetingStatusArg::Scheduled => Status::Scheduled,
+            MeetingStatusArg::Live => Status::Live,
+            MeetingStatusArg::Ended => Status::Ended,
+        }
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MeetingIdArgs {
+    /// The meeting's id, as list_meetings or search_meetings gave it.
+    pub id: String,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchMeetingsArgs {
+    /// What was said, in natural language or keywords.
+    pub query: String,
+    /// How many passages, 1-100 (default 10).
+    pub top_k: Option<usize>,
+    /// Only this meeting.
+    pub meeting_id: Option<String>,
+    /// Only passages where this speaker talks.
+    pub speaker: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MeetingTranscriptArgs {
+    /// The meeting's id.
+    pub id: String,
+    /// text (default: "Speaker: text" lines), vtt, srt or json.
+    pub format: Option<TranscriptArg>,
+}
+
+/// A transcript format.
+#[derive(Clone, Copy, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TranscriptArg {
+    #[default]
+    Text,
+    Vtt,
+    Srt,
+    Json,
 }
 
 /// Who a change is attributed to in a memory's history: the key id, or `master` / `open`.
@@ -724,6 +798,122 @@ impl McpServer {
         Parameters(args): Parameters<DocumentIdArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         reply(self.app.documents.get(&ctx.tenant, &args.id).await)
+    }
+
+    #[tool(
+        description = "List meetings, oldest first, optionally only scheduled, live or ended ones. Returns \
+                       {meetings: [{id, title, status, started_at, ended_at, participants, ...}], next_after}; pass \
+                       next_after as after for the next page.",
+        annotations(title = "List meetings", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn list_meetings(
+        &self,
+        Extension(ctx): Extension<AuthContext>,
+        Parameters(args): Parameters<ListMeetingsArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = async {
+            let limit = args.limit.unwrap_or(50);
+            if !(1..=500).contains(&limit) {
+                return Err(Error::invalid("limit must be between 1 and 500"));
+            }
+            let meetings =
+                self.app.meetings.list(&ctx.tenant, args.status.map(Into::into), args.after, limit).await?;
+            let next_after = if meetings.len() == limit { meetings.last().map(|m| m.key) } else { None };
+            Ok(json!({"meetings": meetings, "next_after": next_after}))
+        };
+        reply(run.await)
+    }
+
+    #[tool(
+        description = "Read one meeting by its id: title, status, times, participants, its summary (rolling while it \
+                       runs, final once ended) and its insights (action items with owner and due date, decisions, \
+                       open questions, topics), each insight with the segments it came from.",
+        annotations(title = "Get a meeting", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_meeting(
+        &self,
+        Extension(ctx): Extension<AuthContext>,
+        Parameters(args): Parameters<MeetingIdArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = async {
+            let meetings = &self.app.meetings;
+            let meeting = meetings.get(&ctx.tenant, &args.id).await?;
+            let summary = meetings.summary(&ctx.tenant, &args.id).await?;
+            let insights = meetings.insights(&ctx.tenant, &args.id, None).await?;
+            Ok(json!({"meeting": meeting, "summary": summary, "insights": insights}))
+        };
+        reply(run.await)
+    }
+
+    #[tool(
+        description = "Search what was said in meetings, best first: passages of consecutive turns, keyword and \
+                       semantic rankings fused. Narrow to one meeting_id or a speaker. Returns {results: [{meeting_id, \
+                       seq_start, seq_end, speakers, score, snippet, text}]}; read more around a passage with \
+                       get_meeting_transcript.",
+        annotations(title = "Search meetings", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn search_meetings(
+        &self,
+        Extension(ctx): Extension<AuthContext>,
+        Parameters(args): Parameters<SearchMeetingsArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = async {
+            let mut filter = RecordFilter { kinds: vec![MEETING_CHUNK_KIND.to_string()], ..RecordFilter::default() };
+            if let Some(id) = args.meeting_id {
+                filter.metadata.push(("meeting_id".to_string(), id));
+            }
+            if let Some(speaker) = args.speaker.filter(|s| !s.trim().is_empty()) {
+                filter.tags.push(speaker_tag(&speaker));
+            }
+            let request = SearchRequest {
+                tenant: ctx.tenant.clone(),
+                query: args.query,
+                mode: ModeArg::Hybrid.into(),
+                filter,
+                top_k: check_top_k(args.top_k, 10, 100)?,
+                offset: 0,
+                fusion: self.app.config.knowledge.fusion(),
+                snippets: true,
+            };
+            let hits = self.app.search.search(&request).await?;
+            let results: Vec<Value> = hits
+                .into_iter()
+                .map(|h| {
+                    let m = &h.record.metadata;
+                    json!({
+                        "meeting_id": m.get("meeting_id"), "seq_start": m.get("seq_start"),
+                        "seq_end": m.get("seq_end"), "speakers": m.get("speakers"), "title": h.record.title,
+                        "score": h.score, "snippet": h.snippet.text, "text": h.record.body,
+                    })
+                })
+                .collect();
+            Ok(json!({"results": results}))
+        };
+        reply(run.await)
+    }
+
+    #[tool(
+        description = "Read a meeting's transcript: its final segments in order, as \"Speaker: text\" lines (default), \
+                       WebVTT, SRT or JSON. Returns {meeting_id, format, transcript}.",
+        annotations(title = "Get a meeting's transcript", read_only_hint = true, open_world_hint = false)
+    )]
+    async fn get_meeting_transcript(
+        &self,
+        Extension(ctx): Extension<AuthContext>,
+        Parameters(args): Parameters<MeetingTranscriptArgs>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let run = async {
+            let (format, name) = match args.format.unwrap_or_default() {
+                TranscriptArg::Text => (TranscriptFormat::Text, "text"),
+                TranscriptArg::Vtt => (TranscriptFormat::Vtt, "vtt"),
+                TranscriptArg::Srt => (TranscriptFormat::Srt, "srt"),
+                TranscriptArg::Json => (TranscriptFormat::Json, "json"),
+            };
+            let meeting = self.app.meetings.get(&ctx.tenant, &args.id).await?;
+            let segments = self.app.meetings.segments(&ctx.tenant, &args.id).await?;
+            Ok(json!({"meeting_id": args.id, "format": name, "transcript": render(format, &meeting, &segments)}))
+        };
+        reply(run.await)
     }
 }
 

@@ -46,6 +46,7 @@ TOOLS = {
     "add_memory": False, "search_memories": True, "list_memories": True, "get_memory": True,
     "update_memory": False, "delete_memory": False, "memory_history": True,
     "search_knowledge": True, "ask": True, "add_document": False, "get_document": True,
+    "list_meetings": True, "get_meeting": True, "search_meetings": True, "get_meeting_transcript": True,
 }  # name -> read-only
 INVALID_PARAMS = -32602
 RESOURCE_NOT_FOUND = -32002
@@ -173,6 +174,8 @@ async def every_tool(client, tag):
     read = await client.read_resource(f"nexus://documents/{doc_id}")
     check(json.loads(read.contents[0].text)["source"] == "tea.md", f"{tag}: a document resource")
 
+    await meeting_tools(client, tag)
+
     deleted = await ok(client, "delete_memory", {"id": memory_id})
     check(deleted == {"deleted": memory_id}, f"{tag}: delete_memory", deleted)
     gone = await tool_error(client, "get_memory", {"id": memory_id})
@@ -181,6 +184,46 @@ async def every_tool(client, tag):
     check(error.code == not_found_code(client) and error.data["code"] == "not_found",
           f"{tag}: a deleted memory's resource", error.model_dump())
     return memory_id, doc_id
+
+
+async def seed_meeting(title):
+    """A meeting with two finals, put in over the HTTP API and searchable when this returns: its id."""
+    base = os.environ["NEXUS_URL"].rstrip("/")
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as api:
+        created = await api.post(f"{base}/api/v1/meetings?wait=true", json={"title": title})
+        check(created.status_code == 201, "a meeting over HTTP", created.text)
+        meeting_id = created.json()["id"]
+        segments = {"segments": [
+            {"segment_id": "s1", "speaker": "Dana", "start_ms": 0, "end_ms": 3000,
+             "text": f"We ship the {title} beta on Friday.", "is_final": True},
+            {"segment_id": "s2", "speaker": "Lee", "start_ms": 3100, "end_ms": 5000,
+             "text": "I will write the release notes by Thursday.", "is_final": True},
+        ]}
+        added = await api.post(f"{base}/api/v1/meetings/{meeting_id}/segments?wait=true", json=segments)
+        check(added.status_code == 200, "segments over HTTP", added.text)
+    return meeting_id
+
+
+async def meeting_tools(client, tag):
+    """The meeting tools: on a data directory a server holds, over a meeting put in through its API."""
+    missing = await tool_error(client, "get_meeting", {"id": f"no-such-meeting-{RUN}"})
+    check(missing["code"] == "not_found", f"{tag}: get_meeting of an unknown id", missing)
+    if tag == "local":
+        listed = await ok(client, "list_meetings", {})
+        check(listed["meetings"] == [], f"{tag}: no meetings on a new data directory", listed)
+        return
+    title = f"{tag}{RUN}"
+    meeting_id = await seed_meeting(title)
+    listed = await ok(client, "list_meetings", {"limit": 500})
+    check(meeting_id in [m["id"] for m in listed["meetings"]], f"{tag}: list_meetings", listed)
+    found = await ok(client, "search_meetings", {"query": f"when does the {title} beta ship",
+                                                 "meeting_id": meeting_id})
+    check(found["results"] and "Friday" in found["results"][0]["text"], f"{tag}: search_meetings", found)
+    got = await ok(client, "get_meeting", {"id": meeting_id})
+    check(got["meeting"]["title"] == title and isinstance(got["insights"], list), f"{tag}: get_meeting", got)
+    transcript = await ok(client, "get_meeting_transcript", {"id": meeting_id})
+    check(f"Dana: We ship the {title} beta on Friday." in transcript["transcript"],
+          f"{tag}: get_meeting_transcript", transcript)
 
 
 async def bad_input(client, tag):
