@@ -68,6 +68,7 @@ pub fn split_archive_url(url: &str) -> Result<(String, String)> {
     let (location, name) = url.rsplit_once('/').filter(|(l, _)| l.len() > "s3://".len()).ok_or_else(|| {
         Error::invalid(format!("`{url}` does not name an archive: write s3://BUCKET/PREFIX/ARCHIVE.tar.zst"))
     })?;
+    parse_s3(location)?;
     check_name(name)?;
     Ok((location.to_string(), name.to_string()))
 }

@@ -1,5 +1,5 @@
 """What a person does with the UI, end to end against the live servers: upload a file and find it,
-search documents and memories together, add, edit and delete a memory and read its history,
+search documents and memories together, find what was said in a meeting, add, edit and delete a memory and read its history,
 follow a job live, take and verify a backup, manage projects and keys, sign in with a key on a
 server that needs one, read the audit log."""
 
@@ -96,6 +96,38 @@ def test_one_search_over_documents_and_memories(open_page):
     memories_group(page).get_by_role("link", name="Alice is allergic to peanuts").click()
     expect(page.locator("main h1")).to_have_text("Memories")
     expect(page.locator(".memory-detail__text")).to_have_text("Alice is allergic to peanuts")
+
+
+def test_search_finds_what_was_said_in_a_meeting(open_page):
+    title = unique("Roadmap review ")
+    status, meeting = api("POST", "/api/v1/meetings?wait=true", {"title": title})
+    assert status == 201, meeting
+    segments = {"segments": [
+        {"segment_id": "s1", "speaker": "Priya", "start_ms": 65_000, "end_ms": 70_000,
+         "text": "The harbour sensor rollout moves to the second quarter.", "is_final": True},
+        {"segment_id": "s2", "speaker": "Tomas", "start_ms": 70_500, "end_ms": 74_000,
+         "text": "Then I will brief the installers about the harbour delay.", "is_final": True},
+    ]}
+    status, added = api("POST", f"/api/v1/meetings/{meeting['id']}/segments?wait=true", segments)
+    assert status == 200, added
+    page, _ = open_page()
+    search(page, "harbour sensor rollout")
+    group = page.get_by_role("region", name="Meetings", exact=True)
+    result = group.locator(".result", has_text="harbour sensor rollout").first
+    expect(result).to_be_visible()
+    expect(result.locator(".result__title")).to_have_text(title)
+    expect(result).to_contain_text("Priya")
+    expect(result).to_contain_text("at 1:05")
+    run_axe(page, "search with meeting results")
+    screenshot(page, "flow-search-meetings")
+    # The speaker filter: nobody called Ana spoke in it.
+    search(page, "harbour sensor rollout", Speaker="Ana")
+    expect(group.locator(".result", has_text="harbour")).to_have_count(0)
+    expect(group).to_contain_text("speaker “Ana”")
+    # Meetings left out of the search: their group goes away.
+    page.get_by_role("checkbox", name="Meetings", exact=True).uncheck()
+    page.get_by_role("button", name="Search", exact=True).click()
+    expect(group).to_be_hidden()
 
 
 def test_add_edit_delete_a_memory_and_read_its_history(open_page):

@@ -1,7 +1,9 @@
-// Search page: one query over documents and memories. Documents through
-// POST /api/v1/search (hybrid / keyword / semantic, collection and tags
+// Search page: one query over documents, memories and meetings. Documents
+// through POST /api/v1/search (hybrid / keyword / semantic, collection and tags
 // filters, pagination), memories through POST /api/v1/memories/search (the
-// same mode, filtered by user and agent); both groups are shown side by side.
+// same mode, filtered by user and agent), meetings through POST /api/v1/search
+// with sources ["meetings"] (passages of consecutive turns, filtered by
+// speaker); the groups are shown side by side.
 // "Ask": POST /api/v1/ask read as a server-sent event stream (citations, then
 // deltas, then done/error) rendered as it arrives.
 //
@@ -22,6 +24,7 @@ const MODES = [
 const SOURCES = [
   { value: 'documents', label: 'Documents' },
   { value: 'memories', label: 'Memories' },
+  { value: 'meetings', label: 'Meetings' },
 ];
 const DEFAULT_TOP_K = 10;
 const MAX_TOP_K = 100;
@@ -72,6 +75,11 @@ export function mount(root) {
     placeholder: 'any', maxlength: 256,
   });
   agentInput.value = initial.agentId;
+  const speakerInput = h('input', {
+    id: `${uid}-speaker`, class: 'input input--medium', type: 'text', autocomplete: 'off', spellcheck: 'false',
+    placeholder: 'anyone', maxlength: 256,
+  });
+  speakerInput.value = initial.speaker;
   const sourceBoxes = SOURCES.map((src) => {
     const input = h('input', { type: 'checkbox', id: `${uid}-in-${src.value}`, value: src.value });
     input.checked = initial.sources.includes(src.value);
@@ -87,7 +95,7 @@ export function mount(root) {
   const searchButton = h('button', { type: 'submit', class: 'btn btn--primary' }, 'Search');
   const askButton = h('button', { type: 'button', class: 'btn', onclick: onAskClick }, 'Ask');
 
-  const form = h('form', { class: 'search-form card', role: 'search', 'aria-label': 'Search documents and memories', onsubmit: onSubmit },
+  const form = h('form', { class: 'search-form card', role: 'search', 'aria-label': 'Search documents, memories and meetings', onsubmit: onSubmit },
     h('div', { class: 'search-form__row' },
       h('div', { class: 'field field--grow' },
         h('label', { for: queryInput.id }, 'Query'),
@@ -139,6 +147,15 @@ export function mount(root) {
           ),
         ),
       ),
+      h('fieldset', { class: 'field filter-group' },
+        h('legend', null, 'Meeting filters'),
+        h('div', { class: 'search-form__row' },
+          h('div', { class: 'field' },
+            h('label', { for: speakerInput.id }, 'Speaker'),
+            speakerInput,
+          ),
+        ),
+      ),
     ),
   );
 
@@ -172,17 +189,28 @@ export function mount(root) {
     memList,
   );
 
+  // ---- meeting results ----
+  const meetHeading = h('h2', { id: `${uid}-meetings`, tabindex: -1 }, 'Meetings');
+  const meetMeta = h('p', { class: 'page__meta' });
+  const meetAlert = h('div', { class: 'alert-region', role: 'alert' });
+  const meetList = h('ol', { class: 'results' });
+  const meetSection = h('section', { class: 'card results-card', 'aria-labelledby': meetHeading.id, hidden: true },
+    h('div', { class: 'card__header' }, meetHeading, meetMeta),
+    meetAlert,
+    meetList,
+  );
+
   // Screen-reader announcements (result counts, answer finished).
   const announcer = h('p', { class: 'visually-hidden', role: 'status' });
 
   root.append(
     h('header', { class: 'page__header' },
       h('h1', null, 'Search'),
-      h('p', { class: 'page__meta' }, 'Find passages in your documents and what Nexus remembers, or ask a question about your documents.'),
+      h('p', { class: 'page__meta' }, 'Find passages in your documents, what Nexus remembers and what was said in meetings, or ask a question about your documents.'),
     ),
     form,
     answer.section,
-    h('div', { class: 'results-groups' }, resultsSection, memSection),
+    h('div', { class: 'results-groups' }, resultsSection, memSection, meetSection),
     announcer,
   );
 
@@ -191,6 +219,7 @@ export function mount(root) {
   let searchController = null;
   let askController = null;
   let memController = null;
+  let meetController = null;
   let current = null; // the search shown: { query, mode, topK, collection, tags, userId, agentId, sources, offset }
 
   function readForm() {
@@ -205,6 +234,7 @@ export function mount(root) {
       tags: splitList(tagsInput.value),
       userId: userInput.value.trim(),
       agentId: agentInput.value.trim(),
+      speaker: speakerInput.value.trim(),
       sources: sourceBoxes.filter((b) => b.checked).map((b) => b.value),
     };
   }
@@ -225,6 +255,12 @@ export function mount(root) {
     return body;
   }
 
+  function meetingBodyFor(state) {
+    const body = { query: state.query, mode: state.mode, top_k: state.topK, sources: ['meetings'] };
+    if (state.speaker) body.filters = { speaker: state.speaker };
+    return body;
+  }
+
   function announce(text) {
     announcer.textContent = '';
     // A fresh text node after clearing makes repeated messages be read again.
@@ -241,12 +277,13 @@ export function mount(root) {
       return;
     }
     if (!state.sources.length) {
-      sourceBoxes[0].setCustomValidity('Choose documents, memories or both.');
+      sourceBoxes[0].setCustomValidity('Choose at least one of documents, memories and meetings.');
       sourceBoxes[0].reportValidity();
       return;
     }
     runSearch({ ...state, offset: 0 }, false);
     runMemorySearch(state);
+    runMeetingSearch(state);
   }
   for (const box of sourceBoxes) box.addEventListener('change', () => sourceBoxes[0].setCustomValidity(''));
 
@@ -346,6 +383,61 @@ export function mount(root) {
       memMeta.textContent = `${formatNumber(results.length)} best match${results.length === 1 ? '' : 'es'}${scope ? ` · ${scope}` : ''}`;
       memList.replaceChildren(...results.map(memoryResultItem));
       announce(`${results.length} memor${results.length === 1 ? 'y' : 'ies'} found.`);
+    }
+  }
+
+  async function runMeetingSearch(state) {
+    meetController?.abort();
+    if (!state.sources.includes('meetings')) {
+      meetController = null;
+      meetSection.hidden = true;
+      return;
+    }
+    const controller = new AbortController();
+    meetController = controller;
+    meetSection.hidden = false;
+    meetSection.setAttribute('aria-busy', 'true');
+    meetMeta.textContent = 'Searching…';
+    let data;
+    try {
+      data = await request('/search', {
+        method: 'POST', body: meetingBodyFor(state), signal: controller.signal, timeoutMs: SEARCH_TIMEOUT_MS,
+      });
+    } catch (err) {
+      if (controller !== meetController || stopped) return;
+      meetList.replaceChildren();
+      meetMeta.textContent = '';
+      meetAlert.replaceChildren(errorBanner('Meeting search failed', err));
+      return;
+    } finally {
+      if (controller === meetController) {
+        meetController = null;
+        meetSection.removeAttribute('aria-busy');
+      }
+    }
+    if (stopped) return;
+    meetAlert.replaceChildren();
+    const results = Array.isArray(data?.results) ? data.results : [];
+    // Each result names its meeting by id; its title comes from the meeting itself.
+    const titles = new Map();
+    await Promise.all([...new Set(results.map((r) => r.meeting_id).filter(Boolean))].map(async (id) => {
+      try {
+        const meeting = await getJSON(`/meetings/${encodeURIComponent(id)}`, { signal: controller.signal });
+        if (meeting?.title) titles.set(id, meeting.title);
+      } catch {
+        // a meeting deleted meanwhile keeps the generic heading
+      }
+    }));
+    if (stopped || controller.signal.aborted) return;
+    const scope = state.speaker ? `speaker “${state.speaker}”` : '';
+    if (!results.length) {
+      meetMeta.textContent = scope;
+      meetList.replaceChildren(h('li', { class: 'results__empty' }, `Nothing said in meetings matches “${state.query}”.`));
+      announce('No meeting passages match.');
+    } else {
+      meetMeta.textContent = `${formatNumber(results.length)} best match${results.length === 1 ? '' : 'es'}${scope ? ` · ${scope}` : ''}`;
+      meetList.replaceChildren(...results.map((r) => meetingResultItem(r, titles.get(r.meeting_id))));
+      announce(`${results.length} meeting passage${results.length === 1 ? '' : 's'} found.`);
     }
   }
 
@@ -471,12 +563,14 @@ export function mount(root) {
     const state = readForm();
     runSearch({ ...state, offset: initial.offset }, false);
     runMemorySearch(state);
+    runMeetingSearch(state);
   }
 
   return () => {
     stopped = true;
     searchController?.abort();
     memController?.abort();
+    meetController?.abort();
     askController?.abort();
     collectionsController.abort();
   };
@@ -498,6 +592,31 @@ function memoryResultItem(m) {
     h('dl', { class: 'scores', 'aria-label': 'Scores' },
       scoreItem('Score', formatScore(m.score), m.score)),
   );
+}
+
+function meetingResultItem(r, title) {
+  const speakers = Array.isArray(r.speakers) ? r.speakers : (r.speaker ? [r.speaker] : []);
+  const at = Number.isFinite(r.start_ms) ? formatClock(r.start_ms) : null;
+  return h('li', { class: 'result' },
+    h('h3', { class: 'result__title' }, title || 'Meeting'),
+    h('p', { class: 'result__meta' },
+      speakers.map((s) => h('span', { class: 'chip' }, srOnly('Speaker: '), s)),
+      at ? h('span', null, `at ${at}`) : null,
+      Number.isFinite(r.seq_start) ? h('span', { class: 'mono' }, `turns ${r.seq_start}–${r.seq_end ?? r.seq_start}`) : null,
+    ),
+    r.snippet ? h('p', { class: 'snippet' }, snippetNodes(r.snippet)) : null,
+    h('dl', { class: 'scores', 'aria-label': 'Scores' },
+      scoreItem('Score', formatScore(r.score), r.score)),
+  );
+}
+
+// "1:05:09" or "5:09" from milliseconds since the meeting's start.
+function formatClock(ms) {
+  const total = Math.floor(ms / 1000);
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const seconds = String(total % 60).padStart(2, '0');
+  return hours ? `${hours}:${String(minutes).padStart(2, '0')}:${seconds}` : `${minutes}:${seconds}`;
 }
 
 function resultItem(r, mode) {
@@ -725,6 +844,7 @@ function readHashState() {
   return {
     query: p.get('q') ?? '', mode, topK, collection: p.get('collection') ?? '', offset,
     tags: splitList(p.get('tags') ?? ''), userId: p.get('user_id') ?? '', agentId: p.get('agent_id') ?? '',
+    speaker: p.get('speaker') ?? '',
     sources: sources.length ? sources : SOURCES.map((s) => s.value),
   };
 }
@@ -737,6 +857,7 @@ function writeHashState(state) {
   if (state.tags.length) p.set('tags', state.tags.join(','));
   if (state.userId) p.set('user_id', state.userId);
   if (state.agentId) p.set('agent_id', state.agentId);
+  if (state.speaker) p.set('speaker', state.speaker);
   if (state.sources.length !== SOURCES.length) p.set('in', state.sources.join(','));
   if (state.topK !== DEFAULT_TOP_K) p.set('top_k', String(state.topK));
   if (state.offset) p.set('offset', String(state.offset));
