@@ -194,7 +194,12 @@ impl DataDir {
                 let _ = file.unlock();
                 Holder::Free
             }
-            Err(_) => Holder::Held(read_lock_info(&path).unwrap_or(LockInfo { pid: 0, listen: None, tls: false })),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Holder::Held(read_lock_info(&path).unwrap_or(LockInfo { pid: 0, listen: None, tls: false }))
+            }
+            // A filesystem that cannot take locks at all: nobody can be found holding it, and
+            // opening the directory refuses it with what to do (`lock_refused`).
+            Err(std::fs::TryLockError::Error(_)) => Holder::Free,
         }
     }
 }

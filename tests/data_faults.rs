@@ -1,6 +1,6 @@
 //! Faults around the data directory, on small filesystems of their own (tmpfs, mounted by the
 //! test as root): the disk filling up during ingestion and during a backup, and a read-only data
-//! directory.
+//! directory; and a filesystem that cannot take a file lock.
 
 mod common;
 
@@ -225,4 +225,37 @@ fn a_read_only_data_directory_is_refused_with_what_to_do() {
     }
     disk.remount("rw");
     assert!(run(nexus(&data).arg("check")).status.success());
+}
+
+/// A data directory on a filesystem that cannot take a file lock (NFS without a lock daemon,
+/// some FUSE filesystems): the kernel's answer, ENOLCK, is given to the real binary by a
+/// preloaded `flock` that always fails. Every command that would write refuses with what to do
+/// and leaves the directory as it was.
+#[test]
+fn a_filesystem_that_cannot_take_a_lock_is_refused_with_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = tmp.path().join("nolock.c");
+    std::fs::write(
+        &source,
+        "#include <errno.h>\nint flock(int fd, int operation) { (void)fd; (void)operation; errno = ENOLCK; return -1; }\n",
+    )
+    .unwrap();
+    let shim = tmp.path().join("libnolock.so");
+    let built = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&shim).arg(&source).output().unwrap();
+    assert!(built.status.success(), "cc: {}", String::from_utf8_lossy(&built.stderr));
+
+    let data = tmp.path().join("data");
+    assert!(run(nexus(&data).arg("check")).status.success(), "a data directory with its lock");
+    let records = std::fs::read_dir(data.join("records")).unwrap().count();
+    for args in [vec!["check"], vec!["serve", "--listen", "127.0.0.1:0"], vec!["backup"], vec!["dump", "--to", "x.ndjson"]] {
+        let out = run(nexus(&data).env("LD_PRELOAD", &shim).args(&args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("cannot take a file lock") && stderr.contains("local filesystem"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(data.join("records")).unwrap().count(), records, "nothing was written");
+    assert!(run(nexus(&data).arg("check")).status.success(), "the directory opens once locks work");
 }
