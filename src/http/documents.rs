@@ -314,7 +314,9 @@ pub async fn get(
 #[utoipa::path(get, path = "/api/v1/documents/{id}/content", tag = "documents",
     params(("id" = String, Path, description = "The document's id, as the upload's job result or the listing gives it",
         example = "01947c2e-5b7a-7d3e-9f41-6a2b8c0d1e2f")),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, content_type = "*/*", body = Vec<u8>,
+        description = "The file, with the content type of its format (`text/markdown`, `application/pdf`, ...)"),
+        (status = 404, body = super::error::ErrorBody)))]
 pub async fn content(
     State(app): State<Arc<App>>,
     Tenant(tenant): Tenant,

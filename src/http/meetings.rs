@@ -256,7 +256,9 @@ pub struct TranscriptParams {
 ///
 /// As JSON (importable again), WebVTT, SRT or text, the finals in sequence order.
 #[utoipa::path(get, path = "/api/v1/meetings/{id}/transcript", tag = "meetings", params(("id" = String, Path, description = "Meeting id", example = "01947c2e-7a10-7b52-8c3d-4b5e6f708193"), TranscriptParams),
-    responses((status = 200, content_type = "application/json", body = String, description = "JSON, text/vtt, application/x-subrip or text/plain"),
+    responses((status = 200, description = "The transcript in the format asked for",
+        content((serde_json::Value = "application/json"), (String = "text/vtt"), (String = "application/x-subrip"),
+            (String = "text/plain"))),
               (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn transcript(
     State(app): State<Arc<App>>,

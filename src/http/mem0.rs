@@ -179,6 +179,7 @@ pub enum V1Added {
         relations: Vec<Relation>,
     },
     Queued {
+        #[schema(min_items = 1)]
         results: Vec<Mem0Queued>,
     },
     /// `output_format: "v1.0"`: the bare list.
@@ -253,8 +254,7 @@ pub struct Mem0Message {
 pub struct Mem0History {
     pub id: String,
     pub memory_id: String,
-    /// The messages of an add, or the fields of an update.
-    #[schema(value_type = Object)]
+    /// The messages of an add (a list), or the fields of an update (an object).
     pub input: Value,
     pub old_memory: Option<String>,
     pub new_memory: Option<String>,

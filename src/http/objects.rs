@@ -61,7 +61,9 @@ pub async fn put_object(
 #[utoipa::path(get, path = "/api/v1/objects/{*key}", tag = "objects",
     params(("key" = String, Path, description = "The object's key: `/`-separated segments, no `.` or `..`",
         example = "reports/2025/q1.pdf")),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 404, body = super::error::ErrorBody)))]
+    responses((status = 200, content_type = "*/*", body = Vec<u8>,
+        description = "The bytes, with the content type the key's extension gives (else `application/octet-stream`)"),
+        (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_object(
     State(app): State<Arc<App>>,
     Tenant(tenant): Tenant,

@@ -39,6 +39,7 @@ const MAX_NAME: usize = 256;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = MeetingStatus)]
 pub enum Status {
     #[default]
     Scheduled,

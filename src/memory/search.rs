@@ -369,7 +369,8 @@ impl Memories {
                     Mode::Hybrid => {
                         let fused = rank_part(b.keyword_rank, fusion.keyword_weight)
                             + rank_part(b.semantic_rank, fusion.semantic_weight);
-                        fused / best
+                        // Both weights at 0 rank nothing above anything else.
+                        if best > 0.0 { fused / best } else { 0.0 }
                     }
                 };
                 Some((memory, relevance, similarity, hit.breakdown))
