@@ -262,6 +262,12 @@ fn every_example_is_accepted() {
             request = request.json(&example_of(&doc, media).unwrap());
         } else if let Some(media) = content.get("application/octet-stream") {
             request = request.body(example_of(&doc, media).unwrap().as_str().unwrap().to_string());
+        } else if content.get("multipart/form-data").is_some() && path == "/api/v1/meetings/import" {
+            let transcript = "WEBVTT\n\n00:00:01.000 --> 00:00:04.000\nAna Lima: We decided to ship on Friday.\n";
+            let form = reqwest::blocking::multipart::Form::new()
+                .text("title", "Standup")
+                .part("file", reqwest::blocking::multipart::Part::text(transcript).file_name("standup.vtt"));
+            request = request.multipart(form);
         } else if content.get("multipart/form-data").is_some() {
             let form = reqwest::blocking::multipart::Form::new()
                 .text("collection", "handbook")

@@ -29,11 +29,15 @@ const JOB_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 #[into_params(parameter_in = Query)]
 pub struct WaitParams {
     /// Answer once the change is searchable (for `end` and `import`: once the job has finished).
+    #[param(example = false)]
     #[serde(default)]
     pub wait: bool,
 }
 
-/// Creates a meeting (status `scheduled` unless given `live`).
+/// Creates a meeting.
+///
+/// Status `scheduled` unless given `live`; participants may come now or later. The answer holds
+/// the meeting's `id`, which every other meeting route takes.
 #[utoipa::path(post, path = "/api/v1/meetings", tag = "meetings", params(WaitParams), request_body = NewMeeting,
     responses((status = 201, body = Meeting), (status = 400, body = super::error::ErrorBody)))]
 pub async fn create(
@@ -48,10 +52,14 @@ pub async fn create(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// Only meetings of this status: `scheduled`, `live` or `ended`.
+    #[param(example = "live")]
     pub status: Option<Status>,
     /// The `next_after` of the previous page.
+    #[param(example = 0)]
     pub after: Option<u64>,
     /// 1-500, default 50.
+    #[param(example = 50)]
     pub limit: Option<usize>,
 }
 
@@ -61,7 +69,10 @@ pub struct MeetingPage {
     pub next_after: Option<u64>,
 }
 
-/// Lists meetings, oldest first, a page at a time.
+/// Lists meetings.
+///
+/// Oldest first, a page at a time (`after` = the previous page's `next_after`), optionally of one
+/// status only.
 #[utoipa::path(get, path = "/api/v1/meetings", tag = "meetings", params(ListParams), responses((status = 200, body = MeetingPage)))]
 pub async fn list(
     State(app): State<Arc<App>>,
@@ -78,7 +89,9 @@ pub async fn list(
 }
 
 /// One meeting.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path)),
+///
+/// Its title, status, times, metadata, participants and how many final segments it holds.
+#[utoipa::path(get, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path, description = "The meeting's id, as its creation answered it", example = "mtg_0193c1a2b3c47d5e8f9a0b1c2d3e4f50")),
     responses((status = 200, body = Meeting), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(app): State<Arc<App>>,
@@ -88,8 +101,11 @@ pub async fn get(
     Ok(axum::Json(app.meetings.get(&tenant, &id).await?))
 }
 
-/// Changes a meeting's title, status (`scheduled` or `live`), start or metadata.
-#[utoipa::path(patch, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path), WaitParams),
+/// Changes a meeting.
+///
+/// Its title, status (`scheduled` or `live`; end it with `POST .../end`), start or metadata;
+/// absent fields stay as they are.
+#[utoipa::path(patch, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path, description = "The meeting's id, as its creation answered it", example = "mtg_0193c1a2b3c47d5e8f9a0b1c2d3e4f50"), WaitParams),
     request_body = MeetingPatch,
     responses((status = 200, body = Meeting), (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody)))]
 pub async fn update(
@@ -102,8 +118,11 @@ pub async fn update(
     Ok(axum::Json(app.meetings.update(&tenant, &id, patch, params.wait).await?))
 }
 
-/// Deletes a meeting with its transcript, chunks, insights and summary, from every store.
-#[utoipa::path(delete, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path)),
+/// Deletes a meeting.
+///
+/// With its transcript, chunks, insights and summary, from every store. The memories its end made
+/// stay with their users.
+#[utoipa::path(delete, path = "/api/v1/meetings/{id}", tag = "meetings", params(("id" = String, Path, description = "The meeting's id, as its creation answered it", example = "mtg_0193c1a2b3c47d5e8f9a0b1c2d3e4f50")),
     responses((status = 200, body = Meeting), (status = 404, body = super::error::ErrorBody)))]
 pub async fn delete(
     State(app): State<Arc<App>>,
@@ -119,7 +138,9 @@ pub struct Participants {
 }
 
 /// The meeting's participants.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}/participants", tag = "meetings", params(("id" = String, Path)),
+///
+/// Each with its name and, when known, email, external id and the memory `user_id` it stands for.
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/participants", tag = "meetings", params(("id" = String, Path, description = "The meeting's id, as its creation answered it", example = "mtg_0193c1a2b3c47d5e8f9a0b1c2d3e4f50")),
     responses((status = 200, body = Participants), (status = 404, body = super::error::ErrorBody)))]
 pub async fn participants(
     State(app): State<Arc<App>>,
@@ -131,13 +152,16 @@ pub async fn participants(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"participants": [{"name": "Ana Lima", "email": "ana@example.com", "user_id": "ana"}]}))]
 pub struct ParticipantsInput {
     /// Added, or merged into the participant with the same id (else the same name).
     pub participants: Vec<Participant>,
 }
 
-/// Adds participants, or updates them (matched by id, else by name).
-#[utoipa::path(post, path = "/api/v1/meetings/{id}/participants", tag = "meetings", params(("id" = String, Path), WaitParams),
+/// Adds participants, or updates them.
+///
+/// A participant is matched by id, else by name; a new one is added.
+#[utoipa::path(post, path = "/api/v1/meetings/{id}/participants", tag = "meetings", params(("id" = String, Path, description = "The meeting's id, as its creation answered it", example = "mtg_0193c1a2b3c47d5e8f9a0b1c2d3e4f50"), WaitParams),
     request_body = ParticipantsInput,
     responses((status = 200, body = Participants), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn add_participants(
@@ -153,14 +177,17 @@ pub async fn add_participants(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"segments": [{"segment_id": "s1", "speaker": "Ana Lima", "start_ms": 0, "end_ms": 4200,
+    "text": "We decided to ship the importer on Friday.", "is_final": true}]}))]
 pub struct SegmentsInput {
     pub segments: Vec<SegmentInput>,
 }
 
-/// Adds transcript segments. Finals are stored and acknowledged with their `seq` (a
-/// `segment_id` sent before gets its first `seq` back); partials are acknowledged, not stored.
-/// One request is stored whole or not at all.
-#[utoipa::path(post, path = "/api/v1/meetings/{id}/segments", tag = "meetings", params(("id" = String, Path), WaitParams),
+/// Adds transcript segments.
+///
+/// Finals are stored and acknowledged with their `seq` (a `segment_id` sent before gets its first
+/// `seq` back); partials are acknowledged, not stored. One request is stored whole or not at all.
+#[utoipa::path(post, path = "/api/v1/meetings/{id}/segments", tag = "meetings", params(("id" = String, Path, description = "The meeting's id, as its creation answered it", example = "mtg_0193c1a2b3c47d5e8f9a0b1c2d3e4f50"), WaitParams),
     request_body = SegmentsInput,
     responses((status = 200, body = SegmentsOutcome), (status = 400, body = super::error::ErrorBody),
               (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody),
@@ -193,9 +220,11 @@ async fn waited(app: &App, tenant: &TenantId, job: Job, wait: bool) -> Result<Jo
     if wait { app.jobs.wait(tenant, &job.id, JOB_WAIT).await } else { Ok(job) }
 }
 
-/// Ends a meeting and queues the job that makes its final insights, summary and memories.
-/// Ending it again runs that job again (it changes nothing that is already there).
-#[utoipa::path(post, path = "/api/v1/meetings/{id}/end", tag = "meetings", params(("id" = String, Path), WaitParams),
+/// Ends a meeting.
+///
+/// Queues the job that makes its final insights, summary and memories. Ending it again runs that
+/// job again (it changes nothing that is already there).
+#[utoipa::path(post, path = "/api/v1/meetings/{id}/end", tag = "meetings", params(("id" = String, Path, description = "The meeting's id, as its creation answered it", example = "mtg_0193c1a2b3c47d5e8f9a0b1c2d3e4f50"), WaitParams),
     responses((status = 202, body = Ended), (status = 404, body = super::error::ErrorBody)))]
 pub async fn end(
     State(app): State<Arc<App>>,
@@ -218,11 +247,14 @@ pub async fn end(
 #[into_params(parameter_in = Query)]
 pub struct TranscriptParams {
     /// `json` (default), `vtt`, `srt` or `text` (`Speaker: text` lines).
+    #[param(example = "vtt")]
     pub format: Option<String>,
 }
 
-/// The transcript: JSON (importable again), WebVTT, SRT or text.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}/transcript", tag = "meetings", params(("id" = String, Path), TranscriptParams),
+/// The transcript.
+///
+/// As JSON (importable again), WebVTT, SRT or `Speaker: text` lines.
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/transcript", tag = "meetings", params(("id" = String, Path, description = "The meeting's id, as its creation answered it", example = "mtg_0193c1a2b3c47d5e8f9a0b1c2d3e4f50"), TranscriptParams),
     responses((status = 200, content_type = "application/json", body = String, description = "JSON, text/vtt, application/x-subrip or text/plain"),
               (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn transcript(
@@ -254,6 +286,7 @@ pub async fn transcript(
 #[into_params(parameter_in = Query)]
 pub struct InsightParams {
     /// Only `action_item`, `decision`, `question` or `topic`.
+    #[param(example = "decision")]
     pub kind: Option<InsightKind>,
 }
 
@@ -262,8 +295,10 @@ pub struct Insights {
     pub insights: Vec<Insight>,
 }
 
+/// The meeting's insights.
+///
 /// Action items, decisions, questions and topics, each with the segments it came from.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}/insights", tag = "meetings", params(("id" = String, Path), InsightParams),
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/insights", tag = "meetings", params(("id" = String, Path, description = "The meeting's id, as its creation answered it", example = "mtg_0193c1a2b3c47d5e8f9a0b1c2d3e4f50"), InsightParams),
     responses((status = 200, body = Insights), (status = 404, body = super::error::ErrorBody)))]
 pub async fn insights(
     State(app): State<Arc<App>>,
@@ -275,8 +310,10 @@ pub async fn insights(
     Ok(axum::Json(Insights { insights: app.meetings.insights(&tenant, &id, params.kind).await? }))
 }
 
-/// The summary: rolling while the meeting runs, final once it has ended.
-#[utoipa::path(get, path = "/api/v1/meetings/{id}/summary", tag = "meetings", params(("id" = String, Path)),
+/// The meeting's summary.
+///
+/// Rolling while the meeting runs, final once it has ended.
+#[utoipa::path(get, path = "/api/v1/meetings/{id}/summary", tag = "meetings", params(("id" = String, Path, description = "The meeting's id, as its creation answered it", example = "mtg_0193c1a2b3c47d5e8f9a0b1c2d3e4f50")),
     responses((status = 200, body = Summary), (status = 404, body = super::error::ErrorBody)))]
 pub async fn summary(
     State(app): State<Arc<App>>,
@@ -304,12 +341,15 @@ pub struct Imported {
     pub error_code: Option<String>,
 }
 
-/// Imports a recorded transcript (`multipart/form-data`: one `file`, optional `title`): WebVTT
+/// Imports a recorded transcript.
+///
+/// `multipart/form-data`: one `file`, optional `title`. WebVTT
 /// (Zoom, Teams), SRT, Otter text, `Speaker: text` lines, or JSON (Nexus's export, QMSum). The
 /// file is read and checked at once — a file that is not what its name says is refused and
 /// nothing is kept — then a job makes each transcript an ended meeting.
 #[utoipa::path(post, path = "/api/v1/meetings/import", tag = "meetings", params(WaitParams),
-    request_body(content_type = "multipart/form-data", content = String, description = "file, title"),
+    request_body(content_type = "multipart/form-data", content = String, description = "file, title",
+        example = json!({"file": "standup.vtt", "title": "Standup"})),
     responses((status = 202, body = Imported), (status = 400, body = super::error::ErrorBody),
               (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody),
               (status = 422, body = super::error::ErrorBody)))]
