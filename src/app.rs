@@ -37,6 +37,8 @@ pub struct App {
     pub memories: Arc<Memories>,
     pub meetings: Arc<Meetings>,
     pub jobs: Arc<Jobs>,
+    /// The real-time hub: events derived from the change log, and live-only ones.
+    pub events: Arc<crate::events::Hub>,
     pub llm: Option<Arc<dyn Llm>>,
     job_shutdown: tokio::sync::watch::Sender<bool>,
     job_workers: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -136,6 +138,15 @@ impl App {
         jobs.register(crate::backup::VERIFY_JOB, backup_jobs.clone());
         let jobs = Arc::new(jobs);
         let (job_shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+        let events = crate::events::Hub::start(
+            stores.records.clone(),
+            config.events.clone(),
+            writes.written(),
+            std::time::Duration::from_millis(config.cluster.poll_interval_ms),
+            jobs.subscribe(),
+            shutdown_rx.clone(),
+        )
+        .await?;
         let job_workers = jobs.start(config.jobs.workers, shutdown_rx);
         let app = Arc::new(App {
             config,
@@ -148,6 +159,7 @@ impl App {
             memories,
             meetings,
             jobs,
+            events,
             llm,
             auth,
             job_shutdown,

@@ -32,6 +32,7 @@ pub struct Config {
     pub knowledge: KnowledgeConfig,
     pub memory: MemoryConfig,
     pub jobs: JobsConfig,
+    pub events: EventsConfig,
     pub backup: BackupConfig,
     pub store: StoreConfig,
     pub cluster: ClusterConfig,
@@ -104,6 +105,18 @@ pub struct JobsConfig {
     pub workers: usize,
     /// Attempts before a failing job is dead.
     pub max_attempts: u32,
+}
+
+/// The real-time hub (`/api/v1/events`, `/api/v1/meetings/{id}/stream`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events each connection may fall behind by before it is sent `resync` and closed.
+    pub queue: usize,
+    /// Change-log entries a reconnecting client may catch up on; further behind, it gets `resync`.
+    pub catch_up_max: usize,
+    /// A connection that takes longer than this to accept one message is closed.
+    pub send_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -1161,6 +1174,12 @@ impl Config {
         }
         if !(1..=64).contains(&self.jobs.workers) || !(1..=100).contains(&self.jobs.max_attempts) {
             return bad("jobs", "workers must be 1-64 and max_attempts 1-100");
+        }
+        if !(1..=1_000_000).contains(&self.events.queue)
+            || self.events.catch_up_max == 0
+            || self.events.send_timeout_ms == 0
+        {
+            return bad("events", "queue must be 1-1000000, catch_up_max and send_timeout_ms above 0");
         }
         if !self.backup.schedule.trim().is_empty()
             && let Err(e) = self.backup.schedule.parse::<croner::Cron>()

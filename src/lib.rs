@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod dump;
 pub mod embed;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod knowledge;

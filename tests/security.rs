@@ -439,6 +439,8 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
         "POST /api/v1/meetings/{id}/segments",
         "PATCH /api/v1/meetings/{id}",
         "POST /api/v1/meetings/import",
+        "GET /api/v1/meetings/{id}/stream",
+        "GET /api/v1/events",
     ] {
         assert!(seen.contains_key(route), "{route} missing from /openapi.json: {seen:?}");
     }

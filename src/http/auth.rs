@@ -90,8 +90,29 @@ pub fn need_for(method: &Method, path: &str, public_metrics: bool) -> Need {
     if reads { READ } else { WRITE }
 }
 
-/// The key a request presents: `Authorization: Bearer|Token <key>` or `X-API-Key: <key>`.
+/// The WebSocket subprotocol that carries a key (`nexus.key.<key>`): browsers cannot set headers
+/// on an upgrade, and a key in the URL would end up in logs. Offered beside [`WS_PROTOCOL`],
+/// which the server echoes.
+pub const WS_KEY_PROTOCOL: &str = "nexus.key.";
+/// The subprotocol of Nexus's WebSockets.
+pub const WS_PROTOCOL: &str = "nexus.v1";
+
+/// The key a request presents: `Authorization: Bearer|Token <key>`, `X-API-Key: <key>`, or the
+/// WebSocket subprotocol `nexus.key.<key>`.
 pub fn presented_key(headers: &HeaderMap) -> Option<String> {
+    let header = presented_header_key(headers);
+    if header.is_some() {
+        return header;
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_KEY_PROTOCOL).map(str::to_string))
+}
+
+fn presented_header_key(headers: &HeaderMap) -> Option<String> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or_default().trim();
         let key = match value.split_once(' ') {
@@ -364,6 +385,9 @@ mod tests {
         assert_eq!(presented_key(&h), None);
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer  nxs_a_b "));
         assert_eq!(presented_key(&h).as_deref(), Some("nxs_a_b"));
+        let mut ws = HeaderMap::new();
+        ws.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("nexus.v1, nexus.key.nxs_c_d"));
+        assert_eq!(presented_key(&ws).as_deref(), Some("nxs_c_d"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Token nxs_a_b"));
         assert_eq!(presented_key(&h).as_deref(), Some("nxs_a_b"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic Zm9vOmJhcg=="));

@@ -13,9 +13,11 @@ pub mod docs;
 pub mod documents;
 pub mod embed;
 pub mod error;
+pub mod events;
 pub mod graph;
 pub mod jobs;
 pub mod keys;
+pub mod live;
 pub mod mcp;
 pub mod meetings;
 pub mod mem0;
@@ -66,6 +68,7 @@ use crate::error::{Error, ErrorCode};
         (name = "mem0", description = "The Mem0 wire contract: the official mem0ai clients (0.1.x, 1.0.x, 2.x) work unchanged"),
         (name = "meetings", description = "Meetings: transcripts, insights, summaries; searchable and remembered"),
         (name = "jobs", description = "Background jobs"),
+        (name = "events", description = "Real-time events over WebSocket or server-sent events, resumable from the change log"),
         (name = "auth", description = "API keys, projects (tenants), organisations and the audit log"),
     ),
     // Named by query parameters only, which do not register the schemas they refer to.
@@ -132,6 +135,8 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(meetings::transcript))
         .routes(routes!(meetings::insights))
         .routes(routes!(meetings::summary))
+        .routes(routes!(live::stream))
+        .routes(routes!(events::events))
         .routes(routes!(search::search))
         .routes(routes!(search::ask))
         .routes(routes!(jobs::list))

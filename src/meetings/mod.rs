@@ -70,6 +70,8 @@ pub struct Meetings {
 /// A new meeting.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"title": "Weekly product review", "status": "live",
+    "participants": [{"name": "Ana Lima", "user_id": "ana"}, {"name": "Bo Chen", "user_id": "bo"}]}))]
 pub struct NewMeeting {
     pub title: String,
     /// `scheduled` (default) or `live`; a meeting ends through `POST .../end`.
@@ -88,6 +90,7 @@ pub struct NewMeeting {
 /// A change to a meeting; absent fields stay as they are.
 #[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"title": "Weekly product review (moved)", "metadata": {"room": "4B"}}))]
 pub struct MeetingPatch {
     pub title: Option<String>,
     /// `scheduled` or `live` (end a meeting with `POST .../end`).

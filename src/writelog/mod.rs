@@ -53,6 +53,8 @@ pub struct WriteLog {
     wait_timeout: Duration,
     /// Why writes are refused, while they are (the data moved to a cluster).
     read_only: tokio::sync::RwLock<Option<String>>,
+    /// The last change-log position this process wrote (followers of the log wake on it).
+    written: watch::Sender<crate::store::Seq>,
 }
 
 /// The derived stores' projections, in a fixed order.
@@ -112,7 +114,14 @@ impl WriteLog {
             shutdown,
             wait_timeout: Duration::from_millis(config.wait_timeout_ms),
             read_only: tokio::sync::RwLock::new(None),
+            written: watch::channel(0).0,
         })
+    }
+
+    /// Changes to the last change-log position this process wrote: what followers of the log
+    /// (the event hub) wake on. Other nodes' writes are seen by polling the log.
+    pub fn written(&self) -> watch::Receiver<crate::store::Seq> {
+        self.written.subscribe()
     }
 
     pub fn indexers(&self) -> &[Arc<Indexer>] {
@@ -145,6 +154,13 @@ impl WriteLog {
         for indexer in &self.indexers {
             indexer.wake();
         }
+        self.written.send_if_modified(|last| {
+            let newer = receipt.seq > *last;
+            if newer {
+                *last = receipt.seq;
+            }
+            newer
+        });
         let indexed = if wait { Some(self.wait_indexed(receipt.seq).await) } else { None };
         Ok(WriteOutcome { receipt, indexed })
     }
