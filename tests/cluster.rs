@@ -129,7 +129,11 @@ fn writes_on_one_node_are_served_by_the_other(derived: Derived) {
     let form = reqwest::blocking::multipart::Form::new()
         .part("file", reqwest::blocking::multipart::Part::bytes(guide.as_bytes().to_vec()).file_name("guide.md"))
         .text("collection", "garden");
-    let queued: Value = c.post(a.url("/api/v1/documents?wait=true")).multipart(form).send().unwrap().json().unwrap();
+    // `wait=true` answers once the document is parsed, embedded and searchable on every store:
+    // on a busy 2-core machine with six cluster tests at once, that can take over a minute.
+    let patient = reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().unwrap();
+    let queued: Value =
+        patient.post(a.url("/api/v1/documents?wait=true")).multipart(form).send().unwrap().json().unwrap();
     let doc = &queued["jobs"][0]["result"]["documents"][0];
     assert_eq!(doc["outcome"], "created", "{queued}");
     let id = doc["document"]["id"].as_str().unwrap().to_string();
