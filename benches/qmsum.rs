@@ -102,7 +102,8 @@ fn main() {
         }
     }
     let text = std::fs::read_to_string(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
-    let meetings: Vec<Value> = text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let meetings: Vec<Value> =
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect();
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("empty.toml");
@@ -178,7 +179,10 @@ fn main() {
         percentile(&latency, 0.99)
     );
 
-    println!("{:<10} {:>7} {:>7} {:>18} {:>10} {:>10}", "mode", "hit@5", "hit@10", "turns in top 5", "p50 ms", "p95 ms");
+    println!(
+        "{:<10} {:>7} {:>7} {:>18} {:>10} {:>10}",
+        "mode", "hit@5", "hit@10", "turns in top 5", "p50 ms", "p95 ms"
+    );
     for (mode, anchor) in [("keyword", 0.690), ("semantic", 0.791), ("hybrid", 0.806)] {
         let (mut queries, mut hit5, mut hit10, mut turns5) = (0usize, 0usize, 0usize, 0usize);
         let mut took = Vec::new();

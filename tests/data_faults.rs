@@ -247,7 +247,9 @@ fn a_filesystem_that_cannot_take_a_lock_is_refused_with_what_to_do() {
     let data = tmp.path().join("data");
     assert!(run(nexus(&data).arg("check")).status.success(), "a data directory with its lock");
     let records = std::fs::read_dir(data.join("records")).unwrap().count();
-    for args in [vec!["check"], vec!["serve", "--listen", "127.0.0.1:0"], vec!["backup"], vec!["dump", "--to", "x.ndjson"]] {
+    for args in
+        [vec!["check"], vec!["serve", "--listen", "127.0.0.1:0"], vec!["backup"], vec!["dump", "--to", "x.ndjson"]]
+    {
         let out = run(nexus(&data).env("LD_PRELOAD", &shim).args(&args));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");

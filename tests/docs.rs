@@ -266,9 +266,10 @@ fn every_example_is_accepted() {
             use reqwest::blocking::multipart::{Form, Part};
             // The fields the example names, with a file of the kind the route takes.
             let form = if path.starts_with("/api/v1/meetings") {
-                Form::new()
-                    .text("title", "Stand-up")
-                    .part("file", Part::text("Dana: We ship on Friday.\nLee: I will write the notes.\n").file_name("standup.txt"))
+                Form::new().text("title", "Stand-up").part(
+                    "file",
+                    Part::text("Dana: We ship on Friday.\nLee: I will write the notes.\n").file_name("standup.txt"),
+                )
             } else {
                 Form::new()
                     .text("collection", "handbook")

@@ -278,8 +278,8 @@ fn the_event_hub_carries_positions_catches_up_and_keeps_tenants_apart() {
 
     // Reconnecting after p1 catches up on m2, then goes live: no gap, no duplicate.
     drop(a_ws);
-    let mut again = connect(&server, &format!("/api/v1/events?topics=memories:user:alice&after={p1}"), Some(&a_read))
-        .unwrap();
+    let mut again =
+        connect(&server, &format!("/api/v1/events?topics=memories:user:alice&after={p1}"), Some(&a_read)).unwrap();
     let m3 = add_memory(&server, &a_write, "alice", "Alice adopted a cat");
     let ids: Vec<String> = (0..2).map(|_| next(&mut again)["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, vec![m2.clone(), m3.clone()]);
@@ -332,7 +332,8 @@ fn a_client_too_far_behind_is_told_to_resync() {
     });
     server.wait_ready();
     for n in 0..3 {
-        let body = json!({"messages": [{"role": "user", "content": format!("fact {n}")}], "user_id": "u", "infer": false});
+        let body =
+            json!({"messages": [{"role": "user", "content": format!("fact {n}")}], "user_id": "u", "infer": false});
         ok(&server, reqwest::Method::POST, "/api/v1/memories", None, Some(body));
     }
     let page = ok(&server, reqwest::Method::GET, "/api/v1/events?after=0", None, None);

@@ -364,8 +364,14 @@ fn every_tool_and_resource_over_http() {
     let vtt = mcp.ok("get_meeting_transcript", json!({"id": meeting_id, "format": "vtt"}));
     assert!(vtt["transcript"].as_str().unwrap().starts_with("WEBVTT"), "{vtt}");
     assert_eq!(mcp.tool_error("get_meeting", json!({"id": "no-such-meeting"}))["code"], "not_found");
-    assert_eq!(mcp.rpc_error("tools/call", json!({"name": "get_meeting_transcript",
-        "arguments": {"id": meeting_id, "format": "pdf"}}))["code"], -32602);
+    assert_eq!(
+        mcp.rpc_error(
+            "tools/call",
+            json!({"name": "get_meeting_transcript",
+        "arguments": {"id": meeting_id, "format": "pdf"}})
+        )["code"],
+        -32602
+    );
 
     // Deleting, then what is left.
     assert_eq!(mcp.ok("delete_memory", json!({"id": id}))["deleted"], id.as_str());

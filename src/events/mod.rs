@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::jobs::JobEvent;
 use crate::knowledge::documents::{DOCUMENT_KIND, Document};
 use crate::meetings::model::{
-    CHUNK_KIND, INSIGHT_KIND, MEETING_KIND, SEGMENT_KIND, SUMMARY_KIND, Insight, Meeting, Segment, Summary,
+    CHUNK_KIND, INSIGHT_KIND, Insight, MEETING_KIND, Meeting, SEGMENT_KIND, SUMMARY_KIND, Segment, Summary,
 };
 use crate::memory::model::{HistoryEntry, Memory};
 use crate::memory::{HISTORY_KIND, MEMORY_KIND};
@@ -99,9 +99,9 @@ impl Topics {
             let valid = match topic.split_once(':') {
                 None => ["meetings", "memories", "documents", "jobs"].contains(&topic),
                 Some(("meeting", id)) => !id.is_empty(),
-                Some(("memories", scope)) => scope
-                    .split_once(':')
-                    .is_some_and(|(k, id)| ["user", "agent", "run"].contains(&k) && !id.is_empty()),
+                Some(("memories", scope)) => {
+                    scope.split_once(':').is_some_and(|(k, id)| ["user", "agent", "run"].contains(&k) && !id.is_empty())
+                }
                 Some(_) => false,
             };
             if !valid || topic.len() > 300 {
@@ -191,7 +191,8 @@ impl Hub {
     /// log: it carries the hub's position).
     pub fn replayed_segment(&self, tenant: &TenantId, meeting_id: &str, segment: &Segment) -> Event {
         let id = crate::meetings::model::segment_record_id(meeting_id, segment.seq);
-        let mut event = Event::new("segment", self.position(), tenant.clone(), meeting_topics(meeting_id), id, to_value(segment));
+        let mut event =
+            Event::new("segment", self.position(), tenant.clone(), meeting_topics(meeting_id), id, to_value(segment));
         event.op = Some(ChangeOp::Upsert);
         event
     }
@@ -283,7 +284,11 @@ impl Hub {
         }
     }
 
-    async fn forward_jobs(self: Arc<Self>, mut jobs: broadcast::Receiver<JobEvent>, mut shutdown: watch::Receiver<bool>) {
+    async fn forward_jobs(
+        self: Arc<Self>,
+        mut jobs: broadcast::Receiver<JobEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         loop {
             let event = tokio::select! {
                 event = jobs.recv() => event,

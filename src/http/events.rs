@@ -229,10 +229,8 @@ pub async fn events(
             .on_upgrade(move |socket| follow_ws(app, tenant, topics, params.after, socket))
             .into_response());
     }
-    let wants_sse = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"));
+    let wants_sse =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     if wants_sse {
         let last_event_id =
             headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
@@ -333,8 +331,7 @@ async fn follow_sse(
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|message| (Ok(message.sse()), rx))
-    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|message| (Ok(message.sse()), rx)) });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -139,7 +139,8 @@ async fn run(app: Arc<App>, tenant: TenantId, may_write: bool, id: String, after
     let mut pending = Pending::default();
     let mut flush = tokio::time::interval(COALESCE);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(30), Duration::from_secs(30));
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(30), Duration::from_secs(30));
     loop {
         tokio::select! {
             event = feed.next() => match event {

@@ -43,11 +43,11 @@ use crate::auth::{AuthContext, Scope};
 use crate::error::{Error, ErrorCode, Result};
 use crate::knowledge::ask::answer;
 use crate::knowledge::documents::{CHUNK_KIND, DocumentMeta, validate_name};
-use crate::memory::add::{AddRequest, scope_filter};
-use crate::memory::search::SearchOptions;
 use crate::meetings::Status;
 use crate::meetings::formats::{TranscriptFormat, render};
 use crate::meetings::model::{CHUNK_KIND as MEETING_CHUNK_KIND, speaker_tag};
+use crate::memory::add::{AddRequest, scope_filter};
+use crate::memory::search::SearchOptions;
 use crate::memory::{Filter, ListRequest};
 use crate::search::SearchRequest;
 use crate::store::records::RecordFilter;
@@ -816,8 +816,7 @@ impl McpServer {
             if !(1..=500).contains(&limit) {
                 return Err(Error::invalid("limit must be between 1 and 500"));
             }
-            let meetings =
-                self.app.meetings.list(&ctx.tenant, args.status.map(Into::into), args.after, limit).await?;
+            let meetings = self.app.meetings.list(&ctx.tenant, args.status.map(Into::into), args.after, limit).await?;
             let next_after = if meetings.len() == limit { meetings.last().map(|m| m.key) } else { None };
             Ok(json!({"meetings": meetings, "next_after": next_after}))
         };

@@ -157,7 +157,8 @@ impl Trickle {
         let fd = self.file.as_raw_fd();
         #[cfg(target_os = "linux")]
         {
-            let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+            let flags =
+                libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
             // SAFETY: plain syscalls on a file descriptor this value owns.
             if unsafe { libc::sync_file_range(fd, 0, 0, flags) } != 0 {
                 return Err(std::io::Error::last_os_error());
