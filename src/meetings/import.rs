@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 
 use super::formats::{self, ImportedMeeting};
 use super::model::SegmentInput;
-use super::{Meetings, NewMeeting, short_hash};
+use super::{Meetings, NewMeeting};
 use crate::error::{Error, ErrorCode, Result};
 use crate::jobs::{JobContext, JobHandler};
+use crate::memory::short_hash;
 use crate::store::Stores;
 
 pub const IMPORT_JOB: &str = "meeting_import";

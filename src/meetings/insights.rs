@@ -466,20 +466,6 @@ const WEEKDAYS: [(&str, Weekday); 7] = [
     ("saturday", Weekday::Sat),
     ("sunday", Weekday::Sun),
 ];
-const MONTHS: [&str; 12] = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-];
 
 /// The due date an action item states: the words as said and, when they can be read, the date.
 pub fn due(lower: &str, start: NaiveDate) -> Option<(String, Option<NaiveDate>)> {
@@ -583,7 +569,9 @@ fn read_when(rest: &str, start: NaiveDate) -> Option<(String, Option<NaiveDate>)
     if let Ok(d) = NaiveDate::parse_from_str(first, "%Y-%m-%d") {
         return Some((first.into(), Some(d)));
     }
-    if let Some(month) = MONTHS.iter().position(|m| *m == first || (first.len() >= 3 && m.starts_with(first))) {
+    if let Some(month) =
+        crate::memory::search::MONTHS.iter().position(|m| *m == first || (first.len() >= 3 && m.starts_with(first)))
+    {
         let day: Option<u32> = second.trim_end_matches(|c: char| c.is_alphabetic()).parse().ok();
         if let Some(day) = day {
             let mut date = NaiveDate::from_ymd_opt(start.year(), month as u32 + 1, day);

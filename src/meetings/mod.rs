@@ -35,7 +35,6 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::llm::Llm;
@@ -139,15 +138,6 @@ fn validate_metadata(metadata: Option<Value>) -> Result<Value> {
     }
 }
 
-fn short_hash(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(h.finalize())[..20].to_string()
-}
-
 impl Meetings {
     pub fn new(stores: Stores, writes: Arc<WriteLog>, memories: Arc<Memories>, llm: Option<Arc<dyn Llm>>) -> Meetings {
         Meetings { stores, writes, memories, llm, locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() }
@@ -159,7 +149,7 @@ impl Meetings {
         tenant: &TenantId,
         id: &str,
     ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Option<crate::store::records::ExclusiveGuard>)> {
-        let name = short_hash(&[tenant.as_str(), id]);
+        let name = crate::memory::short_hash(&[tenant.as_str(), id]);
         let stripe = u64::from_str_radix(&name[..8], 16).unwrap_or(0) as usize % self.locks.len();
         let local = self.locks[stripe].lock().await;
         let cluster = self.stores.records.exclusive(&format!("meeting:{name}")).await?;

@@ -115,7 +115,8 @@ pub fn new_memory_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-fn short_hash(parts: &[&str]) -> String {
+/// A short, stable hex digest of `parts` (each ended by a NUL), for ids derived from names.
+pub(crate) fn short_hash(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());

@@ -82,7 +82,7 @@ fn spread_to_neighbours(scored: &mut [(Memory, f32, f32, ScoreBreakdown)], weigh
 }
 
 /// Month names, January first.
-const MONTHS: [&str; 12] = [
+pub(crate) const MONTHS: [&str; 12] = [
     "january",
     "february",
     "march",
