@@ -25,6 +25,7 @@ PAGES = {
     "search": "Search",
     "documents": "Documents",
     "memories": "Memories",
+    "meetings": "Meetings",
     "jobs": "Jobs",
     "status": "Status",
     "projects": "Projects",

@@ -1,5 +1,6 @@
 """What a person does with the UI, end to end against the live servers: upload a file and find it,
-search documents and memories together, find what was said in a meeting, add, edit and delete a memory and read its history,
+search documents and memories together, find what was said in a meeting, follow a live meeting and
+end it, import a recorded one, add, edit and delete a memory and read its history,
 follow a job live, take and verify a backup, manage projects and keys, sign in with a key on a
 server that needs one, read the audit log."""
 
@@ -362,3 +363,185 @@ def test_read_only_pages_on_the_signed_in_server(open_page):
             expect(page.get_by_role("alert")).to_contain_text("needs the master key")
         else:
             expect(page.locator("main .banner--error")).to_have_count(0)
+
+
+def meeting_id_from_hash(page):
+    return page.evaluate("() => decodeURIComponent(location.hash.replace(/^#\\/meetings\\//, '').split('?')[0])")
+
+
+STREAM_JS = """async ([id, messages]) => {
+    // One connection to the meeting's live stream, as a transcription client would open it.
+    const ws = new WebSocket(`ws://${location.host}/api/v1/meetings/${id}/stream`, ['nexus.v1']);
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error('no stream')); });
+    const acks = [];
+    const finals = messages.filter((m) => m.is_final).length;
+    const done = new Promise((resolve) => {
+        ws.onmessage = (e) => {
+            const m = JSON.parse(e.data);
+            if (m.type === 'ack' || m.type === 'error') acks.push(m);
+            if (acks.length >= finals) resolve();
+        };
+    });
+    for (const m of messages) ws.send(JSON.stringify(m));
+    if (finals) await done;
+    // Partials go out to the viewers every 100 ms: stay connected long enough.
+    else await new Promise((resolve) => setTimeout(resolve, 400));
+    ws.close();
+    return acks;
+}"""
+
+
+def test_a_live_meeting_streams_onto_its_page_then_ends(open_page):
+    title = unique("Launch planning ")
+    page, _ = open_page()
+    page.goto("/#/meetings")
+    wait_settled(page)
+    page.get_by_label("Title", exact=True).fill(title)
+    page.get_by_label("Participants (optional)").fill("Alice, Bob, Carol")
+    page.get_by_role("button", name="Create meeting").click()
+    expect(page.locator("main h1")).to_have_text(title)
+    meeting_id = meeting_id_from_hash(page)
+    assert meeting_id.startswith("mtg_"), meeting_id
+    expect(page.locator(".meeting-meta [data-status]")).to_have_text("Live")
+    for name in ("Alice", "Bob", "Carol"):
+        expect(page.locator(".participant__name", has_text=name)).to_be_visible()
+    wait_settled(page)
+    expect(page.locator(".transcript-empty")).to_be_visible()
+    # Everything below must arrive over the page's event stream: a reload would lose this mark.
+    page.evaluate("() => { window.__sameDocument = true; }")
+
+    transcript = page.get_by_role("log", name="Transcript")
+    segments = {"segments": [
+        {"segment_id": "a1", "speaker": "Alice", "start_ms": 2_000, "end_ms": 5_000,
+         "text": "Good morning, this is the launch check-in.", "is_final": True},
+        {"segment_id": "a2", "speaker": "Bob", "start_ms": 5_500, "end_ms": 9_000,
+         "text": "We decided to ship on Friday.", "is_final": True},
+    ]}
+    status, added = api("POST", f"/api/v1/meetings/{meeting_id}/segments", segments)
+    assert status == 200, added
+    expect(transcript.locator(".segment")).to_have_count(2)
+    expect(transcript.locator(".segment").nth(0)).to_contain_text("Good morning, this is the launch check-in.")
+    expect(transcript.locator(".segment").nth(1)).to_contain_text("Bob")
+    expect(transcript.locator(".segment").nth(1)).to_contain_text("We decided to ship on Friday.")
+    decision = page.locator('.insight-list[data-kind="decision"] .insight', has_text="ship on Friday")
+    expect(decision).to_be_visible()
+
+    # A partial from the live stream shows where it is said, and its final takes its place.
+    page.evaluate(STREAM_JS, [meeting_id, [
+        {"segment_id": "a3", "speaker": "Bob", "start_ms": 9_500, "end_ms": 11_000,
+         "text": "Alice will send the", "is_final": False}]])
+    partial = page.locator(".segment--partial")
+    expect(partial).to_contain_text("Alice will send the")
+    expect(transcript.locator(".segment")).to_have_count(2)
+    acks = page.evaluate(STREAM_JS, [meeting_id, [
+        {"segment_id": "a3", "speaker": "Bob", "start_ms": 9_500, "end_ms": 13_000,
+         "text": "Alice will send the report by Monday.", "is_final": True}]])
+    assert acks and acks[0].get("seq") == 2, acks
+    expect(transcript.locator(".segment")).to_have_count(3)
+    expect(transcript.locator(".segment").nth(2)).to_contain_text("Alice will send the report by Monday.")
+    expect(partial).to_have_count(0)
+    action = page.locator('.insight-list[data-kind="action_item"] .insight', has_text="report")
+    expect(action).to_be_visible()
+    expect(action.locator(".chip").first).to_have_text(re.compile("Alice"))
+    expect(action).to_contain_text("due")
+    expect(page.locator(".meeting-meta")).to_contain_text("3 segments")
+    assert page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
+
+    # An insight links to the segment it came from.
+    decision.get_by_role("link", name=re.compile("turn 1")).click()
+    expect(transcript.locator(".segment").nth(1)).to_be_focused()
+    run_axe(page, "live meeting")
+    screenshot(page, "flow-meeting-live")
+
+    # End it: the page becomes the ended meeting, with the final summary once the job made it.
+    page.get_by_role("button", name="End meeting").click()
+    expect(page.locator(".meeting-meta [data-status]")).to_have_text("Ended")
+    expect(page.get_by_role("button", name="End meeting")).to_be_hidden()
+    summary = page.get_by_role("region", name="Summary")
+    expect(summary.locator(".badge")).to_have_text("Final", timeout=60_000)
+    expect(summary.locator(".summary")).to_contain_text(re.compile("Friday|report"))
+    assert page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
+    status, body = api("POST", f"/api/v1/meetings/{meeting_id}/segments", {"segments": [
+        {"segment_id": "late", "speaker": "Bob", "start_ms": 20_000, "end_ms": 21_000, "text": "too late", "is_final": True}]})
+    assert status == 409, body
+
+    # The transcript search finds the passage and marks its segments.
+    page.get_by_label("Find in the transcript").fill("report Monday")
+    page.get_by_role("button", name="Find", exact=True).click()
+    expect(page.locator(".transcript-hit").first).to_be_visible()
+    expect(transcript.locator(".segment.is-match", has_text="report by Monday")).to_have_count(1)
+    expect(page.locator(".transcript-hit").first.locator("mark").first).to_have_text(re.compile("report|Monday", re.I))
+    # Only what a speaker said: Carol said nothing.
+    page.get_by_label("Speaker", exact=True).select_option("Carol")
+    page.get_by_role("button", name="Find", exact=True).click()
+    expect(page.get_by_text("Nothing said by Carol matches “report Monday”.")).to_be_visible()
+    expect(transcript.locator(".segment.is-match")).to_have_count(0)
+    run_axe(page, "ended meeting")
+    screenshot(page, "flow-meeting-ended")
+
+    # The transcript downloads as WebVTT.
+    with page.expect_download() as info:
+        page.get_by_role("link", name="WebVTT transcript").click()
+    path = info.value.path()
+    text = open(path, encoding="utf-8").read()
+    assert text.startswith("WEBVTT"), text[:100]
+    assert "We decided to ship on Friday." in text
+
+
+def test_import_a_recorded_transcript_and_delete_it(open_page, tmp_path):
+    title = unique("Offsite planning ")
+    path = tmp_path / "offsite.vtt"
+    path.write_text(
+        "WEBVTT\n\n"
+        "00:00:01.000 --> 00:00:04.000\n<v Dana>We agreed to move the offsite to May.\n\n"
+        "00:00:05.000 --> 00:00:08.500\n<v Eli>Dana will book the venue by Friday.\n\n"
+        "00:00:09.000 --> 00:00:11.000\n<v Dana>Sounds good, thanks everyone.\n\n")
+    page, _ = open_page()
+    page.goto("/#/meetings")
+    wait_settled(page)
+    rows = page.get_by_role("region", name="Meeting list").locator("tbody tr")
+
+    # A meeting made elsewhere shows up in the open list without a reload.
+    other = unique("Made elsewhere ")
+    status, made = api("POST", "/api/v1/meetings", {"title": other})
+    assert status == 201, made
+    expect(rows.filter(has_text=other)).to_have_count(1)
+    expect(rows.filter(has_text=other)).to_contain_text("Scheduled")
+
+    page.get_by_label("Transcript file").set_input_files(str(path))
+    page.get_by_label("Title (optional)").fill(title)
+    page.get_by_role("button", name="Import", exact=True).click()
+    done = page.locator(".upload-progress")
+    expect(done.get_by_role("link", name=title)).to_be_visible(timeout=60_000)
+    row = rows.filter(has_text=title)
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("Ended")
+    expect(row).to_contain_text("imported from vtt")
+    expect(row.locator("td").nth(2)).to_have_text("2")  # participants: Dana, Eli
+    expect(row.locator("td").nth(3)).to_have_text("3")  # segments
+    # The status filter.
+    page.get_by_label("Status").select_option("scheduled")
+    expect(rows.filter(has_text=title)).to_have_count(0)
+    expect(rows.filter(has_text=other)).to_have_count(1)
+    page.get_by_label("Status").select_option("ended")
+    expect(rows.filter(has_text=title)).to_have_count(1)
+    expect(rows.filter(has_text=other)).to_have_count(0)
+
+    done.get_by_role("link", name=title).click()
+    expect(page.locator("main h1")).to_have_text(title)
+    meeting_id = meeting_id_from_hash(page)
+    transcript = page.get_by_role("log", name="Transcript")
+    expect(transcript.locator(".segment")).to_have_count(3)
+    expect(transcript.locator(".segment").first).to_contain_text("Dana")
+    expect(page.locator('.insight-list[data-kind="decision"]')).to_contain_text("offsite")
+    expect(page.get_by_role("region", name="Summary").locator(".badge")).to_have_text("Final")
+
+    # Delete it from the list (the confirmation is accepted): gone from the list and the API.
+    page.get_by_role("link", name="← All meetings").click()
+    expect(page.locator("main h1")).to_have_text("Meetings")
+    page.get_by_role("button", name=f"Delete meeting {title}").click()
+    expect(rows.filter(has_text=title)).to_have_count(0)
+    status, _ = api("GET", f"/api/v1/meetings/{meeting_id}")
+    assert status == 404
+    api("DELETE", f"/api/v1/meetings/{made['id']}")
+    expect(rows.filter(has_text=other)).to_have_count(0)

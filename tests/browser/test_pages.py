@@ -4,7 +4,7 @@ nothing off the server's origin, passes axe-core, and is reachable by keyboard."
 import pytest
 from playwright.sync_api import expect
 
-from conftest import NARROW, PAGES, run_axe, screenshot, wait_settled
+from conftest import NARROW, PAGES, api, run_axe, screenshot, wait_settled
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -28,7 +28,7 @@ def test_page_loads_clean_and_accessible(open_page, route, scheme):
     screenshot(page, f"{route}-{scheme}")
 
 
-@pytest.mark.parametrize("route", ["search", "memories", "documents", "jobs", "keys"])
+@pytest.mark.parametrize("route", ["search", "memories", "meetings", "documents", "jobs", "keys"])
 def test_narrow_screen(open_page, route):
     page, _ = open_page(viewport=NARROW, color_scheme="dark" if route == "memories" else "light")
     page.goto(f"/#/{route}")
@@ -43,6 +43,46 @@ def test_narrow_screen(open_page, route):
     assert nav_box["y"] + nav_box["height"] <= main_box["y"] + 1
     run_axe(page, f"{route}, narrow")
     screenshot(page, f"{route}-narrow")
+
+
+@pytest.fixture(scope="module")
+def seeded_meeting():
+    """A live meeting with a transcript, insights and participants, made through the API."""
+    status, meeting = api("POST", "/api/v1/meetings?wait=true", {
+        "title": "Pages check: harbour planning", "status": "live",
+        "participants": [{"name": "Priya", "email": "priya@example.com", "user_id": "priya"}, {"name": "Tomas"}]})
+    assert status == 201, meeting
+    segments = {"segments": [
+        {"segment_id": "p1", "speaker": "Priya", "start_ms": 1_000, "end_ms": 4_000,
+         "text": "We decided to move the harbour sensors to the north pier.", "is_final": True},
+        {"segment_id": "p2", "speaker": "Tomas", "start_ms": 4_500, "end_ms": 8_000,
+         "text": "I will send the installers the new plan by Monday.", "is_final": True},
+        {"segment_id": "p3", "speaker": "Priya", "start_ms": 8_500, "end_ms": 11_000,
+         "text": "Who talks to the harbour master about the permits?", "is_final": True},
+    ]}
+    status, added = api("POST", f"/api/v1/meetings/{meeting['id']}/segments?wait=true", segments)
+    assert status == 200, added
+    return meeting["id"]
+
+
+@pytest.mark.parametrize("look", ["light", "dark", "narrow"])
+def test_meeting_page_loads_clean_and_accessible(open_page, seeded_meeting, look):
+    narrow = look == "narrow"
+    page, _ = open_page(color_scheme="dark" if look == "dark" else "light", **({"viewport": NARROW} if narrow else {}))
+    page.goto(f"/#/meetings/{seeded_meeting}")
+    expect(page.locator("main h1")).to_have_text("Pages check: harbour planning")
+    expect(page).to_have_title("Pages check: harbour planning · Nexus")
+    expect(page.get_by_role("log", name="Transcript").locator(".segment")).to_have_count(3)
+    expect(page.locator('.insight-list[data-kind="decision"] .insight')).to_have_count(1)
+    wait_settled(page)
+    expect(page.locator("main .banner--error")).to_have_count(0)
+    # The list it belongs to stays marked in the navigation.
+    expect(page.get_by_role("navigation", name="Main").locator('a[aria-current="page"]')).to_have_text("Meetings")
+    if narrow:
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the meeting page is {overflow}px wider than a phone screen"
+    run_axe(page, f"meeting, {look}")
+    screenshot(page, f"meeting-{look}")
 
 
 def test_search_results_pass_axe_in_both_schemes(open_page):

@@ -598,7 +598,9 @@ function meetingResultItem(r, title) {
   const speakers = Array.isArray(r.speakers) ? r.speakers : (r.speaker ? [r.speaker] : []);
   const at = Number.isFinite(r.start_ms) ? formatClock(r.start_ms) : null;
   return h('li', { class: 'result' },
-    h('h3', { class: 'result__title' }, title || 'Meeting'),
+    h('h3', { class: 'result__title' }, r.meeting_id
+      ? h('a', { href: `#/meetings/${encodeURIComponent(r.meeting_id)}` }, title || 'Meeting')
+      : title || 'Meeting'),
     h('p', { class: 'result__meta' },
       speakers.map((s) => h('span', { class: 'chip' }, srOnly('Speaker: '), s)),
       at ? h('span', null, `at ${at}`) : null,
