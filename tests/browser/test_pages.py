@@ -76,6 +76,8 @@ def test_meeting_page_loads_clean_and_accessible(open_page, seeded_meeting, look
     expect(page.locator('.insight-list[data-kind="decision"] .insight')).to_have_count(1)
     wait_settled(page)
     expect(page.locator("main .banner--error")).to_have_count(0)
+    expect(page.locator(".meeting-meta")).to_contain_text("3 segments")
+    expect(page.locator("main")).not_to_contain_text("null")
     # The list it belongs to stays marked in the navigation.
     expect(page.get_by_role("navigation", name="Main").locator('a[aria-current="page"]')).to_have_text("Meetings")
     if narrow:

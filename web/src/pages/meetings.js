@@ -651,7 +651,7 @@ function mountMeeting(root, uid, id) {
     meeting = m;
     heading.textContent = m.title || m.id;
     document.title = `${m.title || 'Meeting'} · Nexus`;
-    headerMeta.replaceChildren(
+    fill(headerMeta,
       statusBadge(m.status),
       m.status === 'live' ? h('span', { class: 'live-dot', 'aria-hidden': 'true' }) : null,
       m.started_at ? h('span', null, 'started ', timeElement(m.started_at)) : h('span', null, 'not started yet'),
@@ -759,7 +759,7 @@ function mountMeeting(root, uid, id) {
   function setSummary(s) {
     summary = s;
     const kind = s?.kind;
-    summaryBadge.replaceChildren(kind === 'final'
+    fill(summaryBadge, kind === 'final'
       ? h('span', { class: 'badge badge--ok' }, 'Final')
       : kind === 'rolling' ? h('span', { class: 'badge badge--info' }, 'So far') : null);
     const bullets = Array.isArray(s?.bullets) ? s.bullets.filter(Boolean) : [];
@@ -768,8 +768,10 @@ function mountMeeting(root, uid, id) {
         meeting?.status === 'ended' ? 'The summary is being written…' : 'A summary appears once enough has been said.'));
       return;
     }
-    summaryBody.replaceChildren(
-      s.text ? h('p', { class: 'summary__text' }, s.text) : null,
+    // An extractive summary's text is its bullets run together: then the bullets say it all.
+    const inText = bullets.length > 0 && bullets.every((b) => s.text?.includes(b));
+    fill(summaryBody,
+      s.text && !inText ? h('p', { class: 'summary__text' }, s.text) : null,
       bullets.length ? h('ul', { class: 'summary__bullets' }, bullets.map((b) => h('li', null, b))) : null,
       h('p', { class: 'page__meta' }, s.generator === 'llm' ? 'Written by the language model.' : 'Made from what was said.'),
     );
@@ -907,6 +909,11 @@ function mountMeeting(root, uid, id) {
 }
 
 // ---- helpers ------------------------------------------------------------------
+
+/** replaceChildren without the null/false children (the DOM would print them as text). */
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat().filter((c) => c != null && c !== false));
+}
 
 function kindName(kind) {
   return { action_item: 'action item', decision: 'decision', question: 'question', topic: 'topic' }[kind] ?? 'insight';
