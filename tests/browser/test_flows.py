@@ -545,3 +545,31 @@ def test_import_a_recorded_transcript_and_delete_it(open_page, tmp_path):
     assert status == 404
     api("DELETE", f"/api/v1/meetings/{made['id']}")
     expect(rows.filter(has_text=other)).to_have_count(0)
+
+
+def test_a_meeting_on_a_server_that_needs_a_key(open_page):
+    """Signed in: the meeting's events stream and its transcript download carry the key."""
+    page, watcher = open_page(base=KEYS_URL)
+    sign_in(page, watcher, ADMIN_KEY)
+    title = unique("Keyed sync ")
+    page.goto("/#/meetings")
+    wait_settled(page)
+    page.get_by_label("Title", exact=True).fill(title)
+    page.get_by_role("button", name="Create meeting").click()
+    expect(page.locator("main h1")).to_have_text(title)
+    meeting_id = meeting_id_from_hash(page)
+    wait_settled(page)
+    status, added = api("POST", f"/api/v1/meetings/{meeting_id}/segments", {"segments": [
+        {"segment_id": "k1", "speaker": "Mona", "start_ms": 0, "end_ms": 3_000,
+         "text": "Let's go with the blue design.", "is_final": True}]}, base=KEYS_URL, key=ADMIN_KEY)
+    assert status == 200, added
+    expect(page.get_by_role("log", name="Transcript").locator(".segment")).to_contain_text("blue design")
+    expect(page.locator(".participant__name", has_text="Mona")).to_be_visible()
+    with page.expect_download() as info:
+        page.get_by_role("link", name="SRT transcript").click()
+    assert info.value.suggested_filename == f"{meeting_id}.srt"
+    text = open(info.value.path(), encoding="utf-8").read()
+    assert "00:00:00,000 --> 00:00:03,000" in text, text
+    assert "blue design" in text
+    status, _ = api("DELETE", f"/api/v1/meetings/{meeting_id}", base=KEYS_URL, key=ADMIN_KEY)
+    assert status in (200, 204)
