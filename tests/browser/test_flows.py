@@ -573,3 +573,51 @@ def test_a_meeting_on_a_server_that_needs_a_key(open_page):
     assert "blue design" in text
     status, _ = api("DELETE", f"/api/v1/meetings/{meeting_id}", base=KEYS_URL, key=ADMIN_KEY)
     assert status in (200, 204)
+
+
+def test_a_meeting_page_reloads_on_resync(open_page):
+    status, meeting = api("POST", "/api/v1/meetings?wait=true", {"title": unique("Resync check "), "status": "live"})
+    assert status == 201, meeting
+    meeting_id = meeting["id"]
+
+    def post(segment_id, text):
+        status, added = api("POST", f"/api/v1/meetings/{meeting_id}/segments?wait=true", {"segments": [
+            {"segment_id": segment_id, "speaker": "Noor", "start_ms": 0, "end_ms": 1_000, "text": text, "is_final": True}]})
+        assert status == 200, added
+
+    post("r1", "The first thing said.")
+    page, _ = open_page()
+    # The page's event stream is held here: empty streams until the test says, then one `resync`
+    # from the position after the missed segment (so catching up would not bring it), then the
+    # real stream.
+    state = {"resync_at": None, "sent": False}
+
+    def events(route):
+        if "text/event-stream" not in (route.request.headers.get("accept") or ""):
+            route.continue_()
+        elif state["resync_at"] is None:
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body="")
+        elif not state["sent"]:
+            state["sent"] = True
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"},
+                          body=f'event: resync\ndata: {{"type": "resync", "pos": {state["resync_at"]}}}\n\n')
+        else:
+            route.continue_()
+
+    page.route(re.compile(r".*/api/v1/events\?.*"), events)
+    page.goto(f"/#/meetings/{meeting_id}")
+    transcript = page.get_by_role("log", name="Transcript")
+    expect(transcript.locator(".segment")).to_have_count(1)
+    wait_settled(page)
+    page.evaluate("() => { window.__sameDocument = true; }")
+    post("r2", "Something said while the page was not following.")
+    status, position = api("GET", f"/api/v1/events?topics=meeting:{meeting_id}")
+    assert status == 200, position
+    state["resync_at"] = position["pos"]
+    expect(transcript.locator(".segment")).to_have_count(2, timeout=15_000)
+    expect(transcript.locator(".segment").nth(1)).to_contain_text("while the page was not following")
+    assert state["sent"]
+    assert page.evaluate("() => window.__sameDocument === true"), "the page was reloaded"
+    # Then it follows live again.
+    post("r3", "And this arrives live.")
+    expect(transcript.locator(".segment")).to_have_count(3, timeout=15_000)
