@@ -679,6 +679,8 @@ function mountMeeting(root, uid, id) {
 
   function addSegment(s) {
     const existing = segments.get(s.seq);
+    // A reader at the end of the transcript stays there as it grows; one reading back is left alone.
+    const atEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
     const item = h('li', { id: segmentDomId(s.seq), class: 'segment', tabindex: -1, 'data-seq': s.seq },
       h('span', { class: 'segment__meta' },
         h('span', { class: 'segment__speaker' }, s.speaker || 'Unknown speaker'),
@@ -697,6 +699,7 @@ function mountMeeting(root, uid, id) {
       finals.insertBefore(item, before?.item ?? null);
     }
     segments.set(s.seq, { segment: s, item });
+    if (atEnd && !existing) log.scrollTop = log.scrollHeight;
     // Its final replaces the partial shown for it.
     const partial = partialItems.get(s.segment_id);
     if (partial) {
