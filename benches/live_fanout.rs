@@ -1,7 +1,8 @@
 //! Real time at scale: thousands of WebSocket subscribers on one node while segments stream into
 //! live meetings. A real `nexus serve` runs as a child process; this process is the client, on
 //! loopback: `--meetings` meetings created over HTTP, one streamer per meeting sending a final
-//! segment every `1/--rate` seconds over `GET /api/v1/meetings/{id}/stream`, and `--subscribers`
+//! segment every `1/--rate` seconds over `GET /api/v1/meetings/{id}/stream` (default 0.2: one
+//! final every 5 s per meeting; AMI's meetings average a turn every 3.6 s), and `--subscribers`
 //! connections to `GET /api/v1/events?topics=meeting:{id}` spread evenly over the meetings.
 //!
 //! Measured: fan-out latency from the moment a streamer reads the acknowledgement of a final to
@@ -11,7 +12,7 @@
 //! beside the anchors: p99 <= 250 ms, RSS <= 1 GiB at 10,000 connections.
 //!
 //! ```sh
-//! cargo bench --bench live_fanout -- [--subscribers 10000] [--meetings 100] [--seconds 30] [--rate 1] [--bin PATH]
+//! cargo bench --bench live_fanout -- [--subscribers 10000] [--meetings 100] [--seconds 30] [--rate 0.2] [--bin PATH]
 //! ```
 
 use std::sync::Arc;
@@ -101,7 +102,8 @@ async fn connect(addr: &str, path: &str) -> Result<Ws, String> {
     let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0).max_write_buffer_size(1 << 20);
-    let (ws, _) = client_async_with_config(request, stream, Some(config)).await.map_err(|e| format!("handshake: {e}"))?;
+    let (ws, _) =
+        client_async_with_config(request, stream, Some(config)).await.map_err(|e| format!("handshake: {e}"))?;
     Ok(ws)
 }
 
@@ -167,6 +169,7 @@ struct Streamed {
     acked: Vec<Option<Instant>>,
     ack_ms: Vec<f64>,
     errors: usize,
+    first_error: Option<String>,
 }
 
 async fn streamer(
@@ -177,7 +180,7 @@ async fn streamer(
     offset: Duration,
     count: usize,
 ) -> Streamed {
-    let mut out = Streamed { acked: vec![None; count], ack_ms: Vec::new(), errors: 0 };
+    let mut out = Streamed { acked: vec![None; count], ack_ms: Vec::new(), errors: 0, first_error: None };
     let mut sent: Vec<Option<Instant>> = vec![None; count];
     let period = Duration::from_secs_f64(1.0 / rate);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
@@ -196,8 +199,9 @@ async fn streamer(
                 let segment = json!({"segment_id": format!("s{n}"), "speaker": speakers[n % speakers.len()],
                                      "start_ms": n * 4000, "end_ms": n * 4000 + 3500, "text": text, "is_final": true});
                 sent[n] = Some(Instant::now());
-                if ws.send(Message::text(segment.to_string())).await.is_err() {
+                if let Err(e) = ws.send(Message::text(segment.to_string())).await {
                     out.errors += 1;
+                    out.first_error.get_or_insert(format!("send: {e}"));
                     return out;
                 }
                 n += 1;
@@ -217,11 +221,18 @@ async fn streamer(
                         }
                     } else if v["type"] == "error" {
                         out.errors += 1;
+                        out.first_error.get_or_insert(v.to_string());
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(_)) | None => {
+                Some(Err(e)) => {
                     out.errors += 1;
+                    out.first_error.get_or_insert(format!("read: {e}"));
+                    return out;
+                }
+                None => {
+                    out.errors += 1;
+                    out.first_error.get_or_insert("the server closed the stream".into());
                     return out;
                 }
             },
@@ -243,7 +254,7 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Value {
 }
 
 fn main() {
-    let (mut subscribers, mut meetings, mut seconds, mut rate) = (10_000usize, 100usize, 30u64, 1.0f64);
+    let (mut subscribers, mut meetings, mut seconds, mut rate) = (10_000usize, 100usize, 30u64, 0.2f64);
     let mut bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -352,9 +363,11 @@ async fn run(base: &str, addr: &str, pid: u32, subscribers: usize, meetings: usi
     let (mut delivered, mut expected, mut early, mut dropped, mut resynced, mut late_or_missing) = (0, 0, 0, 0, 0, 0);
     let mut reasons: Vec<String> = Vec::new();
     for (m, handle) in handles {
-        let got = tokio::time::timeout(Duration::from_secs(30), handle).await.ok().and_then(Result::ok).unwrap_or(
-            Received { dropped: Some("did not stop".into()), ..Received::default() },
-        );
+        let got = tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(Received { dropped: Some("did not stop".into()), ..Received::default() });
         let acked = &streamed[m].acked;
         let want = acked.iter().filter(|a| a.is_some()).count();
         expected += want;
@@ -387,6 +400,9 @@ async fn run(base: &str, addr: &str, pid: u32, subscribers: usize, meetings: usi
     ack_ms.sort_by(f64::total_cmp);
     let finals: usize = streamed.iter().map(|s| s.acked.iter().filter(|a| a.is_some()).count()).sum();
     let stream_errors: usize = streamed.iter().map(|s| s.errors).sum();
+    if let Some(e) = streamed.iter().find_map(|s| s.first_error.as_ref()) {
+        println!("first streamer error: {e}");
+    }
 
     println!(
         "{connected} of {subscribers} subscribers connected over {meetings} meetings in {connect_secs:.1} s ({} failed); \

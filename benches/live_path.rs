@@ -232,7 +232,7 @@ fn main() {
     let _ = streamer.close(None);
 
     let a = arrivals.lock().unwrap();
-    let (mut insight_ms, mut segment_ms) = (Vec::new(), Vec::new());
+    let (mut insight_ms, mut segment_ms, mut gap_ms) = (Vec::new(), Vec::new(), Vec::new());
     let (mut expected_insights, mut missing_insights, mut unexpected_insights, mut missing_segments) = (0, 0, 0, 0);
     let mut kinds: HashMap<String, usize> = HashMap::new();
     for (seq, t0, insightful) in &sent {
@@ -246,15 +246,19 @@ fn main() {
             match got {
                 Some((at, kind)) => {
                     insight_ms.push(at.saturating_duration_since(*t0).as_secs_f64() * 1000.0);
+                    if let Some(segment_at) = a.segment.get(seq) {
+                        gap_ms.push(at.saturating_duration_since(*segment_at).as_secs_f64() * 1000.0);
+                    }
                     *kinds.entry(kind.clone()).or_default() += 1;
                 }
                 None => missing_insights += 1,
             }
-        } else if got.is_some() {
+        } else if let Some((_, kind)) = got {
             unexpected_insights += 1;
+            *kinds.entry(format!("{kind} (unexpected)")).or_default() += 1;
         }
     }
-    for v in [&mut ack_ms, &mut search_ms, &mut insight_ms, &mut segment_ms] {
+    for v in [&mut ack_ms, &mut search_ms, &mut insight_ms, &mut segment_ms, &mut gap_ms] {
         v.sort_by(f64::total_cmp);
     }
     let mut kinds: Vec<_> = kinds.into_iter().collect();
@@ -264,11 +268,15 @@ fn main() {
          {searches} searches polled every {} ms; no LLM",
         POLL.as_millis()
     );
-    println!("{:<34} {:>5} {:>8} {:>8} {:>8} {:>8}", "from sending a final to", "n", "p50 ms", "p95 ms", "p99 ms", "max ms");
+    println!(
+        "{:<34} {:>5} {:>8} {:>8} {:>8} {:>8}",
+        "from sending a final to", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"
+    );
     line("(a) its acknowledgement", &ack_ms, None);
     line("(b) searchable (keyword)", &search_ms, Some(ANCHOR_MS));
     line("(c) its insight pushed", &insight_ms, Some(ANCHOR_MS));
     line("(d) its segment event pushed", &segment_ms, None);
+    line("(c) after (d)", &gap_ms, None);
     println!(
         "not searchable within {} s: {not_found}; insights expected {expected_insights}, missing {missing_insights}, \
          on other segments {unexpected_insights} ({kinds:?}); segment events missing {missing_segments}",
