@@ -17,8 +17,14 @@
 //! `documents`, `jobs`. Every event belongs to one tenant; the transport shows a connection only
 //! its own tenant's events. The channel is bounded: a receiver that falls `queue` events behind
 //! learns it (`Lagged`) and is closed by the transport, so a slow reader never grows memory.
+//!
+//! A connection that follows one meeting only (`meeting:{id}`: a meeting's viewers and its live
+//! stream) takes that meeting's events from a channel of its own, made while it has receivers.
+//! So thousands of viewers of a hundred meetings are each woken by their meeting's events alone,
+//! not by every event of the node, and one that keeps up with its meeting never falls behind
+//! because other meetings are busy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -119,6 +125,14 @@ impl Topics {
         Topics(BTreeSet::from([topic]))
     }
 
+    /// The meeting these topics are all about, when they are exactly `meeting:{id}`.
+    pub fn only_meeting(&self) -> Option<&str> {
+        match self.0.len() {
+            1 => self.0.first()?.strip_prefix("meeting:"),
+            _ => None,
+        }
+    }
+
     pub fn matches(&self, event: &Event) -> bool {
         self.0.is_empty() || event.topics.iter().any(|t| self.0.contains(t))
     }
@@ -132,8 +146,49 @@ pub enum CatchUp {
     Resync,
 }
 
+/// Where events go: the node's channel, which every event takes, and one per meeting that
+/// connections follow on its own, which takes that meeting's events too. All are bounded by
+/// `capacity`; a meeting's channel is dropped once nobody listens to it.
+struct Channels {
+    all: broadcast::Sender<Arc<Event>>,
+    meetings: parking_lot::Mutex<HashMap<String, broadcast::Sender<Arc<Event>>>>,
+    capacity: usize,
+}
+
+impl Channels {
+    fn new(capacity: usize) -> Channels {
+        Channels { all: broadcast::channel(capacity).0, meetings: Default::default(), capacity }
+    }
+
+    fn send(&self, event: Event) {
+        let event = Arc::new(event);
+        if let Some(meeting) = event.meeting_id() {
+            let mut meetings = self.meetings.lock();
+            if let Some(tx) = meetings.get(meeting)
+                && tx.send(event.clone()).is_err()
+            {
+                meetings.remove(meeting);
+            }
+        }
+        let _ = self.all.send(event);
+    }
+
+    /// A receiver of every event from now on that `topics` can match.
+    fn subscribe(&self, topics: &Topics) -> broadcast::Receiver<Arc<Event>> {
+        let Some(meeting) = topics.only_meeting() else { return self.all.subscribe() };
+        let mut meetings = self.meetings.lock();
+        if let Some(tx) = meetings.get(meeting) {
+            return tx.subscribe();
+        }
+        meetings.retain(|_, tx| tx.receiver_count() > 0);
+        let (tx, rx) = broadcast::channel(self.capacity);
+        meetings.insert(meeting.to_string(), tx);
+        rx
+    }
+}
+
 pub struct Hub {
-    tx: broadcast::Sender<Arc<Event>>,
+    channels: Channels,
     published: watch::Sender<Seq>,
     records: Arc<dyn RecordStore>,
     config: EventsConfig,
@@ -152,8 +207,8 @@ impl Hub {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Hub>> {
         let head = records.head_seq().await?;
-        let (tx, _) = broadcast::channel(config.queue);
-        let hub = Arc::new(Hub { tx, published: watch::channel(head).0, records, config });
+        let channels = Channels::new(config.queue);
+        let hub = Arc::new(Hub { channels, published: watch::channel(head).0, records, config });
         tokio::spawn(hub.clone().tail(head, written, poll, shutdown.clone()));
         tokio::spawn(hub.clone().forward_jobs(jobs, shutdown));
         Ok(hub)
@@ -163,9 +218,11 @@ impl Hub {
         &self.config
     }
 
-    /// A receiver of every event from now on (the caller keeps only what its connection may see).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
-        self.tx.subscribe()
+    /// A receiver of the events from now on that `topics` can match: a meeting's own channel
+    /// when they are one meeting's, else every event (the caller keeps only what its connection
+    /// may see).
+    pub fn subscribe(&self, topics: &Topics) -> broadcast::Receiver<Arc<Event>> {
+        self.channels.subscribe(topics)
     }
 
     /// The change-log position of the last logged event published.
@@ -175,7 +232,7 @@ impl Hub {
 
     /// Publishes a live-only event (not in the change log, never replayed).
     pub fn publish_live(&self, tenant: &TenantId, kind: &'static str, topics: Vec<String>, id: String, data: Value) {
-        let _ = self.tx.send(Arc::new(Event::new(kind, self.position(), tenant.clone(), topics, id, data)));
+        self.channels.send(Event::new(kind, self.position(), tenant.clone(), topics, id, data));
     }
 
     /// A partial (interim) transcript segment of a meeting, for its viewers other than the
@@ -184,7 +241,7 @@ impl Hub {
         let id = segment["segment_id"].as_str().unwrap_or_default().to_string();
         let mut event = Event::new("partial", self.position(), tenant.clone(), meeting_topics(meeting_id), id, segment);
         event.origin = origin;
-        let _ = self.tx.send(Arc::new(event));
+        self.channels.send(event);
     }
 
     /// A stored final segment, sent again to a client resuming a meeting's stream (not from the
@@ -246,7 +303,7 @@ impl Hub {
                     let full = page.len() == PAGE;
                     for change in &page {
                         if let Some(event) = derive(change) {
-                            let _ = self.tx.send(Arc::new(event));
+                            self.channels.send(event);
                         }
                         last = change.seq;
                     }
@@ -388,6 +445,31 @@ fn memory_topics(user: &Option<String>, agent: &Option<String>, run: &Option<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn partial(meeting: &str, n: u64) -> Event {
+        let tenant = TenantId::new("t").unwrap();
+        Event::new("partial", n, tenant, meeting_topics(meeting), format!("s{n}"), json!({"n": n}))
+    }
+
+    #[test]
+    fn a_meetings_viewers_are_not_behind_because_other_meetings_are_busy() {
+        let channels = Channels::new(4);
+        let one = Topics::parse(Some("meeting:mtg_a")).unwrap();
+        assert_eq!(one.only_meeting(), Some("mtg_a"));
+        assert_eq!(Topics::parse(Some("meeting:mtg_a,meetings")).unwrap().only_meeting(), None);
+        let mut viewer = channels.subscribe(&one);
+        let mut everything = channels.subscribe(&Topics::default());
+        for n in 0..10 {
+            channels.send(partial("mtg_b", n));
+        }
+        channels.send(partial("mtg_a", 10));
+        assert_eq!(viewer.try_recv().unwrap().id, "s10", "only its meeting's events, none lost");
+        assert!(matches!(everything.try_recv(), Err(broadcast::error::TryRecvError::Lagged(_))));
+        // A meeting's channel goes with its last viewer.
+        drop(viewer);
+        channels.send(partial("mtg_a", 11));
+        assert!(channels.meetings.lock().is_empty());
+    }
 
     #[test]
     fn topics_are_checked() {

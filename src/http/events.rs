@@ -110,7 +110,7 @@ static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 impl Feed {
     /// Subscribes now; live events start after [`Feed::seen`], the hub's position at this moment.
     pub fn open(app: &Arc<App>, tenant: TenantId, topics: Topics) -> Feed {
-        let rx = app.events.subscribe();
+        let rx = app.events.subscribe(&topics);
         let seen = app.events.position();
         let id = CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Feed { app: app.clone(), rx, tenant, topics, seen, id, ended: false }
