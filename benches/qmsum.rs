@@ -1,16 +1,27 @@
-//! Meeting search on QMSum's 20 product meetings (AMI): each meeting is replayed as a live stream
-//! over `GET /api/v1/meetings/{id}/stream` of a real `nexus serve` (every turn a final segment,
-//! its speakers as participants), then each of the 129 specific queries with gold spans is asked
-//! through `POST /api/v1/search` (`sources: ["meetings"]`, the meeting's id as filter) in keyword,
-//! semantic and hybrid modes. A query hits@k when one of its top-k results overlaps one of its
-//! gold turn spans. Printed beside the dataset's baselines over single turns (BM25 0.690, MiniLM
-//! 0.791, their fusion 0.806 at @5); Nexus's results are windows of consecutive turns, so the
-//! mean number of turns in the top 5 is printed too. Also: the stream's acknowledgement latency.
+//! Meeting search and decisions on QMSum's 20 product meetings (AMI): each meeting is replayed as
+//! a live stream over `GET /api/v1/meetings/{id}/stream` of a real `nexus serve` (every turn a
+//! final segment, its speakers as participants), then each of the 129 specific queries with gold
+//! spans is asked through `POST /api/v1/search` (`sources: ["meetings"]`, the meeting's id as
+//! filter) in keyword, semantic and hybrid modes. A query hits@k when one of its top-k results
+//! overlaps one of its gold turn spans. Printed beside the dataset's baselines over single turns
+//! (BM25 0.690, MiniLM 0.791, their fusion 0.806 at @5); Nexus's results are windows of
+//! consecutive turns, so the mean number of turns in the top 5 is printed too. Also: the stream's
+//! acknowledgement latency.
+//!
+//! Then every meeting is ended (`?wait=true`: its final insights made) and, for the queries that
+//! ask what was decided, agreed or concluded, the bench counts how often an extracted decision
+//! comes from a turn inside the query's gold span, how many decisions a meeting has, and which
+//! share of them lie inside a decision query's span; beside a keyword-only baseline that takes
+//! every turn saying "decide", "decided", "decision", "agree" or "agreed" as a decision.
+//!
+//! Ranking and the rules may be tuned on meetings 1-10 (file order) only; every figure is printed
+//! for those, for the held-out meetings 11-20 and for all. `--explore` also prints fusion weight
+//! and query variants, and hit@5 after collapsing overlapping results client-side.
 //!
 //! ```sh
-//! cargo bench --bench qmsum -- [--data PATH/test_product.jsonl] [--bin PATH]
+//! cargo bench --bench qmsum -- [--data PATH/test_product.jsonl] [--bin PATH] [--explore]
 //! ```
-//! The data is read from `../shared/datasets/qmsum`; nothing here is tuned on it.
+//! The data is read from `../shared/datasets/qmsum`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::TcpStream;
