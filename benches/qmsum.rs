@@ -42,6 +42,9 @@ type Ws = tungstenite::WebSocket<TcpStream>;
 /// rest are reported apart as held out.
 const TUNE: usize = 10;
 
+/// A specific query with gold spans: its meeting (index in the file), its text, its spans.
+type Query = (usize, String, Vec<(usize, usize)>);
+
 /// The keyword-only decision baseline: a turn holding one of these words is a decision.
 const BASELINE_DECISION_WORDS: &[&str] = &["decide", "decided", "decision", "agree", "agreed"];
 
@@ -290,7 +293,7 @@ fn main() {
         (covered, took)
     };
     // Every specific query with gold spans: (meeting, text, spans).
-    let queries: Vec<(usize, String, Vec<(usize, usize)>)> = meetings
+    let queries: Vec<Query> = meetings
         .iter()
         .enumerate()
         .flat_map(|(m, meeting)| {
@@ -400,8 +403,7 @@ fn main() {
                 .collect()
         })
         .collect();
-    let asked: Vec<&(usize, String, Vec<(usize, usize)>)> =
-        queries.iter().filter(|(_, q, _)| asks_for_decision(q)).collect();
+    let asked: Vec<&Query> = queries.iter().filter(|(_, q, _)| asks_for_decision(q)).collect();
     println!("decision queries ({} of {}: asking what was decided, agreed or concluded)", asked.len(), queries.len());
     println!(
         "{:<26} {:>20} {:>22} {:>26}",
