@@ -1,16 +1,27 @@
-//! Meeting search on QMSum's 20 product meetings (AMI): each meeting is replayed as a live stream
-//! over `GET /api/v1/meetings/{id}/stream` of a real `nexus serve` (every turn a final segment,
-//! its speakers as participants), then each of the 129 specific queries with gold spans is asked
-//! through `POST /api/v1/search` (`sources: ["meetings"]`, the meeting's id as filter) in keyword,
-//! semantic and hybrid modes. A query hits@k when one of its top-k results overlaps one of its
-//! gold turn spans. Printed beside the dataset's baselines over single turns (BM25 0.690, MiniLM
-//! 0.791, their fusion 0.806 at @5); Nexus's results are windows of consecutive turns, so the
-//! mean number of turns in the top 5 is printed too. Also: the stream's acknowledgement latency.
+//! Meeting search and decisions on QMSum's 20 product meetings (AMI): each meeting is replayed as
+//! a live stream over `GET /api/v1/meetings/{id}/stream` of a real `nexus serve` (every turn a
+//! final segment, its speakers as participants), then each of the 129 specific queries with gold
+//! spans is asked through `POST /api/v1/search` (`sources: ["meetings"]`, the meeting's id as
+//! filter) in keyword, semantic and hybrid modes. A query hits@k when one of its top-k results
+//! overlaps one of its gold turn spans. Printed beside the dataset's baselines over single turns
+//! (BM25 0.690, MiniLM 0.791, their fusion 0.806 at @5); Nexus's results are windows of
+//! consecutive turns, so the mean number of turns in the top 5 is printed too. Also: the stream's
+//! acknowledgement latency.
+//!
+//! Then every meeting is ended (`?wait=true`: its final insights made) and, for the queries that
+//! ask what was decided, agreed or concluded, the bench counts how often an extracted decision
+//! comes from a turn inside the query's gold span, how many decisions a meeting has, and which
+//! share of them lie inside a decision query's span; beside a keyword-only baseline that takes
+//! every turn saying "decide", "decided", "decision", "agree" or "agreed" as a decision.
+//!
+//! Ranking and the rules may be tuned on meetings 1-10 (file order) only; every figure is printed
+//! for those, for the held-out meetings 11-20 and for all. `--explore` also prints fusion weight
+//! and query variants, and hit@5 after collapsing overlapping results client-side.
 //!
 //! ```sh
-//! cargo bench --bench qmsum -- [--data PATH/test_product.jsonl] [--bin PATH]
+//! cargo bench --bench qmsum -- [--data PATH/test_product.jsonl] [--bin PATH] [--explore]
 //! ```
-//! The data is read from `../shared/datasets/qmsum`; nothing here is tuned on it.
+//! The data is read from `../shared/datasets/qmsum`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::TcpStream;
@@ -26,6 +37,85 @@ mod common;
 const WINDOW: usize = 16;
 
 type Ws = tungstenite::WebSocket<TcpStream>;
+
+/// Meetings `0..TUNE` (in file order) are the half ranking and extraction may be tuned on; the
+/// rest are reported apart as held out.
+const TUNE: usize = 10;
+
+/// A specific query with gold spans: its meeting (index in the file), its text, its spans.
+type Query = (usize, String, Vec<(usize, usize)>);
+
+/// The keyword-only decision baseline: a turn holding one of these words is a decision.
+const BASELINE_DECISION_WORDS: &[&str] = &["decide", "decided", "decision", "agree", "agreed"];
+
+/// Whether a query asks what was decided, agreed or concluded ("disagree" is not an agreement).
+fn asks_for_decision(query: &str) -> bool {
+    query.to_lowercase().split(|c: char| !c.is_alphanumeric()).any(|w| {
+        w.starts_with("decid")
+            || w.starts_with("decision")
+            || w.starts_with("agree")
+            || w.starts_with("conclu")
+            || w.starts_with("settle")
+            || w == "final"
+    })
+}
+
+/// Words that describe the request rather than what was said (explored with `--explore`).
+const META: &[&str] = &[
+    "summarize",
+    "summarise",
+    "summary",
+    "discuss",
+    "discussed",
+    "discussing",
+    "discussion",
+    "talk",
+    "talked",
+    "talking",
+    "say",
+    "said",
+    "think",
+    "thought",
+    "what",
+    "why",
+    "how",
+    "did",
+    "does",
+    "do",
+    "the",
+    "group",
+    "team",
+    "when",
+    "about",
+    "of",
+    "in",
+    "on",
+    "was",
+    "were",
+    "is",
+    "are",
+];
+
+fn without_meta(query: &str) -> String {
+    let kept: Vec<&str> = query
+        .split_whitespace()
+        .filter(|w| !META.contains(&w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase().as_str()))
+        .collect();
+    if kept.is_empty() { query.to_string() } else { kept.join(" ") }
+}
+
+fn spans_of(q: &Value) -> Vec<(usize, usize)> {
+    q["relevant_text_span"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            let a = s[0].as_str()?.parse().ok()?;
+            let b = s[1].as_str()?.parse().ok()?;
+            Some((a, b))
+        })
+        .collect()
+}
 
 /// A turn's text without AMI's transcription markers (`{disfmarker}`, `{vocalsound}`, ...).
 fn clean(text: &str) -> String {
@@ -97,7 +187,7 @@ fn main() {
         match arg.as_str() {
             "--data" => data = PathBuf::from(args.next().unwrap()),
             "--bin" => bin = PathBuf::from(args.next().unwrap()),
-            "--bench" => {}
+            "--bench" | "--explore" => {}
             other => panic!("unknown argument {other}"),
         }
     }
@@ -179,65 +269,189 @@ fn main() {
         percentile(&latency, 0.99)
     );
 
+    let explore = std::env::args().any(|a| a == "--explore");
+    let ask = |query: &str, m: usize, mode: &str, fusion: &Value, top_k: usize| -> (Vec<(usize, usize)>, f64) {
+        let (id, by_seq) = &ids[m];
+        let mut body = json!({"query": query, "mode": mode, "top_k": top_k, "sources": ["meetings"],
+                              "filters": {"meeting_id": id}});
+        if !fusion.is_null() {
+            body["fusion"] = fusion.clone();
+        }
+        let t = Instant::now();
+        let found = post(&http, &format!("{base}/api/v1/search"), &body);
+        let took = t.elapsed().as_secs_f64() * 1000.0;
+        let covered = found["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                let first = by_seq.get(&r["seq_start"].as_u64()?)?;
+                let last = by_seq.get(&r["seq_end"].as_u64()?)?;
+                Some((*first, *last))
+            })
+            .collect();
+        (covered, took)
+    };
+    // Every specific query with gold spans: (meeting, text, spans).
+    let queries: Vec<Query> = meetings
+        .iter()
+        .enumerate()
+        .flat_map(|(m, meeting)| {
+            meeting["specific_query_list"].as_array().cloned().unwrap_or_default().into_iter().filter_map(move |q| {
+                let spans = spans_of(&q);
+                (!spans.is_empty()).then(|| (m, q["query"].as_str().unwrap_or_default().to_string(), spans))
+            })
+        })
+        .collect();
+
+    println!("hit@k over {} queries, split by meeting: tune = meetings 1-{TUNE}, held out = the rest", queries.len());
     println!(
-        "{:<10} {:>7} {:>7} {:>18} {:>10} {:>10}",
-        "mode", "hit@5", "hit@10", "turns in top 5", "p50 ms", "p95 ms"
+        "{:<24} {:>23} {:>23} {:>15} {:>8} {:>8}",
+        "mode", "hit@5 tune/held/all", "hit@10 tune/held/all", "turns in top 5", "p50 ms", "p95 ms"
     );
-    for (mode, anchor) in [("keyword", 0.690), ("semantic", 0.791), ("hybrid", 0.806)] {
-        let (mut queries, mut hit5, mut hit10, mut turns5) = (0usize, 0usize, 0usize, 0usize);
+    let mut variants: Vec<(String, &str, Value, bool)> = vec![
+        ("keyword".into(), "keyword", Value::Null, false),
+        ("semantic".into(), "semantic", Value::Null, false),
+        ("hybrid".into(), "hybrid", Value::Null, false),
+    ];
+    if explore {
+        for (kw, sem, k) in
+            [(0.5, 1.0, 60.0), (0.75, 1.0, 60.0), (1.0, 0.75, 60.0), (1.0, 1.0, 20.0), (1.0, 1.0, 120.0)]
+        {
+            variants.push((
+                format!("hybrid k{kw} s{sem} rrf{k}"),
+                "hybrid",
+                json!({"keyword_weight": kw, "semantic_weight": sem, "rrf_k": k}),
+                false,
+            ));
+        }
+        for mode in ["keyword", "semantic", "hybrid"] {
+            variants.push((format!("{mode} -meta"), mode, Value::Null, true));
+        }
+    }
+    for (name, mode, fusion, strip) in &variants {
+        // Per split: queries, hit@5, hit@10, and the same after collapsing overlapping results.
+        let mut tally = [[0usize; 5]; 2];
         let mut took = Vec::new();
-        for (meeting, (id, by_seq)) in meetings.iter().zip(&ids) {
-            for q in meeting["specific_query_list"].as_array().into_iter().flatten() {
-                let spans: Vec<(usize, usize)> = q["relevant_text_span"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|s| {
-                        let a = s[0].as_str()?.parse().ok()?;
-                        let b = s[1].as_str()?.parse().ok()?;
-                        Some((a, b))
-                    })
-                    .collect();
-                if spans.is_empty() {
-                    continue;
+        for (m, query, spans) in &queries {
+            let text = if *strip { without_meta(query) } else { query.clone() };
+            let (covered, ms) = ask(&text, *m, mode, fusion, if explore { 30 } else { 10 });
+            took.push(ms);
+            let hits = |(first, last): &(usize, usize)| spans.iter().any(|(a, b)| first <= b && a <= last);
+            let t = &mut tally[usize::from(*m >= TUNE)];
+            t[0] += 1;
+            t[1] += usize::from(covered.iter().take(5).any(hits));
+            t[2] += usize::from(covered.iter().take(10).any(hits));
+            t[3] += covered.iter().take(5).map(|(a, b)| b - a + 1).sum::<usize>();
+            let mut kept: Vec<(usize, usize)> = Vec::new();
+            for c in &covered {
+                if !kept.iter().any(|k| c.0 <= k.1 && k.0 <= c.1) {
+                    kept.push(*c);
                 }
-                queries += 1;
-                let t = Instant::now();
-                let found = post(
-                    &http,
-                    &format!("{base}/api/v1/search"),
-                    &json!({"query": q["query"], "mode": mode, "top_k": 10, "sources": ["meetings"],
-                            "filters": {"meeting_id": id}}),
-                );
-                took.push(t.elapsed().as_secs_f64() * 1000.0);
-                let results = found["results"].as_array().cloned().unwrap_or_default();
-                let covered: Vec<(usize, usize)> = results
-                    .iter()
-                    .filter_map(|r| {
-                        let first = by_seq.get(&r["seq_start"].as_u64()?)?;
-                        let last = by_seq.get(&r["seq_end"].as_u64()?)?;
-                        Some((*first, *last))
-                    })
-                    .collect();
-                let hits = |(first, last): &(usize, usize)| spans.iter().any(|(a, b)| first <= b && a <= last);
-                hit5 += usize::from(covered.iter().take(5).any(hits));
-                hit10 += usize::from(covered.iter().take(10).any(hits));
-                turns5 += covered.iter().take(5).map(|(a, b)| b - a + 1).sum::<usize>();
             }
+            t[4] += usize::from(kept.iter().take(5).any(hits));
         }
         took.sort_by(f64::total_cmp);
-        let n = queries as f64;
+        let rate = |i: usize| {
+            let (a, b) = (tally[0][i] as f64, tally[1][i] as f64);
+            let (na, nb) = (tally[0][0] as f64, tally[1][0] as f64);
+            format!("{:.3}/{:.3}/{:.3}", a / na, b / nb, (a + b) / (na + nb))
+        };
+        let all = (tally[0][0] + tally[1][0]) as f64;
         println!(
-            "{mode:<10} {:>7.3} {:>7.3} {:>18.1} {:>10.1} {:>10.1}   ({queries} queries; baseline hit@5 {anchor:.3}, ratio {:.2}x)",
-            hit5 as f64 / n,
-            hit10 as f64 / n,
-            turns5 as f64 / n,
+            "{name:<24} {:>23} {:>23} {:>15.1} {:>8.1} {:>8.1}{}",
+            rate(1),
+            rate(2),
+            (tally[0][3] + tally[1][3]) as f64 / all,
             percentile(&took, 0.5),
             percentile(&took, 0.95),
-            (hit5 as f64 / n) / anchor
+            if explore { format!("   collapsed hit@5 {}", rate(4)) } else { String::new() }
         );
     }
+    println!("dataset baselines over single turns, hit@5: BM25 0.690, MiniLM 0.791, their fusion 0.806");
     println!("goal: hybrid hit@5 >= 0.90");
+
+    // Decisions: each meeting ended (its final insights made), then for every query asking what
+    // was decided or agreed, whether a decision lies inside one of its gold spans.
+    let mut found: Vec<BTreeSet<usize>> = Vec::new(); // per meeting: the turns decisions came from
+    let mut decisions: Vec<usize> = Vec::new(); // per meeting: how many decisions
+    for (id, by_seq) in &ids {
+        post(&http, &format!("{base}/api/v1/meetings/{id}/end?wait=true"), &json!({}));
+        let insights: Value =
+            http.get(format!("{base}/api/v1/meetings/{id}/insights?kind=decision")).send().unwrap().json().unwrap();
+        let list = insights["insights"].as_array().cloned().unwrap_or_default();
+        decisions.push(list.len());
+        found.push(
+            list.iter()
+                .flat_map(|i| i["seqs"].as_array().cloned().unwrap_or_default())
+                .filter_map(|s| by_seq.get(&s.as_u64()?).copied())
+                .collect(),
+        );
+    }
+    // The keyword-only baseline: every turn holding a decision word is a decision.
+    let baseline: Vec<BTreeSet<usize>> = meetings
+        .iter()
+        .map(|meeting| {
+            let transcript = meeting["meeting_transcripts"].as_array().cloned().unwrap_or_default();
+            (0..transcript.len())
+                .filter(|i| {
+                    clean(transcript[*i]["content"].as_str().unwrap_or_default())
+                        .to_lowercase()
+                        .split(|c: char| !c.is_alphanumeric())
+                        .any(|w| BASELINE_DECISION_WORDS.contains(&w))
+                })
+                .collect()
+        })
+        .collect();
+    let asked: Vec<&Query> = queries.iter().filter(|(_, q, _)| asks_for_decision(q)).collect();
+    println!("decision queries ({} of {}: asking what was decided, agreed or concluded)", asked.len(), queries.len());
+    println!(
+        "{:<26} {:>20} {:>22} {:>26}",
+        "extractor", "hit tune/held/all", "decisions per meeting", "inside a decision span"
+    );
+    let decision_turns: Vec<Vec<(usize, usize)>> = (0..meetings.len())
+        .map(|m| asked.iter().filter(|(qm, _, _)| *qm == m).flat_map(|(_, _, s)| s.clone()).collect())
+        .collect();
+    let decision_counts: Vec<usize> = baseline.iter().map(BTreeSet::len).collect();
+    for (name, turns, counts) in
+        [("rules (insights)", &found, &decisions), ("baseline: decision words", &baseline, &decision_counts)]
+    {
+        let (mut q, mut hit) = ([0usize; 2], [0usize; 2]);
+        for (m, _, spans) in &asked {
+            q[usize::from(*m >= TUNE)] += 1;
+            hit[usize::from(*m >= TUNE)] +=
+                usize::from(turns[*m].iter().any(|t| spans.iter().any(|(a, b)| a <= t && t <= b)));
+        }
+        let (mut inside, mut total) = ([0usize; 2], [0usize; 2]);
+        for (m, spans) in decision_turns.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+            total[usize::from(m >= TUNE)] += turns[m].len();
+            inside[usize::from(m >= TUNE)] +=
+                turns[m].iter().filter(|t| spans.iter().any(|(a, b)| a <= *t && *t <= b)).count();
+        }
+        let split = |a: [usize; 2], b: [usize; 2]| {
+            let r = |x: usize, y: usize| x as f64 / y.max(1) as f64;
+            format!("{:.2}/{:.2}/{:.2}", r(a[0], b[0]), r(a[1], b[1]), r(a[0] + a[1], b[0] + b[1]))
+        };
+        let per = |range: std::ops::Range<usize>| {
+            let n = range.len().max(1) as f64;
+            counts[range].iter().sum::<usize>() as f64 / n
+        };
+        let n = meetings.len();
+        println!(
+            "{name:<26} {:>20} {:>22} {:>26}",
+            split(hit, q),
+            format!("{:.1}/{:.1}/{:.1}", per(0..TUNE.min(n)), per(TUNE.min(n)..n), per(0..n)),
+            split(inside, total)
+        );
+    }
+    // For scale: the share of all turns (of meetings with a decision query) inside their spans.
+    let (mut inside, mut total) = (0usize, 0usize);
+    for (m, spans) in decision_turns.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+        let len = meetings[m]["meeting_transcripts"].as_array().map_or(0, Vec::len);
+        total += len;
+        inside += (0..len).filter(|t| spans.iter().any(|(a, b)| a <= t && t <= b)).count();
+    }
+    println!("(a turn drawn at random lies inside a decision span {:.2} of the time)", inside as f64 / total as f64);
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -4,9 +4,12 @@
 //! read on its own, so insights can be found as segments arrive, each pointing at the segment
 //! (`seqs`) it came from:
 //!
-//! - **Decision**: the sentence reports an agreement or a choice — "we decided", "decided to",
-//!   "we agreed", "agreed on/to/that", "let's go with", "we'll go with", "we're going with",
-//!   "settled on", "we chose", "final decision", "we'll stick with", "is approved"...
+//! - **Decision**: a sentence that is not a question and reports an agreement or a choice — "we
+//!   decided", "decided to", "we agreed", "we agree", "agreed on/to/that", "let's go with", "we'll
+//!   go with", "we're going with", "settled on", "we chose", "final decision", "we'll stick with",
+//!   "is approved"...; the team's choice said as its plan ("we're going to use", "we'll use",
+//!   "let's use", "we're gonna have", "we'll have", "so we've got"...) or as what it rules out
+//!   ("we don't want", "we're not going to", "we won't", "we can't use"...).
 //! - **Action item**: a commitment or an assignment — first person ("I'll", "I will", "I'm going
 //!   to", "let me", "I can take") owned by the speaker; a named participant followed by "will",
 //!   "is going to", "can you", "please", or "assigned to <name>", owned by that participant; a
@@ -72,6 +75,36 @@ const DECISION_CUES: &[&str] = &[
     "was approved",
     "so that's decided",
     "that's settled",
+    "we agree",
+    "everybody agrees",
+    "everyone agrees",
+    // The team's choice said as its plan...
+    "we're going to use",
+    "we are going to use",
+    "we're gonna use",
+    "we'll use",
+    "we will use",
+    "let's use",
+    "we're going to have",
+    "we are going to have",
+    "we're gonna have",
+    "we'll have",
+    "we will have",
+    "let's have",
+    "we'll go for",
+    "we're gonna go with",
+    "we're gonna go for",
+    "so we've got",
+    // ...or as what it rules out.
+    "we don't want",
+    "we do not want",
+    "we're not going to",
+    "we are not going to",
+    "we're not gonna",
+    "we won't",
+    "we will not",
+    "we can't use",
+    "we couldn't use",
 ];
 
 const SELF_CUES: &[&str] =
@@ -398,10 +431,10 @@ fn read_sentence(sentence: &str, segment: &Segment, names: &[String], start: Nai
         return out;
     }
     let lower = format!(" {} ", sentence.to_lowercase().replace('’', "'"));
-    if DECISION_CUES.iter().any(|c| lower.contains(c)) {
+    let asks = sentence.trim_end().ends_with('?');
+    if !asks && DECISION_CUES.iter().any(|c| lower.contains(c)) {
         out.push(insight(InsightKind::Decision, sentence, segment));
     }
-    let asks = sentence.trim_end().ends_with('?');
     if let Some(owner) = action_owner(&lower, segment, names) {
         let mut item = insight(InsightKind::ActionItem, sentence, segment);
         item.owner = owner;
@@ -706,12 +739,15 @@ mod tests {
             seg(2, "Alice", "Great. I'll send the launch checklist by Friday."),
             seg(3, "Alice", "Bob, can you update the pricing page before next Wednesday?"),
             seg(4, "Bob Stone", "We need to book the venue. I'll be honest, it is expensive, right?"),
+            seg(5, "Alice", "So did we decide on the venue?"),
+            seg(6, "Bob Stone", "Okay, we don't want a screen on it then."),
         ];
         let found = extract(&segments, &names, monday());
         let of = |kind| found.iter().filter(|i| i.kind == kind).collect::<Vec<_>>();
         let decisions = of(InsightKind::Decision);
-        assert_eq!(decisions.len(), 1, "{found:#?}");
+        assert_eq!(decisions.len(), 2, "a question is not a decision: {found:#?}");
         assert_eq!(decisions[0].seqs, vec![1]);
+        assert_eq!(decisions[1].seqs, vec![6], "what the team rules out");
         let actions = of(InsightKind::ActionItem);
         assert_eq!(actions.len(), 3, "{actions:#?}");
         assert_eq!(actions[0].owner.as_deref(), Some("Alice"));
@@ -721,8 +757,9 @@ mod tests {
         assert_eq!(actions[1].due_date.as_deref(), Some("2026-12-09"));
         assert_eq!((actions[2].owner.as_deref(), actions[2].seqs.as_slice()), (None, &[4][..]), "team work");
         let questions = of(InsightKind::Question);
-        assert_eq!(questions.len(), 1, "the tag question is not one: {questions:#?}");
+        assert_eq!(questions.len(), 2, "the tag question is not one: {questions:#?}");
         assert_eq!(questions[0].seqs, vec![0]);
+        assert_eq!(questions[1].seqs, vec![5]);
     }
 
     #[test]

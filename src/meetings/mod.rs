@@ -13,7 +13,8 @@
 //! - **chunks**: windows of [`WINDOW`] consecutive turns every [`STRIDE`] turns (so each turn is in
 //!   two windows and an answer spanning turns lies inside one), `Speaker: text` lines, embedded and
 //!   indexed by the hybrid engine, filterable by meeting (`meeting_id`), speaker (a tag per
-//!   speaker) and time (the chunk's date is the meeting's start plus its offset).
+//!   speaker) and time (the chunk's date is the meeting's start plus its offset). Search leaves
+//!   out a chunk that overlaps a better-ranked chunk of the same meeting.
 //! - **end** ([`Meetings::end`], then the job [`finish`]): the status turns `ended`; the job makes
 //!   the final insights (the configured LLM's, else the rules'), the final summary, one episodic
 //!   memory per participant with a `user_id` (the meeting as `run_id`) and a factual memory per

@@ -6,6 +6,8 @@
 //! its score breakdown. Filters apply inside both stores: facets, tags and dates in the text
 //! store; for vectors, a selective filter becomes the set of allowed keys (read from the record
 //! store), searched exactly when small and through the HNSW index with a key predicate otherwise.
+//! Meeting chunks overlap (each turn is in two windows), so a window that shares turns with a
+//! better-ranked window of the same meeting is left out: a page holds distinct passages.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -150,29 +152,59 @@ impl SearchEngine {
             })
             .collect();
         let fused = fuse(&keyword_ranked, &semantic, request.mode, &request.fusion);
-        let page: Vec<(RecordKey, ScoreBreakdown)> =
-            fused.into_iter().skip(request.offset).take(request.top_k).collect();
+        let page = self.distinct(&request.tenant, fused, wanted).await?;
+        let page: Vec<(RecordKey, ScoreBreakdown, Record)> = page.into_iter().skip(request.offset).collect();
 
-        let keys: Vec<RecordKey> = page.iter().map(|(k, _)| *k).collect();
-        let mut records: HashMap<RecordKey, Record> =
-            self.stores.records.get_by_keys(&request.tenant, &keys).await?.into_iter().map(|r| (r.key, r)).collect();
-        let missing: Vec<RecordKey> = keys.iter().filter(|k| !snippets.contains_key(k)).copied().collect();
+        let missing: Vec<RecordKey> = page.iter().map(|(k, _, _)| *k).filter(|k| !snippets.contains_key(k)).collect();
         if request.snippets && !missing.is_empty() {
             snippets.extend(self.stores.text.snippets(&request.tenant, &request.query, missing).await?);
         }
         let hits = page
             .into_iter()
-            .filter_map(|(key, breakdown)| {
-                let record = records.remove(&key)?; // deleted since it was indexed
+            .map(|(key, breakdown, record)| {
                 let snippet = match snippets.remove(&key) {
                     Some(s) => s,
                     None if request.snippets => leading_snippet(&record),
                     None => Snippet::default(),
                 };
-                Some(SearchHit { score: breakdown.fused, breakdown, snippet, record })
+                SearchHit { score: breakdown.fused, breakdown, snippet, record }
             })
             .collect();
         Ok((hits, query_vector))
+    }
+
+    /// The first `wanted` hits of `fused` with their records, skipping records deleted since they
+    /// were indexed and meeting windows that overlap a better-ranked window of the same meeting
+    /// (windows share turns, so neighbours would otherwise fill a page with one passage).
+    async fn distinct(
+        &self,
+        tenant: &TenantId,
+        fused: Vec<(RecordKey, ScoreBreakdown)>,
+        wanted: usize,
+    ) -> Result<Vec<(RecordKey, ScoreBreakdown, Record)>> {
+        let mut kept: Vec<(RecordKey, ScoreBreakdown, Record)> = Vec::with_capacity(wanted);
+        let mut windows: Vec<Window> = Vec::new();
+        let mut rest = fused.into_iter().peekable();
+        while kept.len() < wanted && rest.peek().is_some() {
+            let batch: Vec<(RecordKey, ScoreBreakdown)> = rest.by_ref().take((wanted - kept.len()).max(10)).collect();
+            let keys: Vec<RecordKey> = batch.iter().map(|(k, _)| *k).collect();
+            let mut records: HashMap<RecordKey, Record> =
+                self.stores.records.get_by_keys(tenant, &keys).await?.into_iter().map(|r| (r.key, r)).collect();
+            for (key, breakdown) in batch {
+                if kept.len() == wanted {
+                    break;
+                }
+                let Some(record) = records.remove(&key) else { continue };
+                if let Some(window) = Window::of(&record) {
+                    if windows.iter().any(|w| w.overlaps(&window)) {
+                        continue;
+                    }
+                    windows.push(window);
+                }
+                kept.push((key, breakdown, record));
+            }
+        }
+        Ok(kept)
     }
 
     async fn keyword(&self, request: &SearchRequest, limit: usize) -> Result<Vec<(RecordKey, f32, Snippet)>> {
@@ -241,6 +273,32 @@ impl SearchEngine {
     }
 }
 
+/// A meeting chunk's turns: its meeting and its first and last `seq`.
+#[derive(Debug, PartialEq)]
+struct Window {
+    meeting: String,
+    first: u64,
+    last: u64,
+}
+
+impl Window {
+    fn of(record: &Record) -> Option<Window> {
+        if record.kind != crate::meetings::model::CHUNK_KIND {
+            return None;
+        }
+        let m = &record.metadata;
+        Some(Window {
+            meeting: m.get("meeting_id")?.as_str()?.to_string(),
+            first: m.get("seq_start")?.as_u64()?,
+            last: m.get("seq_end")?.as_u64()?,
+        })
+    }
+
+    fn overlaps(&self, other: &Window) -> bool {
+        self.meeting == other.meeting && self.first <= other.last && other.first <= self.last
+    }
+}
+
 /// Weighted reciprocal rank fusion; single-list modes keep that list's own scores.
 fn fuse(keyword: &[Ranked], semantic: &[Ranked], mode: Mode, fusion: &Fusion) -> Vec<(RecordKey, ScoreBreakdown)> {
     let mut by_key: HashMap<RecordKey, ScoreBreakdown> = HashMap::new();
@@ -299,6 +357,15 @@ mod tests {
         let semantic_only = Fusion { keyword_weight: 0.0, ..Fusion::default() };
         let fused = fuse(&ranked(&[1, 2, 3]), &ranked(&[3, 4, 1]), Mode::Hybrid, &semantic_only);
         assert_eq!(fused.iter().take(3).map(|(k, _)| *k).collect::<Vec<_>>(), vec![3, 4, 1]);
+    }
+
+    #[test]
+    fn windows_overlap_within_one_meeting() {
+        let w = |meeting: &str, first, last| Window { meeting: meeting.into(), first, last };
+        assert!(w("a", 0, 3).overlaps(&w("a", 2, 5)));
+        assert!(w("a", 2, 5).overlaps(&w("a", 0, 3)));
+        assert!(!w("a", 0, 3).overlaps(&w("a", 4, 7)));
+        assert!(!w("a", 0, 3).overlaps(&w("b", 2, 5)));
     }
 
     #[test]
