@@ -613,6 +613,14 @@ pub struct VectorsConfig {
     /// Qdrant: how long one request may take, in milliseconds.
     #[serde(default = "default_backend_timeout_ms")]
     pub timeout_ms: u64,
+    /// usearch: a tenant with at most this many vectors is searched by comparing every one
+    /// (exact); a larger one through the HNSW graph.
+    #[serde(default = "default_exact_below")]
+    pub exact_below: usize,
+}
+
+fn default_exact_below() -> usize {
+    20_000
 }
 
 impl Default for VectorsConfig {
@@ -634,6 +642,7 @@ impl Default for VectorsConfig {
             api_key_file: None,
             ca_file: None,
             timeout_ms: default_backend_timeout_ms(),
+            exact_below: default_exact_below(),
         }
     }
 }

@@ -46,23 +46,97 @@ async fn sqlite_auth_store() {
     .await;
 }
 
+/// Through the HNSW graph (`exact_below = 0`) and by comparing every vector (the default for a
+/// tenant this small), in each quantization.
 #[tokio::test]
 async fn usearch_vector_store() {
-    for quantization in [Quantization::F32, Quantization::F16, Quantization::I8] {
-        let (_tmp, path) = dir();
-        let config = VectorsConfig {
-            backend: VectorsBackend::Usearch,
-            dimensions: 8,
-            connectivity: 16,
-            expansion_add: 64,
-            expansion_search: 64,
-            quantization,
-            ..Default::default()
-        };
-        testsuite::vector_store_suite(|| async {
-            Arc::new(UsearchVectorStore::open(&path, &config).await.unwrap()) as Arc<dyn VectorStore>
-        })
-        .await;
+    for exact_below in [0, VectorsConfig::default().exact_below] {
+        for quantization in [Quantization::F32, Quantization::F16, Quantization::I8] {
+            let (_tmp, path) = dir();
+            let config = VectorsConfig {
+                backend: VectorsBackend::Usearch,
+                dimensions: 8,
+                connectivity: 16,
+                expansion_add: 64,
+                expansion_search: 64,
+                quantization,
+                exact_below,
+                ..Default::default()
+            };
+            testsuite::vector_store_suite(|| async {
+                Arc::new(UsearchVectorStore::open(&path, &config).await.unwrap()) as Arc<dyn VectorStore>
+            })
+            .await;
+        }
+    }
+}
+
+/// Below `exact_below` a search compares every vector: two indexes holding the same vectors
+/// answer every query alike however they were built (one with replaced and deleted points,
+/// another fresh in another order), and exactly as brute force does, for the tenant asked only.
+#[tokio::test]
+async fn usearch_small_tenants_are_searched_exactly_whatever_the_index_history() {
+    use nexus::store::TenantId;
+    use nexus::store::vectors::{VectorPoint, VectorQuery, cosine};
+    let dims = 16;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut random = move || {
+        (0..dims)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (a, b) = (TenantId::new("exact-a").unwrap(), TenantId::new("exact-b").unwrap());
+    let point = |key: u64, tenant: &TenantId, vector: Vec<f32>| VectorPoint {
+        key,
+        tenant: tenant.clone(),
+        kind: if key % 3 == 0 { "memory".into() } else { "doc".into() },
+        vector,
+    };
+    let finals: Vec<VectorPoint> = (1..=1500).map(|k| point(k, &a, random())).collect();
+    let others: Vec<VectorPoint> = (5001..=5300).map(|k| point(k, &b, random())).collect();
+    let config = VectorsConfig {
+        dimensions: dims,
+        connectivity: 8,
+        expansion_add: 16,
+        expansion_search: 16,
+        ..Default::default()
+    };
+
+    // One built with history: first versions, replaced; extra points, deleted.
+    let (_t1, p1) = dir();
+    let built = UsearchVectorStore::open(&p1, &config).await.unwrap();
+    built.upsert((1..=1500).map(|k| point(k, &a, random())).collect(), 1).await.unwrap();
+    built.upsert((2001..=2600).map(|k| point(k, &a, random())).collect(), 2).await.unwrap();
+    built.upsert(finals.clone(), 3).await.unwrap();
+    built.delete((2001..=2600).collect(), 4).await.unwrap();
+    built.upsert(others.clone(), 5).await.unwrap();
+    // The other fresh, the other tenant first and the points in reverse.
+    let (_t2, p2) = dir();
+    let fresh = UsearchVectorStore::open(&p2, &config).await.unwrap();
+    fresh.upsert(others.clone(), 1).await.unwrap();
+    fresh.upsert(finals.iter().rev().cloned().collect(), 2).await.unwrap();
+
+    for q in 0..100 {
+        let vector = random();
+        let kinds = (q % 4 == 0).then(|| vec!["memory".to_string()]);
+        let query =
+            || VectorQuery { tenant: a.clone(), vector: vector.clone(), k: 10, kinds: kinds.clone(), predicate: None };
+        let one = built.search(query()).await.unwrap();
+        let two = fresh.search(query()).await.unwrap();
+        let keys = |hits: &[nexus::store::vectors::VectorHit]| hits.iter().map(|h| h.key).collect::<Vec<u64>>();
+        assert_eq!(keys(&one), keys(&two), "query {q}");
+        let mut brute: Vec<(u64, f32)> = finals
+            .iter()
+            .filter(|p| kinds.is_none() || p.kind == "memory")
+            .map(|p| (p.key, cosine(&p.vector, &vector)))
+            .collect();
+        brute.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        assert_eq!(keys(&one), brute.iter().take(10).map(|(k, _)| *k).collect::<Vec<u64>>(), "query {q}");
     }
 }
 

@@ -6,7 +6,8 @@
 //!   same searches and the same counts per tenant and kind; so does one of a stopped directory;
 //! - refusals, each with its own message and nothing written: a newer format, another embedder,
 //!   truncated files, flipped bytes, a member changed behind the manifest, path traversal, links,
-//!   a non-empty target; a fresh install's empty data directory is accepted.
+//!   a non-empty target; a fresh install's empty data directory is accepted;
+//! - dumps killed mid-way leave nothing that stops the next dump to the same file.
 //!
 //! `regenerate_fixture` (ignored) writes the fixture of the current format: see
 //! tests/fixtures/dumps/README.md.
@@ -470,6 +471,34 @@ fn live_dump_round_trips() {
     let copy = start(&target);
     assert_eq!(run_searches(&copy, &key), all_before);
     copy.stop();
+
+    // Dumps killed at several moments leave nothing that stops the next one: it clears their
+    // staging and `.partial`, and completes.
+    let file = tmp.path().join("killed.tar.zst");
+    for round in 0..5u64 {
+        let mut child = cmd(&source)
+            .args(["dump", "--to"])
+            .arg(&file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(40 + 60 * round));
+        let _ = child.kill();
+        child.wait().unwrap();
+        if file.exists() {
+            std::fs::remove_file(&file).unwrap(); // it finished before the kill
+        }
+    }
+    let dumped = dump(&source, &file);
+    assert_eq!(dumped["counts"]["records_by_tenant"], imported["counts"]["records_by_tenant"]);
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|name| name.starts_with(".killed.tar.zst.dump-") || name.ends_with(".partial"))
+        .collect();
+    assert!(left.is_empty(), "left by killed dumps: {left:?}");
 }
 
 /// A cluster (records on Postgres, files on S3, node-local derived stores) dumps through the

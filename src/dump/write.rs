@@ -90,11 +90,57 @@ pub async fn dump(config: &Config, to: &Path, progress: &(dyn Fn(Progress) + Sen
         return Err(Error::invalid(format!("{} does not exist: create it or choose another place", parent.display())));
     }
     let name = to.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let staging = parent.join(format!(".{name}.dump-{}", uuid::Uuid::now_v7().simple()));
+    clear_interrupted(&parent, &name)?;
+    let staging = parent.join(format!(".{name}.dump-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()));
     std::fs::create_dir(&staging).map_err(|e| Error::invalid(format!("cannot write beside {}: {e}", to.display())))?;
     let outcome = dump_via(config, &to, &staging, started, progress).await;
     let _ = std::fs::remove_dir_all(&staging);
     outcome
+}
+
+/// Removes what an interrupted dump to `parent/name` left behind (its staging directory and
+/// `name.partial`), and refuses while another dump to the same file is still running. A staging
+/// directory is named `.<name>.dump-<pid>-<id>` after the process writing it.
+fn clear_interrupted(parent: &Path, name: &str) -> Result<()> {
+    let prefix = format!(".{name}.dump-");
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir(parent)?.flatten() {
+        let file_name = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = file_name.strip_prefix(&prefix) else { continue };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<i32>().ok());
+        if let Some(pid) = pid.filter(|&pid| process_runs(pid)) {
+            return Err(Error::new(
+                ErrorCode::Conflict,
+                format!(
+                    "another dump to {} is running (pid {pid}); wait for it or choose another file name",
+                    parent.join(name).display()
+                ),
+            ));
+        }
+        left.push(entry.path());
+    }
+    let partial = super::archive::partial_path(&parent.join(name));
+    if partial.exists() {
+        left.push(partial);
+    }
+    for path in left {
+        tracing::info!(path = %path.display(), "removing what an interrupted dump left");
+        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        removed.map_err(|e| {
+            Error::invalid(format!("cannot remove {} (left by an interrupted dump): {e}", path.display()))
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether a process with this id exists (signal 0 checks without sending anything).
+fn process_runs(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 fn default_name() -> String {
@@ -493,6 +539,33 @@ fn write_jsonl<T: Serialize>(path: &Path, items: impl IntoIterator<Item = T>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a killed dump left (staging and `.partial`) goes before the next dump to that name;
+    /// a dump still running there is refused, not clobbered.
+    #[test]
+    fn an_interrupted_dump_is_cleared_and_a_running_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = dir.path().join(format!(".n.dump.tar.zst.dump-{dead}-0a1b"));
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("records.jsonl"), "{}").unwrap();
+        std::fs::write(dir.path().join("n.dump.tar.zst.partial"), "half").unwrap();
+        std::fs::write(dir.path().join("other.dump.tar.zst.partial"), "another file's").unwrap();
+        clear_interrupted(dir.path(), "n.dump.tar.zst").unwrap();
+        assert!(!stale.exists());
+        assert!(!dir.path().join("n.dump.tar.zst.partial").exists());
+        assert!(dir.path().join("other.dump.tar.zst.partial").exists(), "another name's file stays");
+
+        let running = dir.path().join(format!(".n.dump.tar.zst.dump-{}-0c2d", std::process::id()));
+        std::fs::create_dir(&running).unwrap();
+        std::fs::write(dir.path().join("n.dump.tar.zst.partial"), "in progress").unwrap();
+        let err = clear_interrupted(dir.path(), "n.dump.tar.zst").unwrap_err();
+        assert_eq!(err.code, ErrorCode::Conflict, "{err}");
+        assert!(err.to_string().contains("another dump"), "{err}");
+        assert!(running.exists() && dir.path().join("n.dump.tar.zst.partial").exists(), "nothing removed");
+    }
 
     fn record(key: u64, body: &str) -> Record {
         Record {

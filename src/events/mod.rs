@@ -365,8 +365,8 @@ impl Hub {
 }
 
 /// The event a change-log entry makes, if any: the record's state now (replaying converges).
-/// A deleted record's kind is gone with it: deletions of a meeting and its parts are known by
-/// their ids, a memory's by the history entry its deletion writes.
+/// A deleted record's kind is gone with it: deletions of a document, a meeting and its parts are
+/// known by their ids, a memory's by the history entry its deletion writes.
 pub fn derive(change: &Change) -> Option<Event> {
     let tenant = change.tenant.clone();
     let (kind, topics, id, data) = match &change.record {
@@ -404,6 +404,19 @@ pub fn derive(change: &Change) -> Option<Event> {
             _ => return None,
         },
         None => {
+            if crate::knowledge::documents::is_document_id(&change.id) {
+                let mut event = Event::new(
+                    "document",
+                    change.seq,
+                    tenant,
+                    vec!["documents".into()],
+                    change.id.clone(),
+                    json!({"id": change.id}),
+                );
+                event.op = Some(ChangeOp::Delete);
+                event.logged = true;
+                return Some(event);
+            }
             let (meeting, part) = change.id.split_once(':').unwrap_or((&change.id, ""));
             if !meeting.starts_with("mtg_") {
                 return None;
@@ -479,5 +492,25 @@ mod tests {
         for bad in ["meeting:", "memories:user:", "memories:team:x", "records", "jobs:1"] {
             assert!(Topics::parse(Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    /// Deletions carry no record: a document's is known by its id, its chunks' are not events.
+    #[test]
+    fn a_deleted_document_is_a_documents_event() {
+        let deleted = |id: &str| Change {
+            seq: 7,
+            tenant: TenantId::default_tenant(),
+            key: 3,
+            id: id.into(),
+            op: ChangeOp::Delete,
+            record: None,
+        };
+        let id = crate::knowledge::documents::document_id("default", "a.txt");
+        let event = derive(&deleted(&id)).expect("a document deletion is an event");
+        assert_eq!((event.kind, event.id.as_str(), event.op), ("document", id.as_str(), Some(ChangeOp::Delete)));
+        assert_eq!(event.topics, vec!["documents".to_string()]);
+        assert_eq!(event.pos, 7);
+        assert!(derive(&deleted(&crate::knowledge::documents::chunk_id(&id, 1, 0))).is_none(), "chunks are not events");
+        assert!(derive(&deleted("doc-not-hex")).is_none());
     }
 }

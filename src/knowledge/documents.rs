@@ -138,6 +138,12 @@ pub fn document_id(collection: &str, source: &str) -> String {
     format!("doc-{}", &hex::encode(digest)[..20])
 }
 
+/// Whether `id` has the shape `document_id` gives (`doc-` and 20 hex digits): how a deletion in
+/// the change log, which no longer carries the record's kind, is known to be a document's.
+pub fn is_document_id(id: &str) -> bool {
+    id.strip_prefix("doc-").is_some_and(|hex| hex.len() == 20 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 pub fn object_key(sha256: &str) -> String {
     format!("originals/{sha256}")
 }

@@ -92,6 +92,38 @@ fn open_connection(path: &Path, config: &RecordsConfig) -> Result<Connection> {
     Ok(conn)
 }
 
+/// How many WAL pages (4 KiB each) a commit may leave before the checkpointer copies them into
+/// the database file: SQLite's own autocheckpoint threshold.
+const CHECKPOINT_PAGES: i32 = 1000;
+
+/// Moves WAL checkpoints off the writer. SQLite's autocheckpoint runs inside the commit that
+/// crosses the threshold, so that one write waits for the WAL to be copied into the database
+/// file and the file to be synced. Instead the writer's WAL hook (which replaces the
+/// autocheckpoint) wakes a thread of its own with its own connection, which runs a `PASSIVE`
+/// checkpoint: it copies what no reader still needs without taking the write lock, so writers
+/// go on committing meanwhile. The thread ends when the writer connection closes (the hook, and
+/// with it the only sender, is dropped).
+fn checkpoint_in_background(writer: &mut Connection, checkpointer: Connection) -> Result<()> {
+    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+    writer.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::os::raw::c_int| {
+        if pages >= CHECKPOINT_PAGES {
+            // Full means a checkpoint is already due; it will cover these pages too.
+            let _ = wake.try_send(());
+        }
+        Ok(())
+    }))?;
+    std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
+        while woken.recv().is_ok() {
+            if let Err(e) =
+                checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)).map(|_| ())
+            {
+                tracing::warn!(error = %e, "WAL checkpoint failed; the next commit past the threshold retries it");
+            }
+        }
+    })?;
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection) -> Result<()> {
     let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
     if applied > MIGRATIONS.len() {
@@ -123,6 +155,7 @@ impl SqliteRecordStore {
             let path = dir.join(DB_FILE);
             let mut writer = open_connection(&path, &config)?;
             migrate(&mut writer)?;
+            checkpoint_in_background(&mut writer, open_connection(&path, &config)?)?;
             let readers =
                 (0..READERS).map(|_| open_connection(&path, &config).map(Mutex::new)).collect::<Result<Vec<_>>>()?;
             Ok(SqliteRecordStore {

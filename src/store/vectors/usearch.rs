@@ -48,9 +48,35 @@ struct Points {
     kinds: Vec<String>,
     /// key -> (tenant index, kind index)
     entries: HashMap<RecordKey, (u32, u32)>,
+    /// Points per tenant index (derived from `entries`, not saved).
+    #[serde(skip)]
+    per_tenant: Vec<usize>,
 }
 
 impl Points {
+    fn count_tenants(&mut self) {
+        self.per_tenant = vec![0; self.tenants.len()];
+        for (tenant, _) in self.entries.values() {
+            self.per_tenant[*tenant as usize] += 1;
+        }
+    }
+
+    fn insert(&mut self, key: RecordKey, tenant: &str, kind: &str) {
+        let tenant = Points::intern(&mut self.tenants, tenant);
+        let kind = Points::intern(&mut self.kinds, kind);
+        self.per_tenant.resize(self.tenants.len(), 0);
+        self.per_tenant[tenant as usize] += 1;
+        if let Some((old, _)) = self.entries.insert(key, (tenant, kind)) {
+            self.per_tenant[old as usize] -= 1;
+        }
+    }
+
+    fn remove(&mut self, key: RecordKey) {
+        if let Some((tenant, _)) = self.entries.remove(&key) {
+            self.per_tenant[tenant as usize] -= 1;
+        }
+    }
+
     fn intern(list: &mut Vec<String>, value: &str) -> u32 {
         match list.iter().position(|v| v == value) {
             Some(i) => i as u32,
@@ -122,8 +148,9 @@ fn load_state(dir: &Path, config: &VectorsConfig) -> Result<State> {
     index.change_expansion_search(config.expansion_search);
     index.change_expansion_add(config.expansion_add);
     reserve(&index, index.size().max(1024))?;
-    let points: Points = serde_json::from_slice(&std::fs::read(dir.join(&manifest.points_file))?)
+    let mut points: Points = serde_json::from_slice(&std::fs::read(dir.join(&manifest.points_file))?)
         .map_err(|e| Error::store("load vector points", e))?;
+    points.count_tenants();
     Ok(State { index, points, generation: manifest.generation, committed_seq: manifest.seq })
 }
 
@@ -149,11 +176,7 @@ fn save_generation(dir: &Path, state: &State, generation: u64, seq: Seq, config:
     let index_file = format!("index-{generation}.usearch");
     let points_file = format!("points-{generation}.json");
     let index_path = dir.join(&index_file);
-    state
-        .index
-        .save(index_path.to_str().ok_or_else(|| Error::invalid("data directory path is not UTF-8"))?)
-        .map_err(usearch_err("save vector index"))?;
-    std::fs::File::open(&index_path)?.sync_all()?;
+    save_index(&state.index, &index_path)?;
     let points = serde_json::to_vec(&state.points).map_err(|e| Error::internal("encode vector points", e))?;
     write_synced(&dir.join(&points_file), &points)?;
     let manifest = Manifest {
@@ -179,6 +202,34 @@ fn save_generation(dir: &Path, state: &State, generation: u64, seq: Seq, config:
             let _ = std::fs::remove_file(entry.path());
         }
     }
+    Ok(())
+}
+
+/// Indexes up to this size are saved through memory, trickled to the disk; larger ones straight
+/// to the file.
+const TRICKLE_SAVE_MAX: usize = 1 << 30;
+
+/// Saves the index whole and durably. Written at once, hundreds of megabytes reach the disk in one
+/// burst and every commit's fsync (the record store's, on the same disk) waits behind it; so the
+/// index is serialised into memory and written through [`Trickle`](crate::store::Trickle), which
+/// keeps at most a few MiB unflushed at any moment.
+fn save_index(index: &Index, path: &Path) -> Result<()> {
+    let length = index.serialized_length();
+    if length > TRICKLE_SAVE_MAX {
+        index
+            .save(path.to_str().ok_or_else(|| Error::invalid("data directory path is not UTF-8"))?)
+            .map_err(usearch_err("save vector index"))?;
+        std::fs::File::open(path)?.sync_all()?;
+        return Ok(());
+    }
+    let mut buffer = vec![0u8; length];
+    index.save_to_buffer(&mut buffer).map_err(usearch_err("save vector index"))?;
+    let mut file = crate::store::Trickle::new(std::fs::File::create(path)?);
+    for piece in buffer.chunks(crate::store::TRICKLE_BYTES as usize) {
+        std::io::Write::write_all(&mut file, piece)?;
+    }
+    file.flush_pending()?;
+    file.into_inner().sync_all()?;
     Ok(())
 }
 
@@ -250,9 +301,7 @@ impl VectorStore for UsearchVectorStore {
             }
             add_all(&state.index, &points)?;
             for p in points {
-                let tenant = Points::intern(&mut state.points.tenants, p.tenant.as_str());
-                let kind = Points::intern(&mut state.points.kinds, &p.kind);
-                state.points.entries.insert(p.key, (tenant, kind));
+                state.points.insert(p.key, p.tenant.as_str(), &p.kind);
             }
             Ok(())
         })
@@ -267,7 +316,7 @@ impl VectorStore for UsearchVectorStore {
                 if state.index.contains(key) {
                     state.index.remove(key).map_err(usearch_err("remove vector"))?;
                 }
-                state.points.entries.remove(&key);
+                state.points.remove(key);
             }
             Ok(())
         })
@@ -277,6 +326,7 @@ impl VectorStore for UsearchVectorStore {
     async fn search(&self, query: VectorQuery) -> Result<Vec<VectorHit>> {
         validate_vector(&query.vector, self.config.dimensions)?;
         let state = self.state.clone();
+        let exact_below = self.config.exact_below;
         let _permit = self.searches.acquire().await.map_err(|e| Error::internal("vector search permit", e))?;
         blocking(move || {
             let state = state.read();
@@ -296,6 +346,30 @@ impl VectorStore for UsearchVectorStore {
                     && kinds.as_ref().is_none_or(|ks| ks.contains(k))
                     && query.predicate.as_ref().is_none_or(|p| p(key))
             };
+            if state.points.per_tenant[tenant] <= exact_below {
+                // Few enough to compare with every one: exact, and the same wherever the same
+                // vectors are (however each index's graph was built).
+                let mut stored = vec![0f32; query.vector.len()];
+                let mut hits = Vec::new();
+                for (&key, (t, k)) in entries {
+                    if *t as usize != tenant
+                        || !kinds.as_ref().is_none_or(|ks| ks.contains(k))
+                        || !query.predicate.as_ref().is_none_or(|p| p(key))
+                    {
+                        continue;
+                    }
+                    if state.index.get(key, &mut stored).map_err(usearch_err("read vector"))? > 0 {
+                        hits.push(VectorHit { key, score: cosine(&stored, &query.vector) });
+                    }
+                }
+                let k = query.k.min(hits.len());
+                if k > 0 {
+                    hits.select_nth_unstable_by(k - 1, |a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
+                }
+                hits.truncate(k);
+                hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
+                return Ok(hits);
+            }
             let matches =
                 state.index.filtered_search(&query.vector, query.k, accept).map_err(usearch_err("search vectors"))?;
             Ok(matches
