@@ -94,7 +94,7 @@ async fn usearch_small_tenants_are_searched_exactly_whatever_the_index_history()
     let point = |key: u64, tenant: &TenantId, vector: Vec<f32>| VectorPoint {
         key,
         tenant: tenant.clone(),
-        kind: if key % 3 == 0 { "memory".into() } else { "doc".into() },
+        kind: if key.is_multiple_of(3) { "memory".into() } else { "doc".into() },
         vector,
     };
     let finals: Vec<VectorPoint> = (1..=1500).map(|k| point(k, &a, random())).collect();
@@ -121,9 +121,9 @@ async fn usearch_small_tenants_are_searched_exactly_whatever_the_index_history()
     fresh.upsert(others.clone(), 1).await.unwrap();
     fresh.upsert(finals.iter().rev().cloned().collect(), 2).await.unwrap();
 
-    for q in 0..100 {
+    for q in 0..100u32 {
         let vector = random();
-        let kinds = (q % 4 == 0).then(|| vec!["memory".to_string()]);
+        let kinds = q.is_multiple_of(4).then(|| vec!["memory".to_string()]);
         let query =
             || VectorQuery { tenant: a.clone(), vector: vector.clone(), k: 10, kinds: kinds.clone(), predicate: None };
         let one = built.search(query()).await.unwrap();
