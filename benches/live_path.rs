@@ -70,14 +70,6 @@ fn connect(addr: &str, path: &str) -> Ws {
     ws
 }
 
-fn post(http: &reqwest::blocking::Client, url: &str, body: &Value) -> Value {
-    let response = http.post(url).json(body).send().unwrap();
-    let status = response.status();
-    let value: Value = response.json().unwrap_or(Value::Null);
-    assert!(status.is_success(), "POST {url}: {status} {value}");
-    value
-}
-
 /// A message, or `None` when the read timed out.
 fn read(ws: &mut Ws) -> Option<Value> {
     match ws.read() {
@@ -133,7 +125,7 @@ fn main() {
     let addr = base.trim_start_matches("http://").to_string();
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
 
-    let created = post(
+    let created = common::post(
         &http,
         &format!("{base}/api/v1/meetings"),
         &json!({"title": "Weekly product sync", "status": "live",
@@ -197,7 +189,7 @@ fn main() {
         sent.push((seq, t0, insightful));
         // (b) searchable.
         let found = loop {
-            let results = post(
+            let results = common::post(
                 &http,
                 &format!("{base}/api/v1/search"),
                 &json!({"query": token, "mode": "keyword", "top_k": 5, "sources": ["meetings"],

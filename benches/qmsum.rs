@@ -139,14 +139,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn post(http: &reqwest::blocking::Client, url: &str, body: &Value) -> Value {
-    let response = http.post(url).json(body).send().unwrap();
-    let status = response.status();
-    let value: Value = response.json().unwrap_or(Value::Null);
-    assert!(status.is_success(), "POST {url}: {status} {value}");
-    value
-}
-
 fn connect(addr: &str, path: &str) -> Ws {
     let request = format!("ws://{addr}{path}").into_client_request().unwrap();
     let stream = TcpStream::connect(addr).unwrap();
@@ -215,7 +207,7 @@ fn main() {
         let transcript = meeting["meeting_transcripts"].as_array().unwrap();
         let speakers: BTreeSet<&str> = transcript.iter().filter_map(|t| t["speaker"].as_str()).collect();
         let participants: Vec<Value> = speakers.iter().map(|s| json!({"name": s})).collect();
-        let created = post(
+        let created = common::post(
             &http,
             &format!("{base}/api/v1/meetings"),
             &json!({"title": format!("Product meeting {}", m + 1), "status": "live", "participants": participants}),
@@ -278,7 +270,7 @@ fn main() {
             body["fusion"] = fusion.clone();
         }
         let t = Instant::now();
-        let found = post(&http, &format!("{base}/api/v1/search"), &body);
+        let found = common::post(&http, &format!("{base}/api/v1/search"), &body);
         let took = t.elapsed().as_secs_f64() * 1000.0;
         let covered = found["results"]
             .as_array()
@@ -376,7 +368,7 @@ fn main() {
     let mut found: Vec<BTreeSet<usize>> = Vec::new(); // per meeting: the turns decisions came from
     let mut decisions: Vec<usize> = Vec::new(); // per meeting: how many decisions
     for (id, by_seq) in &ids {
-        post(&http, &format!("{base}/api/v1/meetings/{id}/end?wait=true"), &json!({}));
+        common::post(&http, &format!("{base}/api/v1/meetings/{id}/end?wait=true"), &json!({}));
         let insights: Value =
             http.get(format!("{base}/api/v1/meetings/{id}/insights?kind=decision")).send().unwrap().json().unwrap();
         let list = insights["insights"].as_array().cloned().unwrap_or_default();

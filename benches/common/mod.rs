@@ -31,3 +31,13 @@ pub fn spawn_nexus(bin: &Path, data_dir: &Path, config: &Path, env: &[(String, S
     std::thread::spawn(move || for _ in lines {});
     (child, base)
 }
+
+/// POSTs `body` as JSON and returns the answer; panics (naming the URL) unless it succeeded.
+#[allow(dead_code)] // not every bench posts
+pub fn post(http: &reqwest::blocking::Client, url: &str, body: &serde_json::Value) -> serde_json::Value {
+    let response = http.post(url).json(body).send().unwrap();
+    let status = response.status();
+    let value: serde_json::Value = response.json().unwrap_or(serde_json::Value::Null);
+    assert!(status.is_success(), "POST {url}: {status} {value}");
+    value
+}

@@ -205,6 +205,31 @@ fn save_generation(dir: &Path, state: &State, generation: u64, seq: Seq, config:
     Ok(())
 }
 
+/// The `k` of `keys` nearest to `vector` by comparing each stored vector (cosine), best first,
+/// ties by key.
+fn rank_exactly(
+    index: &Index,
+    keys: impl Iterator<Item = RecordKey>,
+    vector: &[f32],
+    k: usize,
+) -> Result<Vec<VectorHit>> {
+    let mut stored = vec![0f32; vector.len()];
+    let mut hits = Vec::new();
+    for key in keys {
+        if index.get(key, &mut stored).map_err(usearch_err("read vector"))? > 0 {
+            hits.push(VectorHit { key, score: cosine(&stored, vector) });
+        }
+    }
+    let order = |a: &VectorHit, b: &VectorHit| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key));
+    let k = k.min(hits.len());
+    if k > 0 && k < hits.len() {
+        hits.select_nth_unstable_by(k - 1, order);
+    }
+    hits.truncate(k);
+    hits.sort_by(order);
+    Ok(hits)
+}
+
 /// Indexes up to this size are saved through memory, trickled to the disk; larger ones straight
 /// to the file.
 const TRICKLE_SAVE_MAX: usize = 1 << 30;
@@ -349,26 +374,12 @@ impl VectorStore for UsearchVectorStore {
             if state.points.per_tenant[tenant] <= exact_below {
                 // Few enough to compare with every one: exact, and the same wherever the same
                 // vectors are (however each index's graph was built).
-                let mut stored = vec![0f32; query.vector.len()];
-                let mut hits = Vec::new();
-                for (&key, (t, k)) in entries {
-                    if *t as usize != tenant
-                        || !kinds.as_ref().is_none_or(|ks| ks.contains(k))
-                        || !query.predicate.as_ref().is_none_or(|p| p(key))
-                    {
-                        continue;
-                    }
-                    if state.index.get(key, &mut stored).map_err(usearch_err("read vector"))? > 0 {
-                        hits.push(VectorHit { key, score: cosine(&stored, &query.vector) });
-                    }
-                }
-                let k = query.k.min(hits.len());
-                if k > 0 {
-                    hits.select_nth_unstable_by(k - 1, |a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
-                }
-                hits.truncate(k);
-                hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
-                return Ok(hits);
+                let keys = entries.iter().filter(|(key, (t, k))| {
+                    *t as usize == tenant
+                        && kinds.as_ref().is_none_or(|ks| ks.contains(k))
+                        && query.predicate.as_ref().is_none_or(|p| p(**key))
+                });
+                return rank_exactly(&state.index, keys.map(|(key, _)| *key), &query.vector, query.k);
             }
             let matches =
                 state.index.filtered_search(&query.vector, query.k, accept).map_err(usearch_err("search vectors"))?;
@@ -397,20 +408,9 @@ impl VectorStore for UsearchVectorStore {
             let Some(t) = state.points.tenants.iter().position(|x| x == tenant.as_str()) else {
                 return Ok(Vec::new());
             };
-            let mut stored = vec![0f32; vector.len()];
-            let mut hits = Vec::new();
-            for key in keys {
-                if state.points.entries.get(&key).is_none_or(|(pt, _)| *pt as usize != t) {
-                    continue;
-                }
-                if state.index.get(key, &mut stored).map_err(usearch_err("read vector"))? == 0 {
-                    continue;
-                }
-                hits.push(VectorHit { key, score: cosine(&stored, &vector) });
-            }
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
-            hits.truncate(k);
-            Ok(hits)
+            let keys =
+                keys.into_iter().filter(|key| state.points.entries.get(key).is_some_and(|(pt, _)| *pt as usize == t));
+            rank_exactly(&state.index, keys, &vector, k)
         })
         .await
     }
