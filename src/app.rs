@@ -36,6 +36,7 @@ pub struct App {
     pub documents: Arc<Documents>,
     pub memories: Arc<Memories>,
     pub meetings: Arc<Meetings>,
+    pub graph: Arc<crate::graph::Graph>,
     pub jobs: Arc<Jobs>,
     /// The real-time hub: events derived from the change log, and live-only ones.
     pub events: Arc<crate::events::Hub>,
@@ -133,6 +134,11 @@ impl App {
         let meetings = Arc::new(Meetings::new(stores.clone(), writes.clone(), memories.clone(), llm.clone()));
         jobs.register(FINISH_JOB, Arc::new(FinishHandler(meetings.clone())));
         jobs.register(IMPORT_JOB, Arc::new(ImportHandler { stores: stores.clone(), meetings: meetings.clone() }));
+        let graph = Arc::new(crate::graph::Graph::new(
+            stores.clone(),
+            writes.clone(),
+            SearchEngine::new(stores.clone(), embed.clone()),
+        ));
         let backup_jobs = Arc::new(crate::backup::BackupJobs::default());
         jobs.register(crate::backup::BACKUP_JOB, backup_jobs.clone());
         jobs.register(crate::backup::VERIFY_JOB, backup_jobs.clone());
@@ -158,6 +164,7 @@ impl App {
             documents,
             memories,
             meetings,
+            graph,
             jobs,
             events,
             llm,

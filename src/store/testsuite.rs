@@ -612,6 +612,20 @@ where
     assert_eq!(store.shortest_path(&a, "dee", "ada").await.unwrap().unwrap().len(), 4, "paths ignore direction");
     assert!(store.shortest_path(&a, "ada", "zed").await.unwrap().is_none(), "no path across tenants");
 
+    // Every edge at some nodes, each once, whichever end they are.
+    let mut at: Vec<String> = store
+        .edges_at(&a, &["bob".to_string(), "cy".to_string(), "nobody".to_string()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    at.sort();
+    assert_eq!(at, vec!["e1", "e2", "e3"]);
+    let edge_at = store.edges_at(&a, &["ada".to_string()]).await.unwrap();
+    assert!(edge_at.iter().any(|e| e.id == "e1" && e.properties["since"] == 2020 && e.source == "ada"));
+    assert!(store.edges_at(&b, &["bob".to_string()]).await.unwrap().is_empty(), "no edges across tenants");
+
     // eve appears: the dangling edge now reaches her.
     store.apply(vec![node(5, &a, "eve", "Eve")], 2).await.unwrap();
     let out = store.neighbours(&a, "ada", Direction::Out, Some("manages")).await.unwrap();

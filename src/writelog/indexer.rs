@@ -31,6 +31,10 @@ use crate::store::records::RecordStore;
 /// Persisting waits at least this many times as long as the last persist took.
 const PERSIST_SPACING: u32 = 10;
 
+/// How often a store whose commits do not wait on the disk is made durable
+/// ([`Projection::sync`]); a stop without a final sync is recovered from by the store itself.
+const SYNC_INTERVAL: Duration = Duration::from_secs(300);
+
 /// The longest wait between retries of a failed batch.
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
@@ -172,6 +176,7 @@ impl Indexer {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut last_persist = Instant::now();
+        let mut last_sync = Instant::now();
         let mut persist_every = settings.persist_interval;
         let mut backoff = Duration::from_millis(100);
         let mut lease = LeaseState::default();
@@ -218,6 +223,12 @@ impl Indexer {
                 persist_every = settings.persist_interval.max(started.elapsed() * PERSIST_SPACING);
                 last_persist = Instant::now();
             }
+            if last_sync.elapsed() >= SYNC_INTERVAL {
+                if let Err(e) = self.projection.sync(false).await {
+                    tracing::error!(store = self.name(), error = %e, "syncing index failed; retrying");
+                }
+                last_sync = Instant::now();
+            }
             drop(held);
             let mut nap = persist_every.saturating_sub(last_persist.elapsed()).max(Duration::from_millis(10));
             if records.shared() {
@@ -247,6 +258,8 @@ impl Indexer {
         }
         if let Err(e) = self.persist().await {
             tracing::error!(store = self.name(), error = %e, "final persist failed; the next start replays from the change log");
+        } else if let Err(e) = self.projection.sync(true).await {
+            tracing::error!(store = self.name(), error = %e, "final sync failed; the next start checks the store");
         }
         if self.projection.shared() {
             let _ = records.release_lease(&lease_name(self.name()), &settings.node_id).await;

@@ -45,6 +45,10 @@ pub trait Projection: Send + Sync + 'static {
     /// record is gone or no longer projects here.
     async fn apply(&self, changes: &[Change]) -> Result<()>;
     async fn commit(&self, seq: Seq) -> Result<()>;
+    /// See `TextStore::sync`: makes what is committed durable, for a store whose commits do not.
+    async fn sync(&self, _closing: bool) -> Result<()> {
+        Ok(())
+    }
     async fn committed_seq(&self) -> Result<Seq>;
     /// See `TextStore::snapshot`: the store's durable state copied into `into` for a backup.
     async fn snapshot(&self, into: &std::path::Path) -> Result<Option<Seq>>;
@@ -122,6 +126,9 @@ impl Projection for TextProjection {
     }
     async fn commit(&self, seq: Seq) -> Result<()> {
         self.0.commit(seq).await
+    }
+    async fn sync(&self, closing: bool) -> Result<()> {
+        self.0.sync(closing).await
     }
     async fn committed_seq(&self) -> Result<Seq> {
         self.0.committed_seq().await

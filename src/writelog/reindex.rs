@@ -210,6 +210,7 @@ async fn replay(
         progress(done);
     }
     target.commit(head).await?;
+    target.sync(false).await?;
     if let Some(next) = next {
         next.make_live().await?;
     }

@@ -6,7 +6,8 @@
 //!   the node appears. Walks report such endpoints by id with `node: None`.
 //! - Walks never cross tenants. `neighbours` follows edges in the given direction; `k_hop`
 //!   returns every node within `k` edges (either direction), nearest first; `shortest_path`
-//!   returns the fewest-edges path (edges taken in either direction) or `None`.
+//!   returns the fewest-edges path (edges taken in either direction) or `None`; `edges_at`
+//!   returns every edge at some nodes, for walks that choose their edges themselves.
 //! - Changes are visible at once; [`GraphStore::commit`] makes them durable together with the
 //!   change-log position returned by [`GraphStore::committed_seq`].
 //! - Writes carry the change-log position of their batch: the highest position among its changes
@@ -104,6 +105,20 @@ pub trait GraphStore: Send + Sync + 'static {
         label: Option<&str>,
     ) -> Result<Vec<Neighbour>>;
     async fn k_hop(&self, tenant: &TenantId, id: &str, k: usize, limit: usize) -> Result<Vec<Reached>>;
+    /// Every edge with an end among `ids`, each once, in no particular order: one level of a
+    /// walk that filters edges itself (`crate::graph::walk`).
+    async fn edges_at(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<GraphEdge>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for id in ids {
+            for n in self.neighbours(tenant, id, Direction::Both, None).await? {
+                if seen.insert(n.edge.key) {
+                    out.push(n.edge);
+                }
+            }
+        }
+        Ok(out)
+    }
     async fn shortest_path(&self, tenant: &TenantId, from: &str, to: &str) -> Result<Option<Vec<String>>>;
 
     async fn commit(&self, seq: Seq) -> Result<()>;

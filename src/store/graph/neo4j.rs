@@ -1156,6 +1156,38 @@ impl GraphStore for Neo4jGraphStore {
         Ok(out)
     }
 
+    async fn edges_at(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<GraphEdge>> {
+        let query = format!(
+            "{} UNWIND $ids AS fid
+             MATCH (a:NexusNode {{tenant: $tenant, id: fid, gen: g}})-[r:NEXUS_EDGE]-(:NexusNode)
+             RETURN DISTINCT r.key, r.id, r.label, r.props, r.updated_at, startNode(r).id, endNode(r).id",
+            self.read_gen()
+        );
+        let values: Vec<BoltValue> = ids.iter().map(|id| text(id)).collect();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for chunk in self.batches(&values, &query) {
+            let params =
+                Params::default().set("tenant", text(tenant.as_str())).set("ids", BoltValue::List(chunk.to_vec()));
+            for row in self.query("read the graph", &query, params).await? {
+                let edge = GraphEdge {
+                    key: get_int(&row, 0, "edge key")? as RecordKey,
+                    tenant: tenant.clone(),
+                    id: get_text(&row, 1, "edge id")?,
+                    label: get_text(&row, 2, "edge label")?,
+                    source: get_text(&row, 5, "edge source")?,
+                    target: get_text(&row, 6, "edge target")?,
+                    properties: get_props(&row, 3)?,
+                    updated_at: get_opt_int(&row, 4, "edge time")?.unwrap_or(0),
+                };
+                if seen.insert(edge.key) {
+                    out.push(edge);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     async fn k_hop(&self, tenant: &TenantId, id: &str, k: usize, limit: usize) -> Result<Vec<Reached>> {
         if k == 0 || limit == 0 {
             return Ok(Vec::new());

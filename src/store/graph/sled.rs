@@ -43,6 +43,8 @@ struct TenantGraph {
     graph: StableDiGraph<String, RecordKey>,
     vertex: HashMap<String, NodeIndex>,
     nodes: HashMap<String, GraphNode>,
+    /// The id of each node's record key.
+    node_ids: HashMap<RecordKey, String>,
     edges: HashMap<RecordKey, (EdgeIndex, GraphEdge)>,
 }
 
@@ -69,6 +71,7 @@ impl TenantGraph {
 
     fn put_node(&mut self, node: GraphNode) {
         self.vertex_for(&node.id);
+        self.node_ids.insert(node.key, node.id.clone());
         self.nodes.insert(node.id.clone(), node);
     }
 
@@ -89,7 +92,7 @@ impl TenantGraph {
     }
 
     fn remove_node_with_key(&mut self, key: RecordKey) -> bool {
-        let Some(id) = self.nodes.values().find(|n| n.key == key).map(|n| n.id.clone()) else { return false };
+        let Some(id) = self.node_ids.remove(&key) else { return false };
         self.nodes.remove(&id);
         self.prune(&id);
         true
@@ -270,6 +273,27 @@ impl GraphStore for SledGraphStore {
                     seen.insert(n);
                     out.push(g.reached(&g.graph[n], depth + 1));
                     queue.push_back((n, depth + 1));
+                }
+            }
+            out
+        });
+        Ok(found.unwrap_or_default())
+    }
+
+    async fn edges_at(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<GraphEdge>> {
+        let found = self.read(tenant, |g| {
+            let mut seen = HashSet::new();
+            let mut out = Vec::new();
+            for id in ids {
+                let Some(&v) = g.vertex.get(id) else { continue };
+                for d in [PgDirection::Outgoing, PgDirection::Incoming] {
+                    for edge_ref in g.graph.edges_directed(v, d) {
+                        if seen.insert(*edge_ref.weight())
+                            && let Some((_, edge)) = g.edges.get(edge_ref.weight())
+                        {
+                            out.push(edge.clone());
+                        }
+                    }
                 }
             }
             out

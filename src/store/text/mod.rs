@@ -10,8 +10,10 @@
 //! - Facets are exact-match terms a domain derives from its records (`collection=notes`).
 //! - The query language: words (any may match, more matches rank higher), "quoted phrases",
 //!   `+required` and `-excluded` terms. Malformed syntax is searched as plain words, never an error.
-//! - Changes are visible to search after [`TextStore::commit`], which also makes them durable
-//!   together with the change-log position returned by [`TextStore::committed_seq`].
+//! - Changes are visible to search after [`TextStore::commit`], together with the change-log
+//!   position returned by [`TextStore::committed_seq`]. They are durable once committed, or for
+//!   a store whose commits do not wait on the disk, after [`TextStore::sync`]; such a store
+//!   recovers on its own from a stop without one (it checks itself and is rebuilt if damaged).
 //! - Writes carry the change-log position of their batch: the highest position among its changes
 //!   (a batch holds each key's latest state). A later batch has a higher one, a replayed batch the
 //!   same or a lower one; a shared store never lets a write bring back a state older than one it
@@ -19,6 +21,7 @@
 
 pub mod elasticsearch;
 pub mod tantivy;
+mod unsynced;
 
 use std::sync::Arc;
 
@@ -114,8 +117,12 @@ pub trait TextStore: Send + Sync + 'static {
     async fn snippets(&self, tenant: &TenantId, query: &str, keys: Vec<RecordKey>)
     -> Result<Vec<(RecordKey, Snippet)>>;
 
-    /// Makes applied changes visible and durable, up to change-log position `seq`.
+    /// Makes applied changes visible, up to change-log position `seq`.
     async fn commit(&self, seq: Seq) -> Result<()>;
+    /// Makes what is committed durable; `closing`: the last call before the store closes.
+    async fn sync(&self, _closing: bool) -> Result<()> {
+        Ok(())
+    }
     async fn committed_seq(&self) -> Result<Seq>;
     /// Copies the store's durable state (as of its last commit) into the empty directory `into`,
     /// for a backup, and returns the change-log position that state holds. `None`: the backend

@@ -1,10 +1,12 @@
 //! The embedded text store: a tantivy index with English stemming (tantivy's `en_stem` analyzer).
 //!
 //! One `IndexWriter` lives for the store's lifetime. A commit carries the change-log position as
-//! its payload, so the position and the documents become durable together.
+//! its payload, so the position and the documents are published together. Commits go through
+//! the page cache; [`TextStore::sync`] makes them durable (see `unsynced.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -18,6 +20,7 @@ use tantivy::schema::{
 use tantivy::snippet::SnippetGenerator;
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
 
+use super::unsynced::{self, UNSYNCED, UnsyncedDirectory};
 use super::{Snippet, TextDoc, TextHit, TextQuery, TextStore};
 use crate::config::TextConfig;
 use crate::error::{Error, Result};
@@ -65,6 +68,8 @@ struct Inner {
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
     fields: Fields,
+    /// Set by a closing [`TextStore::sync`]; a later commit marks the folder unsynced again.
+    closed: AtomicBool,
 }
 
 pub struct TantivyTextStore {
@@ -83,26 +88,82 @@ fn rollback(writer: &mut IndexWriter) {
 }
 
 impl TantivyTextStore {
+    /// Opens the index, or creates it. An index the last process left without closing it
+    /// cleanly is checked first; one that fails the check is rebuilt from the change log (see
+    /// `unsynced.rs`).
     pub async fn open(dir: &Path, config: &TextConfig) -> Result<TantivyTextStore> {
         let dir = dir.to_path_buf();
         let memory = config.writer_memory_mb * 1024 * 1024;
         blocking(move || {
             std::fs::create_dir_all(&dir)?;
-            let (schema, fields) = schema();
-            let mmap = tantivy::directory::MmapDirectory::open(&dir).map_err(tantivy_err("open text index"))?;
-            let index = Index::open_or_create(mmap, schema).map_err(|e| {
-                Error::store("open text index (if its schema changed, delete the text folder and run `nexus reindex --store text`)", e)
-            })?;
-            let writer = index.writer(memory).map_err(tantivy_err("open text index writer"))?;
-            let reader = index
-                .reader_builder()
-                .reload_policy(ReloadPolicy::Manual)
-                .try_into()
-                .map_err(tantivy_err("open text index reader"))?;
-            Ok(TantivyTextStore { inner: Arc::new(Inner { dir, index, reader, writer: Mutex::new(writer), fields }) })
+            let unclean = dir.join(UNSYNCED).exists();
+            let (index, writer, reader) = match open_index(&dir, memory, unclean) {
+                Ok(opened) => opened,
+                Err(Opening::Damaged(why)) if unclean => {
+                    tracing::warn!(dir = %dir.display(), damage = %why,
+                        "the text index was left damaged by the last stop; rebuilding it from the change log");
+                    std::fs::remove_dir_all(&dir)?;
+                    std::fs::create_dir_all(&dir)?;
+                    open_index(&dir, memory, false).map_err(Opening::into_error)?
+                }
+                Err(e) => return Err(e.into_error()),
+            };
+            unsynced::mark_unsynced(&dir)?;
+            Ok(TantivyTextStore {
+                inner: Arc::new(Inner {
+                    dir,
+                    index,
+                    reader,
+                    writer: Mutex::new(writer),
+                    fields: schema().1,
+                    closed: AtomicBool::new(false),
+                }),
+            })
         })
         .await
     }
+}
+
+enum Opening {
+    /// What the last process left does not open or fails its checksums.
+    Damaged(String),
+    Failed(Error),
+}
+
+impl Opening {
+    fn into_error(self) -> Error {
+        match self {
+            Opening::Damaged(why) => Error::store(
+                "open text index (if its schema changed, delete the text folder and run `nexus reindex --store text`)",
+                why,
+            ),
+            Opening::Failed(e) => e,
+        }
+    }
+}
+
+/// Opens the index in `dir`; `verify`: also checks every file the last commit names.
+fn open_index(
+    dir: &Path,
+    memory: usize,
+    verify: bool,
+) -> std::result::Result<(Index, IndexWriter, IndexReader), Opening> {
+    let damaged = |e: tantivy::TantivyError| Opening::Damaged(e.to_string());
+    let directory = UnsyncedDirectory::open(dir).map_err(|e| Opening::Failed(Error::store("open text index", e)))?;
+    let index = Index::open_or_create(directory, schema().0).map_err(damaged)?;
+    // The writer's lock first: a folder another process holds is never judged, let alone rebuilt.
+    let writer = index.writer(memory).map_err(|e| Opening::Failed(Error::store("open text index writer", e)))?;
+    if verify {
+        let bad = index.validate_checksum().map_err(damaged)?;
+        if !bad.is_empty() {
+            let mut names: Vec<String> = bad.iter().map(|p| p.display().to_string()).collect();
+            names.sort();
+            return Err(Opening::Damaged(format!("checksums do not match in {}", names.join(", "))));
+        }
+    }
+    // Opening a reader opens every file of every segment meta.json names.
+    let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into().map_err(damaged)?;
+    Ok((index, writer, reader))
 }
 
 impl Inner {
@@ -327,6 +388,9 @@ impl TextStore for TantivyTextStore {
         let inner = self.inner.clone();
         blocking(move || {
             let mut writer = inner.writer.lock();
+            if inner.closed.swap(false, Ordering::AcqRel) {
+                unsynced::mark_unsynced(&inner.dir)?;
+            }
             let committed = (|| {
                 let mut prepared = writer.prepare_commit().map_err(tantivy_err("prepare text commit"))?;
                 prepared.set_payload(&seq.to_string());
@@ -339,6 +403,24 @@ impl TextStore for TantivyTextStore {
             }
             drop(writer);
             inner.reader.reload().map_err(tantivy_err("reload text index"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Waits for no commit: files written meanwhile are picked up by the next sync. A closing
+    /// sync holds the writer so that the folder is still when it is marked synced.
+    async fn sync(&self, closing: bool) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            if closing {
+                let _writer = inner.writer.lock();
+                unsynced::sync_dir(&inner.dir)?;
+                unsynced::mark_synced(&inner.dir)?;
+                inner.closed.store(true, Ordering::Release);
+            } else {
+                unsynced::sync_dir(&inner.dir)?;
+            }
             Ok(())
         })
         .await
@@ -366,7 +448,7 @@ impl TextStore for TantivyTextStore {
                 std::fs::create_dir_all(&into)?;
                 for entry in std::fs::read_dir(&dir)?.flatten() {
                     let name = entry.file_name().to_string_lossy().to_string();
-                    if name.ends_with(".lock") || !entry.file_type()?.is_file() {
+                    if name.ends_with(".lock") || name == UNSYNCED || !entry.file_type()?.is_file() {
                         continue;
                     }
                     match crate::store::link_or_copy(&entry.path(), &into.join(&name)) {

@@ -1,0 +1,407 @@
+//! The entity graph: entities, the relations between them and when each was true.
+//!
+//! [`Graph`] is the service behind `/api/v1/graph`. Entities and relations are records (layout
+//! in [`model`]) written through the one write path; the graph store holds them as nodes and
+//! edges for walks ([`walk`]).
+//!
+//! Time is kept twice over, as in a bitemporal table: when a relation was true (`valid_at`,
+//! `invalid_at`) and when Nexus held it (`created_at`, `expired_at`). Nothing is deleted:
+//! - A relation of a **single-valued** type (a person works for one employer at a time; the list
+//!   is [`SINGLE_VALUED`]) that names another target than one already true closes the old one:
+//!   the old version is expired, and a corrected version, valid until the new one starts, takes
+//!   its place. A new fact that started before the old one is instead closed by it.
+//! - A contradicting fact without `valid_at` is taken as true from the moment it is added.
+//! - Adding a relation that is already known (same ends and type, overlapping validity) returns
+//!   the known one.
+//!
+//! So a walk `as_of` a moment sees what was true then, and `known_at` a moment what Nexus knew
+//! then; the default is everything Nexus knows now.
+//!
+//! Writes to one entity's relations run one at a time (a lock per source entity, across nodes
+//! too), so two contradicting facts added at once are both resolved.
+
+pub mod model;
+pub mod walk;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::search::{Fusion, Mode, SearchEngine, SearchRequest};
+use crate::store::records::{Record, RecordFilter, Write};
+use crate::store::{Stores, TenantId};
+use crate::writelog::WriteLog;
+use model::*;
+pub use model::{Entity, NewEntity, NewRelation, Relation};
+pub use walk::View;
+
+/// Relation types a subject holds one of at a time.
+pub const SINGLE_VALUED: &[&str] = &[
+    "works_for",
+    "works_at",
+    "employed_by",
+    "reports_to",
+    "role_at",
+    "lives_in",
+    "based_in",
+    "located_in",
+    "headquartered_in",
+    "married_to",
+    "owned_by",
+    "led_by",
+];
+
+/// The most relations one entity may have of one type before adding another is refused.
+const MAX_RELATIONS_PER_TYPE: usize = 10_000;
+/// The most provenance ids a relation carries.
+const MAX_SOURCES: usize = 100;
+
+/// A relation added, with the versions it closed.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct RelationAdded {
+    #[serde(flatten)]
+    pub relation: Relation,
+    /// Whether this call added it (`false`: it was already known, and is returned as it is).
+    pub created: bool,
+    /// The corrected versions of relations this one contradicted (their validity now ends
+    /// where this one's begins); the versions they replace are expired, not deleted.
+    pub closed: Vec<Relation>,
+}
+
+/// An entity found by a search.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct EntityHit {
+    #[serde(flatten)]
+    pub entity: Entity,
+    pub score: f32,
+}
+
+pub struct Graph {
+    stores: Stores,
+    writes: Arc<WriteLog>,
+    search: SearchEngine,
+    locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+fn check_text(what: &str, value: &str, max: usize) -> Result<()> {
+    if value.trim().is_empty() {
+        return Err(Error::invalid(format!("{what} must not be empty")));
+    }
+    if value.chars().count() > max {
+        return Err(Error::invalid(format!("{what} is longer than {max} characters")));
+    }
+    Ok(())
+}
+
+impl Graph {
+    pub fn new(stores: Stores, writes: Arc<WriteLog>, search: SearchEngine) -> Graph {
+        Graph { stores, writes, search, locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() }
+    }
+
+    /// Holds the lock of `id`'s relations (in this process and, for a shared record store,
+    /// across nodes).
+    async fn lock(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Option<crate::store::records::ExclusiveGuard>)> {
+        let name = crate::memory::short_hash(&[tenant.as_str(), id]);
+        let stripe = u64::from_str_radix(&name[..8], 16).unwrap_or(0) as usize % self.locks.len();
+        let local = self.locks[stripe].lock().await;
+        let cluster = self.stores.records.exclusive(&format!("graph:{name}")).await?;
+        Ok((local, cluster))
+    }
+
+    async fn entity_record(&self, tenant: &TenantId, id: &str) -> Result<Option<Record>> {
+        Ok(self.stores.records.get(tenant, id).await?.filter(|r| r.kind == ENTITY_KIND))
+    }
+
+    pub async fn entity(&self, tenant: &TenantId, id: &str) -> Result<Entity> {
+        match self.entity_record(tenant, id).await? {
+            Some(r) => Ok(Entity::from_record(&r)),
+            None => Err(Error::not_found("entity", id)),
+        }
+    }
+
+    /// Adds an entity, or merges aliases, attributes and summary into the one of the same type
+    /// and name. Returns it and whether it is new.
+    pub async fn add_entity(&self, tenant: &TenantId, new: NewEntity) -> Result<(Entity, bool)> {
+        check_text("name", &new.name, MAX_NAME_LEN)?;
+        let entity_type = normalise_type(&new.entity_type);
+        check_text("type", &entity_type, MAX_TYPE_LEN)
+            .map_err(|_| Error::invalid("type must hold letters or digits, at most 64 characters"))?;
+        if new.aliases.len() > MAX_ALIASES {
+            return Err(Error::invalid(format!("at most {MAX_ALIASES} aliases")));
+        }
+        for alias in &new.aliases {
+            check_text("an alias", alias, MAX_NAME_LEN)?;
+        }
+        let attributes = match new.attributes {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(map)) => map,
+            Some(_) => return Err(Error::invalid("attributes must be an object")),
+        };
+        if let Some(summary) = &new.summary {
+            check_text("summary", summary, MAX_FACT_LEN)?;
+        }
+        let name = new.name.split_whitespace().collect::<Vec<_>>().join(" ");
+        let id = entity_id(&entity_type, &name);
+        let _lock = self.lock(tenant, &id).await?;
+        let existing = self.entity_record(tenant, &id).await?.map(|r| Entity::from_record(&r));
+        let mut entity = existing.clone().unwrap_or_else(|| Entity {
+            id: id.clone(),
+            name: name.clone(),
+            entity_type: entity_type.clone(),
+            aliases: Vec::new(),
+            attributes: Value::Object(Map::new()),
+            summary: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        });
+        for alias in new.aliases {
+            let alias = alias.split_whitespace().collect::<Vec<_>>().join(" ");
+            let known = normalise_name(&alias) == normalise_name(&entity.name)
+                || entity.aliases.iter().any(|a| normalise_name(a) == normalise_name(&alias));
+            if !known {
+                entity.aliases.push(alias);
+            }
+        }
+        if let Value::Object(current) = &mut entity.attributes {
+            current.extend(attributes);
+        }
+        if new.summary.is_some() {
+            entity.summary = new.summary;
+        }
+        let created = existing.is_none();
+        if let Some(existing) = existing.filter(|e| *e == entity) {
+            return Ok((existing, false));
+        }
+        self.writes.write(tenant, vec![Write::Upsert(entity.to_record())], true).await?;
+        Ok((self.entity(tenant, &id).await?, created))
+    }
+
+    /// Finds entities by name, alias or summary (hybrid search), best first.
+    pub async fn search_entities(
+        &self,
+        tenant: &TenantId,
+        query: &str,
+        entity_type: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<EntityHit>> {
+        let mut filter = RecordFilter::kinds(&[ENTITY_KIND]);
+        if let Some(t) = entity_type {
+            filter.metadata.push(("type".into(), normalise_type(t)));
+        }
+        let request = SearchRequest {
+            tenant: tenant.clone(),
+            query: query.to_string(),
+            mode: Mode::Hybrid,
+            filter,
+            top_k: limit,
+            offset: 0,
+            fusion: Fusion::default(),
+            snippets: false,
+        };
+        let hits = self.search.search(&request).await?;
+        Ok(hits.into_iter().map(|h| EntityHit { entity: Entity::from_record(&h.record), score: h.score }).collect())
+    }
+
+    /// The project's entities in id order after `after`, at most `limit`.
+    pub async fn list_entities(
+        &self,
+        tenant: &TenantId,
+        entity_type: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Entity>> {
+        let mut filter = RecordFilter::kinds(&[ENTITY_KIND]);
+        if let Some(t) = entity_type {
+            filter.metadata.push(("type".into(), normalise_type(t)));
+        }
+        if let Some(after) = after {
+            filter.after_key = self.stores.records.get(tenant, after).await?.map(|r| r.key);
+        }
+        let keys = self.stores.records.keys_matching(tenant, &filter, limit).await?;
+        let records = self.stores.records.get_by_keys(tenant, &keys).await?;
+        Ok(records.iter().map(Entity::from_record).collect())
+    }
+
+    /// Every version of `source`'s relations of `relation_type` that Nexus holds now.
+    async fn current_relations(&self, tenant: &TenantId, source: &str, relation_type: &str) -> Result<Vec<Relation>> {
+        let mut filter = RecordFilter::kinds(&[RELATION_KIND]);
+        filter.metadata.push(("source".into(), source.to_string()));
+        filter.metadata.push(("type".into(), relation_type.to_string()));
+        let keys = self.stores.records.keys_matching(tenant, &filter, MAX_RELATIONS_PER_TYPE + 1).await?;
+        if keys.len() > MAX_RELATIONS_PER_TYPE {
+            return Err(Error::invalid(format!(
+                "{source} already has more than {MAX_RELATIONS_PER_TYPE} relations of type {relation_type}"
+            )));
+        }
+        let records = self.stores.records.get_by_keys(tenant, &keys).await?;
+        Ok(records.iter().map(Relation::from_record).filter(|r| r.expired_at.is_none()).collect())
+    }
+
+    /// Adds a relation between two entities of the project, resolving contradictions (see the
+    /// module doc) in the same write.
+    pub async fn add_relation(&self, tenant: &TenantId, new: NewRelation) -> Result<RelationAdded> {
+        let relation_type = normalise_type(&new.relation_type);
+        check_text("type", &relation_type, MAX_TYPE_LEN)
+            .map_err(|_| Error::invalid("type must hold letters or digits, at most 64 characters"))?;
+        if new.source == new.target {
+            return Err(Error::invalid("a relation joins two different entities: source and target are the same"));
+        }
+        if let Some(fact) = &new.fact {
+            check_text("fact", fact, MAX_FACT_LEN)?;
+        }
+        let confidence = new.confidence.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&confidence) {
+            return Err(Error::invalid("confidence must be between 0 and 1"));
+        }
+        if let (Some(v), Some(i)) = (new.valid_at, new.invalid_at)
+            && i <= v
+        {
+            return Err(Error::invalid("invalid_at must come after valid_at"));
+        }
+        if new.sources.len() > MAX_SOURCES {
+            return Err(Error::invalid(format!("at most {MAX_SOURCES} sources")));
+        }
+        let mut names = Vec::new();
+        for end in [&new.source, &new.target] {
+            match self.entity_record(tenant, end).await? {
+                Some(r) => names.push(Entity::from_record(&r).name),
+                None => {
+                    return Err(Error::new(
+                        crate::error::ErrorCode::NotFound,
+                        format!(
+                            "entity `{end}` not found in this project: a relation joins two of the project's \
+                             entities; add them with POST /api/v1/graph/entities first"
+                        ),
+                    ));
+                }
+            }
+        }
+
+        let _lock = self.lock(tenant, &new.source).await?;
+        let now = Utc::now();
+        let known = self.current_relations(tenant, &new.source, &relation_type).await?;
+        if let Some(same) = known.iter().find(|r| {
+            r.target == new.target
+                && r.overlaps(new.valid_at, new.invalid_at)
+                && (new.valid_at.is_none() || r.valid_at.is_none_or(|v| v <= new.valid_at.unwrap_or(v)))
+        }) {
+            return Ok(RelationAdded { relation: same.clone(), created: false, closed: Vec::new() });
+        }
+
+        let mut relation = Relation {
+            id: new_id("rel", &[tenant.as_str(), &new.source, &relation_type, &new.target], now),
+            source: new.source,
+            relation_type: relation_type.clone(),
+            target: new.target,
+            fact: new.fact,
+            confidence,
+            valid_at: new.valid_at,
+            invalid_at: new.invalid_at,
+            created_at: now,
+            expired_at: None,
+            sources: new.sources,
+            supersedes: None,
+            invalidated_by: None,
+        };
+        let mut writes = Vec::new();
+        let mut closed = Vec::new();
+        if SINGLE_VALUED.contains(&relation_type.as_str()) {
+            let contradicted: Vec<&Relation> = known
+                .iter()
+                .filter(|r| {
+                    r.target != relation.target && r.overlaps(relation.valid_at.or(Some(now)), relation.invalid_at)
+                })
+                .collect();
+            if !contradicted.is_empty() && relation.valid_at.is_none() {
+                relation.valid_at = Some(now);
+            }
+            let starts = relation.valid_at.unwrap_or(now);
+            for old in contradicted {
+                match old.valid_at {
+                    // The new fact is older news: the known one, which began later, closes it.
+                    Some(old_start) if old_start >= starts => {
+                        relation.invalid_at = Some(relation.invalid_at.map_or(old_start, |i| i.min(old_start)));
+                    }
+                    _ => {
+                        let mut expired = old.clone();
+                        expired.expired_at = Some(now);
+                        expired.invalidated_by = Some(relation.id.clone());
+                        let mut corrected = old.clone();
+                        corrected.id = new_id("rel", &[tenant.as_str(), &old.id], now);
+                        corrected.invalid_at = Some(old.invalid_at.map_or(starts, |i| i.min(starts)));
+                        corrected.created_at = now;
+                        corrected.supersedes = Some(old.id.clone());
+                        let body = relation_text(&expired, &names);
+                        writes.push(Write::Upsert(expired.to_record(body.clone())));
+                        writes.push(Write::Upsert(corrected.to_record(body)));
+                        closed.push(corrected);
+                    }
+                }
+            }
+        }
+        if relation.valid_at.zip(relation.invalid_at).is_some_and(|(v, i)| i <= v) {
+            // Entirely before a known fact that began at the same moment: nothing left to add.
+            return Err(Error::invalid(format!(
+                "{} already holds a {relation_type} relation from the same moment; give valid_at to say when this one held",
+                relation.source
+            )));
+        }
+        writes.push(Write::Upsert(relation.to_record(relation_text(&relation, &names))));
+        self.writes.write(tenant, writes, true).await?;
+        Ok(RelationAdded { relation, created: true, closed })
+    }
+
+    /// Every relation version Nexus holds between entities of the project, as `view` admits,
+    /// read from the record (at most `limit`; more is an error).
+    pub async fn relations(&self, tenant: &TenantId, view: &View, limit: usize) -> Result<Vec<Relation>> {
+        let mut out = Vec::new();
+        let mut filter = RecordFilter::kinds(&[RELATION_KIND]);
+        loop {
+            let keys = self.stores.records.keys_matching(tenant, &filter, 5000).await?;
+            let Some(&last) = keys.last() else { break };
+            for record in self.stores.records.get_by_keys(tenant, &keys).await? {
+                let relation = Relation::from_record(&record);
+                if view.admits(&relation) && relation.source != relation.target {
+                    out.push(relation);
+                }
+            }
+            if out.len() > limit {
+                return Err(Error::invalid(format!(
+                    "the graph holds more than {limit} relations in this view; narrow it with types or as_of"
+                )));
+            }
+            filter.after_key = Some(last);
+        }
+        Ok(out)
+    }
+}
+
+/// A fresh id: a hash of what it is about and the moment, plus a random part.
+fn new_id(prefix: &str, parts: &[&str], now: DateTime<Utc>) -> String {
+    let nonce = uuid::Uuid::now_v7().to_string();
+    let micros = now.timestamp_micros().to_string();
+    let mut all: Vec<&str> = parts.to_vec();
+    all.push(&micros);
+    all.push(&nonce);
+    format!("{prefix}_{}", crate::memory::short_hash(&all))
+}
+
+/// The text a relation is found by: its fact, else its ends and type in words.
+fn relation_text(relation: &Relation, names: &[String]) -> String {
+    match &relation.fact {
+        Some(fact) => fact.clone(),
+        None => format!(
+            "{} {} {}",
+            names.first().map_or("", String::as_str),
+            relation.relation_type.replace('_', " "),
+            names.get(1).map_or("", String::as_str)
+        ),
+    }
+}

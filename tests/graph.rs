@@ -1,0 +1,246 @@
+//! The entity graph over HTTP: entities, relations with valid and system time, walks in time,
+//! entity search and the refusals.
+
+mod common;
+
+use common::{Server, client};
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+struct Api<'a> {
+    c: Client,
+    server: &'a Server,
+}
+
+impl Api<'_> {
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self.c.post(self.server.url(path)).json(&body).send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.c.get(self.server.url(path)).send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    fn entity(&self, name: &str, kind: &str) -> String {
+        let (status, body) = self.post("/api/v1/graph/entities", json!({"name": name, "type": kind}));
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    fn relate(&self, source: &str, kind: &str, target: &str, valid_at: &str) -> Value {
+        let (status, body) = self.post(
+            "/api/v1/graph/relations",
+            json!({"source": source, "type": kind, "target": target, "valid_at": valid_at}),
+        );
+        assert!(status == 201 || status == 200, "{status} {body}");
+        body
+    }
+
+    /// The targets of `id`'s relations of `kind` in a neighbourhood view.
+    fn targets(&self, id: &str, kind: &str, view: &str) -> Vec<String> {
+        let (status, body) = self.get(&format!("/api/v1/graph/entities/{id}/neighbourhood?hops=1&{view}"));
+        assert_eq!(status, 200, "{body}");
+        let mut out: Vec<String> = body["relations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["source"] == id && r["type"] == kind)
+            .map(|r| r["target"].as_str().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[test]
+fn contradicting_facts_close_each_other_in_valid_time_and_nothing_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    server.wait_ready();
+    let api = Api { c: client(), server: &server };
+
+    let ana = api.entity("Ana Lima", "person");
+    let acme = api.entity("Acme", "organization");
+    let globex = api.entity("Globex", "organization");
+
+    let first = api.relate(&ana, "works for", &acme, "2020-01-01T00:00:00Z");
+    assert_eq!(first["created"], true);
+    assert_eq!(first["type"], "works_for", "types are normalised");
+    assert_eq!(first["closed"], json!([]));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let knew_acme_only = now_text();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // A single-valued type: the new employer closes the old one where it begins.
+    let second = api.relate(&ana, "works_for", &globex, "2023-01-01T00:00:00Z");
+    let closed = second["closed"].as_array().unwrap();
+    assert_eq!(closed.len(), 1, "{second}");
+    assert_eq!(closed[0]["target"], acme.as_str());
+    assert_eq!(closed[0]["valid_at"], "2020-01-01T00:00:00Z");
+    assert_eq!(closed[0]["invalid_at"], "2023-01-01T00:00:00Z");
+    assert_eq!(closed[0]["supersedes"], first["id"]);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let knew_globex = now_text();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // Back to the first employer: a cycle of contradictions.
+    let third = api.relate(&ana, "works_for", &acme, "2025-01-01T00:00:00Z");
+    assert_eq!(third["created"], true, "an earlier, closed stint is not the same fact: {third}");
+    assert_eq!(third["closed"][0]["target"], globex.as_str());
+    assert_eq!(third["closed"][0]["invalid_at"], "2025-01-01T00:00:00Z");
+
+    // Valid time: what was true when.
+    assert_eq!(api.targets(&ana, "works_for", "as_of=2021-06-01T00:00:00Z"), vec![acme.clone()]);
+    assert_eq!(api.targets(&ana, "works_for", "as_of=2024-06-01T00:00:00Z"), vec![globex.clone()]);
+    assert_eq!(api.targets(&ana, "works_for", "as_of=2026-06-01T00:00:00Z"), vec![acme.clone()]);
+    assert_eq!(api.targets(&ana, "works_for", "as_of=2019-06-01T00:00:00Z"), Vec::<String>::new());
+    // A moment ahead: answered from the facts known to hold then.
+    assert_eq!(api.targets(&ana, "works_for", "as_of=2099-01-01T00:00:00Z"), vec![acme.clone()]);
+
+    // System time: what Nexus knew when.
+    assert_eq!(
+        api.targets(&ana, "works_for", &format!("as_of=2024-06-01T00:00:00Z&known_at={}", enc(&knew_acme_only))),
+        vec![acme.clone()],
+        "before it learned of Globex, Nexus held Ana at Acme in 2024"
+    );
+    assert_eq!(
+        api.targets(&ana, "works_for", &format!("as_of=2026-06-01T00:00:00Z&known_at={}", enc(&knew_globex))),
+        vec![globex.clone()]
+    );
+    let (_, then) =
+        api.get(&format!("/api/v1/graph/entities/{ana}/neighbourhood?hops=1&known_at={}", enc(&knew_acme_only)));
+    let then = then["relations"].as_array().unwrap();
+    assert_eq!(then.len(), 1);
+    assert_eq!(then[0]["id"], first["id"]);
+    assert!(then[0]["invalid_at"].is_null(), "as known then, the first fact was open-ended");
+
+    // Nothing was deleted: every version is a record, the replaced ones expired.
+    let (_, records) = api.get("/api/v1/records?kind=relation&limit=100");
+    let records = records["records"].as_array().unwrap();
+    assert_eq!(records.len(), 5, "3 facts, 2 corrected versions: {records:?}");
+    let expired = records.iter().filter(|r| r["metadata"]["expired_at"].is_string()).count();
+    assert_eq!(expired, 2);
+
+    // The same fact again is the known one.
+    let again = api.relate(&ana, "works_for", &globex, "2023-01-01T00:00:00Z");
+    assert_eq!(again["created"], false, "{again}");
+    assert_eq!(again["id"], third["closed"][0]["id"], "the current version of the Globex fact");
+
+    // A fact that is not single-valued does not close others.
+    let bo = api.entity("Bo Chen", "person");
+    api.relate(&ana, "knows", &bo, "2021-01-01T00:00:00Z");
+    let cy = api.entity("Cy", "person");
+    let knows = api.relate(&ana, "knows", &cy, "2022-01-01T00:00:00Z");
+    assert_eq!(knows["closed"], json!([]));
+    let mut both = vec![bo.clone(), cy.clone()];
+    both.sort();
+    assert_eq!(api.targets(&ana, "knows", "as_of=2023-01-01T00:00:00Z"), both);
+}
+
+fn enc(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[test]
+fn walks_paths_search_and_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    server.wait_ready();
+    let api = Api { c: client(), server: &server };
+
+    let ana = api.entity("Ana Lima", "person");
+    let bo = api.entity("Bo Chen", "person");
+    let globex = api.entity("Globex", "organization");
+    let acme = api.entity("Acme", "organization");
+    api.relate(&ana, "works_for", &acme, "2020-01-01T00:00:00Z");
+    api.relate(&ana, "works_for", &globex, "2023-01-01T00:00:00Z");
+    api.relate(&bo, "works_for", &globex, "2024-01-01T00:00:00Z");
+
+    // Two hops: Ana - Globex - Bo, in 2024; in 2021 Ana was at Acme and Bo nowhere yet.
+    let (status, hood) =
+        api.get(&format!("/api/v1/graph/entities/{ana}/neighbourhood?hops=2&as_of=2024-06-01T00:00:00Z"));
+    assert_eq!(status, 200, "{hood}");
+    let reached: Vec<(&str, u64)> = hood["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap(), e["depth"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(reached[0], (ana.as_str(), 0));
+    assert!(reached.contains(&(globex.as_str(), 1)) && reached.contains(&(bo.as_str(), 2)), "{reached:?}");
+    assert!(!reached.iter().any(|(id, _)| *id == acme), "Acme is not Ana's employer in 2024: {reached:?}");
+    assert_eq!(hood["entities"][0]["entity"]["name"], "Ana Lima");
+
+    let (_, path) = api.get(&format!("/api/v1/graph/path?from={ana}&to={bo}&as_of=2024-06-01T00:00:00Z"));
+    assert_eq!(path["path"], json!([ana, globex, bo]), "{path}");
+    assert_eq!(path["relations"].as_array().unwrap().len(), 2);
+    let (_, path) = api.get(&format!("/api/v1/graph/path?from={ana}&to={bo}&as_of=2021-06-01T00:00:00Z"));
+    assert!(path["path"].is_null(), "{path}");
+    let (_, path) = api.get(&format!("/api/v1/graph/path?from={ana}&to={bo}"));
+    assert_eq!(path["path"], json!([ana, globex, bo]), "{path}");
+
+    // Entity search by name and by alias; adding the same entity merges.
+    let (status, merged) =
+        api.post("/api/v1/graph/entities", json!({"name": " ana  LIMA", "type": "Person", "aliases": ["Annie"]}));
+    assert_eq!(status, 200, "the same entity: {merged}");
+    assert_eq!(merged["id"], ana.as_str());
+    assert_eq!(merged["aliases"], json!(["Annie"]));
+    let (_, found) = api.get("/api/v1/graph/entities?query=Annie");
+    assert_eq!(found["entities"][0]["id"], ana.as_str(), "{found}");
+    let (_, found) = api.get("/api/v1/graph/entities?query=globex&type=organization");
+    assert_eq!(found["entities"][0]["id"], globex.as_str(), "{found}");
+    let (_, listed) = api.get("/api/v1/graph/entities?type=person&limit=1");
+    assert_eq!(listed["entities"].as_array().unwrap().len(), 1);
+    let after = listed["next_after"].as_str().unwrap().to_string();
+    let (_, rest) = api.get(&format!("/api/v1/graph/entities?type=person&after={after}"));
+    assert_eq!(rest["entities"].as_array().unwrap().len(), 1);
+
+    // Refusals, each with its reason.
+    let refusals = [
+        (json!({"source": ana, "type": "knows", "target": ana}), 400, "same"),
+        (json!({"source": ana, "type": "knows", "target": "ent_missing"}), 404, "not found"),
+        (json!({"source": ana, "type": "--", "target": bo}), 400, "type"),
+        (json!({"source": ana, "type": "knows", "target": bo, "confidence": 2}), 400, "confidence"),
+        (
+            json!({"source": ana, "type": "knows", "target": bo, "valid_at": "2024-01-01T00:00:00Z", "invalid_at": "2023-01-01T00:00:00Z"}),
+            400,
+            "invalid_at",
+        ),
+    ];
+    for (body, status, says) in refusals {
+        let (got, answer) = api.post("/api/v1/graph/relations", body.clone());
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer["error"]["message"].as_str().unwrap().contains(says), "{body}: {answer}");
+    }
+    let (status, answer) = api.post("/api/v1/graph/entities", json!({"name": "", "type": "person"}));
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) =
+        api.get(&format!("/api/v1/graph/entities/{ana}/neighbourhood?known_at=2999-01-01T00:00:00Z"));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("future"), "{answer}");
+    let (status, _) = api.get(&format!("/api/v1/graph/entities/{ana}/neighbourhood?hops=11"));
+    assert_eq!(status, 400);
+    let (status, _) = api.get("/api/v1/graph/entities/ent_missing/neighbourhood");
+    assert_eq!(status, 404);
+
+    // A dense neighbourhood is bounded: a clear error past the limit, not a huge answer.
+    let hub = api.entity("Hub", "project");
+    for n in 0..30 {
+        let spoke = api.entity(&format!("Spoke {n}"), "person");
+        api.relate(&spoke, "member_of", &hub, "2024-01-01T00:00:00Z");
+    }
+    let (status, answer) = api.get(&format!("/api/v1/graph/entities/{hub}/neighbourhood?hops=10&limit=10"));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("more than 10 entities"), "{answer}");
+    let (status, answer) = api.get(&format!("/api/v1/graph/entities/{hub}/neighbourhood?hops=10&limit=100"));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["entities"].as_array().unwrap().len(), 31);
+}
