@@ -135,10 +135,13 @@ struct Ids<'a> {
     memory: &'a str,
     event: &'a str,
     meeting: &'a str,
+    /// Two entities, related.
+    entities: [&'a str; 2],
 }
 
 fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
-    let Ids { key: a_key_id, doc: a_doc, job: a_job, memory: a_memory, event: a_event, meeting: a_meeting } = *ids;
+    let Ids { key: a_key_id, doc: a_doc, job: a_job, memory: a_memory, event: a_event, meeting: a_meeting, entities } =
+        *ids;
     let mut out = Vec::new();
     let mut n = 0;
     for (template, item) in openapi["paths"].as_object().unwrap() {
@@ -158,7 +161,8 @@ fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
                 .replace("/event/{event_id}/", &format!("/event/{a_event}/"))
                 .replace("/entities/{entity_type}/{entity_id}/", "/entities/user/alpha/")
                 .replace("/backups/{name}", "/backups/nexus-none.tar.zst")
-                .replace("/meetings/{id}", &format!("/meetings/{a_meeting}"));
+                .replace("/meetings/{id}", &format!("/meetings/{a_meeting}"))
+                .replace("/graph/entities/{id}", &format!("/graph/entities/{}", entities[0]));
             assert!(!path.contains('{'), "no id of tenant A for {template}; add one to this test");
             if template == "/api/v1/graph/path" {
                 path.push_str("?from=alpha-rec&to=alpha-rec-2");
@@ -218,6 +222,10 @@ fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
                 ("POST", "/api/v1/meetings/import") => {
                     content_type = Some("multipart/form-data; boundary=nexus-test-boundary");
                     (None, Some(multipart_body("b.txt", "B: b's transcript")))
+                }
+                ("POST", "/api/v1/graph/entities") => (Some(json!({"name": "b's entity", "type": "person"})), None),
+                ("POST", "/api/v1/graph/relations") => {
+                    (Some(json!({"source": entities[0], "type": "knows", "target": entities[1]})), None)
                 }
                 ("POST", "/api/v1/keys") => (Some(json!({"name": "made by the test", "scopes": ["read"]})), None),
                 ("POST", "/api/v1/projects") | ("POST", "/api/v1/orgs") => {
@@ -359,8 +367,31 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
     let segments =
         json!({"segments": [{"segment_id": "a1", "speaker": "Alpha", "text": format!("alpha secret {MARK}")}]});
     api.json(Method::POST, &format!("/api/v1/meetings/{a_meeting}/segments?wait=true"), &a_write, Some(segments));
-    let ids =
-        Ids { key: &a_read_id, doc: &a_doc, job: &a_job, memory: &a_memory, event: &a_event, meeting: &a_meeting };
+    let entity = |name: &str| {
+        let made = api.json(
+            Method::POST,
+            "/api/v1/graph/entities",
+            &a_write,
+            Some(json!({"name": format!("{name} {MARK}"), "type": "person"})),
+        );
+        made["id"].as_str().expect("tenant A's entity").to_string()
+    };
+    let (a_entity, a_entity_2) = (entity("alpha one"), entity("alpha two"));
+    api.json(
+        Method::POST,
+        "/api/v1/graph/relations",
+        &a_write,
+        Some(json!({"source": a_entity, "type": "knows", "target": a_entity_2, "fact": format!("alpha secret {MARK}")})),
+    );
+    let ids = Ids {
+        key: &a_read_id,
+        doc: &a_doc,
+        job: &a_job,
+        memory: &a_memory,
+        event: &a_event,
+        meeting: &a_meeting,
+        entities: [&a_entity, &a_entity_2],
+    };
     let cases = cases(&openapi, &ids);
     assert!(cases.len() >= 20, "{} operations", cases.len());
     let wrong_secret = format!("nxs_{a_read_id}_{}", "0".repeat(48));
@@ -406,6 +437,7 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
             || case.path.contains(&a_memory)
             || case.path.contains(&a_event)
             || case.path.contains(&a_meeting)
+            || case.path.contains(&a_entity)
             || case.path.contains("/entities/user/alpha/");
         let mutates = matches!(case.method, Method::POST | Method::PUT);
         // Walks from a node B does not have answer with an empty list, not 404.
