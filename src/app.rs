@@ -131,14 +131,15 @@ impl App {
         let mut jobs = Jobs::new(stores.jobs.clone());
         jobs.register(INGEST_JOB, Arc::new(IngestHandler { stores: stores.clone(), documents: documents.clone() }));
         jobs.register(crate::memory::ADD_JOB, Arc::new(AddHandler(memories.clone())));
-        let meetings = Arc::new(Meetings::new(stores.clone(), writes.clone(), memories.clone(), llm.clone()));
-        jobs.register(FINISH_JOB, Arc::new(FinishHandler(meetings.clone())));
-        jobs.register(IMPORT_JOB, Arc::new(ImportHandler { stores: stores.clone(), meetings: meetings.clone() }));
         let graph = Arc::new(crate::graph::Graph::new(
             stores.clone(),
             writes.clone(),
             SearchEngine::new(stores.clone(), embed.clone()),
         ));
+        let meetings =
+            Arc::new(Meetings::new(stores.clone(), writes.clone(), memories.clone(), graph.clone(), llm.clone()));
+        jobs.register(FINISH_JOB, Arc::new(FinishHandler(meetings.clone())));
+        jobs.register(IMPORT_JOB, Arc::new(ImportHandler { stores: stores.clone(), meetings: meetings.clone() }));
         let backup_jobs = Arc::new(crate::backup::BackupJobs::default());
         jobs.register(crate::backup::BACKUP_JOB, backup_jobs.clone());
         jobs.register(crate::backup::VERIFY_JOB, backup_jobs.clone());

@@ -244,3 +244,46 @@ fn walks_paths_search_and_refusals() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["entities"].as_array().unwrap().len(), 31);
 }
+
+/// A meeting's transcript feeds the entity graph when it ends (here, an imported one): the
+/// participants as people, the relations the rules read, each citing its segment.
+#[test]
+fn an_ended_meeting_adds_its_entities_and_relations() {
+    use reqwest::blocking::multipart::{Form, Part};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    server.wait_ready();
+    let api = Api { c: client(), server: &server };
+    // Globex is already an entity: the transcript's mention resolves to it.
+    let globex = api.entity("Globex", "organization");
+
+    let transcript = "Ana Lima: Welcome everyone.\n\
+                      Bo Chen: Quick news, Priya Raman joined Globex in March 2024.\n\
+                      Ana Lima: And Priya reports to Bo Chen from now on.\n\
+                      Bo Chen: The launch checklist was assigned to Dana.\n";
+    let form = Form::new()
+        .text("title", "Staff sync")
+        .part("file", Part::bytes(transcript.as_bytes().to_vec()).file_name("sync.txt"));
+    let r = api.c.post(server.url("/api/v1/meetings/import?wait=true")).multipart(form).send().unwrap();
+    let job: Value = r.json().unwrap();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let finished = &job["result"]["meetings"][0]["finished"];
+    assert!(finished["graph"]["relations"].as_u64().unwrap() >= 2, "{finished}");
+
+    let (_, found) = api.get("/api/v1/graph/entities?query=Priya%20Raman");
+    let priya = found["entities"][0].clone();
+    assert_eq!(priya["name"], "Priya Raman", "{found}");
+    assert_eq!(priya["type"], "person");
+    let priya = priya["id"].as_str().unwrap().to_string();
+    let (_, hood) = api.get(&format!("/api/v1/graph/entities/{priya}/neighbourhood?hops=1"));
+    let relations = hood["relations"].as_array().unwrap();
+    let works = relations.iter().find(|r| r["type"] == "works_for").expect("works_for");
+    assert_eq!(works["target"], globex.as_str(), "resolved to the known Globex: {hood}");
+    assert_eq!(works["valid_at"], "2024-03-01T00:00:00Z");
+    assert!(works["sources"][0].as_str().unwrap().contains(":seg:"), "{works}");
+    assert!(relations.iter().any(|r| r["type"] == "reports_to"), "{hood}");
+    for person in ["Ana Lima", "Dana"] {
+        let (_, found) = api.get(&format!("/api/v1/graph/entities?type=person&query={}", person.replace(' ', "%20")));
+        assert_eq!(found["entities"][0]["name"], person, "{found}");
+    }
+}

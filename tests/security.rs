@@ -381,7 +381,9 @@ fn every_route_in_openapi_enforces_keys_scopes_and_tenants() {
         Method::POST,
         "/api/v1/graph/relations",
         &a_write,
-        Some(json!({"source": a_entity, "type": "knows", "target": a_entity_2, "fact": format!("alpha secret {MARK}")})),
+        Some(
+            json!({"source": a_entity, "type": "knows", "target": a_entity_2, "fact": format!("alpha secret {MARK}")}),
+        ),
     );
     let ids = Ids {
         key: &a_read_id,

@@ -20,9 +20,11 @@
 //! Writes to one entity's relations run one at a time (a lock per source entity, across nodes
 //! too), so two contradicting facts added at once are both resolved.
 
+pub mod extract;
 pub mod model;
 pub mod walk;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -53,6 +55,24 @@ pub const SINGLE_VALUED: &[&str] = &[
     "owned_by",
     "led_by",
 ];
+
+/// The types a found name is looked up under, beside its own.
+const KNOWN_TYPES: &[&str] = &["person", "organization", "place", "project", "team", "entity"];
+
+/// How similar two long names must be (Jaro-Winkler) to be taken for one entity.
+pub const FUZZY_MATCH: f64 = 0.93;
+
+/// The confidence of a relation the rules read.
+const RULE_CONFIDENCE: f64 = 0.7;
+
+/// What an ingest added.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Ingested {
+    /// New entities.
+    pub entities: usize,
+    /// New relations.
+    pub relations: usize,
+}
 
 /// The most relations one entity may have of one type before adding another is refused.
 const MAX_RELATIONS_PER_TYPE: usize = 10_000;
@@ -128,7 +148,8 @@ impl Graph {
 
     /// Adds an entity, or merges aliases, attributes and summary into the one of the same type
     /// and name. Returns it and whether it is new.
-    pub async fn add_entity(&self, tenant: &TenantId, new: NewEntity) -> Result<(Entity, bool)> {
+    /// With `wait`, answers once every derived store shows it.
+    pub async fn add_entity(&self, tenant: &TenantId, new: NewEntity, wait: bool) -> Result<(Entity, bool)> {
         check_text("name", &new.name, MAX_NAME_LEN)?;
         let entity_type = normalise_type(&new.entity_type);
         check_text("type", &entity_type, MAX_TYPE_LEN)
@@ -179,7 +200,7 @@ impl Graph {
         if let Some(existing) = existing.filter(|e| *e == entity) {
             return Ok((existing, false));
         }
-        self.writes.write(tenant, vec![Write::Upsert(entity.to_record())], true).await?;
+        self.writes.write(tenant, vec![Write::Upsert(entity.to_record())], wait).await?;
         Ok((self.entity(tenant, &id).await?, created))
     }
 
@@ -246,7 +267,7 @@ impl Graph {
 
     /// Adds a relation between two entities of the project, resolving contradictions (see the
     /// module doc) in the same write.
-    pub async fn add_relation(&self, tenant: &TenantId, new: NewRelation) -> Result<RelationAdded> {
+    pub async fn add_relation(&self, tenant: &TenantId, new: NewRelation, wait: bool) -> Result<RelationAdded> {
         let relation_type = normalise_type(&new.relation_type);
         check_text("type", &relation_type, MAX_TYPE_LEN)
             .map_err(|_| Error::invalid("type must hold letters or digits, at most 64 characters"))?;
@@ -354,8 +375,128 @@ impl Graph {
             )));
         }
         writes.push(Write::Upsert(relation.to_record(relation_text(&relation, &names))));
-        self.writes.write(tenant, writes, true).await?;
+        self.writes.write(tenant, writes, wait).await?;
         Ok(RelationAdded { relation, created: true, closed })
+    }
+
+    /// Reads entities and relations from texts with the rule-based extractor ([`extract`]) and
+    /// adds them: each name resolved to an entity of the project (see [`Graph::resolve`]; a
+    /// lone first name to the one person of this ingest named in full with it), each relation
+    /// with the text's id among its `sources`. `known`: names that are entities whatever
+    /// their case (speakers, participants), with their type.
+    pub async fn ingest(
+        &self,
+        tenant: &TenantId,
+        texts: &[(String, String)],
+        known: &[(String, String)],
+    ) -> Result<Ingested> {
+        let mut resolved: HashMap<String, String> = HashMap::new();
+        // People named in full so far, by their first name: "Priya" after "Priya Raman" is her.
+        let mut first_names: HashMap<String, Vec<String>> = HashMap::new();
+        let mut out = Ingested::default();
+        for (text, source_id) in texts {
+            let found = extract::extract(text, known);
+            for entity in &found.entities {
+                let key = normalise_name(&entity.name);
+                if resolved.contains_key(&key) {
+                    continue;
+                }
+                if !key.contains(' ')
+                    && let Some([id]) = first_names.get(&key).map(Vec::as_slice)
+                {
+                    resolved.insert(key, id.clone());
+                    continue;
+                }
+                let (id, created) = self.resolve(tenant, entity).await?;
+                out.entities += usize::from(created);
+                if entity.entity_type == "person"
+                    && let Some((first, _)) = key.split_once(' ')
+                {
+                    let ids = first_names.entry(first.to_string()).or_default();
+                    if !ids.contains(&id) {
+                        ids.push(id.clone());
+                    }
+                }
+                resolved.insert(key, id);
+            }
+            for r in found.relations {
+                let (Some(source), Some(target)) =
+                    (resolved.get(&normalise_name(&r.source.name)), resolved.get(&normalise_name(&r.target.name)))
+                else {
+                    continue;
+                };
+                let new = NewRelation {
+                    source: source.clone(),
+                    relation_type: r.relation_type,
+                    target: target.clone(),
+                    fact: Some(r.fact.chars().take(MAX_FACT_LEN).collect()),
+                    valid_at: r.valid_at,
+                    invalid_at: r.invalid_at,
+                    confidence: Some(RULE_CONFIDENCE),
+                    sources: vec![source_id.clone()],
+                };
+                match self.add_relation(tenant, new, false).await {
+                    Ok(added) => out.relations += usize::from(added.created),
+                    // Two names that resolved to one entity, or dates that contradict: skipped.
+                    Err(e) if e.code == crate::error::ErrorCode::InvalidRequest => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The project's entity a found name stands for, or a new one: the same name as any type,
+    /// else a name or alias equal once normalised among the entities keyword search finds for
+    /// it, else a near spelling (Jaro-Winkler at least [`FUZZY_MATCH`]) when both names are
+    /// long enough to tell apart (two words or more, six letters or more): short or one-word
+    /// names are never merged on spelling alone. Returns the id and whether it is new.
+    pub async fn resolve(&self, tenant: &TenantId, found: &extract::Found) -> Result<(String, bool)> {
+        let mut types = vec![found.entity_type.as_str()];
+        types.extend(KNOWN_TYPES.iter().filter(|t| **t != found.entity_type));
+        for t in types {
+            let id = entity_id(t, &found.name);
+            if self.entity_record(tenant, &id).await?.is_some() {
+                return Ok((id, false));
+            }
+        }
+        let name = normalise_name(&found.name);
+        let filter = RecordFilter::kinds(&[ENTITY_KIND]);
+        let request = SearchRequest {
+            tenant: tenant.clone(),
+            query: found.name.clone(),
+            mode: Mode::Keyword,
+            filter,
+            top_k: 5,
+            offset: 0,
+            fusion: Fusion::default(),
+            snippets: false,
+        };
+        let candidates: Vec<Entity> =
+            self.search.search(&request).await?.iter().map(|h| Entity::from_record(&h.record)).collect();
+        let same = |e: &Entity| normalise_name(&e.name) == name || e.aliases.iter().any(|a| normalise_name(a) == name);
+        if let Some(e) = candidates.iter().find(|e| same(e)) {
+            return Ok((e.id.clone(), false));
+        }
+        let distinct =
+            |n: &str| n.split_whitespace().count() >= 2 && n.chars().filter(|c| c.is_alphabetic()).count() >= 6;
+        if distinct(&name)
+            && let Some(e) = candidates.iter().find(|e| {
+                let other = normalise_name(&e.name);
+                distinct(&other) && strsim::jaro_winkler(&name, &other) >= FUZZY_MATCH
+            })
+        {
+            return Ok((e.id.clone(), false));
+        }
+        let new = NewEntity {
+            name: found.name.clone(),
+            entity_type: found.entity_type.clone(),
+            aliases: Vec::new(),
+            attributes: None,
+            summary: None,
+        };
+        let (entity, created) = self.add_entity(tenant, new, false).await?;
+        Ok((entity.id, created))
     }
 
     /// Every relation version Nexus holds between entities of the project, as `view` admits,

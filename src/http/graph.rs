@@ -168,7 +168,7 @@ pub async fn add_entity(
     Tenant(tenant): Tenant,
     ApiJson(input): ApiJson<NewEntity>,
 ) -> Result<(StatusCode, axum::Json<Entity>)> {
-    let (entity, created) = app.graph.add_entity(&tenant, input).await?;
+    let (entity, created) = app.graph.add_entity(&tenant, input, true).await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(entity)))
 }
 
@@ -368,6 +368,6 @@ pub async fn add_relation(
     Tenant(tenant): Tenant,
     ApiJson(input): ApiJson<NewRelation>,
 ) -> Result<(StatusCode, axum::Json<RelationAdded>)> {
-    let added = app.graph.add_relation(&tenant, input).await?;
+    let added = app.graph.add_relation(&tenant, input, true).await?;
     Ok((if added.created { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(added)))
 }

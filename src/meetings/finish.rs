@@ -59,6 +59,9 @@ pub struct Finished {
     pub extractor: String,
     pub summary: Summary,
     pub memories: Vec<MeetingMemory>,
+    /// What the transcript added to the project's entity graph.
+    #[serde(default)]
+    pub graph: crate::graph::Ingested,
 }
 
 pub struct FinishHandler(pub Arc<Meetings>);
@@ -148,12 +151,29 @@ impl Meetings {
             self.write(tenant, writes, true).await?;
         }
         let memories = self.remember(tenant, &meeting, &segments, &found).await?;
+        let mut known: Vec<(String, String)> = Vec::new();
+        for name in meeting.participants.iter().map(|p| &p.name).chain(segments.iter().map(|s| &s.speaker)) {
+            if !name.trim().is_empty() && !known.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                known.push((name.trim().to_string(), "person".into()));
+            }
+        }
+        let texts: Vec<(String, String)> =
+            segments.iter().map(|s| (s.text.clone(), segment_record_id(id, s.seq))).collect();
+        let mut graph = crate::graph::Ingested::default();
+        for (name, kind) in &known {
+            let person = crate::graph::extract::Found { name: name.clone(), entity_type: kind.clone() };
+            graph.entities += usize::from(self.graph.resolve(tenant, &person).await?.1);
+        }
+        let read = self.graph.ingest(tenant, &texts, &known).await?;
+        graph.entities += read.entities;
+        graph.relations += read.relations;
         Ok(Finished {
             meeting_id: id.to_string(),
             insights: found.len(),
             extractor,
             summary: self.summary(tenant, id).await?,
             memories,
+            graph,
         })
     }
 

@@ -18,7 +18,9 @@
 //! - **end** ([`Meetings::end`], then the job [`finish`]): the status turns `ended`; the job makes
 //!   the final insights (the configured LLM's, else the rules'), the final summary, one episodic
 //!   memory per participant with a `user_id` (the meeting as `run_id`) and a factual memory per
-//!   action item for its owner.
+//!   action item for its owner; and the entities and relations the rule-based extractor reads
+//!   from the transcript go into the project's entity graph (`crate::graph`), the participants
+//!   known as people.
 //! - **import** ([`import`]): a transcript file becomes an ended meeting, in one write.
 //!
 //! Writes to one meeting run one at a time (a lock per meeting, across nodes too), so `seq`s are
@@ -63,6 +65,7 @@ pub struct Meetings {
     stores: Stores,
     writes: Arc<WriteLog>,
     memories: Arc<Memories>,
+    graph: Arc<crate::graph::Graph>,
     llm: Option<Arc<dyn Llm>>,
     locks: Vec<tokio::sync::Mutex<()>>,
 }
@@ -140,8 +143,15 @@ fn validate_metadata(metadata: Option<Value>) -> Result<Value> {
 }
 
 impl Meetings {
-    pub fn new(stores: Stores, writes: Arc<WriteLog>, memories: Arc<Memories>, llm: Option<Arc<dyn Llm>>) -> Meetings {
-        Meetings { stores, writes, memories, llm, locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() }
+    pub fn new(
+        stores: Stores,
+        writes: Arc<WriteLog>,
+        memories: Arc<Memories>,
+        graph: Arc<crate::graph::Graph>,
+        llm: Option<Arc<dyn Llm>>,
+    ) -> Meetings {
+        let locks = (0..64).map(|_| tokio::sync::Mutex::new(())).collect();
+        Meetings { stores, writes, memories, graph, llm, locks }
     }
 
     /// Holds the meeting's lock (in this process and, for a shared record store, across nodes).
