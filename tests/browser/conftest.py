@@ -26,6 +26,7 @@ PAGES = {
     "documents": "Documents",
     "memories": "Memories",
     "meetings": "Meetings",
+    "graph": "Graph",
     "jobs": "Jobs",
     "status": "Status",
     "projects": "Projects",

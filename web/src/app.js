@@ -15,6 +15,7 @@ const ROUTES = [
   { path: 'documents', label: 'Documents', load: () => import('./pages/documents.js') },
   { path: 'memories', label: 'Memories', load: () => import('./pages/memories.js') },
   { path: 'meetings', label: 'Meetings', load: () => import('./pages/meetings.js') },
+  { path: 'graph', label: 'Graph', load: () => import('./pages/graph.js') },
   { path: 'jobs', label: 'Jobs', load: () => import('./pages/jobs.js') },
   { path: 'status', label: 'Status', load: () => import('./pages/status.js') },
   { path: 'projects', label: 'Projects', load: () => import('./pages/projects.js') },
