@@ -19,7 +19,12 @@
 //!
 //! Writes to one entity's relations run one at a time (a lock per source entity, across nodes
 //! too), so two contradicting facts added at once are both resolved.
+//!
+//! [`analytics`] ranks entities (PageRank, betweenness, closeness, degree) and groups them
+//! (weakly connected components, Louvain communities) on a copy of a view of the graph held in
+//! memory, each measure as networkx defines it.
 
+pub mod analytics;
 pub mod extract;
 pub mod model;
 pub mod walk;
