@@ -287,3 +287,73 @@ fn an_ended_meeting_adds_its_entities_and_relations() {
         assert_eq!(found["entities"][0]["name"], person, "{found}");
     }
 }
+
+/// Analytics over HTTP: rankings and groups over the graph or a view of it, stored on request.
+#[test]
+fn analytics_rank_and_group_entities_in_a_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    server.wait_ready();
+    let api = Api { c: client(), server: &server };
+    // A team of four around Hub since 2024, and a pair apart.
+    let hub = api.entity("Hub", "person");
+    let team: Vec<String> = (0..4).map(|n| api.entity(&format!("Member {n}"), "person")).collect();
+    for member in &team {
+        api.relate(member, "reports_to", &hub, "2024-01-01T00:00:00Z");
+    }
+    let (x, y) = (api.entity("Xavier", "person"), api.entity("Yolanda", "person"));
+    api.relate(&x, "knows", &y, "2020-01-01T00:00:00Z");
+
+    let run = |body: Value| {
+        let (status, answer) = api.post("/api/v1/graph/analytics", body.clone());
+        assert_eq!(status, 200, "{body}: {answer}");
+        answer
+    };
+    let degree = run(json!({"algorithm": "degree"}));
+    assert_eq!(degree["entities"], 7);
+    assert_eq!(degree["results"][0]["entity_id"], hub.as_str());
+    assert!((degree["results"][0]["value"].as_f64().unwrap() - 4.0 / 6.0).abs() < 1e-9, "{degree}");
+    let pagerank = run(json!({"algorithm": "pagerank"}));
+    assert_eq!(pagerank["results"][0]["entity_id"], hub.as_str(), "reports point at the hub: {pagerank}");
+    let sum: f64 = pagerank["results"].as_array().unwrap().iter().map(|r| r["value"].as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-6);
+
+    let components = run(json!({"algorithm": "components"}));
+    let number = |of: &str| {
+        components["results"].as_array().unwrap().iter().find(|r| r["entity_id"] == of).unwrap()["value"].clone()
+    };
+    assert_eq!(number(&hub), json!(0.0), "the largest component is numbered 0");
+    assert_eq!(number(&team[2]), json!(0.0));
+    assert_eq!(number(&x), json!(1.0));
+    assert_eq!(number(&y), json!(1.0));
+
+    // In 2022 the team did not exist yet: the hub is alone.
+    let before = run(json!({"algorithm": "degree", "filter": {"as_of": "2022-01-01T00:00:00Z"}}));
+    let hub_then = before["results"].as_array().unwrap().iter().find(|r| r["entity_id"] == hub.as_str()).unwrap();
+    assert_eq!(hub_then["value"], json!(0.0), "{before}");
+    let only_knows = run(json!({"algorithm": "degree", "filter": {"types": ["knows"]}, "limit": 2}));
+    assert_eq!(only_knows["results"].as_array().unwrap().len(), 2);
+    assert!(
+        only_knows["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["entity_id"] == x.as_str() || r["entity_id"] == y.as_str())
+    );
+
+    // Stored on request, as an attribute of each entity.
+    run(json!({"algorithm": "communities", "store": true}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, entity) = api.get(&format!("/api/v1/graph/entities/{hub}"));
+        if entity["attributes"]["communities"].is_number() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the community was not stored: {entity}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    let (status, answer) = api.post("/api/v1/graph/analytics", json!({"algorithm": "eigenvalues"}));
+    assert_eq!(status, 400);
+    assert!(answer["error"]["message"].as_str().unwrap().contains("pagerank"), "{answer}");
+}

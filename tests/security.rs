@@ -224,6 +224,7 @@ fn cases(openapi: &Value, ids: &Ids) -> Vec<Case> {
                     (None, Some(multipart_body("b.txt", "B: b's transcript")))
                 }
                 ("POST", "/api/v1/graph/entities") => (Some(json!({"name": "b's entity", "type": "person"})), None),
+                ("POST", "/api/v1/graph/analytics") => (Some(json!({"algorithm": "degree"})), None),
                 ("POST", "/api/v1/graph/relations") => {
                     (Some(json!({"source": entities[0], "type": "knows", "target": entities[1]})), None)
                 }

@@ -504,6 +504,73 @@ impl Graph {
         Ok((entity.id, created))
     }
 
+    /// Runs `algorithm` over the project's entities and the relations `view` admits (only
+    /// entities of `entity_types` when given), directed or not. With `store`, each entity's
+    /// value is kept in its attributes under the algorithm's name. Results come best first
+    /// (components and communities: by number, then id).
+    pub async fn analytics(
+        &self,
+        tenant: &TenantId,
+        algorithm: analytics::Algorithm,
+        view: &View,
+        entity_types: &[String],
+        directed: bool,
+        store: bool,
+    ) -> Result<Vec<(String, f64)>> {
+        let limits = analytics::Limits::default();
+        let types: Vec<String> = entity_types.iter().map(|t| normalise_type(t)).collect();
+        let mut entities: Vec<Entity> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list_entities(tenant, None, after.as_deref(), 5000).await?;
+            let Some(last) = page.last().map(|e| e.id.clone()) else { break };
+            let full = page.len() == 5000;
+            entities.extend(page.into_iter().filter(|e| types.is_empty() || types.contains(&e.entity_type)));
+            if entities.len() > limits.max_nodes {
+                return Err(Error::new(
+                    crate::error::ErrorCode::PayloadTooLarge,
+                    format!("more than {} entities in this view; narrow it with entity_types", limits.max_nodes),
+                ));
+            }
+            if !full {
+                break;
+            }
+            after = Some(last);
+        }
+        let ids: std::collections::HashSet<&str> = entities.iter().map(|e| e.id.as_str()).collect();
+        let relations = self.relations(tenant, view, limits.max_edges).await?;
+        let edges = relations
+            .iter()
+            .filter(|r| ids.contains(r.source.as_str()) && ids.contains(r.target.as_str()))
+            .map(|r| (r.source.as_str(), r.target.as_str(), None));
+        let graph = analytics::AnalyticsGraph::new(directed, ids.iter().copied(), edges, limits)?;
+        let mut results = analytics::run(&graph, algorithm, &analytics::Options::default())?;
+        match algorithm {
+            analytics::Algorithm::Components | analytics::Algorithm::Communities => {
+                results.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)))
+            }
+            _ => results.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0))),
+        }
+        if store {
+            let values: HashMap<&str, f64> = results.iter().map(|(id, v)| (id.as_str(), *v)).collect();
+            let mut writes = Vec::new();
+            for mut entity in entities {
+                let Some(value) = values.get(entity.id.as_str()) else { continue };
+                if let Value::Object(attributes) = &mut entity.attributes {
+                    attributes.insert(algorithm.as_str().to_string(), serde_json::json!(value));
+                }
+                writes.push(Write::Upsert(entity.to_record()));
+                if writes.len() == 500 {
+                    self.writes.write(tenant, std::mem::take(&mut writes), false).await?;
+                }
+            }
+            if !writes.is_empty() {
+                self.writes.write(tenant, writes, false).await?;
+            }
+        }
+        Ok(results)
+    }
+
     /// Every relation version Nexus holds between entities of the project, as `view` admits,
     /// read from the record (at most `limit`; more is an error).
     pub async fn relations(&self, tenant: &TenantId, view: &View, limit: usize) -> Result<Vec<Relation>> {

@@ -371,3 +371,93 @@ pub async fn add_relation(
     let added = app.graph.add_relation(&tenant, input, true).await?;
     Ok((if added.created { StatusCode::CREATED } else { StatusCode::OK }, axum::Json(added)))
 }
+
+/// Which part of the graph an analysis runs on.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsFilter {
+    /// Only relations true at this moment.
+    pub as_of: Option<DateTime<Utc>>,
+    /// Relations as Nexus knew them at this moment (not after now). Default: now.
+    pub known_at: Option<DateTime<Utc>>,
+    /// Only relations of these types.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Only entities of these types (and the relations among them).
+    #[serde(default)]
+    pub entity_types: Vec<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsRequest {
+    /// `pagerank`, `betweenness`, `closeness`, `degree`, `components` or `communities`.
+    pub algorithm: String,
+    #[serde(default)]
+    pub filter: Option<AnalyticsFilter>,
+    /// Follow relations from source to target only. Default: `true` for `pagerank`, `false`
+    /// for the others (components are then weakly connected ones).
+    #[serde(default)]
+    pub directed: Option<bool>,
+    /// Keep each entity's value in its attributes, under the algorithm's name.
+    #[serde(default)]
+    pub store: bool,
+    /// Answer with the first `limit` results only (1-100000).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Score {
+    pub entity_id: String,
+    /// The score, or the component or community number (0 is the largest).
+    pub value: f64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AnalyticsResults {
+    pub algorithm: String,
+    /// Best first; components and communities by number.
+    pub results: Vec<Score>,
+    /// How many entities the analysis ran over.
+    pub entities: usize,
+}
+
+/// Graph analytics: ranks and groups of entities.
+///
+/// PageRank, betweenness, closeness and degree centrality rank the entities; `components`
+/// (weakly connected) and `communities` (Louvain) group them, numbered largest first. Each is
+/// computed as networkx defines it, over the whole graph or the part `filter` selects (a
+/// moment, relation types, entity types). A graph past the size limits is refused with
+/// `payload_too_large`.
+#[utoipa::path(post, path = "/api/v1/graph/analytics", tag = "graph",
+    request_body(content = AnalyticsRequest, example = json!({"algorithm": "pagerank",
+        "filter": {"as_of": "2025-06-01T00:00:00Z", "types": ["works_for", "reports_to"]}})),
+    responses((status = 200, body = AnalyticsResults), (status = 400, body = super::error::ErrorBody),
+        (status = 413, body = super::error::ErrorBody)))]
+pub async fn analytics(
+    State(app): State<Arc<App>>,
+    Tenant(tenant): Tenant,
+    ApiJson(input): ApiJson<AnalyticsRequest>,
+) -> Result<axum::Json<AnalyticsResults>> {
+    let algorithm: crate::graph::analytics::Algorithm = input.algorithm.parse()?;
+    let limit = input.limit.unwrap_or(100_000);
+    if !(1..=100_000).contains(&limit) {
+        return Err(Error::invalid("limit must be 1-100000"));
+    }
+    let filter = input.filter.unwrap_or_default();
+    let view = View {
+        as_of: filter.as_of,
+        known_at: filter.known_at,
+        types: filter.types.iter().map(|t| crate::graph::model::normalise_type(t)).collect(),
+    };
+    view.validate(Utc::now())?;
+    let directed = input.directed.unwrap_or(algorithm == crate::graph::analytics::Algorithm::PageRank);
+    let results = app.graph.analytics(&tenant, algorithm, &view, &filter.entity_types, directed, input.store).await?;
+    let entities = results.len();
+    Ok(axum::Json(AnalyticsResults {
+        algorithm: algorithm.as_str().to_string(),
+        results: results.into_iter().take(limit).map(|(entity_id, value)| Score { entity_id, value }).collect(),
+        entities,
+    }))
+}

@@ -100,6 +100,7 @@ pub fn api() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(graph::entity))
         .routes(routes!(graph::neighbourhood))
         .routes(routes!(graph::add_relation))
+        .routes(routes!(graph::analytics))
         .routes(routes!(objects::list_objects))
         .routes(routes!(objects::put_object, objects::get_object, objects::delete_object))
         .routes(routes!(embed::embed))
