@@ -178,24 +178,24 @@ const MONTHS: &[&str] = &[
 
 /// (pattern, relation type, source type, target type); `{X}` and `{Y}` are names.
 const PATTERNS: &[(&str, &str, &str, &str)] = &[
-    (r"{X} (?:works|worked|is working|has worked|was working) (?:at|for) {Y}", "works_for", "person", "organization"),
-    (r"{X} (?:joined|joins|has joined|will join) {Y}", "works_for", "person", "organization"),
-    (r"{X} (?:is|was) (?:employed|hired) by {Y}", "works_for", "person", "organization"),
+    (r"{X} (?:works|work|worked|is working|am working|has worked|have worked|was working) (?:at|for) {Y}", "works_for", "person", "organization"),
+    (r"{X} (?:joined|joins|has joined|have joined|will join) {Y}", "works_for", "person", "organization"),
+    (r"{X} (?:is|am|was) (?:employed|hired) by {Y}", "works_for", "person", "organization"),
     (r"{X}, (?:the |our |their |a |an )?[a-z][a-z -]{1,40}? (?:of|at) {Y}", "role_at", "person", "organization"),
     (
-        r"{X} (?:is|was|became|has become) (?:the |a |an |our )?[a-z][a-z -]{1,40}? (?:of|at) {Y}",
+        r"{X} (?:is|am|was|became|has become|have become) (?:the |a |an |our )?[a-z][a-z -]{1,40}? (?:of|at) {Y}",
         "role_at",
         "person",
         "organization",
     ),
-    (r"{X} (?:reports|reported|will report) to {Y}", "reports_to", "person", "person"),
-    (r"{X} (?:lives|lived|is living|has lived) in {Y}", "lives_in", "person", "place"),
+    (r"{X} (?:reports|report|reported|will report) to {Y}", "reports_to", "person", "person"),
+    (r"{X} (?:lives|live|lived|is living|am living|has lived|have lived) in {Y}", "lives_in", "person", "place"),
     (r"{X} (?:moved|relocated) to {Y}", "lives_in", "person", "place"),
-    (r"{X} (?:is|comes|came) from {Y}", "lives_in", "person", "place"),
-    (r"{X} (?:manages|managed|leads|led|runs|ran|heads|headed) {Y}", "manages", "person", "entity"),
-    (r"{X} (?:is|was|became) (?:a |an )?member of {Y}", "member_of", "person", "organization"),
-    (r"{X} (?:belongs|belonged) to {Y}", "member_of", "person", "organization"),
-    (r"{X} (?:married|is married to|was married to) {Y}", "married_to", "person", "person"),
+    (r"{X} (?:is|am|comes|come|came) from {Y}", "lives_in", "person", "place"),
+    (r"{X} (?:manages|manage|managed|leads|lead|led|runs|run|ran|heads|head|headed) {Y}", "manages", "person", "entity"),
+    (r"{X} (?:is|am|was|became) (?:a |an )?member of {Y}", "member_of", "person", "organization"),
+    (r"{X} (?:belongs|belong|belonged) to {Y}", "member_of", "person", "organization"),
+    (r"{X} (?:married|is married to|am married to|was married to) {Y}", "married_to", "person", "person"),
 ];
 
 struct Pattern {
@@ -307,6 +307,11 @@ fn sentences(text: &str) -> Vec<String> {
 /// Reads entities and relations from `text`. `known` are names that are entities whatever their
 /// case and place (speakers, participants...), each with its type.
 pub fn extract(text: &str, known: &[(String, String)]) -> Extraction {
+    extract_said_by(text, known, None)
+}
+
+/// [`extract`] for what `speaker` said: "I" is the speaker ("I moved to Sweden").
+pub fn extract_said_by(text: &str, known: &[(String, String)], speaker: Option<&str>) -> Extraction {
     let mut out = Extraction::default();
     let add = |out: &mut Extraction, found: Found| match out
         .entities
@@ -319,6 +324,9 @@ pub fn extract(text: &str, known: &[(String, String)]) -> Extraction {
     };
     let known_type = |name: &str| known.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, t)| t.clone());
     let typed = |name: &str, before: &str, from_pattern: &str| -> String {
+        if speaker.is_some_and(|s| s.eq_ignore_ascii_case(name)) {
+            return "person".into();
+        }
         known_type(name)
             .or_else(|| cued_type(name, before).map(str::to_string))
             .unwrap_or_else(|| from_pattern.to_string())
@@ -329,7 +337,11 @@ pub fn extract(text: &str, known: &[(String, String)]) -> Extraction {
         for pattern in COMPILED.iter() {
             for found in pattern.regex.captures_iter(&sentence) {
                 let (x, y) = (&found["x"], &found["y"]);
-                let (Some(source), Some(target)) = (clean(x), clean(y)) else { continue };
+                let me = |raw: &str| match speaker {
+                    Some(name) if raw.split_whitespace().last() == Some("I") => Some(name.to_string()),
+                    _ => clean(raw),
+                };
+                let (Some(source), Some(target)) = (me(x), me(y)) else { continue };
                 if source.eq_ignore_ascii_case(&target) {
                     continue;
                 }
@@ -436,6 +448,18 @@ mod tests {
         assert_eq!(got.entities, vec![Found { name: "Priya".into(), entity_type: "person".into() }]);
         let got = extract("ask nadia about it", &[("Nadia".into(), "person".into())]);
         assert_eq!(got.entities.len(), 1, "a known name in lower case is found");
+    }
+
+    #[test]
+    fn i_is_the_speaker() {
+        let got = extract_said_by("I moved to Sweden in 2019 and I work at Spotify.", &[], Some("Caroline"));
+        let read: Vec<(&str, &str, &str)> = got
+            .relations
+            .iter()
+            .map(|r| (r.source.name.as_str(), r.relation_type.as_str(), r.target.name.as_str()))
+            .collect();
+        assert_eq!(read, vec![("Caroline", "works_for", "Spotify"), ("Caroline", "lives_in", "Sweden")]);
+        assert!(extract("I work at Spotify.", &[]).relations.is_empty(), "without a speaker, I is nobody");
     }
 
     #[test]

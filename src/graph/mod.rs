@@ -133,7 +133,7 @@ impl Graph {
         tenant: &TenantId,
         id: &str,
     ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Option<crate::store::records::ExclusiveGuard>)> {
-        let name = crate::memory::short_hash(&[tenant.as_str(), id]);
+        let name = short_hash(&[tenant.as_str(), id]);
         let stripe = u64::from_str_radix(&name[..8], 16).unwrap_or(0) as usize % self.locks.len();
         let local = self.locks[stripe].lock().await;
         let cluster = self.stores.records.exclusive(&format!("graph:{name}")).await?;
@@ -603,7 +603,7 @@ fn new_id(prefix: &str, parts: &[&str], now: DateTime<Utc>) -> String {
     let mut all: Vec<&str> = parts.to_vec();
     all.push(&micros);
     all.push(&nonce);
-    format!("{prefix}_{}", crate::memory::short_hash(&all))
+    format!("{prefix}_{}", short_hash(&all))
 }
 
 /// The text a relation is found by: its fact, else its ends and type in words.

@@ -19,8 +19,20 @@ use serde_json::{Map, Value, json};
 use crate::store::graph::GraphEdge;
 use crate::store::records::{GraphItem, NewRecord, Record};
 
-pub const ENTITY_KIND: &str = crate::memory::ENTITY_KIND;
-pub const RELATION_KIND: &str = crate::memory::RELATION_KIND;
+/// The record kinds of entities and relations (memory inference writes them too).
+pub const ENTITY_KIND: &str = "entity";
+pub const RELATION_KIND: &str = "relation";
+
+/// 20 hex digits of the SHA-256 of `parts` (each followed by a zero byte).
+pub fn short_hash(parts: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())[..20].to_string()
+}
 
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_TYPE_LEN: usize = 64;
@@ -141,7 +153,7 @@ pub fn normalise_name(raw: &str) -> String {
 }
 
 pub fn entity_id(entity_type: &str, name: &str) -> String {
-    format!("ent_{}", crate::memory::short_hash(&["graph", entity_type, &normalise_name(name)]))
+    format!("ent_{}", short_hash(&["graph", entity_type, &normalise_name(name)]))
 }
 
 pub fn time_text(t: &DateTime<Utc>) -> String {

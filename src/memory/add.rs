@@ -622,7 +622,7 @@ fn verbatim(messages: &[Message], common: &Common) -> Vec<Candidate> {
                 text: m.text(),
                 tier: default_tier,
                 categories: Vec::new(),
-                relations: extract::mention_relations(speaker, &m.text()),
+                relations: extract::sentence_relations(speaker, &m.text()),
                 message: i,
             }
         })

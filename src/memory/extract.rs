@@ -314,7 +314,7 @@ pub fn extract_without_llm(messages: &[Message]) -> Vec<Candidate> {
                 Some(name) => format!("{name}: {sentence}"),
                 None => sentence.clone(),
             };
-            let relations = mention_relations(speaker, &sentence);
+            let relations = sentence_relations(speaker, &sentence);
             out.push(Candidate { text, tier, categories: Vec::new(), relations, message: index });
         }
     }
@@ -351,6 +351,24 @@ pub fn spot_entities(text: &str) -> Vec<String> {
     }
     flush(&mut run, &mut names);
     names
+}
+
+/// The relations the graph's rule set reads from what `speaker` said (`Caroline lives_in
+/// Sweden` from Caroline's "I moved to Sweden"), then `speaker mentions X` for every other
+/// entity X of the sentence.
+pub fn sentence_relations(speaker: Option<&str>, sentence: &str) -> Vec<Relation> {
+    let read = crate::graph::extract::extract_said_by(sentence, &[], speaker);
+    let mut out: Vec<Relation> = read
+        .relations
+        .into_iter()
+        .map(|r| Relation { source: r.source.name, relationship: r.relation_type, target: r.target.name })
+        .collect();
+    for mention in mention_relations(speaker, sentence) {
+        if !out.iter().any(|r| r.target.eq_ignore_ascii_case(&mention.target)) {
+            out.push(mention);
+        }
+    }
+    out
 }
 
 /// `speaker mentions X` for every entity X of the sentence (without a speaker, none).

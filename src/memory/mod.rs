@@ -23,7 +23,6 @@ use std::sync::Arc;
 use chrono::{NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::config::MemoryConfig;
 use crate::embed::EmbedService;
@@ -38,8 +37,7 @@ pub use model::{Event, HistoryEntry, Memory, Message, Relation, Scope, Tier};
 
 pub const MEMORY_KIND: &str = "memory";
 pub const HISTORY_KIND: &str = "memory_history";
-pub const ENTITY_KIND: &str = "entity";
-pub const RELATION_KIND: &str = "relation";
+pub use crate::graph::model::{ENTITY_KIND, RELATION_KIND};
 /// User metadata scalars are copied to top-level record metadata under this prefix, as facets.
 pub const META_FACET_PREFIX: &str = "m.";
 /// The job that runs an asynchronous add (its id is the Mem0 `event_id`).
@@ -116,14 +114,7 @@ pub fn new_memory_id() -> String {
 }
 
 /// A short, stable hex digest of `parts` (each ended by a NUL), for ids derived from names.
-pub(crate) fn short_hash(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(h.finalize())[..20].to_string()
-}
+pub(crate) use crate::graph::model::short_hash;
 
 pub fn entity_id(owner: &str, name: &str) -> String {
     format!("ent_{}", short_hash(&[owner, &name.trim().to_lowercase()]))
@@ -306,7 +297,7 @@ impl Memories {
             writes.extend(self.relation_deletes(tenant, id).await?);
             new.entities.clear();
             let relations =
-                extract::mention_relations(new.metadata.get("speaker").and_then(Value::as_str), &new.memory);
+                extract::sentence_relations(new.metadata.get("speaker").and_then(Value::as_str), &new.memory);
             writes.extend(self.graph_writes(&mut new, &relations));
             writes[0] = Write::Upsert(self.memory_record(&new));
         }

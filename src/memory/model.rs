@@ -397,12 +397,25 @@ impl HistoryEntry {
     }
 }
 
-/// A relation between two entities, in Mem0's shape.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+/// A relation between two entities, in Mem0's shape: `target` as the platform and the 1.x
+/// clients read it, and the same again as `destination`, as the open-source graph memory names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, utoipa::ToSchema)]
 pub struct Relation {
     pub source: String,
     pub relationship: String,
     pub target: String,
+}
+
+impl Serialize for Relation {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("Relation", 4)?;
+        out.serialize_field("source", &self.source)?;
+        out.serialize_field("relationship", &self.relationship)?;
+        out.serialize_field("target", &self.target)?;
+        out.serialize_field("destination", &self.target)?;
+        out.end()
+    }
 }
 
 /// A message of an add: Mem0's `{role, content, name?}`.

@@ -354,6 +354,19 @@ def scenario():
                                                CAROL, agent_id=HELPER))
     carol_plain = check_add_results(s.add_sync([{"role": "user", "content": "Carol grows tomatoes on her balcony"}],
                                                CAROL))
+    # Graph memory without an LLM: the relations read from what a named speaker said come back in
+    # Mem0's shapes, `target` and `destination` alike.
+    if GEN != "2":
+        said = [{"role": "user", "name": "Erin", "content": "I moved to Sweden in 2019 and I work at Spotify."}]
+        sync = {"async_mode": False} if GEN == "1.0" else {}
+        res = s.w.add(said, user_id=f"{RUN}-erin", infer=True, enable_graph=True, **sync)
+        follow()
+        relations = res.get("relations") if isinstance(res, dict) else None
+        wanted = [("lives_in", "Sweden"), ("works_for", "Spotify")]
+        check(isinstance(relations, list) and all(
+            any(r.get("source") == "Erin" and r.get("relationship") == kind and r.get("target") == to
+                and r.get("destination") == to for r in relations) for kind, to in wanted),
+              "graph memory: the relations read, in Mem0's shapes", res)
     # A repeat of a stored message in the same scope is merged, not stored twice.
     again = s.add_sync([{"role": "user", "content": "I love hiking in the Swiss Alps every summer"}], ALICE)
     check(all(r["event"] == "NONE" and r["id"] == hiking_id for r in again), "a repeat is merged (NONE)", again)
