@@ -11,6 +11,7 @@ pub mod dump;
 pub mod embed;
 pub mod error;
 pub mod events;
+pub mod graph;
 pub mod http;
 pub mod jobs;
 pub mod knowledge;
