@@ -13,6 +13,10 @@
 //! networkx runs under `--python`, else `$NETWORKX_PYTHON`, else `target/nxvenv/bin/python` (or
 //! under `$CARGO_TARGET_DIR`), else `python3` if it imports networkx. Without one, only Nexus's
 //! numbers are printed.
+//!
+//! One run on 2 shared cores, in the dev profile (Nexus at opt-level 1): load 0.56 s vs 4.19 s,
+//! PageRank 0.10 s vs 5.15 s (50×), Louvain 54 s vs 2,710 s (50×; modularity 0.240 vs 0.241),
+//! betweenness 0.56 s vs 13.7 s, closeness 0.83 s vs 1.82 s on the 2,000-node graph.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -179,18 +183,25 @@ fn main() {
         graph.edge_count(),
         rayon::current_num_threads()
     );
+    println!("nexus load: {load_s:.3} s");
     let (_, pagerank_s) = seconds(|| analytics::pagerank(&graph).unwrap());
+    println!("nexus pagerank: {pagerank_s:.3} s");
     let (communities, communities_s) = seconds(|| analytics::communities(&graph, SEED));
     let modularity = analytics::modularity(&graph, &communities);
     let count = communities.iter().max().map_or(0, |&c| c + 1);
+    println!("nexus communities: {communities_s:.3} s, modularity {modularity:.4}");
     let small_graph = load(&small);
     let (_, betweenness_s) = seconds(|| analytics::betweenness(&small_graph).unwrap());
     let (_, closeness_s) = seconds(|| analytics::closeness(&small_graph).unwrap());
+    println!("nexus betweenness: {betweenness_s:.3} s, closeness: {closeness_s:.3} s (small graph)");
 
     let theirs = if args.networkx {
         match find_python(&args) {
             Some(python) => {
-                println!("running networkx under {} (Louvain on this graph takes minutes)", python.display());
+                println!(
+                    "running networkx under {} (its Louvain on a million edges takes tens of minutes)",
+                    python.display()
+                );
                 networkx(&python, &big, &small)
             }
             None => {

@@ -651,8 +651,7 @@ impl Level {
         let mut inner = vec![0.0f64; count];
         let mut degree = vec![0.0f64; count];
         let mut members: Vec<Vec<usize>> = vec![Vec::new(); count];
-        for v in 0..self.len() {
-            let c = community[v];
+        for (v, &c) in community.iter().enumerate() {
             inner[c] += self.inner[v];
             degree[c] += self.degree[v];
             members[c].push(v);
