@@ -178,7 +178,12 @@ const MONTHS: &[&str] = &[
 
 /// (pattern, relation type, source type, target type); `{X}` and `{Y}` are names.
 const PATTERNS: &[(&str, &str, &str, &str)] = &[
-    (r"{X} (?:works|work|worked|is working|am working|has worked|have worked|was working) (?:at|for) {Y}", "works_for", "person", "organization"),
+    (
+        r"{X} (?:works|work|worked|is working|am working|has worked|have worked|was working) (?:at|for) {Y}",
+        "works_for",
+        "person",
+        "organization",
+    ),
     (r"{X} (?:joined|joins|has joined|have joined|will join) {Y}", "works_for", "person", "organization"),
     (r"{X} (?:is|am|was) (?:employed|hired) by {Y}", "works_for", "person", "organization"),
     (r"{X}, (?:the |our |their |a |an )?[a-z][a-z -]{1,40}? (?:of|at) {Y}", "role_at", "person", "organization"),
@@ -192,7 +197,12 @@ const PATTERNS: &[(&str, &str, &str, &str)] = &[
     (r"{X} (?:lives|live|lived|is living|am living|has lived|have lived) in {Y}", "lives_in", "person", "place"),
     (r"{X} (?:moved|relocated) to {Y}", "lives_in", "person", "place"),
     (r"{X} (?:is|am|comes|come|came) from {Y}", "lives_in", "person", "place"),
-    (r"{X} (?:manages|manage|managed|leads|lead|led|runs|run|ran|heads|head|headed) {Y}", "manages", "person", "entity"),
+    (
+        r"{X} (?:manages|manage|managed|leads|lead|led|runs|run|ran|heads|head|headed) {Y}",
+        "manages",
+        "person",
+        "entity",
+    ),
     (r"{X} (?:is|am|was|became) (?:a |an )?member of {Y}", "member_of", "person", "organization"),
     (r"{X} (?:belongs|belong|belonged) to {Y}", "member_of", "person", "organization"),
     (r"{X} (?:married|is married to|am married to|was married to) {Y}", "married_to", "person", "person"),
