@@ -70,6 +70,67 @@ struct Inner {
     fields: Fields,
     /// Set by a closing [`TextStore::sync`]; a later commit marks the folder unsynced again.
     closed: AtomicBool,
+    /// Per field, the tokens of the live documents, for the searcher generation it was counted in.
+    tokens: Mutex<(u64, std::collections::HashMap<Field, u64>)>,
+}
+
+/// BM25's statistics over the live documents only. Tantivy's own count documents deleted (or
+/// replaced) until a merge drops them, so an index with a history would rank unlike a fresh copy
+/// of the same documents (a restored, imported or migrated one). Here every figure depends only
+/// on the live documents: their number, how many hold a term (postings are walked in segments
+/// with deletions), and their lengths as the scorer itself reads them (field norms), summed once
+/// per searcher generation.
+struct LiveStatistics<'a> {
+    searcher: &'a tantivy::Searcher,
+    tokens: &'a Mutex<(u64, std::collections::HashMap<Field, u64>)>,
+}
+
+impl tantivy::query::Bm25StatisticsProvider for LiveStatistics<'_> {
+    fn total_num_tokens(&self, field: Field) -> tantivy::Result<u64> {
+        let generation = self.searcher.generation().generation_id();
+        {
+            let cached = self.tokens.lock();
+            if cached.0 == generation
+                && let Some(total) = cached.1.get(&field)
+            {
+                return Ok(*total);
+            }
+        }
+        let mut total = 0u64;
+        for segment in self.searcher.segment_readers() {
+            let norms = segment.get_fieldnorms_reader(field)?;
+            total += segment.doc_ids_alive().map(|doc| u64::from(norms.fieldnorm(doc))).sum::<u64>();
+        }
+        let mut cached = self.tokens.lock();
+        if cached.0 != generation {
+            *cached = (generation, Default::default());
+        }
+        cached.1.insert(field, total);
+        Ok(total)
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.searcher.segment_readers().iter().map(|s| u64::from(s.num_docs())).sum())
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        use tantivy::DocSet;
+        let mut count = 0u64;
+        for segment in self.searcher.segment_readers() {
+            let index = segment.inverted_index(term.field())?;
+            let Some(alive) = segment.alive_bitset() else {
+                count += u64::from(index.doc_freq(term)?);
+                continue;
+            };
+            let Some(mut postings) = index.read_postings(term, IndexRecordOption::Basic)? else { continue };
+            let mut doc = postings.doc();
+            while doc != tantivy::TERMINATED {
+                count += u64::from(alive.is_alive(doc));
+                doc = postings.advance();
+            }
+        }
+        Ok(count)
+    }
 }
 
 pub struct TantivyTextStore {
@@ -117,6 +178,7 @@ impl TantivyTextStore {
                     writer: Mutex::new(writer),
                     fields: schema().1,
                     closed: AtomicBool::new(false),
+                    tokens: Mutex::new((u64::MAX, Default::default())),
                 }),
             })
         })
@@ -287,8 +349,9 @@ impl Inner {
                 }
             },
         );
+        let statistics = LiveStatistics { searcher: &searcher, tokens: &self.tokens };
         let top: Vec<(tantivy::Score, tantivy::DocAddress)> = searcher
-            .search(&full, &by_score_then_key)
+            .search_with_statistics_provider(&full, &by_score_then_key, &statistics)
             .map_err(tantivy_err("search text"))?
             .into_iter()
             .map(|((_, _, score), address)| (score, address))
