@@ -161,7 +161,8 @@ const ORG_SUFFIXES: &[&str] = &[
 
 const TITLES: &[&str] = &["Dr", "Dr.", "Mr", "Mr.", "Ms", "Ms.", "Mrs", "Mrs.", "Prof", "Prof."];
 
-const MONTHS: &[&str] = &[
+/// Month names, January first.
+pub(crate) const MONTHS: [&str; 12] = [
     "january",
     "february",
     "march",
@@ -309,7 +310,8 @@ fn validity(sentence: &str) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
     (start, end)
 }
 
-fn sentences(text: &str) -> Vec<String> {
+/// A text's sentences (Unicode sentence boundaries), trimmed, empty ones left out.
+pub(crate) fn sentences(text: &str) -> Vec<String> {
     use unicode_segmentation::UnicodeSegmentation;
     text.unicode_sentences().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }

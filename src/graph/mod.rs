@@ -543,7 +543,8 @@ impl Graph {
             .iter()
             .filter(|r| ids.contains(r.source.as_str()) && ids.contains(r.target.as_str()))
             .map(|r| (r.source.as_str(), r.target.as_str(), None));
-        let graph = analytics::AnalyticsGraph::new(directed, ids.iter().copied(), edges, limits)?;
+        let nodes = entities.iter().map(|e| e.id.as_str());
+        let graph = analytics::AnalyticsGraph::new(directed, nodes, edges, limits)?;
         let mut results = analytics::run(&graph, algorithm, &analytics::Options::default())?;
         match algorithm {
             analytics::Algorithm::Components | analytics::Algorithm::Communities => {

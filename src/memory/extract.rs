@@ -253,10 +253,7 @@ const NOT_NAMES: &[&str] = &[
 ];
 
 /// Sentences of a text (Unicode sentence boundaries), trimmed and non-empty.
-fn sentences(text: &str) -> Vec<String> {
-    use unicode_segmentation::UnicodeSegmentation;
-    text.unicode_sentences().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
-}
+use crate::graph::extract::sentences;
 
 fn word_count(text: &str) -> usize {
     text.split_whitespace().filter(|w| w.chars().any(char::is_alphanumeric)).count()

@@ -81,21 +81,7 @@ fn spread_to_neighbours(scored: &mut [(Memory, f32, f32, ScoreBreakdown)], weigh
     }
 }
 
-/// Month names, January first.
-pub(crate) const MONTHS: [&str; 12] = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-];
+pub(crate) use crate::graph::extract::MONTHS;
 const WEEKDAYS: [&str; 7] = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"];
 /// Words that make a query ask when something happened.
 const WHEN_PHRASES: &[&str] =

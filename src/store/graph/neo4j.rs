@@ -237,6 +237,21 @@ fn key_seq_pairs(value: Option<&BoltValue>) -> Vec<(i64, i64)> {
         .collect()
 }
 
+/// An edge from a row that starts `r.key, r.id, r.label, r.props, r.updated_at,
+/// startNode(r).id, endNode(r).id`.
+fn edge_from(row: &[BoltValue], tenant: &TenantId) -> Result<GraphEdge> {
+    Ok(GraphEdge {
+        key: get_int(row, 0, "edge key")? as RecordKey,
+        tenant: tenant.clone(),
+        id: get_text(row, 1, "edge id")?,
+        label: get_text(row, 2, "edge label")?,
+        source: get_text(row, 5, "edge source")?,
+        target: get_text(row, 6, "edge target")?,
+        properties: get_props(row, 3)?,
+        updated_at: get_opt_int(row, 4, "edge time")?.unwrap_or(0),
+    })
+}
+
 /// A node as stored, from the columns `key, label, name, props, updated_at` starting at `at`.
 fn node_from(row: &[BoltValue], at: usize, tenant: &TenantId, id: String) -> Result<Option<GraphNode>> {
     let Some(key) = get_opt_int(row, at, "node key")? else { return Ok(None) };
@@ -1138,16 +1153,7 @@ impl GraphStore for Neo4jGraphStore {
         for row in rows {
             let other = get_text(&row, 7, "node id")?;
             out.push(Neighbour {
-                edge: GraphEdge {
-                    key: get_int(&row, 0, "edge key")? as RecordKey,
-                    tenant: tenant.clone(),
-                    id: get_text(&row, 1, "edge id")?,
-                    label: get_text(&row, 2, "edge label")?,
-                    source: get_text(&row, 5, "edge source")?,
-                    target: get_text(&row, 6, "edge target")?,
-                    properties: get_props(&row, 3)?,
-                    updated_at: get_opt_int(&row, 4, "edge time")?.unwrap_or(0),
-                },
+                edge: edge_from(&row, tenant)?,
                 node: node_from(&row, 8, tenant, other.clone())?,
                 id: other,
             });
@@ -1170,16 +1176,7 @@ impl GraphStore for Neo4jGraphStore {
             let params =
                 Params::default().set("tenant", text(tenant.as_str())).set("ids", BoltValue::List(chunk.to_vec()));
             for row in self.query("read the graph", &query, params).await? {
-                let edge = GraphEdge {
-                    key: get_int(&row, 0, "edge key")? as RecordKey,
-                    tenant: tenant.clone(),
-                    id: get_text(&row, 1, "edge id")?,
-                    label: get_text(&row, 2, "edge label")?,
-                    source: get_text(&row, 5, "edge source")?,
-                    target: get_text(&row, 6, "edge target")?,
-                    properties: get_props(&row, 3)?,
-                    updated_at: get_opt_int(&row, 4, "edge time")?.unwrap_or(0),
-                };
+                let edge = edge_from(&row, tenant)?;
                 if seen.insert(edge.key) {
                     out.push(edge);
                 }
