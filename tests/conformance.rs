@@ -316,9 +316,25 @@ async fn postgres_change_log_never_skips_a_late_commit() {
     let note = |id: &str, body: &str| {
         Write::Upsert(NewRecord { id: id.into(), kind: "note".into(), body: Some(body.into()), ..Default::default() })
     };
+    // The log's horizon is the oldest transaction still running on the server. Other tests'
+    // databases share the server, and one of their transactions that ends while the horizon is
+    // read can hold it back for a moment (a delay, never a skip): reads poll until they settle.
+    let settled = |from: nexus::store::Seq, want: usize| {
+        let store = store.clone();
+        async move {
+            for _ in 0..400 {
+                let changes = store.changes_since(from, 100).await.unwrap();
+                if changes.len() >= want {
+                    return changes;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("the change log did not reach {want} entries past {from}");
+        }
+    };
     let first = store.write(&tenant, vec![note("slow", "before")]).await.unwrap();
-    let cursor = store.changes_since(0, 100).await.unwrap().last().unwrap().seq;
-    assert_eq!(cursor, first.seq, "a committed write is readable at once");
+    let cursor = settled(0, 1).await.last().unwrap().seq;
+    assert_eq!(cursor, first.seq, "a committed write is readable");
 
     // Another session locks the row the slow writer will update, so the slow writer's
     // transaction starts (and takes its position) but cannot commit until the lock is released.
@@ -331,7 +347,8 @@ async fn postgres_change_log_never_skips_a_late_commit() {
         tokio::spawn(async move { store.write(&tenant, vec![note("slow", "after")]).await.unwrap() })
     };
     // Wait until the slow writer holds a transaction id and waits on the lock.
-    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND backend_xid IS NOT NULL";
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND backend_xid IS NOT NULL \
+                   AND datname = current_database()";
     for _ in 0..200 {
         if locker.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) > 0 {
             break;
@@ -352,11 +369,19 @@ async fn postgres_change_log_never_skips_a_late_commit() {
     locker.batch_execute("COMMIT").await.unwrap();
     let slow = slow.await.unwrap();
     assert!(slow.seq < fast.seq, "positions follow the order transactions took them");
-    let after: Vec<_> = store.changes_since(cursor, 100).await.unwrap();
+    let after = settled(cursor, 2).await;
     let ids: Vec<_> = after.iter().map(|c| c.id.as_str()).collect();
     assert_eq!(ids, vec!["slow", "fast"], "the late commit is read, in position order, before the later one");
     assert_eq!(after[0].record.as_ref().unwrap().body.as_deref(), Some("after"));
-    assert_eq!(store.head_seq().await.unwrap(), fast.seq);
+    let mut head = store.head_seq().await.unwrap();
+    for _ in 0..400 {
+        if head == fast.seq {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        head = store.head_seq().await.unwrap();
+    }
+    assert_eq!(head, fast.seq);
 }
 
 /// Two nodes starting at once migrate the schema once; a schema newer than this binary is refused.

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::Seq;
 use super::TenantId;
 use super::auth::{AuditEvent, AuditFilter, AuthStore, NewApiKey, Scope, Within};
 use super::graph::{Direction, GraphEdge, GraphNode, GraphStore, GraphWrite};
 use super::objects::ObjectStore;
-use super::records::{ChangeOp, GraphItem, ListFilter, NewRecord, RecordFilter, RecordStore, Write};
+use super::records::{Change, ChangeOp, GraphItem, ListFilter, NewRecord, RecordFilter, RecordStore, Write};
 use super::text::{TextDoc, TextQuery, TextStore};
 use super::vectors::{VectorPoint, VectorQuery, VectorStore};
 use crate::error::ErrorCode;
@@ -39,6 +40,34 @@ pub fn axis_vector(dims: usize, i: usize, j: usize, tilt: f32) -> Vec<f32> {
     v[i % dims] = 1.0;
     v[j % dims] += tilt;
     v
+}
+
+/// The change log past `after`, read until it holds `want` entries. On a shared server the log's
+/// horizon can stay for a moment behind a commit (another database's transaction ending while the
+/// horizon is read): a delay, never a skip, so readers poll and so does the suite.
+async fn settled_changes(store: &dyn RecordStore, after: Seq, limit: usize, want: usize) -> Vec<Change> {
+    let mut changes = store.changes_since(after, limit).await.unwrap();
+    for _ in 0..400 {
+        if changes.len() >= want {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        changes = store.changes_since(after, limit).await.unwrap();
+    }
+    changes
+}
+
+/// The change log's head once it has reached `at_least` (see [`settled_changes`]).
+async fn settled_head(store: &dyn RecordStore, at_least: Seq) -> Seq {
+    let mut head = store.head_seq().await.unwrap();
+    for _ in 0..400 {
+        if head >= at_least {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        head = store.head_seq().await.unwrap();
+    }
+    head
 }
 
 pub async fn record_store_suite<F, Fut>(open: F)
@@ -102,7 +131,7 @@ where
     assert!(store.get(&a, "r2").await.unwrap().is_none());
 
     // The change log carries each record's current state; deleted records have none.
-    let changes = store.changes_since(0, 100).await.unwrap();
+    let changes = settled_changes(&*store, 0, 100, 5).await;
     assert_eq!(changes.len(), 5);
     assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
     let first = &changes[0];
@@ -111,8 +140,8 @@ where
     let r2_changes: Vec<_> = changes.iter().filter(|c| c.id == "r2").collect();
     assert!(r2_changes.iter().all(|c| c.record.is_none()));
     assert_eq!(r2_changes.last().unwrap().op, ChangeOp::Delete);
-    assert_eq!(store.changes_since(changes[2].seq, 100).await.unwrap().len(), 2);
-    assert_eq!(store.changes_since(0, 2).await.unwrap().len(), 2, "limit is honoured");
+    assert_eq!(settled_changes(&*store, changes[2].seq, 100, 2).await.len(), 2);
+    assert_eq!(settled_changes(&*store, 0, 2, 2).await.len(), 2, "limit is honoured");
 
     // Keys are never reused, even after the newest record is deleted.
     let r3 = store.write(&a, vec![Write::Upsert(record("r3", "task", "third"))]).await.unwrap();
@@ -251,7 +280,7 @@ where
         )
         .await
         .unwrap();
-    store.write(&b, vec![tagged("g1", &["red"], serde_json::json!({"collection": "c1"}), 0)]).await.unwrap();
+    let last = store.write(&b, vec![tagged("g1", &["red"], serde_json::json!({"collection": "c1"}), 0)]).await.unwrap();
     let listed =
         store.list(&a, &ListFilter { kind: Some("filtered".into()), after_key: None, limit: 10 }).await.unwrap();
     let c1 = || ("collection".to_string(), "c1".to_string());
@@ -287,16 +316,17 @@ where
     assert!(all.iter().any(|r| r.tenant == b));
 
     // Pruning keeps the head and the later entries.
-    let head = store.head_seq().await.unwrap();
+    let head = settled_head(&*store, last.seq).await;
+    assert_eq!(head, last.seq);
     store.prune_changes(head - 1).await.unwrap();
-    assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 1);
-    assert_eq!(store.head_seq().await.unwrap(), head, "pruning never lowers the head");
+    assert_eq!(settled_changes(&*store, 0, 100, 1).await.len(), 1);
+    assert_eq!(settled_head(&*store, head).await, head, "pruning never lowers the head");
 
     // Everything acknowledged survives a reopen.
     drop(store);
     let store = open().await;
     assert_eq!(store.get(&a, "r1").await.unwrap().unwrap().version, 2);
-    assert_eq!(store.head_seq().await.unwrap(), head);
+    assert_eq!(settled_head(&*store, head).await, head);
     let next = store.write(&a, vec![Write::Upsert(record("after", "note", "x"))]).await.unwrap();
     assert!(next.seq > head, "sequence numbers continue after a reopen");
 
