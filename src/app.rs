@@ -125,7 +125,13 @@ impl App {
             max_tokens: config.knowledge.chunk_max_tokens,
             overlap_tokens: config.knowledge.chunk_overlap_tokens,
         };
-        let documents = Arc::new(Documents::new(stores.clone(), writes.clone(), embed.clone(), chunking));
+        let documents = Arc::new(Documents::new(
+            stores.clone(),
+            writes.clone(),
+            embed.clone(),
+            chunking,
+            config.knowledge.graph_extraction,
+        ));
         let memories =
             Arc::new(Memories::new(stores.clone(), writes.clone(), embed.clone(), llm.clone(), config.memory.clone()));
         let mut jobs = Jobs::new(stores.jobs.clone());
@@ -136,6 +142,10 @@ impl App {
             writes.clone(),
             SearchEngine::new(stores.clone(), embed.clone()),
         ));
+        jobs.register(
+            crate::knowledge::entities::GRAPH_EXTRACT_JOB,
+            Arc::new(crate::knowledge::entities::GraphExtractHandler { stores: stores.clone(), graph: graph.clone() }),
+        );
         let meetings =
             Arc::new(Meetings::new(stores.clone(), writes.clone(), memories.clone(), graph.clone(), llm.clone()));
         jobs.register(FINISH_JOB, Arc::new(FinishHandler(meetings.clone())));

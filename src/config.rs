@@ -52,6 +52,9 @@ pub struct KnowledgeConfig {
     pub keyword_weight: f32,
     pub semantic_weight: f32,
     pub title_weight: f32,
+    /// Read each new document version's entities and relations into the entity graph, in a
+    /// background job.
+    pub graph_extraction: bool,
 }
 
 impl KnowledgeConfig {

@@ -288,6 +288,77 @@ fn an_ended_meeting_adds_its_entities_and_relations() {
     }
 }
 
+/// A document's entities and relations reach the graph in a background job after ingestion;
+/// an unchanged document queues nothing, a new version is read again.
+#[test]
+fn a_document_adds_its_entities_and_relations() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    server.wait_ready();
+    let api = Api { c: client(), server: &server };
+    let text = "Org notes\n\nMarta Quinn works at Halvorsen Labs since 2021. \
+                The audit was assigned to Marta Quinn. Marta reports to Oskar Brandt.";
+    let doc = json!({"source": "notes/org.txt", "text": text, "author": "Oskar Brandt"});
+    let (status, body) = api.post("/api/v1/documents/text", doc.clone());
+    assert_eq!(status, 201, "{body}");
+    let chunk_prefix = body["documents"][0]["document"]["id"].as_str().unwrap().to_string();
+
+    // The job is queued after the answer: wait for it.
+    let jobs = |state: &str| -> Vec<Value> {
+        let (_, listed) = api.get(&format!("/api/v1/jobs?state={state}&limit=500"));
+        listed["jobs"].as_array().unwrap().iter().filter(|j| j["kind"] == "document-entities").cloned().collect()
+    };
+    let mut done = Vec::new();
+    for _ in 0..200 {
+        done = jobs("succeeded");
+        if !done.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(done.len(), 1, "one job for the new document: {done:?}");
+    assert!(done[0]["result"]["relations"].as_u64().unwrap() >= 2, "{}", done[0]);
+
+    let (_, found) = api.get("/api/v1/graph/entities?query=Marta%20Quinn");
+    let marta = &found["entities"][0];
+    assert_eq!((marta["name"].as_str(), marta["type"].as_str()), (Some("Marta Quinn"), Some("person")), "{found}");
+    let marta = marta["id"].as_str().unwrap().to_string();
+    let (_, found) = api.get("/api/v1/graph/entities?query=Halvorsen%20Labs");
+    assert_eq!(found["entities"][0]["type"], "organization", "{found}");
+    let labs = found["entities"][0]["id"].as_str().unwrap().to_string();
+    let (_, hood) = api.get(&format!("/api/v1/graph/entities/{marta}/neighbourhood?hops=1"));
+    let relations = hood["relations"].as_array().unwrap();
+    let works = relations.iter().find(|r| r["type"] == "works_for").expect("works_for");
+    assert_eq!(works["target"], labs.as_str(), "{hood}");
+    assert_eq!(works["valid_at"], "2021-01-01T00:00:00Z");
+    let source = works["sources"][0].as_str().unwrap();
+    assert!(source.starts_with(&chunk_prefix) && source != chunk_prefix, "the chunk is the source: {works}");
+    let boss = relations.iter().find(|r| r["type"] == "reports_to").expect("reports_to: 'Marta' is Marta Quinn");
+    assert_eq!(boss["source"], marta.as_str(), "{hood}");
+
+    // The same text again is unchanged: no second job.
+    let (status, body) = api.post("/api/v1/documents/text", doc);
+    assert_eq!((status, body["documents"][0]["outcome"].as_str()), (201, Some("unchanged")), "{body}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let all = jobs("succeeded").len() + jobs("queued").len() + jobs("running").len();
+    assert_eq!(all, 1, "an unchanged document queues nothing");
+
+    // A new version is read again; what the old one said stays known.
+    let v2 = json!({"source": "notes/org.txt", "text": "Org notes\n\nMarta Quinn lives in Bergen."});
+    let (status, _) = api.post("/api/v1/documents/text", v2);
+    assert_eq!(status, 201);
+    for _ in 0..200 {
+        if jobs("succeeded").len() == 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(jobs("succeeded").len(), 2);
+    let (_, hood) = api.get(&format!("/api/v1/graph/entities/{marta}/neighbourhood?hops=1"));
+    let types: Vec<&str> = hood["relations"].as_array().unwrap().iter().filter_map(|r| r["type"].as_str()).collect();
+    assert!(types.contains(&"lives_in") && types.contains(&"works_for"), "{hood}");
+}
+
 /// Analytics over HTTP: rankings and groups over the graph or a view of it, stored on request.
 #[test]
 fn analytics_rank_and_group_entities_in_a_view() {

@@ -221,22 +221,32 @@ pub struct Mem0Page {
     pub next: Option<String>,
     pub previous: Option<String>,
     pub results: Vec<Mem0Memory>,
+    /// With `enable_graph`: the relations of this page's memories.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relations: Option<Vec<Relation>>,
 }
 
-/// v1/v2 list answer: a bare list, or a page when `page` was given.
+/// v1/v2 list answer: a bare list, or a page when `page` was given; with `enable_graph`,
+/// `{results, relations}`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Listed {
     All(Vec<Mem0Memory>),
     Page(Mem0Page),
+    Graph { results: Vec<Mem0Memory>, relations: Vec<Relation> },
 }
 
-/// v1/v2 search answer: a bare list (v1 with `output_format: "v1.1"`: `{results}`).
+/// v1/v2 search answer: a bare list (v1 with `output_format: "v1.1"`: `{results}`; with
+/// `enable_graph`: `{results, relations}`).
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Searched {
     List(Vec<Mem0Scored>),
-    Wrapped { results: Vec<Mem0Scored> },
+    Wrapped {
+        results: Vec<Mem0Scored>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        relations: Option<Vec<Relation>>,
+    },
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -463,6 +473,10 @@ pub struct Mem0Query {
     pub end_date: Option<String>,
     /// v1: `v1.1` wraps search results in `{results}`.
     pub output_format: Option<String>,
+    /// Graph memory: the answer is `{results, relations}`, with the relations around the
+    /// results (search) or of the listed memories (list). v3 search always carries them.
+    #[serde(default)]
+    pub enable_graph: bool,
     pub page: Option<usize>,
     pub page_size: Option<usize>,
 }
@@ -529,7 +543,7 @@ impl Mem0Query {
             threshold,
             mode: if self.keyword_search { Mode::Keyword } else { Mode::Hybrid },
             show_expired: self.show_expired,
-            relations: version == Version::V3,
+            relations: version == Version::V3 || self.enable_graph,
             neighbour_weight: memory.neighbour_weight.clamp(0.0, 1.0),
             fusion: memory.fusion(),
         })
@@ -572,6 +586,21 @@ pub struct Mem0Params {
     #[serde(default)]
     #[param(example = false)]
     pub show_expired: bool,
+    /// Graph memory: answer `{results, relations}`, with the relations of the listed memories
+    /// (`true`/`True`/`1`).
+    #[serde(default, deserialize_with = "loose_bool")]
+    #[param(example = false)]
+    pub enable_graph: bool,
+}
+
+/// A query-string flag as clients write it: `true`, `True`, `1` (and their opposites).
+fn loose_bool<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        other => Err(serde::de::Error::custom(format!("expected true or false, not {other:?}"))),
+    }
 }
 
 impl Mem0Params {
@@ -623,6 +652,7 @@ async fn list_page(
     show_expired: bool,
     paged: Option<(usize, usize)>,
     uri: &axum::http::Uri,
+    graph: bool,
 ) -> Result<Listed> {
     let (offset, limit) = match paged {
         Some((page, size)) => ((page - 1) * size, size),
@@ -630,14 +660,17 @@ async fn list_page(
     };
     let request = ListRequest { filter, show_expired, offset, limit };
     let (memories, total) = app.memories.list(tenant, &request).await?;
+    let relations = if graph { Some(app.memories.relations_of(tenant, &memories).await?) } else { None };
     let results: Vec<Mem0Memory> = memories.into_iter().map(Mem0Memory::from).collect();
-    Ok(match paged {
-        None => Listed::All(results),
-        Some((page, size)) => Listed::Page(Mem0Page {
+    Ok(match (paged, relations) {
+        (None, None) => Listed::All(results),
+        (None, Some(relations)) => Listed::Graph { results, relations },
+        (Some((page, size)), relations) => Listed::Page(Mem0Page {
             count: total,
             next: (offset + results.len() < total).then(|| page_link(uri, page + 1, size)),
             previous: (page > 1).then(|| page_link(uri, page - 1, size)),
             results,
+            relations,
         }),
     })
 }
@@ -768,7 +801,8 @@ pub async fn list_v1(
         filter = filter.and(Filter::parse(&filters_param(text)?)?);
     }
     let paged = paging(params.page, params.page_size, false)?;
-    Ok(axum::Json(list_page(&app, &tenant, filter, params.show_expired, paged, &uri).await?))
+    let listed = list_page(&app, &tenant, filter, params.show_expired, paged, &uri, params.enable_graph).await?;
+    Ok(axum::Json(listed))
 }
 
 /// Lists memories by the filter grammar (1.0.x `get_all`, 0.1.x `version="v2"`).
@@ -790,7 +824,8 @@ pub async fn list_v2(
     let filter = input.filter(Version::V2)?;
     let paged = paging(params.page.or(input.page), params.page_size.or(input.page_size), false)?;
     let show_expired = input.show_expired || params.show_expired;
-    Ok(axum::Json(list_page(&app, &tenant, filter, show_expired, paged, &uri).await?))
+    let graph = input.enable_graph || params.enable_graph;
+    Ok(axum::Json(list_page(&app, &tenant, filter, show_expired, paged, &uri, graph).await?))
 }
 
 /// Lists memories by the filter grammar (2.x `get_all`), a page at a time.
@@ -810,9 +845,10 @@ pub async fn list_v3(
     let filter = input.filter(Version::V3)?;
     let paged = paging(params.page.or(input.page), params.page_size.or(input.page_size), true)?;
     let show_expired = input.show_expired || params.show_expired;
-    match list_page(&app, &tenant, filter, show_expired, paged, &uri).await? {
+    let graph = input.enable_graph || params.enable_graph;
+    match list_page(&app, &tenant, filter, show_expired, paged, &uri, graph).await? {
         Listed::Page(page) => Ok(axum::Json(page)),
-        Listed::All(_) => Err(Error::internal("v3 list", "a v3 list is always paginated")),
+        _ => Err(Error::internal("v3 list", "a v3 list is always paginated")),
     }
 }
 
@@ -841,8 +877,10 @@ pub async fn search_v1(
     ApiJson(input): ApiJson<Mem0Query>,
 ) -> Result<axum::Json<Searched>> {
     let found = run_search(&app, &tenant, &input, Version::V1).await?;
-    Ok(axum::Json(if input.output_format.as_deref() == Some("v1.1") {
-        Searched::Wrapped { results: found.results }
+    Ok(axum::Json(if input.enable_graph {
+        Searched::Wrapped { results: found.results, relations: Some(found.relations) }
+    } else if input.output_format.as_deref() == Some("v1.1") {
+        Searched::Wrapped { results: found.results, relations: None }
     } else {
         Searched::List(found.results)
     }))
@@ -850,18 +888,24 @@ pub async fn search_v1(
 
 /// Searches memories by the filter grammar (1.0.x, 0.1.x `version="v2"`).
 ///
-/// A bare list of scored memories; results below `threshold` (default 0.3) are dropped.
+/// A bare list of scored memories (with `enable_graph`: `{results, relations}`); results below
+/// `threshold` (default 0.3) are dropped.
 #[utoipa::path(post, path = "/v2/memories/search/", tag = "mem0",
     request_body(content = Mem0Query, example = json!({"query": "food preferences",
         "filters": {"AND": [{"user_id": "alex"}]}, "top_k": 5})),
-    responses((status = 200, body = Vec<Mem0Scored>),
+    responses((status = 200, body = Searched),
     (status = "default", description = "An error: `{detail, code}`", body = Mem0ErrorBody)))]
 pub async fn search_v2(
     State(app): State<Arc<App>>,
     Tenant(tenant): Tenant,
     ApiJson(input): ApiJson<Mem0Query>,
-) -> Result<axum::Json<Vec<Mem0Scored>>> {
-    Ok(axum::Json(run_search(&app, &tenant, &input, Version::V2).await?.results))
+) -> Result<axum::Json<Searched>> {
+    let found = run_search(&app, &tenant, &input, Version::V2).await?;
+    Ok(axum::Json(if input.enable_graph {
+        Searched::Wrapped { results: found.results, relations: Some(found.relations) }
+    } else {
+        Searched::List(found.results)
+    }))
 }
 
 /// Searches memories by the filter grammar (2.x).

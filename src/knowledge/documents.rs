@@ -157,11 +157,19 @@ pub struct Documents {
     writes: Arc<WriteLog>,
     embed: Arc<EmbedService>,
     chunking: ChunkOptions,
+    /// Queue each new version's reading into the entity graph ([`super::entities`]).
+    graph_extraction: bool,
 }
 
 impl Documents {
-    pub fn new(stores: Stores, writes: Arc<WriteLog>, embed: Arc<EmbedService>, chunking: ChunkOptions) -> Documents {
-        Documents { stores, writes, embed, chunking }
+    pub fn new(
+        stores: Stores,
+        writes: Arc<WriteLog>,
+        embed: Arc<EmbedService>,
+        chunking: ChunkOptions,
+        graph_extraction: bool,
+    ) -> Documents {
+        Documents { stores, writes, embed, chunking, graph_extraction }
     }
 
     pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<Document> {
@@ -331,6 +339,12 @@ impl Documents {
         // Ingestion answers once the document is searchable (read-your-writes).
         self.writes.write(tenant, writes, true).await?;
         let document = self.get(tenant, &id).await?;
+        if self.graph_extraction {
+            let payload = super::entities::GraphExtractPayload { document_id: id.clone(), version: document.version };
+            let payload = serde_json::to_value(payload).map_err(|e| Error::internal("document-entities job", e))?;
+            // Workers poll the job store, so queuing through it needs no handle on them.
+            self.stores.jobs.enqueue(tenant, super::entities::GRAPH_EXTRACT_JOB, payload, 3).await?;
+        }
         match previous {
             Some(prev) => {
                 let old = Document::from_record(&prev);

@@ -357,11 +357,26 @@ pub fn sentence_relations(speaker: Option<&str>, sentence: &str) -> Vec<Relation
     let read = crate::graph::extract::extract_said_by(sentence, &[], speaker);
     let mut out: Vec<Relation> = read
         .relations
-        .into_iter()
-        .map(|r| Relation { source: r.source.name, relationship: r.relation_type, target: r.target.name })
+        .iter()
+        .map(|r| Relation {
+            source: r.source.name.clone(),
+            source_type: r.source.entity_type.clone(),
+            relationship: r.relation_type.clone(),
+            target: r.target.name.clone(),
+            target_type: r.target.entity_type.clone(),
+            score: None,
+        })
         .collect();
-    for mention in mention_relations(speaker, sentence) {
+    let type_of = |name: &str| {
+        read.entities
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case(name))
+            .map_or(super::model::UNKNOWN_TYPE, |e| e.entity_type.as_str())
+            .to_string()
+    };
+    for mut mention in mention_relations(speaker, sentence) {
         if !out.iter().any(|r| r.target.eq_ignore_ascii_case(&mention.target)) {
+            mention.target_type = type_of(&mention.target);
             out.push(mention);
         }
     }
@@ -374,7 +389,7 @@ pub fn mention_relations(speaker: Option<&str>, sentence: &str) -> Vec<Relation>
     spot_entities(sentence)
         .into_iter()
         .filter(|e| !e.eq_ignore_ascii_case(speaker))
-        .map(|target| Relation { source: speaker.to_string(), relationship: "mentions".into(), target })
+        .map(|target| Relation { source_type: "person".into(), ..Relation::new(speaker, "mentions", target) })
         .collect()
 }
 
@@ -386,10 +401,12 @@ happened to them, each as one short self-contained sentence in the language of t
 the person instead of using pronouns. Skip greetings, small talk and questions. For each fact give its \
 tier: \"factual\" (a stable fact or preference), \"episodic\" (something that happened at a time; include \
 the date when known) or \"semantic\" (general knowledge not about a person), and up to three short \
-lowercase categories. Also list relations between named entities as {source, relationship, target} \
-with a snake_case relationship. Answer with JSON only: \
+lowercase categories. Also list relations between named entities as {source, source_type, \
+relationship, target, target_type} with a snake_case relationship and each type one of person, \
+organization, place, project, team or entity. Answer with JSON only: \
 {\"facts\": [{\"text\": \"...\", \"tier\": \"factual\", \"categories\": [\"...\"]}], \
-\"relations\": [{\"source\": \"...\", \"relationship\": \"...\", \"target\": \"...\"}]}. \
+\"relations\": [{\"source\": \"...\", \"source_type\": \"person\", \"relationship\": \"...\", \
+\"target\": \"...\", \"target_type\": \"organization\"}]}. \
 If there is nothing worth remembering, answer {\"facts\": [], \"relations\": []}.";
 
 const DECIDE_PROMPT: &str = "You maintain a memory store. You get the EXISTING memories (each with an \
@@ -423,9 +440,24 @@ enum FactItem {
 #[derive(Debug, Deserialize)]
 struct RelationItem {
     source: String,
+    #[serde(default)]
+    source_type: Option<String>,
     relationship: String,
     #[serde(alias = "destination")]
     target: String,
+    #[serde(default, alias = "destination_type")]
+    target_type: Option<String>,
+}
+
+/// A model's entity type as Nexus keeps it: one lowercase word, `entity` when missing or odd.
+fn entity_type(given: Option<&str>) -> String {
+    let t = given.unwrap_or_default().trim().to_lowercase().replace([' ', '-'], "_");
+    let t = if t == "organisation" { "organization".to_string() } else { t };
+    if t.is_empty() || t.len() > 32 || !t.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        super::model::UNKNOWN_TYPE.to_string()
+    } else {
+        t
+    }
 }
 
 /// The facts the model found, and whether the answer had to be repaired or retried.
@@ -496,8 +528,11 @@ pub async fn extract_with_llm(
                 })
                 .map(|r| Relation {
                     source: r.source.trim().to_string(),
+                    source_type: entity_type(r.source_type.as_deref()),
                     relationship: r.relationship.trim().to_lowercase().replace(' ', "_"),
                     target: r.target.trim().to_string(),
+                    target_type: entity_type(r.target_type.as_deref()),
+                    score: None,
                 })
                 .collect();
             Ok(Extracted {

@@ -470,7 +470,7 @@ impl Memories {
             Value::Object(meta)
         };
         for r in relations {
-            for name in [&r.source, &r.target] {
+            for (name, entity_type) in [(&r.source, &r.source_type), (&r.target, &r.target_type)] {
                 let id = entity_id(&owner, name);
                 if seen.insert(id.clone(), ()).is_none() {
                     if !m.entities.contains(name) {
@@ -479,7 +479,7 @@ impl Memories {
                     writes.push(Write::Upsert(NewRecord {
                         id,
                         kind: ENTITY_KIND.into(),
-                        metadata: scope_meta(json!({"name": name})),
+                        metadata: scope_meta(json!({"name": name, "type": entity_type})),
                         graph: Some(crate::store::records::GraphItem::Node {
                             label: "entity".into(),
                             name: name.clone(),
@@ -493,6 +493,7 @@ impl Memories {
                 kind: RELATION_KIND.into(),
                 metadata: scope_meta(json!({
                     "memory_id": m.id, "source": r.source, "relationship": r.relationship, "target": r.target,
+                    "source_type": r.source_type, "target_type": r.target_type,
                 })),
                 graph: Some(crate::store::records::GraphItem::Edge {
                     label: r.relationship.clone(),

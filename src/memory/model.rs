@@ -398,22 +398,61 @@ impl HistoryEntry {
 }
 
 /// A relation between two entities, in Mem0's shape: `target` as the platform and the 1.x
-/// clients read it, and the same again as `destination`, as the open-source graph memory names it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, utoipa::ToSchema)]
+/// clients read it, and the same again as `destination`, as the open-source graph memory names it;
+/// each end's type (`person`, `organization`, `place`, or `entity` when nothing says), and in
+/// search answers the relation's `score` (how well the memories it touches match the query).
+#[derive(Clone, Debug, PartialEq, Deserialize, utoipa::ToSchema)]
 pub struct Relation {
     pub source: String,
+    #[serde(default = "unknown_type")]
+    pub source_type: String,
     pub relationship: String,
     pub target: String,
+    #[serde(default = "unknown_type")]
+    pub target_type: String,
+    #[serde(default)]
+    pub score: Option<f32>,
+}
+
+/// The type of an entity nothing says more about.
+pub const UNKNOWN_TYPE: &str = "entity";
+
+fn unknown_type() -> String {
+    UNKNOWN_TYPE.to_string()
+}
+
+impl Relation {
+    /// A relation between entities of unknown type.
+    pub fn new(source: impl Into<String>, relationship: impl Into<String>, target: impl Into<String>) -> Relation {
+        Relation {
+            source: source.into(),
+            source_type: unknown_type(),
+            relationship: relationship.into(),
+            target: target.into(),
+            target_type: unknown_type(),
+            score: None,
+        }
+    }
+
+    /// Source, relationship and target, lowercased: what makes two relations the same.
+    pub fn key(&self) -> (String, String, String) {
+        (self.source.to_lowercase(), self.relationship.to_lowercase(), self.target.to_lowercase())
+    }
 }
 
 impl Serialize for Relation {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut out = serializer.serialize_struct("Relation", 4)?;
+        let mut out = serializer.serialize_struct("Relation", 7)?;
         out.serialize_field("source", &self.source)?;
+        out.serialize_field("source_type", &self.source_type)?;
         out.serialize_field("relationship", &self.relationship)?;
         out.serialize_field("target", &self.target)?;
+        out.serialize_field("target_type", &self.target_type)?;
         out.serialize_field("destination", &self.target)?;
+        if let Some(score) = self.score {
+            out.serialize_field("score", &score)?;
+        }
         out.end()
     }
 }

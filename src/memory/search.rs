@@ -27,6 +27,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::Serialize;
 
+use super::model::UNKNOWN_TYPE;
 use super::{Filter, MEMORY_KIND, Memories, Memory, Relation, Tier, entity_id};
 use crate::config::MemoryConfig;
 use crate::error::{Error, Result};
@@ -390,47 +391,90 @@ impl Memories {
         (1.0 - w) + w * 0.5f32.powf(age_days / self.config.recency_half_life_days)
     }
 
-    /// The graph's relations touching the entities of the results and those named in the query.
+    /// The graph's relations touching the entities of the results and those named in the query,
+    /// best first. A relation scores as the best result that names one of its ends; an end the
+    /// query names scores as the best result.
     async fn relations_around(
         &self,
         tenant: &TenantId,
         query: &str,
         results: &[ScoredMemory],
     ) -> Result<Vec<Relation>> {
-        let mut entities: Vec<(String, String)> = Vec::new(); // (owner, name)
+        let best = results.iter().map(|r| r.score).fold(0.0f32, f32::max);
         let query_names = super::extract::spot_entities(query);
+        let mut entities: Vec<(String, String, f32)> = Vec::new(); // (owner, name, score)
         for r in results {
             let owner = r.memory.scope().owner();
-            for name in r.memory.entities.iter().chain(query_names.iter()) {
-                let pair = (owner.clone(), name.clone());
-                if !entities.contains(&pair) {
-                    entities.push(pair);
+            let named = r.memory.entities.iter().map(|n| (n, r.score));
+            for (name, score) in named.chain(query_names.iter().map(|n| (n, best))) {
+                match entities.iter_mut().find(|(o, n, _)| *o == owner && n.eq_ignore_ascii_case(name)) {
+                    Some(known) => known.2 = known.2.max(score),
+                    None => entities.push((owner.clone(), name.clone(), score)),
                 }
             }
         }
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        let mut names: HashMap<String, String> = HashMap::new();
-        for (owner, name) in entities.iter().take(50) {
-            names.insert(entity_id(owner, name), name.clone());
+        entities.sort_by(|a, b| b.2.total_cmp(&a.2));
+        let mut relations = self.relations_of_entities(tenant, &entities).await?;
+        relations.sort_by(|a, b| b.score.unwrap_or(0.0).total_cmp(&a.score.unwrap_or(0.0)));
+        Ok(relations)
+    }
+
+    /// The graph's relations touching the entities of `memories`: the relations of their scope
+    /// (Mem0's `get_all` with `enable_graph`).
+    pub async fn relations_of(&self, tenant: &TenantId, memories: &[Memory]) -> Result<Vec<Relation>> {
+        let mut entities: Vec<(String, String, f32)> = Vec::new();
+        for m in memories {
+            let owner = m.scope().owner();
+            for name in &m.entities {
+                if !entities.iter().any(|(o, n, _)| *o == owner && n.eq_ignore_ascii_case(name)) {
+                    entities.push((owner.clone(), name.clone(), 0.0));
+                }
+            }
         }
-        for (owner, name) in entities.iter().take(50) {
+        let mut relations = self.relations_of_entities(tenant, &entities).await?;
+        for r in &mut relations {
+            r.score = None;
+        }
+        Ok(relations)
+    }
+
+    /// The relations touching the first 50 of `entities` (owner, name, score), at most 50, each
+    /// scored by the best of its ends.
+    async fn relations_of_entities(
+        &self,
+        tenant: &TenantId,
+        entities: &[(String, String, f32)],
+    ) -> Result<Vec<Relation>> {
+        const MOST: usize = 50;
+        let mut names: HashMap<String, (String, f32)> = HashMap::new();
+        for (owner, name, score) in entities.iter().take(MOST) {
+            names.insert(entity_id(owner, name), (name.clone(), *score));
+        }
+        let mut seen = HashSet::new();
+        let mut out: Vec<Relation> = Vec::new();
+        for (owner, name, _) in entities.iter().take(MOST) {
             for n in self.stores.graph.neighbours(tenant, &entity_id(owner, name), Direction::Both, None).await? {
                 let props = &n.edge.properties;
                 let text = |k: &str| props.get(k).and_then(|v| v.as_str()).map(str::to_string);
-                let relation = Relation {
-                    source: text("source")
-                        .or_else(|| names.get(&n.edge.source).cloned())
-                        .unwrap_or(n.edge.source.clone()),
-                    relationship: n.edge.label.clone(),
-                    target: text("target")
-                        .or_else(|| names.get(&n.edge.target).cloned())
-                        .unwrap_or(n.edge.target.clone()),
+                let end = |key: &str, id: &str| {
+                    text(key).or_else(|| names.get(id).map(|(n, _)| n.clone())).unwrap_or_else(|| id.to_string())
                 };
-                if seen.insert(relation.clone()) {
+                let score = [&n.edge.source, &n.edge.target]
+                    .iter()
+                    .filter_map(|id| names.get(id.as_str()).map(|(_, s)| *s))
+                    .fold(0.0f32, f32::max);
+                let relation = Relation {
+                    source: end("source", &n.edge.source),
+                    source_type: text("source_type").unwrap_or_else(|| UNKNOWN_TYPE.to_string()),
+                    relationship: n.edge.label.clone(),
+                    target: end("target", &n.edge.target),
+                    target_type: text("target_type").unwrap_or_else(|| UNKNOWN_TYPE.to_string()),
+                    score: Some(score),
+                };
+                if seen.insert(relation.key()) {
                     out.push(relation);
                 }
-                if out.len() >= 50 {
+                if out.len() >= MOST {
                     return Ok(out);
                 }
             }

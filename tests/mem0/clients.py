@@ -367,6 +367,33 @@ def scenario():
             any(r.get("source") == "Erin" and r.get("relationship") == kind and r.get("target") == to
                 and r.get("destination") == to for r in relations) for kind, to in wanted),
               "graph memory: the relations read, in Mem0's shapes", res)
+
+        def typed(relations, kind, to, target_type):
+            return any(r.get("source") == "Erin" and r.get("source_type") == "person"
+                       and r.get("relationship") == kind and r.get("target") == to
+                       and r.get("target_type") == target_type for r in relations)
+        erin = f"{RUN}-erin"
+        # search with enable_graph: {results, relations}, each relation typed and scored.
+        if GEN == "1.0":
+            found = s.c.search("Where does Erin work?", filters={"user_id": erin}, enable_graph=True)
+        else:
+            found = s.c.search("Where does Erin work?", version="v2", filters={"AND": [{"user_id": erin}]},
+                               enable_graph=True)
+        relations = found.get("relations") if isinstance(found, dict) else None
+        check(isinstance(found.get("results") if isinstance(found, dict) else None, list)
+              and isinstance(relations, list) and typed(relations, "works_for", "Spotify", "organization")
+              and all(isinstance(r.get("score"), (int, float)) for r in relations),
+              "graph memory: search with enable_graph answers {results, relations} with types and scores", found)
+        # get_all with enable_graph: the scope's relations beside its memories.
+        if GEN == "1.0":
+            listed = s.c.get_all(filters={"user_id": erin}, enable_graph=True)
+        else:
+            listed = s.c.get_all(user_id=erin, enable_graph=True)  # GET /v1/memories/?enable_graph=True
+        relations = listed.get("relations") if isinstance(listed, dict) else None
+        check(isinstance(listed.get("results") if isinstance(listed, dict) else None, list)
+              and isinstance(relations, list) and typed(relations, "lives_in", "Sweden", "place")
+              and typed(relations, "works_for", "Spotify", "organization"),
+              "graph memory: get_all with enable_graph lists the scope's relations", listed)
     # A repeat of a stored message in the same scope is merged, not stored twice.
     again = s.add_sync([{"role": "user", "content": "I love hiking in the Swiss Alps every summer"}], ALICE)
     check(all(r["event"] == "NONE" and r["id"] == hiking_id for r in again), "a repeat is merged (NONE)", again)
