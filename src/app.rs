@@ -141,6 +141,7 @@ impl App {
             stores.clone(),
             writes.clone(),
             SearchEngine::new(stores.clone(), embed.clone()),
+            llm.clone(),
         ));
         jobs.register(
             crate::knowledge::entities::GRAPH_EXTRACT_JOB,

@@ -359,6 +359,77 @@ fn a_document_adds_its_entities_and_relations() {
     assert!(types.contains(&"lives_in") && types.contains(&"works_for"), "{hood}");
 }
 
+/// With a model configured, documents are read by it in one structured call per batch: its
+/// answer repaired when it can be, the rules used when it cannot.
+#[test]
+fn a_model_reads_entities_and_relations_and_the_rules_stand_in_when_it_fails() {
+    let llm = common::fake_llm::ScriptedLlm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = llm.config(dir.path());
+    let server = Server::start_with(&dir.path().join("data"), |cmd| {
+        cmd.env("NEXUS_CONFIG", &config);
+    });
+    server.wait_ready();
+    let api = Api { c: client(), server: &server };
+    let succeeded = |n: usize| -> Vec<Value> {
+        for _ in 0..300 {
+            let (_, listed) = api.get("/api/v1/jobs?state=succeeded&limit=500");
+            let done: Vec<Value> = listed["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|j| j["kind"] == "document-entities")
+                .cloned()
+                .collect();
+            if done.len() >= n {
+                return done;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the document-entities jobs did not finish");
+    };
+
+    // In a code fence with a trailing comma (repaired); "Bob" is an alias of Robert Smith.
+    llm.script(&[
+        "```json\n{\"entities\": [{\"name\": \"Robert Smith\", \"type\": \"person\", \"aliases\": [\"Bob\"]}, \
+        {\"name\": \"Acme Robotics\", \"type\": \"organisation\"}, {\"name\": \"Oslo\", \"type\": \"place\"}], \
+        \"relations\": [{\"source\": \"Robert Smith\", \"type\": \"works for\", \"target\": \"Acme Robotics\", \
+        \"fact\": \"Robert Smith joined Acme Robotics in February 2020.\", \"text\": 1, \"valid_at\": \"2020-02-01\"}, \
+        {\"source\": \"Bob\", \"type\": \"lives_in\", \"target\": \"Oslo\", \"text\": 1},]}\n```",
+    ]);
+    let text = "Robert Smith joined Acme Robotics in February 2020. These days Bob lives in Oslo.";
+    let (status, _) = api.post("/api/v1/documents/text", json!({"source": "people.txt", "text": text}));
+    assert_eq!(status, 201);
+    let done = succeeded(1);
+    assert_eq!(done[0]["result"]["relations"], 2, "{}", done[0]);
+    let asked = llm.requests.lock().unwrap().last().unwrap().clone();
+    assert!(asked["messages"][1]["content"].as_str().unwrap().contains("[1] Robert Smith joined"), "{asked}");
+
+    let (_, found) = api.get("/api/v1/graph/entities?query=Robert%20Smith");
+    let robert = found["entities"][0]["id"].as_str().unwrap().to_string();
+    let (_, hood) = api.get(&format!("/api/v1/graph/entities/{robert}/neighbourhood?hops=1"));
+    let relations = hood["relations"].as_array().unwrap();
+    let works = relations.iter().find(|r| r["type"] == "works_for").expect("works_for");
+    assert_eq!(works["valid_at"], "2020-02-01T00:00:00Z");
+    assert_eq!(works["confidence"], 0.8, "{works}");
+    assert_eq!(works["fact"], "Robert Smith joined Acme Robotics in February 2020.");
+    let lives = relations.iter().find(|r| r["type"] == "lives_in").expect("the alias's relation is Robert's");
+    assert_eq!(lives["source"], robert.as_str());
+    let acme = hood["entities"].as_array().unwrap().iter().find(|e| e["entity"]["name"] == "Acme Robotics").cloned();
+    assert_eq!(acme.expect("Acme Robotics")["entity"]["type"], "organization", "{hood}");
+
+    // Two unreadable answers: the rules read the batch, and the job says so.
+    llm.script(&["no JSON here", "still none"]);
+    let text = "Mia Park works at Globex Inc since 2019.";
+    let (status, _) = api.post("/api/v1/documents/text", json!({"source": "mia.txt", "text": text}));
+    assert_eq!(status, 201);
+    let done = succeeded(2);
+    let mia = done.iter().find(|j| j["result"]["rule_batches"] == 1).expect("the rules read the batch");
+    assert_eq!(mia["result"]["relations"], 1, "{mia}");
+    let (_, found) = api.get("/api/v1/graph/entities?query=Mia%20Park");
+    assert_eq!(found["entities"][0]["name"], "Mia Park", "{found}");
+}
+
 /// Analytics over HTTP: rankings and groups over the graph or a view of it, stored on request.
 #[test]
 fn analytics_rank_and_group_entities_in_a_view() {

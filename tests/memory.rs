@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -359,45 +359,9 @@ fn each_project_sees_only_its_own_memories() {
 
 // ---- Inference with a model: a scripted OpenAI-compatible server --------------------------------
 
-/// Answers chat completions from a queue of scripted texts, in OpenAI's wire format.
-struct ScriptedLlm {
-    addr: std::net::SocketAddr,
-    answers: Arc<Mutex<VecDeque<String>>>,
-    requests: Arc<Mutex<Vec<Value>>>,
-}
-
-impl ScriptedLlm {
-    fn start() -> ScriptedLlm {
-        use axum::routing::post;
-        let answers: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        let requests: Arc<Mutex<Vec<Value>>> = Arc::default();
-        let (a, r) = (answers.clone(), requests.clone());
-        let app = axum::Router::new().route(
-            "/v1/chat/completions",
-            post(move |axum::Json(body): axum::Json<Value>| {
-                let (a, r) = (a.clone(), r.clone());
-                async move {
-                    r.lock().unwrap().push(body);
-                    let text = a.lock().unwrap().pop_front().unwrap_or_else(|| "{}".into());
-                    axum::Json(json!({
-                        "id": "chatcmpl-scripted", "object": "chat.completion", "created": 1_700_000_000, "model": "scripted",
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
-                    }))
-                }
-            }),
-        );
-        ScriptedLlm { addr: common::serve_in_background(app), answers, requests }
-    }
-
-    fn script(&self, answers: &[&str]) {
-        self.answers.lock().unwrap().extend(answers.iter().map(|s| s.to_string()));
-    }
-}
-
 #[test]
 fn a_model_extracts_and_decides_and_malformed_answers_are_repaired_or_retried() {
-    let llm = ScriptedLlm::start();
+    let llm = common::fake_llm::ScriptedLlm::start();
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("llm.toml");
     std::fs::write(

@@ -26,6 +26,7 @@
 
 pub mod analytics;
 pub mod extract;
+pub mod llm;
 pub mod model;
 pub mod walk;
 
@@ -69,6 +70,8 @@ pub const FUZZY_MATCH: f64 = 0.93;
 
 /// The confidence of a relation the rules read.
 const RULE_CONFIDENCE: f64 = 0.7;
+/// The confidence of a relation the language model read.
+const LLM_CONFIDENCE: f64 = 0.8;
 
 /// What an ingest added.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -77,6 +80,13 @@ pub struct Ingested {
     pub entities: usize,
     /// New relations.
     pub relations: usize,
+    /// Batches of text the language model read.
+    #[serde(default)]
+    pub llm_batches: usize,
+    /// Batches the rules read instead, because the model could not be reached or its answer
+    /// could not be read.
+    #[serde(default)]
+    pub rule_batches: usize,
 }
 
 /// The most relations one entity may have of one type before adding another is refused.
@@ -108,6 +118,8 @@ pub struct Graph {
     stores: Stores,
     writes: Arc<WriteLog>,
     search: SearchEngine,
+    /// With a model, [`Graph::ingest`] reads texts with it ([`llm`]); else with the rules.
+    llm: Option<Arc<dyn crate::llm::Llm>>,
     locks: Vec<tokio::sync::Mutex<()>>,
 }
 
@@ -122,8 +134,13 @@ fn check_text(what: &str, value: &str, max: usize) -> Result<()> {
 }
 
 impl Graph {
-    pub fn new(stores: Stores, writes: Arc<WriteLog>, search: SearchEngine) -> Graph {
-        Graph { stores, writes, search, locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() }
+    pub fn new(
+        stores: Stores,
+        writes: Arc<WriteLog>,
+        search: SearchEngine,
+        llm: Option<Arc<dyn crate::llm::Llm>>,
+    ) -> Graph {
+        Graph { stores, writes, search, llm, locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect() }
     }
 
     /// Holds the lock of `id`'s relations (in this process and, for a shared record store,
@@ -384,11 +401,45 @@ impl Graph {
         Ok(RelationAdded { relation, created: true, closed })
     }
 
-    /// Reads entities and relations from texts with the rule-based extractor ([`extract`]) and
-    /// adds them: each name resolved to an entity of the project (see [`Graph::resolve`]; a
-    /// lone first name to the one person of this ingest named in full with it), each relation
-    /// with the text's id among its `sources`. `known`: names that are entities whatever
-    /// their case (speakers, participants), with their type.
+    /// What `texts` say, one [`extract::Extraction`] per text with the confidence of its
+    /// relations: read by the language model when one is configured, a batch per call
+    /// ([`llm`]), else (or when the model fails on a batch) by the rules ([`extract`]).
+    async fn read(
+        &self,
+        texts: &[(String, String)],
+        known: &[(String, String)],
+        out: &mut Ingested,
+    ) -> Vec<(extract::Extraction, f64)> {
+        let rules = |range: std::ops::Range<usize>| {
+            texts[range].iter().map(|(t, _)| (extract::extract(t, known), RULE_CONFIDENCE)).collect::<Vec<_>>()
+        };
+        let Some(model) = &self.llm else {
+            return rules(0..texts.len());
+        };
+        let bodies: Vec<String> = texts.iter().map(|(t, _)| t.clone()).collect();
+        let mut read = Vec::with_capacity(texts.len());
+        for range in llm::batches(&bodies) {
+            let why = match llm::read(model.as_ref(), &bodies[range.clone()], known).await {
+                Ok(Ok(found)) => {
+                    out.llm_batches += 1;
+                    read.extend(found.into_iter().map(|f| (f, LLM_CONFIDENCE)));
+                    continue;
+                }
+                Ok(Err(problem)) => problem,
+                Err(e) => e.message,
+            };
+            tracing::warn!(error = %why, "the model could not read entities; the rules read this batch");
+            out.rule_batches += 1;
+            read.extend(rules(range));
+        }
+        read
+    }
+
+    /// Reads entities and relations from texts (see [`Graph::read`]: the language model when
+    /// configured, else the rules) and adds them: each name resolved to an entity of the
+    /// project (see [`Graph::resolve`]; a lone first name to the one person of this ingest
+    /// named in full with it), each relation with the text's id among its `sources`. `known`:
+    /// names that are entities whatever their case (speakers, participants), with their type.
     pub async fn ingest(
         &self,
         tenant: &TenantId,
@@ -399,8 +450,8 @@ impl Graph {
         // People named in full so far, by their first name: "Priya" after "Priya Raman" is her.
         let mut first_names: HashMap<String, Vec<String>> = HashMap::new();
         let mut out = Ingested::default();
-        for (text, source_id) in texts {
-            let found = extract::extract(text, known);
+        let read = self.read(texts, known, &mut out).await;
+        for ((_, source_id), (found, confidence)) in texts.iter().zip(read) {
             for entity in &found.entities {
                 let key = normalise_name(&entity.name);
                 if resolved.contains_key(&key) {
@@ -437,7 +488,7 @@ impl Graph {
                     fact: Some(r.fact.chars().take(MAX_FACT_LEN).collect()),
                     valid_at: r.valid_at,
                     invalid_at: r.invalid_at,
-                    confidence: Some(RULE_CONFIDENCE),
+                    confidence: Some(confidence),
                     sources: vec![source_id.clone()],
                 };
                 match self.add_relation(tenant, new, false).await {

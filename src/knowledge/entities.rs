@@ -72,6 +72,8 @@ impl JobHandler for GraphExtractHandler {
             let got = self.graph.ingest(tenant, batch, &known).await?;
             read.entities += got.entities;
             read.relations += got.relations;
+            read.llm_batches += got.llm_batches;
+            read.rule_batches += got.rule_batches;
             ctx.progress(((done + 1) * 32).min(texts.len()) as u64, texts.len() as u64).await?;
         }
         Ok(serde_json::json!({
@@ -80,6 +82,8 @@ impl JobHandler for GraphExtractHandler {
             "chunks": texts.len(),
             "entities": read.entities,
             "relations": read.relations,
+            "llm_batches": read.llm_batches,
+            "rule_batches": read.rule_batches,
         }))
     }
 }

@@ -6,12 +6,15 @@
 //! ([`Llm::stream`]). [`open_llm`] turns `[llm]` into a provider, or `None` when no LLM is
 //! configured: callers then fall back to answers that need no model.
 //!
+//! [`json`] reads a model's JSON answers (repairing, then asking again once).
+//!
 //! Both share [`transport`]: timeouts, retries with backoff honouring `Retry-After`, immediate
 //! errors that a retry cannot fix, the API key (read once, never logged, scrubbed from upstream
 //! messages) and SSE reading. A stream is retried only until its first piece of text; after that
 //! a failure ends it with an error item.
 
 pub mod anthropic;
+pub mod json;
 pub mod openai;
 mod transport;
 

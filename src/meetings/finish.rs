@@ -165,8 +165,7 @@ impl Meetings {
             graph.entities += usize::from(self.graph.resolve(tenant, &person).await?.1);
         }
         let read = self.graph.ingest(tenant, &texts, &known).await?;
-        graph.entities += read.entities;
-        graph.relations += read.relations;
+        graph = crate::graph::Ingested { entities: graph.entities + read.entities, ..read };
         Ok(Finished {
             meeting_id: id.to_string(),
             insights: found.len(),
@@ -316,7 +315,7 @@ async fn llm_insights(
             ..Default::default()
         };
         let answer = llm.complete(&request).await?;
-        let Ok((parsed, _)) = crate::memory::extract::read_json::<LlmAnswer>(&answer.text) else { return Ok(None) };
+        let Ok((parsed, _)) = crate::llm::json::read_json::<LlmAnswer>(&answer.text) else { return Ok(None) };
         let range = piece.first().map_or(0, |s| s.seq)..=piece.last().map_or(0, |s| s.seq);
         let speaker_of =
             |seq: u64| piece.iter().find(|s| s.seq == seq).map(|s| s.speaker.clone()).filter(|s| !s.is_empty());

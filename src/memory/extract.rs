@@ -20,6 +20,8 @@ use serde_json::Value;
 
 use super::model::{Message, Relation, Tier};
 use crate::error::{Error, ErrorCode, Result};
+use crate::llm::json::ask_json;
+pub use crate::llm::json::read_json;
 use crate::llm::{ChatMessage, ChatRequest, Llm};
 
 /// A fact to remember, before it is compared with what is already known.
@@ -254,6 +256,7 @@ const NOT_NAMES: &[&str] = &[
 
 /// Sentences of a text (Unicode sentence boundaries), trimmed and non-empty.
 use crate::graph::extract::sentences;
+use crate::graph::llm::clean_entity_type;
 
 fn word_count(text: &str) -> usize {
     text.split_whitespace().filter(|w| w.chars().any(char::is_alphanumeric)).count()
@@ -449,17 +452,6 @@ struct RelationItem {
     target_type: Option<String>,
 }
 
-/// A model's entity type as Nexus keeps it: one lowercase word, `entity` when missing or odd.
-fn entity_type(given: Option<&str>) -> String {
-    let t = given.unwrap_or_default().trim().to_lowercase().replace([' ', '-'], "_");
-    let t = if t == "organisation" { "organization".to_string() } else { t };
-    if t.is_empty() || t.len() > 32 || !t.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
-        super::model::UNKNOWN_TYPE.to_string()
-    } else {
-        t
-    }
-}
-
 /// The facts the model found, and whether the answer had to be repaired or retried.
 pub struct Extracted {
     pub candidates: Vec<Candidate>,
@@ -528,10 +520,10 @@ pub async fn extract_with_llm(
                 })
                 .map(|r| Relation {
                     source: r.source.trim().to_string(),
-                    source_type: entity_type(r.source_type.as_deref()),
+                    source_type: clean_entity_type(r.source_type.as_deref()),
                     relationship: r.relationship.trim().to_lowercase().replace(' ', "_"),
                     target: r.target.trim().to_string(),
-                    target_type: entity_type(r.target_type.as_deref()),
+                    target_type: clean_entity_type(r.target_type.as_deref()),
                     score: None,
                 })
                 .collect();
@@ -628,64 +620,6 @@ pub async fn decide_with_llm(
         }
         Err(problem) => Err(format!("the model's decisions could not be read ({problem})")),
     })
-}
-
-/// Asks for JSON of shape `T`: parses, else repairs, else asks once more saying what was wrong.
-/// The outer error is a failure to reach the model; the inner one, an unreadable answer.
-async fn ask_json<T: serde::de::DeserializeOwned>(
-    llm: &dyn Llm,
-    first: ChatRequest,
-    again: impl Fn(Option<String>) -> ChatRequest,
-) -> Result<std::result::Result<(T, bool), String>> {
-    let answer = llm.complete(&first).await?;
-    let problem = match read_json::<T>(&answer.text) {
-        Ok(parsed) => return Ok(Ok(parsed)),
-        Err(problem) => problem,
-    };
-    let retry = again(Some(format!(
-        "Your previous answer was not valid JSON of the requested shape ({problem}). Answer again with only the JSON object."
-    )));
-    let answer = match llm.complete(&retry).await {
-        Ok(a) => a,
-        Err(e) if e.code == ErrorCode::LlmUnavailable || e.code == ErrorCode::LlmTimeout => return Err(e),
-        Err(e) => return Ok(Err(e.message)),
-    };
-    Ok(read_json::<T>(&answer.text).map(|(v, _)| (v, true)))
-}
-
-/// Parses a model's JSON answer; on failure tries a repair (code fences, text around the object,
-/// trailing commas, single quotes). Returns whether a repair was needed.
-pub fn read_json<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<(T, bool), String> {
-    if let Ok(v) = serde_json::from_str::<T>(text.trim()) {
-        return Ok((v, false));
-    }
-    let repaired = repair_json(text).ok_or_else(|| "no JSON object in the answer".to_string())?;
-    serde_json::from_str::<T>(&repaired).map(|v| (v, true)).map_err(|e| e.to_string())
-}
-
-fn repair_json(text: &str) -> Option<String> {
-    let start = text.find('{')?;
-    let end = text.rfind('}')?;
-    if end <= start {
-        return None;
-    }
-    let mut body = text[start..=end].to_string();
-    // Trailing commas before a closing bracket.
-    loop {
-        let before = body.len();
-        for close in ["}", "]"] {
-            for gap in [",", ", ", ",\n", ",\n  ", ",\n    "] {
-                body = body.replace(&format!("{gap}{close}"), close);
-            }
-        }
-        if body.len() == before {
-            break;
-        }
-    }
-    if serde_json::from_str::<Value>(&body).is_err() && !body.contains('"') {
-        body = body.replace('\'', "\"");
-    }
-    Some(body)
 }
 
 /// A model answer that cannot be used at all is an upstream failure, not the caller's.

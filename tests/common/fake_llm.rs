@@ -518,3 +518,50 @@ fn overloaded(provider: Provider) -> Response {
         Provider::Anthropic => anthropic_error(529, "overloaded_error", "Overloaded"),
     }
 }
+
+/// Answers chat completions from a queue of scripted texts, in OpenAI's wire format.
+pub struct ScriptedLlm {
+    pub addr: std::net::SocketAddr,
+    answers: Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    pub requests: Arc<std::sync::Mutex<Vec<Value>>>,
+}
+
+impl ScriptedLlm {
+    pub fn start() -> ScriptedLlm {
+        use axum::routing::post;
+        let answers: Arc<std::sync::Mutex<std::collections::VecDeque<String>>> = Arc::default();
+        let requests: Arc<std::sync::Mutex<Vec<Value>>> = Arc::default();
+        let (a, r) = (answers.clone(), requests.clone());
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            post(move |axum::Json(body): axum::Json<Value>| {
+                let (a, r) = (a.clone(), r.clone());
+                async move {
+                    r.lock().unwrap().push(body);
+                    let text = a.lock().unwrap().pop_front().unwrap_or_else(|| "{}".into());
+                    axum::Json(json!({
+                        "id": "chatcmpl-scripted", "object": "chat.completion", "created": 1_700_000_000, "model": "scripted",
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}
+                    }))
+                }
+            }),
+        );
+        ScriptedLlm { addr: super::serve_in_background(app), answers, requests }
+    }
+
+    pub fn script(&self, answers: &[&str]) {
+        self.answers.lock().unwrap().extend(answers.iter().map(|s| s.to_string()));
+    }
+
+    /// A config file pointing Nexus at this server.
+    pub fn config(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("llm.toml");
+        let text = format!(
+            "[llm]\nprovider = \"openai\"\n[llm.openai]\nurl = \"http://{}/v1\"\nmodel = \"scripted\"\n",
+            self.addr
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
