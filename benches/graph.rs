@@ -24,9 +24,9 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use nexus::graph::analytics::{self, AnalyticsGraph, Limits};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
+
+mod common;
 
 const ATTACH: usize = 5;
 const SEED: u64 = 42;
@@ -52,33 +52,6 @@ fn args() -> Args {
         }
     }
     args
-}
-
-/// Barabási–Albert: each new node links to `attach` distinct earlier nodes drawn with
-/// probability proportional to their degree (from a list holding every edge end), until `edges`.
-fn preferential_attachment(edges: usize, attach: usize, seed: u64) -> Vec<(u32, u32)> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out: Vec<(u32, u32)> = Vec::with_capacity(edges);
-    let mut ends: Vec<u32> = (0..attach as u32).collect();
-    let mut chosen: Vec<u32> = Vec::with_capacity(attach);
-    let mut node = attach as u32;
-    while out.len() < edges {
-        chosen.clear();
-        while chosen.len() < attach {
-            let target = ends[rng.random_range(0..ends.len())];
-            if !chosen.contains(&target) {
-                chosen.push(target);
-            }
-        }
-        for &target in &chosen {
-            out.push((node, target));
-            ends.push(node);
-            ends.push(target);
-        }
-        node += 1;
-    }
-    out.truncate(edges);
-    out
 }
 
 fn write_edge_list(path: &Path, edges: &[(u32, u32)]) {
@@ -172,9 +145,9 @@ fn main() {
     let args = args();
     let dir = tempfile::tempdir().unwrap();
     let (big, small) = (dir.path().join("graph.edges"), dir.path().join("small.edges"));
-    write_edge_list(&big, &preferential_attachment(args.edges, ATTACH, SEED));
+    write_edge_list(&big, &common::preferential_attachment(args.edges, ATTACH, SEED));
     let small_edges = args.small_nodes.saturating_sub(ATTACH) * ATTACH;
-    write_edge_list(&small, &preferential_attachment(small_edges, ATTACH, SEED));
+    write_edge_list(&small, &common::preferential_attachment(small_edges, ATTACH, SEED));
 
     let (graph, load_s) = seconds(|| load(&big));
     println!(

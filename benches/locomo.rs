@@ -8,8 +8,11 @@
 //!
 //! ```sh
 //! cargo bench --bench locomo -- [--data PATH/locomo-dev5.json] [--api mem0|nexus]
-//!     [--env KEY=VALUE]... [--only TEXT]... [--reuse DIR] [--context-turns N] [--bin PATH]
+//!     [--env KEY=VALUE]... [--only TEXT]... [--reuse DIR] [--context-turns N] [--bin PATH] [--user-only]
 //! ```
+//! `--user-only` adds every turn with only its `user_id`, as many chat apps do (no `run_id`), one
+//! conversation's sessions in order: Nexus then finds the sessions itself (threads, see
+//! `memory.thread_gap_secs`).
 //! `--env` passes a setting to the server (`NEXUS__MEMORY__SPEAKER_WEIGHT=0`: an ablation);
 //! `--only` runs the retrievers whose label contains TEXT; `--reuse DIR` keeps the ingested data
 //! directory in DIR and, when DIR already holds one, skips ingestion (settings that change how
@@ -108,6 +111,7 @@ fn main() {
     let mut only: Vec<String> = Vec::new();
     let mut reuse: Option<PathBuf> = None;
     let mut bin = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
+    let mut user_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -124,6 +128,7 @@ fn main() {
             "--only" => only.push(args.next().expect("--only TEXT")),
             "--reuse" => reuse = Some(args.next().expect("--reuse DIR").into()),
             "--bin" => bin = args.next().expect("--bin PATH").into(),
+            "--user-only" => user_only = true,
             _ => {}
         }
     }
@@ -137,7 +142,12 @@ fn main() {
     let server = start_server(&bin, &env, reuse.as_deref());
     let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
     let add_path = if api == "mem0" { "/v1/memories/" } else { "/api/v1/memories" };
-    println!("LoCoMo: {} conversations from {}; adds through {add_path}", samples.len(), data.display());
+    println!(
+        "LoCoMo: {} conversations from {}; adds through {add_path}{}",
+        samples.len(),
+        data.display(),
+        if user_only { ", user_id only (no run_id)" } else { "" }
+    );
 
     // Ingest: sessions (runs) in parallel, each session's turns in order, as a chat app would.
     let started = Instant::now();
@@ -155,7 +165,12 @@ fn main() {
             }
             by_session.last_mut().unwrap().push(turn);
         }
-        sessions.extend(by_session.into_iter().map(|s| (user.clone(), s)));
+        if user_only {
+            // Without runs, a conversation's turns go in in order, one conversation per worker.
+            sessions.push((user.clone(), by_session.into_iter().flatten().collect()));
+        } else {
+            sessions.extend(by_session.into_iter().map(|s| (user.clone(), s)));
+        }
     }
     let untimed = sessions.iter().filter(|(_, s)| s[0].time.is_none()).count();
     assert_eq!(untimed, 0, "every session date parses");
@@ -174,15 +189,17 @@ fn main() {
                     loop {
                         let Some((user, session)) = queue.lock().unwrap().pop() else { break };
                         for turn in session {
-                            let body = json!({
+                            let mut body = json!({
                                 "messages": [{"role": "user", "content": turn.text, "name": turn.speaker}],
                                 "user_id": user,
-                                "run_id": format!("{user}-session-{}", turn.session),
                                 "infer": false,
                                 "output_format": "v1.1",
                                 "timestamp": turn.time,
                                 "metadata": {"speaker": turn.speaker, "session": turn.session, "dia_id": turn.dia_id},
                             });
+                            if !user_only {
+                                body["run_id"] = json!(format!("{user}-session-{}", turn.session));
+                            }
                             let response = http.post(format!("{base}{add_path}")).json(&body).send().expect("add");
                             let status = response.status();
                             let v: Value = response.json().expect("add answer");

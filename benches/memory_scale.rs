@@ -198,13 +198,10 @@ fn load_by_import(
     base_sentences: &[String],
     resume: bool,
 ) -> (usize, f64) {
-    use nexus::config::{Config, ConfigFile, FlagOverrides};
     use nexus::memory::{Memory, Scope, Tier};
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let flags = FlagOverrides { data_dir: Some(data.to_path_buf()), ..Default::default() };
-        let config = Config::load(ConfigFile::Explicit(config), &flags).unwrap();
-        let app = nexus::app::App::open(config).await.unwrap();
+        let app = common::open_app(data, config).await;
         let tenant = nexus::store::TenantId::default_tenant();
         let present = |i: usize| {
             let (app, tenant) = (&app, &tenant);

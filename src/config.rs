@@ -82,6 +82,9 @@ pub struct MemoryConfig {
     pub max_message_bytes: usize,
     /// Turns of the same run embedded with each new turn as its context (0: none).
     pub context_turns: usize,
+    /// Messages added without a run: consecutive ones of a scope at most this many seconds apart
+    /// (by event time) form a thread, which then serves as their run (0: no threads).
+    pub thread_gap_secs: u64,
     /// Share of a neighbouring turn's search relevance a turn of a run gains (0: none).
     pub neighbour_weight: f32,
     /// Weight of the semantic ranking against the keyword ranking (1) in memory search.

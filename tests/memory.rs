@@ -68,6 +68,40 @@ fn server() -> (tempfile::TempDir, Server) {
     (tmp, server)
 }
 
+/// Messages added with only a user_id are put in threads by their times: a gap longer than
+/// `memory.thread_gap_secs` starts a new one, and a thread gives its turns numbers and context
+/// as a run does.
+#[test]
+fn messages_without_a_run_are_threaded_by_their_times() {
+    let (_tmp, server) = server();
+    let api = Api::new(&server);
+    let say = |text: &str, at: i64| {
+        let added = api.add(json!({
+            "messages": [{"role": "user", "content": text, "name": "Lee"}],
+            "user_id": "lee", "infer": false, "timestamp": at,
+        }));
+        let id = added["results"][0]["id"].as_str().unwrap().to_string();
+        api.ok(reqwest::Method::GET, &format!("/api/v1/memories/{id}"), None)
+    };
+    let day = 1_700_000_000;
+    let first = say("We should book the cabin by the lake.", day);
+    let second = say("Yes, the one with the red canoe.", day + 300);
+    let later = say("My sister is visiting next week.", day + 3 * 86_400);
+    assert_eq!((first["turn"].as_u64(), second["turn"].as_u64()), (Some(0), Some(1)), "{first} {second}");
+    assert!(first["thread"].is_string(), "{first}");
+    assert_eq!(first["thread"], second["thread"], "five minutes apart: one thread");
+    assert_ne!(later["thread"], first["thread"], "three days later: a new thread");
+    assert_eq!(later["turn"], 0);
+    // With a run, the run is the thread: none is made.
+    let added = api.add(json!({
+        "messages": [{"role": "user", "content": "Run turn."}], "user_id": "lee", "run_id": "r1", "infer": false,
+    }));
+    let id = added["results"][0]["id"].as_str().unwrap();
+    let run_turn = api.ok(reqwest::Method::GET, &format!("/api/v1/memories/{id}"), None);
+    assert!(run_turn.get("thread").is_none_or(Value::is_null), "{run_turn}");
+    assert_eq!(run_turn["turn"], 0);
+}
+
 #[test]
 fn verbatim_adds_merge_duplicates_and_are_found_by_search() {
     let (_tmp, server) = server();

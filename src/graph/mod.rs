@@ -161,6 +161,12 @@ impl Graph {
         Ok(self.stores.records.get(tenant, id).await?.filter(|r| r.kind == ENTITY_KIND))
     }
 
+    /// The entities of `ids` that exist, in the order asked for, in one read.
+    pub async fn entities(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<Entity>> {
+        let records = self.stores.records.get_many(tenant, ids).await?;
+        Ok(records.iter().filter(|r| r.kind == ENTITY_KIND).map(Entity::from_record).collect())
+    }
+
     pub async fn entity(&self, tenant: &TenantId, id: &str) -> Result<Entity> {
         match self.entity_record(tenant, id).await? {
             Some(r) => Ok(Entity::from_record(&r)),

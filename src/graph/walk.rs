@@ -111,11 +111,9 @@ pub async fn neighbourhood(
     }
     // Relations among the outermost entities were not walked from either end: add them.
     if !frontier.is_empty() {
-        for (_, relation) in admitted_at(store, tenant, &frontier, view).await? {
-            if depth_of.contains_key(&relation.source)
-                && depth_of.contains_key(&relation.target)
-                && taken.insert(relation.id.clone())
-            {
+        for edge in store.edges_within(tenant, &frontier).await? {
+            let relation = Relation::from_edge(&edge);
+            if edge.source != edge.target && view.admits(&relation) && taken.insert(relation.id.clone()) {
                 relations.push(relation);
             }
         }

@@ -1,6 +1,7 @@
 //! The graph under `/api/v1/graph`: walks over the graph store's nodes and edges, and the
 //! entity graph (entities, relations in time, neighbourhoods, paths, entity search).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiJson, ApiPath, ApiQuery};
 use super::tenant::Tenant;
 use crate::app::App;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Error, Result};
 use crate::graph::{Entity, EntityHit, NewEntity, NewRelation, Relation, RelationAdded, View};
 use crate::store::TenantId;
 use crate::store::graph::{Direction, GraphNode, Neighbour, Reached};
@@ -309,16 +310,10 @@ pub struct Neighbourhood {
 }
 
 async fn reached(app: &App, tenant: &TenantId, ids: Vec<(String, usize)>) -> Result<Vec<ReachedEntity>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for (id, depth) in ids {
-        let entity = match app.graph.entity(tenant, &id).await {
-            Ok(entity) => Some(entity),
-            Err(e) if e.code == ErrorCode::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        out.push(ReachedEntity { id, depth, entity });
-    }
-    Ok(out)
+    let wanted: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+    let mut found: HashMap<String, Entity> =
+        app.graph.entities(tenant, &wanted).await?.into_iter().map(|e| (e.id.clone(), e)).collect();
+    Ok(ids.into_iter().map(|(id, depth)| ReachedEntity { entity: found.remove(&id), id, depth }).collect())
 }
 
 /// An entity's neighbourhood, in time.

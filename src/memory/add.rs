@@ -285,6 +285,7 @@ impl Memories {
             created_at: now,
             updated_at: now,
             turn: None,
+            thread: None,
             context: None,
         }
     }
@@ -340,10 +341,16 @@ impl Memories {
         for candidate in candidates {
             let extra = messages.get(candidate.message).map(source_metadata);
             // The run so far is this turn's context; then the turn joins it.
+            // Without a run, the scope's thread is the run (see `memory.thread_gap_secs`).
+            let threaded = common.scope.run_id.is_none() && self.config.thread_gap_secs > 0;
+            if threaded {
+                let at = common.event_time.unwrap_or_else(Utc::now);
+                run.thread_for(&common.scope, at, std::time::Duration::from_secs(self.config.thread_gap_secs));
+            }
             let n = self.config.context_turns;
             let context =
                 (n > 0 && !run.turns.is_empty()).then(|| run.turns.iter().cloned().collect::<Vec<_>>().join("\n"));
-            let turn = common.scope.run_id.is_some().then_some(run.count);
+            let turn = (common.scope.run_id.is_some() || threaded).then_some(run.count);
             let speaker = extra
                 .as_ref()
                 .and_then(|e| e.get("name"))
@@ -351,7 +358,7 @@ impl Memories {
                 .and_then(Value::as_str);
             let text: String = candidate.text.chars().take(300).collect();
             let line = speaker.map_or_else(|| text.clone(), |s| format!("{s}: {text}"));
-            if common.scope.run_id.is_some() {
+            if common.scope.run_id.is_some() || threaded {
                 run.count += 1;
                 run.turns.push_back(line);
                 while run.turns.len() > n {
@@ -371,6 +378,7 @@ impl Memories {
             let mut memory = self.new_memory(common, &candidate, extra.as_ref());
             memory.context = context;
             memory.turn = turn;
+            memory.thread = run.thread.clone().filter(|_| threaded);
             plan.writes.extend(self.graph_writes(&mut memory, &candidate.relations));
             plan.relations.extend(candidate.relations.iter().cloned());
             plan.writes.extend(self.added(&memory, actor, Some(input.clone()), note.clone()));

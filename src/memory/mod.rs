@@ -93,11 +93,30 @@ pub struct ScopeCount {
     pub memories: u64,
 }
 
-/// A run's turn count and its latest turns (`speaker: text`).
+/// A run's turn count and its latest turns (`speaker: text`); for a scope without a run, the
+/// same for its current thread, with the thread's id and its latest event time.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RunState {
     pub count: u64,
     pub turns: std::collections::VecDeque<String>,
+    pub thread: Option<String>,
+    pub last_at: Option<chrono::DateTime<Utc>>,
+}
+
+impl RunState {
+    /// Places a message of event time `at` of a scope without a run: in the current thread when
+    /// it follows the thread's last message within `gap`, else at the start of a new thread.
+    pub fn thread_for(&mut self, scope: &Scope, at: chrono::DateTime<Utc>, gap: std::time::Duration) {
+        let gap = chrono::Duration::from_std(gap).unwrap_or(chrono::Duration::MAX);
+        let follows = self.last_at.is_some_and(|last| at >= last - gap && at - last <= gap);
+        if self.thread.is_none() || !follows {
+            let started = at.timestamp_micros().to_string();
+            self.thread = Some(format!("thr_{}", short_hash(&[&scope.owner(), &started, &self.count.to_string()])));
+            self.count = 0;
+            self.turns.clear();
+        }
+        self.last_at = Some(self.last_at.map_or(at, |last| last.max(at)));
+    }
 }
 
 /// The name of a scope's lock: adds to one scope run one at a time (across nodes too).
@@ -158,7 +177,7 @@ impl Memories {
     /// Where a run stands: how many turns it has had, and the last `memory.context_turns` of
     /// them (loaded once from the store, then kept). Called with the scope locked.
     pub(crate) async fn run_state(&self, tenant: &TenantId, scope: &Scope) -> Result<RunState> {
-        if scope.run_id.is_none() {
+        if scope.run_id.is_none() && self.config.thread_gap_secs == 0 {
             return Ok(RunState::default());
         }
         let key = run_key(tenant, scope);
@@ -167,19 +186,55 @@ impl Memories {
         if let Some(state) = self.recent_turns.lock().get(&key).filter(|_| cached) {
             return Ok(state.clone());
         }
+        if scope.run_id.is_none() {
+            let state = self.thread_state(tenant, scope).await?;
+            self.recent_turns.lock().put(key, state.clone());
+            return Ok(state);
+        }
         let mut earlier = self.matching(tenant, &add::scope_filter(scope), true).await?;
         earlier.retain(|m| m.scope() == *scope);
         earlier.sort_by_key(|m| m.turn.unwrap_or(0));
         let count = earlier.iter().filter_map(|m| m.turn).max().map_or(earlier.len() as u64, |t| t + 1);
         let keep = self.config.context_turns;
-        let state = RunState { count, turns: earlier.iter().rev().take(keep).rev().map(Memory::as_turn).collect() };
+        let turns = earlier.iter().rev().take(keep).rev().map(Memory::as_turn).collect();
+        let state = RunState { count, turns, ..RunState::default() };
         self.recent_turns.lock().put(key, state.clone());
         Ok(state)
     }
 
-    /// Remembers a run's new turns (as context for the next ones) and where it now stands.
+    /// The current thread of a scope without a run, read from its newest memories.
+    async fn thread_state(&self, tenant: &TenantId, scope: &Scope) -> Result<RunState> {
+        let mut filter = RecordFilter::kinds(&[MEMORY_KIND]);
+        add::scope_filter(scope).pushdown(&mut filter);
+        let keys = self.stores.records.keys_matching(tenant, &filter, MAX_SCAN).await?;
+        let newest = &keys[keys.len().saturating_sub(64)..];
+        let mut recent: Vec<Memory> = self
+            .stores
+            .records
+            .get_by_keys(tenant, newest)
+            .await?
+            .iter()
+            .map(Memory::from_record)
+            .filter(|m| m.scope() == *scope && m.thread.is_some())
+            .collect();
+        let Some(last) = recent.iter().max_by_key(|m| (m.turn.unwrap_or(0), m.created_at)).cloned() else {
+            return Ok(RunState::default());
+        };
+        recent.retain(|m| m.thread == last.thread);
+        recent.sort_by_key(|m| m.turn.unwrap_or(0));
+        let keep = self.config.context_turns;
+        Ok(RunState {
+            count: last.turn.map_or(recent.len() as u64, |t| t + 1),
+            turns: recent.iter().rev().take(keep).rev().map(Memory::as_turn).collect(),
+            last_at: recent.iter().map(Memory::moment).max(),
+            thread: last.thread,
+        })
+    }
+
+    /// Remembers a run's (or thread's) new turns, as context for the next ones, and where it
+    /// now stands.
     pub(crate) fn advance_run(&self, tenant: &TenantId, scope: &Scope, state: RunState) {
-        if scope.run_id.is_some() {
+        if scope.run_id.is_some() || state.thread.is_some() {
             self.recent_turns.lock().put(run_key(tenant, scope), state);
         }
     }

@@ -144,8 +144,12 @@ pub struct Memory {
     pub entities: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Its position in its run (0 = first turn), for runs.
+    /// Its position in its run (0 = first turn), for runs; without a run, in its thread.
     pub turn: Option<u64>,
+    /// Without a run: the thread of its scope's messages it belongs to, a run Nexus found by
+    /// itself (consecutive messages less than `memory.thread_gap_secs` apart in event time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
     /// The turns before it in its run, embedded with it (not shown).
     #[serde(skip)]
     pub context: Option<String>,
@@ -215,6 +219,7 @@ impl Memory {
             created_at: r.created_at,
             updated_at: r.updated_at,
             turn: m.get("turn").and_then(Value::as_u64),
+            thread: text("thread"),
             context: m.get(EMBED_CONTEXT).and_then(Value::as_str).map(str::to_string),
         }
     }
@@ -248,6 +253,9 @@ impl Memory {
         }
         if let Some(t) = self.turn {
             out.insert("turn".into(), t.into());
+        }
+        if let Some(t) = &self.thread {
+            out.insert("thread".into(), t.clone().into());
         }
         out.insert(CONTENT_KEY.into(), content_key(&self.memory).into());
         if let Some(c) = self.context.as_deref().filter(|c| !c.is_empty()) {
@@ -286,6 +294,7 @@ impl Memory {
             created_at: now,
             updated_at: now,
             turn: None,
+            thread: None,
             context: None,
         }
     }

@@ -66,16 +66,18 @@ impl Default for SearchOptions {
     }
 }
 
-/// A turn of a run gains `weight` times the relevance of its best neighbouring turn among the
-/// candidates (the one before or after it): an answer is often the reply to what matched.
+/// A turn of a run (or thread) gains `weight` times the relevance of its best neighbouring turn
+/// among the candidates (the one before or after it): an answer is often the reply to what matched.
 fn spread_to_neighbours(scored: &mut [(Memory, f32, f32, ScoreBreakdown)], weight: f32) {
     if weight <= 0.0 {
         return;
     }
+    // A run, or the thread Nexus found for memories added without one.
+    let run_of = |m: &Memory| m.run_id.clone().or_else(|| m.thread.clone());
     let by_turn: HashMap<(String, u64), f32> =
-        scored.iter().filter_map(|(m, relevance, ..)| Some(((m.run_id.clone()?, m.turn?), *relevance))).collect();
+        scored.iter().filter_map(|(m, relevance, ..)| Some(((run_of(m)?, m.turn?), *relevance))).collect();
     for (m, relevance, ..) in scored.iter_mut() {
-        let (Some(run), Some(turn)) = (m.run_id.clone(), m.turn) else { continue };
+        let (Some(run), Some(turn)) = (run_of(m), m.turn) else { continue };
         let before = turn.checked_sub(1).and_then(|t| by_turn.get(&(run.clone(), t))).copied().unwrap_or(0.0);
         let after = by_turn.get(&(run, turn + 1)).copied().unwrap_or(0.0);
         *relevance = (*relevance + weight * before.max(after)).min(1.0);

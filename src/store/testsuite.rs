@@ -118,6 +118,11 @@ where
     assert_eq!(store.count(&b).await.unwrap(), 1);
     let b_key = store.get(&b, "r1").await.unwrap().unwrap().key;
     assert!(store.get_by_keys(&a, &[b_key]).await.unwrap().is_empty(), "keys do not cross tenants");
+    let asked = ["r2".to_string(), "nope".to_string(), "r1".to_string()];
+    let many: Vec<String> = store.get_many(&a, &asked).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(many, vec!["r2", "r1"], "in the order asked, the missing left out");
+    let theirs: Vec<String> = store.get_many(&b, &asked).await.unwrap().into_iter().map(|r| r.body.unwrap()).collect();
+    assert_eq!(theirs, vec!["b's own r1"], "ids do not cross tenants");
 
     // Delete: logged once; deleting an absent id logs nothing.
     let head = store.head_seq().await.unwrap();
@@ -655,6 +660,19 @@ where
     let edge_at = store.edges_at(&a, &["ada".to_string()]).await.unwrap();
     assert!(edge_at.iter().any(|e| e.id == "e1" && e.properties["since"] == 2020 && e.source == "ada"));
     assert!(store.edges_at(&b, &["bob".to_string()]).await.unwrap().is_empty(), "no edges across tenants");
+    // Only the edges with both ends among the nodes.
+    let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut within: Vec<String> = store
+        .edges_within(&a, &ids(&["bob", "cy", "dee", "nobody"]))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    within.sort();
+    assert_eq!(within, vec!["e2", "e3"]);
+    assert!(store.edges_within(&a, &ids(&["ada", "cy"])).await.unwrap().is_empty());
+    assert!(store.edges_within(&b, &ids(&["bob", "cy"])).await.unwrap().is_empty(), "no edges across tenants");
 
     // eve appears: the dangling edge now reaches her.
     store.apply(vec![node(5, &a, "eve", "Eve")], 2).await.unwrap();

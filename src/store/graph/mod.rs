@@ -119,6 +119,15 @@ pub trait GraphStore: Send + Sync + 'static {
         }
         Ok(out)
     }
+    /// Every edge whose two ends are both among `ids`, each once: the relations among the
+    /// outermost entities of a walk. A backend that holds the graph in memory answers without
+    /// reading the other edges of those nodes.
+    async fn edges_within(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<GraphEdge>> {
+        let within: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut edges = self.edges_at(tenant, ids).await?;
+        edges.retain(|e| within.contains(e.source.as_str()) && within.contains(e.target.as_str()));
+        Ok(edges)
+    }
     async fn shortest_path(&self, tenant: &TenantId, from: &str, to: &str) -> Result<Option<Vec<String>>>;
 
     async fn commit(&self, seq: Seq) -> Result<()>;

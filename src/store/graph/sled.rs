@@ -301,6 +301,25 @@ impl GraphStore for SledGraphStore {
         Ok(found.unwrap_or_default())
     }
 
+    async fn edges_within(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<GraphEdge>> {
+        let found = self.read(tenant, |g| {
+            let within: HashSet<_> = ids.iter().filter_map(|id| g.vertex.get(id).copied()).collect();
+            let mut out = Vec::new();
+            for &v in &within {
+                // Each edge once: from its source's side (a self-loop has no other side).
+                for edge_ref in g.graph.edges_directed(v, PgDirection::Outgoing) {
+                    if within.contains(&edge_ref.target())
+                        && let Some((_, edge)) = g.edges.get(edge_ref.weight())
+                    {
+                        out.push(edge.clone());
+                    }
+                }
+            }
+            out
+        });
+        Ok(found.unwrap_or_default())
+    }
+
     async fn shortest_path(&self, tenant: &TenantId, from: &str, to: &str) -> Result<Option<Vec<String>>> {
         let found = self.read(tenant, |g| {
             let (Some(&a), Some(&b)) = (g.vertex.get(from), g.vertex.get(to)) else { return None };

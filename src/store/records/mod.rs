@@ -307,6 +307,15 @@ pub trait RecordStore: Send + Sync + 'static {
 
     async fn get_by_keys(&self, tenant: &TenantId, keys: &[RecordKey]) -> Result<Vec<Record>>;
 
+    /// The records of `ids` that exist, in the order asked for (one read, where the backend can).
+    async fn get_many(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<Record>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.extend(self.get(tenant, id).await?);
+        }
+        Ok(out)
+    }
+
     async fn list(&self, tenant: &TenantId, filter: &ListFilter) -> Result<Vec<Record>>;
 
     async fn count(&self, tenant: &TenantId) -> Result<u64>;

@@ -443,6 +443,23 @@ impl RecordStore for SqliteRecordStore {
         .await
     }
 
+    async fn get_many(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<Record>> {
+        let inner = self.inner.clone();
+        let (tenant, ids) = (tenant.clone(), ids.to_vec());
+        blocking(move || {
+            inner.read(|conn| {
+                let sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND id = ?2");
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    out.extend(stmt.query_row(params![tenant.as_str(), id], |r| record_from_row(r, 0)).optional()?);
+                }
+                Ok(out)
+            })
+        })
+        .await
+    }
+
     async fn get_by_keys(&self, tenant: &TenantId, keys: &[RecordKey]) -> Result<Vec<Record>> {
         let inner = self.inner.clone();
         let tenant = tenant.clone();
