@@ -376,7 +376,16 @@ impl Memories {
             })
             .filter(|r| options.threshold.is_none_or(|t| r.score >= t))
             .collect();
-        results.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.memory.id.cmp(&b.memory.id)));
+        // Scores are compared to 1e-5: below that, differences are rounding noise (recency moves
+        // by less than f32 resolves between memories added moments apart, and differently at
+        // each instant a search runs). Equal scores go newest first, then by id.
+        let rank = |score: f32| (f64::from(score) * 1e5).round() as i64;
+        results.sort_by(|a, b| {
+            rank(b.score)
+                .cmp(&rank(a.score))
+                .then_with(|| b.memory.moment().cmp(&a.memory.moment()))
+                .then_with(|| a.memory.id.cmp(&b.memory.id))
+        });
         results.truncate(options.top_k);
         let relations =
             if options.relations { self.relations_around(tenant, query, &results).await? } else { Vec::new() };
