@@ -246,7 +246,7 @@ fn grounded_answers_with_an_llm_stream_its_words_and_cite_the_sources() {
     assert_eq!(answer["answer"], common::fake_llm::answer());
     assert!(!answer["citations"].as_array().unwrap().is_empty());
     // The model was given the numbered sources and the question.
-    let sent = llm.calls.last_body();
+    let sent = llm.calls.last_body_with("what eats aphids?");
     let prompt = sent["messages"]
         .as_array()
         .unwrap()

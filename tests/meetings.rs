@@ -578,8 +578,8 @@ fn a_usable_llm_answer_gives_the_final_insights_and_summary() {
         (Some("succeeded"), Some("llm")),
         "{ended}"
     );
-    let sent = llm.calls.last_body();
-    assert!(sent["messages"].to_string().contains("[1] Ben: I'll tell the press team tomorrow."), "{sent}");
+    let sent = llm.calls.last_body_with("[1] Ben: I'll tell the press team tomorrow.");
+    assert_eq!(sent["model"], "meeting-notes", "{sent}");
     let insights = get(&server, &format!("/api/v1/meetings/{id}/insights"))["insights"].as_array().unwrap().clone();
     let by_model: Vec<&Value> = insights.iter().filter(|i| i["extractor"] == "llm").collect();
     assert_eq!(by_model.len(), 2, "the item outside the transcript is dropped: {insights:?}");

@@ -56,6 +56,12 @@ impl Calls {
     pub fn last_body(&self) -> Value {
         self.bodies.lock().last().cloned().expect("a request was made")
     }
+    /// The last request whose body holds `text`: other work (the entity graph's reading of a
+    /// document or transcript) may ask the model in between.
+    pub fn last_body_with(&self, text: &str) -> Value {
+        let bodies = self.bodies.lock();
+        bodies.iter().rev().find(|b| b.to_string().contains(text)).cloned().expect("a request holding the text")
+    }
     pub fn last_header(&self, name: &str) -> Option<String> {
         self.headers.lock().last()?.get(name).map(|v| v.to_str().unwrap().to_string())
     }
