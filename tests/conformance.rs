@@ -346,16 +346,20 @@ async fn postgres_change_log_never_skips_a_late_commit() {
         let (store, tenant) = (store.clone(), tenant.clone());
         tokio::spawn(async move { store.write(&tenant, vec![note("slow", "after")]).await.unwrap() })
     };
-    // Wait until the slow writer holds a transaction id and waits on the lock.
+    // Wait until the slow writer holds a transaction id and waits on the lock. Asked from a
+    // session of its own: inside the locker's transaction, pg_stat_activity would answer from
+    // the snapshot its first read took.
+    let (observer, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
     let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND backend_xid IS NOT NULL \
                    AND datname = current_database()";
-    for _ in 0..200 {
-        if locker.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) > 0 {
+    for _ in 0..400 {
+        if observer.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0) > 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    assert_eq!(locker.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0), 1, "the slow writer waits");
+    assert_eq!(observer.query_one(waiting, &[]).await.unwrap().get::<_, i64>(0), 1, "the slow writer waits");
 
     // A later writer commits first, with a greater position.
     let fast = store.write(&tenant, vec![note("fast", "quick")]).await.unwrap();
