@@ -80,7 +80,9 @@ fn spread_to_neighbours(scored: &mut [(Memory, f32, f32, ScoreBreakdown)], weigh
         let (Some(run), Some(turn)) = (run_of(m), m.turn) else { continue };
         let before = turn.checked_sub(1).and_then(|t| by_turn.get(&(run.clone(), t))).copied().unwrap_or(0.0);
         let after = by_turn.get(&(run, turn + 1)).copied().unwrap_or(0.0);
-        *relevance = (*relevance + weight * before.max(after)).min(1.0);
+        // Not capped here: a cap would make a turn lifted by its neighbour equal to the turn
+        // that matched. Ranking uses the sum; the score shown is capped at 1.
+        *relevance += weight * before.max(after);
     }
 }
 
@@ -367,25 +369,27 @@ impl Memories {
             .collect();
         spread_to_neighbours(&mut scored, options.neighbour_weight);
         let cues = Cues::read(query, &scored, &self.config);
-        let mut results: Vec<ScoredMemory> = scored
+        // (the result, its score before the cap at 1 that ranks it)
+        let mut ranked: Vec<(ScoredMemory, f32)> = scored
             .into_iter()
             .map(|(memory, relevance, similarity, breakdown)| {
                 let score =
                     relevance * tier_weight(memory.tier) * self.recency(memory.moment(), now) * cues.factor(&memory);
-                ScoredMemory { memory, score: score.clamp(0.0, 1.0), similarity, breakdown }
+                (ScoredMemory { memory, score: score.clamp(0.0, 1.0), similarity, breakdown }, score)
             })
-            .filter(|r| options.threshold.is_none_or(|t| r.score >= t))
+            .filter(|(r, _)| options.threshold.is_none_or(|t| r.score >= t))
             .collect();
         // Scores are compared to 1e-5: below that, differences are rounding noise (recency moves
         // by less than f32 resolves between memories added moments apart, and differently at
         // each instant a search runs). Equal scores go newest first, then by id.
         let rank = |score: f32| (f64::from(score) * 1e5).round() as i64;
-        results.sort_by(|a, b| {
-            rank(b.score)
-                .cmp(&rank(a.score))
+        ranked.sort_by(|(a, a_raw), (b, b_raw)| {
+            rank(*b_raw)
+                .cmp(&rank(*a_raw))
                 .then_with(|| b.memory.moment().cmp(&a.memory.moment()))
                 .then_with(|| a.memory.id.cmp(&b.memory.id))
         });
+        let mut results: Vec<ScoredMemory> = ranked.into_iter().map(|(r, _)| r).collect();
         results.truncate(options.top_k);
         let relations =
             if options.relations { self.relations_around(tenant, query, &results).await? } else { Vec::new() };
