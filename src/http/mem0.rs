@@ -233,7 +233,16 @@ pub struct Mem0Page {
 pub enum Listed {
     All(Vec<Mem0Memory>),
     Page(Mem0Page),
-    Graph { results: Vec<Mem0Memory>, relations: Vec<Relation> },
+    Graph(Mem0Graphed),
+}
+
+/// A whole list with graph memory: the memories and their relations (nothing else, so that it
+/// reads apart from a page).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mem0Graphed {
+    pub results: Vec<Mem0Memory>,
+    pub relations: Vec<Relation>,
 }
 
 /// v1/v2 search answer: a bare list (v1 with `output_format: "v1.1"`: `{results}`; with
@@ -664,7 +673,7 @@ async fn list_page(
     let results: Vec<Mem0Memory> = memories.into_iter().map(Mem0Memory::from).collect();
     Ok(match (paged, relations) {
         (None, None) => Listed::All(results),
-        (None, Some(relations)) => Listed::Graph { results, relations },
+        (None, Some(relations)) => Listed::Graph(Mem0Graphed { results, relations }),
         (Some((page, size)), relations) => Listed::Page(Mem0Page {
             count: total,
             next: (offset + results.len() < total).then(|| page_link(uri, page + 1, size)),
