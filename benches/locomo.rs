@@ -9,15 +9,19 @@
 //! ```sh
 //! cargo bench --bench locomo -- [--data PATH/locomo-dev5.json] [--api mem0|nexus]
 //!     [--env KEY=VALUE]... [--only TEXT]... [--reuse DIR] [--context-turns N] [--bin PATH] [--user-only]
+//!     [--variant LABEL=JSON]...
 //! ```
 //! `--user-only` adds every turn with only its `user_id`, as many chat apps do (no `run_id`), one
 //! conversation's sessions in order: Nexus then finds the sessions itself (threads, see
 //! `memory.thread_gap_secs`).
 //! `--env` passes a setting to the server (`NEXUS__MEMORY__SPEAKER_WEIGHT=0`: an ablation);
-//! `--only` runs the retrievers whose label contains TEXT; `--reuse DIR` keeps the ingested data
+//! `--only` runs the retrievers whose label contains TEXT; `--variant` adds a retriever whose
+//! search body takes JSON's fields (`'wide={"mode":"hybrid","top_k":10}'`); `--reuse DIR` keeps the ingested data
 //! directory in DIR and, when DIR already holds one, skips ingestion (settings that change how
 //! turns are stored, such as `memory.context_turns`, need a fresh DIR); `--bin` runs another
-//! `nexus` binary than the one cargo built.
+//! `nexus` binary than the one cargo built. Each retriever also prints recall@10, overall and for
+//! category 1, on the first three conversations (the half ranking may be tuned on) and on the
+//! other two (held out).
 //! The data is evaluation-only (CC BY-NC 4.0) and is read from `../shared/datasets/locomo`.
 
 use std::collections::{HashMap, HashSet};
@@ -53,6 +57,10 @@ fn start_server(bin: &std::path::Path, env: &[(String, String)], data_dir: Optio
 }
 
 /// "1:56 pm on 8 May, 2023" as Unix seconds.
+/// Ranking may be tuned on the first `TUNE` conversations (file order) only; the rest are held
+/// out, and every variant prints both halves.
+const TUNE: usize = 3;
+
 fn session_time(text: &str) -> Option<i64> {
     NaiveDateTime::parse_from_str(&text.replace(" on ", " "), "%l:%M %p %d %B, %Y")
         .or_else(|_| NaiveDateTime::parse_from_str(&text.replace(" on ", " "), "%I:%M %p %d %B, %Y"))
@@ -112,6 +120,7 @@ fn main() {
     let mut reuse: Option<PathBuf> = None;
     let mut bin = PathBuf::from(env!("CARGO_BIN_EXE_nexus"));
     let mut user_only = false;
+    let mut extra_variants: Vec<(String, Value)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -129,6 +138,11 @@ fn main() {
             "--reuse" => reuse = Some(args.next().expect("--reuse DIR").into()),
             "--bin" => bin = args.next().expect("--bin PATH").into(),
             "--user-only" => user_only = true,
+            "--variant" => {
+                let v = args.next().expect("--variant LABEL=JSON");
+                let (label, body) = v.split_once('=').expect("--variant LABEL=JSON");
+                extra_variants.push((label.into(), serde_json::from_str(body).expect("--variant's JSON")));
+            }
             _ => {}
         }
     }
@@ -239,9 +253,11 @@ fn main() {
         text: String,
         category: u64,
         evidence: HashSet<String>,
+        /// Whether ranking may be tuned on it (its conversation is one of the first [`TUNE`]).
+        tune: bool,
     }
     let mut questions = Vec::new();
-    for sample in &samples {
+    for (n, sample) in samples.iter().enumerate() {
         let user = sample["sample_id"].as_str().unwrap().to_string();
         let known: HashSet<String> = turns(&sample["conversation"]).into_iter().map(|t| t.dia_id).collect();
         for qa in sample["qa"].as_array().unwrap() {
@@ -265,6 +281,7 @@ fn main() {
                 text: qa["question"].as_str().unwrap().to_string(),
                 category,
                 evidence,
+                tune: n < TUNE,
             });
         }
     }
@@ -280,7 +297,7 @@ fn main() {
         "retriever", "recall@5", "recall@10", "cat1", "cat2", "cat3", "cat4"
     );
     let mut hybrid10 = 0.0;
-    let variants: Vec<(String, Value)> = vec![
+    let mut variants: Vec<(String, Value)> = vec![
         ("Nexus keyword".into(), json!({"mode": "keyword"})),
         ("Nexus semantic".into(), json!({"mode": "semantic"})),
         ("Nexus hybrid".into(), json!({"mode": "hybrid"})),
@@ -290,6 +307,7 @@ fn main() {
         ("  hybrid, semantic weight 0.5".into(), json!({"mode": "hybrid", "fusion": {"semantic_weight": 0.5}})),
         ("Mem0 route /v2/.../search/".into(), json!({"route": "mem0"})),
     ];
+    variants.extend(extra_variants);
     for (label, options) in &variants {
         if !only.is_empty() && !only.iter().any(|o| label.contains(o.as_str())) {
             continue;
@@ -297,6 +315,8 @@ fn main() {
         let mut at5 = Vec::new();
         let mut at10 = Vec::new();
         let mut by_cat: HashMap<u64, Vec<f64>> = HashMap::new();
+        // (tune, category 1 or not) -> recall@10
+        let mut by_split: HashMap<(bool, bool), Vec<f64>> = HashMap::new();
         let mut latencies = Vec::new();
         for q in &questions {
             let mem0 = options.get("route").is_some();
@@ -330,6 +350,7 @@ fn main() {
             at5.push(found(5));
             at10.push(found(10));
             by_cat.entry(q.category).or_default().push(found(10));
+            by_split.entry((q.tune, q.category == 1)).or_default().push(found(10));
         }
         latencies.sort_by(f64::total_cmp);
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -345,6 +366,22 @@ fn main() {
             cat(4),
             percentile(&latencies, 0.5),
             percentile(&latencies, 0.95)
+        );
+        let split = |tune: bool, cat1: Option<bool>| {
+            let values: Vec<f64> = by_split
+                .iter()
+                .filter(|((t, c), _)| *t == tune && cat1.is_none_or(|want| *c == want))
+                .flat_map(|(_, v)| v.iter().copied())
+                .collect();
+            mean(&values)
+        };
+        println!(
+            "{:<28} recall@10 {:.3} / {:.3}, cat1 {:.3} / {:.3} (conversations 1-{TUNE} / the rest)",
+            "",
+            split(true, None),
+            split(false, None),
+            split(true, Some(true)),
+            split(false, Some(true)),
         );
         if label == "Nexus hybrid" {
             hybrid10 = mean(&at10);

@@ -87,6 +87,9 @@ pub struct MemoryConfig {
     pub thread_gap_secs: u64,
     /// Share of a neighbouring turn's search relevance a turn of a run gains (0: none).
     pub neighbour_weight: f32,
+    /// Share of a candidate's relevance a memory gains for mentioning a name that candidate
+    /// mentions beyond the query's (the second hop of memory search; 0: none).
+    pub hop_weight: f32,
     /// Weight of the semantic ranking against the keyword ranking (1) in memory search.
     pub semantic_weight: f32,
     /// How much a query naming some of the speakers lowers the score of the others' turns.
@@ -95,6 +98,8 @@ pub struct MemoryConfig {
     pub date_weight: f32,
     /// How much a query asking when lowers the score of memories that state no time.
     pub time_weight: f32,
+    /// How much a query that is a question lowers the score of memories that end with one.
+    pub question_weight: f32,
 }
 
 impl MemoryConfig {
@@ -619,8 +624,9 @@ pub struct VectorsConfig {
     /// Qdrant: how long one request may take, in milliseconds.
     #[serde(default = "default_backend_timeout_ms")]
     pub timeout_ms: u64,
-    /// usearch: a tenant with at most this many vectors is searched by comparing every one
-    /// (exact); a larger one through the HNSW graph.
+    /// Every backend: a tenant with at most this many vectors is searched by comparing every
+    /// one (exact, so every twin answers alike); a larger one through the HNSW graph. 0: always
+    /// through the graph.
     #[serde(default = "default_exact_below")]
     pub exact_below: usize,
 }
@@ -1167,9 +1173,11 @@ impl Config {
             ("memory.semantic_weight", self.memory.semantic_weight, 4.0),
             ("memory.recency_weight", self.memory.recency_weight, 1.0),
             ("memory.neighbour_weight", self.memory.neighbour_weight, 1.0),
+            ("memory.hop_weight", self.memory.hop_weight, 1.0),
             ("memory.speaker_weight", self.memory.speaker_weight, 1.0),
             ("memory.date_weight", self.memory.date_weight, 1.0),
             ("memory.time_weight", self.memory.time_weight, 1.0),
+            ("memory.question_weight", self.memory.question_weight, 1.0),
         ] {
             if !(0.0..=max).contains(&weight) {
                 return bad(key, &format!("must be between 0 and {max}"));

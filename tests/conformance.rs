@@ -71,73 +71,25 @@ async fn usearch_vector_store() {
     }
 }
 
-/// Below `exact_below` a search compares every vector: two indexes holding the same vectors
-/// answer every query alike however they were built (one with replaced and deleted points,
-/// another fresh in another order), and exactly as brute force does, for the tenant asked only.
+/// Below `exact_below` a search compares every vector: stores holding the same vectors answer
+/// alike however they were built, and as brute force does.
 #[tokio::test]
 async fn usearch_small_tenants_are_searched_exactly_whatever_the_index_history() {
-    use nexus::store::TenantId;
-    use nexus::store::vectors::{VectorPoint, VectorQuery, cosine};
-    let dims = 16;
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut random = move || {
-        (0..dims)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect::<Vec<f32>>()
-    };
-    let (a, b) = (TenantId::new("exact-a").unwrap(), TenantId::new("exact-b").unwrap());
-    let point = |key: u64, tenant: &TenantId, vector: Vec<f32>| VectorPoint {
-        key,
-        tenant: tenant.clone(),
-        kind: if key.is_multiple_of(3) { "memory".into() } else { "doc".into() },
-        vector,
-    };
-    let finals: Vec<VectorPoint> = (1..=1500).map(|k| point(k, &a, random())).collect();
-    let others: Vec<VectorPoint> = (5001..=5300).map(|k| point(k, &b, random())).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let opened = std::sync::atomic::AtomicUsize::new(0);
     let config = VectorsConfig {
-        dimensions: dims,
+        dimensions: testsuite::SMALL_TENANT_DIMENSIONS,
         connectivity: 8,
         expansion_add: 16,
         expansion_search: 16,
         ..Default::default()
     };
-
-    // One built with history: first versions, replaced; extra points, deleted.
-    let (_t1, p1) = dir();
-    let built = UsearchVectorStore::open(&p1, &config).await.unwrap();
-    built.upsert((1..=1500).map(|k| point(k, &a, random())).collect(), 1).await.unwrap();
-    built.upsert((2001..=2600).map(|k| point(k, &a, random())).collect(), 2).await.unwrap();
-    built.upsert(finals.clone(), 3).await.unwrap();
-    built.delete((2001..=2600).collect(), 4).await.unwrap();
-    built.upsert(others.clone(), 5).await.unwrap();
-    // The other fresh, the other tenant first and the points in reverse.
-    let (_t2, p2) = dir();
-    let fresh = UsearchVectorStore::open(&p2, &config).await.unwrap();
-    fresh.upsert(others.clone(), 1).await.unwrap();
-    fresh.upsert(finals.iter().rev().cloned().collect(), 2).await.unwrap();
-
-    for q in 0..100u32 {
-        let vector = random();
-        let kinds = q.is_multiple_of(4).then(|| vec!["memory".to_string()]);
-        let query =
-            || VectorQuery { tenant: a.clone(), vector: vector.clone(), k: 10, kinds: kinds.clone(), predicate: None };
-        let one = built.search(query()).await.unwrap();
-        let two = fresh.search(query()).await.unwrap();
-        let keys = |hits: &[nexus::store::vectors::VectorHit]| hits.iter().map(|h| h.key).collect::<Vec<u64>>();
-        assert_eq!(keys(&one), keys(&two), "query {q}");
-        let mut brute: Vec<(u64, f32)> = finals
-            .iter()
-            .filter(|p| kinds.is_none() || p.kind == "memory")
-            .map(|p| (p.key, cosine(&p.vector, &vector)))
-            .collect();
-        brute.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
-        assert_eq!(keys(&one), brute.iter().take(10).map(|(k, _)| *k).collect::<Vec<u64>>(), "query {q}");
-    }
+    testsuite::small_tenant_search_suite(|| async {
+        let n = opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = tmp.path().join(format!("vectors-{n}"));
+        Arc::new(UsearchVectorStore::open(&path, &config).await.unwrap()) as Arc<dyn VectorStore>
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -763,6 +715,22 @@ mod pgvector_store {
             })
             .await;
         }
+    }
+
+    /// A tenant of at most `exact_below` vectors is scored exactly, as the embedded store does.
+    #[tokio::test]
+    async fn pgvector_small_tenants_are_searched_exactly() {
+        let config = VectorsConfig {
+            connectivity: 8,
+            expansion_add: 16,
+            expansion_search: 16,
+            ..config(testsuite::SMALL_TENANT_DIMENSIONS, Quantization::F32)
+        };
+        testsuite::small_tenant_search_suite(|| async {
+            let pg = connect(common::cluster::postgres().fresh_database("pgvector-exact")).await;
+            Arc::new(PgvectorStore::open(pg, &config).await.unwrap()) as Arc<dyn VectorStore>
+        })
+        .await;
     }
 
     /// A node that lost the projector's lease (an older fencing token) can neither write points

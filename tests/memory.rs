@@ -102,6 +102,59 @@ fn messages_without_a_run_are_threaded_by_their_times() {
     assert_eq!(run_turn["turn"], 0);
 }
 
+/// The second hop: a name the best candidates mention beyond the query's leads to the other
+/// turns that mention it, which the question's own words do not find.
+#[test]
+fn a_second_hop_finds_turns_that_share_a_name_with_what_matched() {
+    let (_tmp, server) = server();
+    let api = Api::new(&server);
+    let say = |run: &str, speaker: &str, text: &str| {
+        api.add(json!({
+            "messages": [{"role": "user", "content": text, "name": speaker}],
+            "user_id": "cara", "run_id": run, "infer": false,
+        }));
+    };
+    say("s1", "Cara", "I moved here from Sweden four years ago, right after school.");
+    say("s1", "Mel", "That must have been a big change for you.");
+    say("s2", "Cara", "This necklace was a gift from my grandma in Sweden.");
+    say("s2", "Mel", "It is lovely, and it suits you.");
+    // Cara's other turns share the question's words, so they outrank the necklace on their own.
+    let filler = [
+        "Four years ago I started painting with watercolours.",
+        "I moved my desk closer to the window last week.",
+        "I have been running every morning for four years now.",
+        "Moving boxes are still stacked in my garage, years later.",
+        "My brother moved out of our flat four years ago too.",
+        "Four years flew by since school ended.",
+        "I moved the couch so the living room feels bigger.",
+        "We went camping in the mountains last year.",
+        "Where did the four years go? It feels like we moved in yesterday.",
+        "I moved on from my old job four years ago.",
+        "Four years ago I could not have imagined moving again.",
+    ];
+    for (i, text) in filler.iter().enumerate() {
+        say(&format!("s{}", 3 + i), "Cara", text);
+    }
+    let necklace = "This necklace was a gift from my grandma in Sweden.";
+    let top = |hop: f64| {
+        let found = api.search(json!({"query": "Where did Cara move from four years ago?", "user_id": "cara",
+                                      "top_k": 3, "hop_weight": hop, "neighbour_weight": 0.0}));
+        texts(&found["results"])
+    };
+    let without = top(0.0);
+    assert!(!without.iter().any(|t| t == necklace), "the question's words alone do not reach it: {without:?}");
+    let with = top(0.5);
+    assert!(with.iter().any(|t| t == necklace), "Sweden leads to it: {with:?}");
+    // Out of range: refused.
+    let (status, body) = api.send(
+        reqwest::Method::POST,
+        "/api/v1/memories/search",
+        Some(json!({"query": "Sweden", "user_id": "cara", "hop_weight": 1.5})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("hop_weight"), "{body}");
+}
+
 #[test]
 fn verbatim_adds_merge_duplicates_and_are_found_by_search() {
     let (_tmp, server) = server();

@@ -553,8 +553,7 @@ impl Mem0Query {
             mode: if self.keyword_search { Mode::Keyword } else { Mode::Hybrid },
             show_expired: self.show_expired,
             relations: version == Version::V3 || self.enable_graph,
-            neighbour_weight: memory.neighbour_weight.clamp(0.0, 1.0),
-            fusion: memory.fusion(),
+            ..SearchOptions::configured(memory)
         })
     }
 

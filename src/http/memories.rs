@@ -256,6 +256,9 @@ pub struct SearchInput {
     /// Share of a neighbouring turn's relevance a turn of a run gains (0-1; default
     /// `memory.neighbour_weight`).
     pub neighbour_weight: Option<f32>,
+    /// Share of a candidate's relevance a memory mentioning a name it mentions gains (0-1;
+    /// default `memory.hop_weight`).
+    pub hop_weight: Option<f32>,
 }
 
 /// Searches memories.
@@ -283,18 +286,18 @@ pub async fn search(
     {
         return Err(Error::invalid("threshold must be between 0 and 1"));
     }
+    let configured = SearchOptions::configured(&app.config.memory);
     let options = SearchOptions {
         top_k: input.top_k.unwrap_or(10),
         threshold: input.threshold,
         mode: input.mode,
         show_expired: input.show_expired,
         relations: input.relations.unwrap_or(true),
-        fusion: input.fusion.unwrap_or_else(|| app.config.memory.fusion()),
-        neighbour_weight: input.neighbour_weight.unwrap_or(app.config.memory.neighbour_weight),
+        fusion: input.fusion.unwrap_or(configured.fusion),
+        neighbour_weight: input.neighbour_weight.unwrap_or(configured.neighbour_weight),
+        hop_weight: input.hop_weight.unwrap_or(configured.hop_weight),
     };
-    if !(0.0..=1.0).contains(&options.neighbour_weight) {
-        return Err(Error::invalid("neighbour_weight must be between 0 and 1"));
-    }
+    options.check()?;
     Ok(axum::Json(app.memories.search(&tenant, &input.query, &filter, &options).await?))
 }
 

@@ -556,12 +556,7 @@ impl McpServer {
             let filter = scope_filter(&scope).and(Filter::parse(&filters)?);
             let options = SearchOptions {
                 top_k: check_top_k(args.top_k, 10, 100)?,
-                threshold: None,
-                mode: crate::search::Mode::Hybrid,
-                show_expired: false,
-                relations: true,
-                fusion: app.config.memory.fusion(),
-                neighbour_weight: app.config.memory.neighbour_weight,
+                ..SearchOptions::configured(&app.config.memory)
             };
             app.memories.search(&ctx.tenant, &args.query, &filter, &options).await
         };

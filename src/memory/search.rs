@@ -17,7 +17,10 @@
 //!   some candidates' event times fall in, give or take a week (people talk about a day a few
 //!   days later): the others are multiplied by `1 - memory.date_weight`;
 //! - it asks when ("when", "what year", "how long ago"...): memories that place nothing in time
-//!   (no time word, month, weekday or year) are multiplied by `1 - memory.time_weight`.
+//!   (no time word, month, weekday or year) are multiplied by `1 - memory.time_weight`;
+//! - it is a question (it ends with "?" or opens with a question word): memories that end with a
+//!   question themselves are multiplied by `1 - memory.question_weight` (a turn that asks seldom
+//!   holds the answer).
 //!
 //! A turn of a run first gains `neighbour_weight` of its best neighbouring turn's relevance.
 //! Results are ordered by score; `threshold` drops those below it.
@@ -50,6 +53,9 @@ pub struct SearchOptions {
     pub fusion: Fusion,
     /// Share of the best neighbouring turn's relevance a turn gains (0 turns it off).
     pub neighbour_weight: f32,
+    /// Share of the relevance of the best candidate naming it that a memory mentioning the same
+    /// name gains (the second hop; 0 turns it off).
+    pub hop_weight: f32,
 }
 
 impl Default for SearchOptions {
@@ -62,18 +68,60 @@ impl Default for SearchOptions {
             relations: true,
             fusion: Fusion::default(),
             neighbour_weight: 0.0,
+            hop_weight: 0.0,
         }
     }
 }
 
+impl SearchOptions {
+    /// The defaults `config` sets (top 10, hybrid, relations read).
+    pub fn configured(config: &MemoryConfig) -> SearchOptions {
+        SearchOptions {
+            fusion: config.fusion(),
+            neighbour_weight: config.neighbour_weight.clamp(0.0, 1.0),
+            hop_weight: config.hop_weight.clamp(0.0, 1.0),
+            ..SearchOptions::default()
+        }
+    }
+
+    /// Refuses weights outside 0..1.
+    pub fn check(&self) -> Result<()> {
+        for (name, value) in [("neighbour_weight", self.neighbour_weight), ("hop_weight", self.hop_weight)] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(Error::invalid(format!("{name} must be between 0 and 1")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A candidate: the memory, its relevance, its similarity to the query, how it ranked.
+type Candidate = (Memory, f32, f32, ScoreBreakdown);
+
+/// How many of the best candidates lend their names to the second hop.
+const HOP_SEEDS: usize = 5;
+/// At most this many names are followed, each to at most [`HOP_HITS`] memories.
+const HOP_NAMES: usize = 3;
+const HOP_HITS: usize = 20;
+
+/// The run, or the thread Nexus found for memories added without one.
+fn run_of(m: &Memory) -> Option<String> {
+    m.run_id.clone().or_else(|| m.thread.clone())
+}
+
+/// Scores are compared to 1e-5: below that, differences are rounding noise (recency moves by less
+/// than f32 resolves between memories added moments apart, and differently at each instant a
+/// search runs).
+fn rank(score: f32) -> i64 {
+    (f64::from(score) * 1e5).round() as i64
+}
+
 /// A turn of a run (or thread) gains `weight` times the relevance of its best neighbouring turn
 /// among the candidates (the one before or after it): an answer is often the reply to what matched.
-fn spread_to_neighbours(scored: &mut [(Memory, f32, f32, ScoreBreakdown)], weight: f32) {
+fn spread_to_neighbours(scored: &mut [Candidate], weight: f32) {
     if weight <= 0.0 {
         return;
     }
-    // A run, or the thread Nexus found for memories added without one.
-    let run_of = |m: &Memory| m.run_id.clone().or_else(|| m.thread.clone());
     let by_turn: HashMap<(String, u64), f32> =
         scored.iter().filter_map(|(m, relevance, ..)| Some(((run_of(m)?, m.turn?), *relevance))).collect();
     for (m, relevance, ..) in scored.iter_mut() {
@@ -210,6 +258,17 @@ fn asks_when(query: &str) -> bool {
     WHEN_PHRASES.iter().any(|p| text.contains(&format!(" {p} ")))
 }
 
+/// Words a question opens with.
+const QUESTION_WORDS: &[&str] = &[
+    "what", "when", "where", "who", "whom", "whose", "which", "why", "how", "did", "do", "does", "is", "are", "was",
+    "were", "has", "have", "had", "can", "could", "would", "will", "should",
+];
+
+/// Whether `query` is a question: it ends with "?" or opens with a question word.
+fn is_question(query: &str) -> bool {
+    query.trim_end().ends_with('?') || words(query).first().is_some_and(|w| QUESTION_WORDS.contains(&w.as_str()))
+}
+
 /// Whether `text` places what it says in time: a time word, a month or weekday, a year.
 fn states_time(text: &str) -> bool {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).any(|w| {
@@ -239,13 +298,16 @@ struct Cues {
     speakers: HashSet<String>,
     periods: Vec<Period>,
     asks_when: bool,
+    /// Whether the query is a question.
+    asks: bool,
     speaker_factor: f32,
     date_factor: f32,
     time_factor: f32,
+    question_factor: f32,
 }
 
 impl Cues {
-    fn read(query: &str, candidates: &[(Memory, f32, f32, ScoreBreakdown)], config: &MemoryConfig) -> Cues {
+    fn read(query: &str, candidates: &[Candidate], config: &MemoryConfig) -> Cues {
         let query_words = words(query);
         let speakers: HashSet<String> =
             candidates.iter().filter_map(|(m, ..)| m.speaker()).map(str::to_lowercase).collect();
@@ -260,9 +322,11 @@ impl Cues {
             speakers: named,
             periods,
             asks_when: asks_when(query),
+            asks: is_question(query),
             speaker_factor: 1.0 - config.speaker_weight.clamp(0.0, 1.0),
             date_factor: 1.0 - config.date_weight.clamp(0.0, 1.0),
             time_factor: 1.0 - config.time_weight.clamp(0.0, 1.0),
+            question_factor: 1.0 - config.question_weight.clamp(0.0, 1.0),
         }
     }
 
@@ -277,6 +341,9 @@ impl Cues {
         }
         if self.asks_when && !states_time(&m.memory) {
             f *= self.time_factor;
+        }
+        if self.asks && m.memory.trim_end().ends_with('?') {
+            f *= self.question_factor;
         }
         f
     }
@@ -344,7 +411,7 @@ impl Memories {
         };
         let now = Utc::now();
         let best = (fusion.keyword_weight + fusion.semantic_weight) / (fusion.rrf_k + 1.0);
-        let mut scored: Vec<(Memory, f32, f32, ScoreBreakdown)> = hits
+        let mut scored: Vec<Candidate> = hits
             .into_iter()
             .filter_map(|hit| {
                 let memory = Memory::from_record(&hit.record);
@@ -368,6 +435,7 @@ impl Memories {
             })
             .collect();
         spread_to_neighbours(&mut scored, options.neighbour_weight);
+        self.hop_through_names(&request, filter, options, &query_vector, &mut scored).await?;
         let cues = Cues::read(query, &scored, &self.config);
         // (the result, its score before the cap at 1 that ranks it)
         let mut ranked: Vec<(ScoredMemory, f32)> = scored
@@ -379,10 +447,7 @@ impl Memories {
             })
             .filter(|(r, _)| options.threshold.is_none_or(|t| r.score >= t))
             .collect();
-        // Scores are compared to 1e-5: below that, differences are rounding noise (recency moves
-        // by less than f32 resolves between memories added moments apart, and differently at
-        // each instant a search runs). Equal scores go newest first, then by id.
-        let rank = |score: f32| (f64::from(score) * 1e5).round() as i64;
+        // Equal scores (see `rank`) go newest first, then by id.
         ranked.sort_by(|(a, a_raw), (b, b_raw)| {
             rank(*b_raw)
                 .cmp(&rank(*a_raw))
@@ -394,6 +459,85 @@ impl Memories {
         let relations =
             if options.relations { self.relations_around(tenant, query, &results).await? } else { Vec::new() };
         Ok(SearchOutcome { results, relations })
+    }
+
+    /// The second hop of a question that needs two: the names the best candidates mention
+    /// beyond the query's own (places, organisations, pets, people who do not speak) lead to the
+    /// other memories that mention them, through the text index. Each such memory gains
+    /// `hop_weight` times the relevance of the best candidate naming it; one that was no
+    /// candidate joins with that alone. The speakers' names are left out: they are in every turn.
+    async fn hop_through_names(
+        &self,
+        request: &SearchRequest,
+        filter: &Filter,
+        options: &SearchOptions,
+        query_vector: &[f32],
+        scored: &mut Vec<Candidate>,
+    ) -> Result<()> {
+        let weight = options.hop_weight;
+        if weight <= 0.0 || scored.is_empty() {
+            return Ok(());
+        }
+        let query_words = words(&request.query);
+        let speakers: Vec<String> = scored.iter().filter_map(|(m, ..)| m.speaker()).map(str::to_lowercase).collect();
+        let is_speaker = |name: &str| {
+            let name = name.to_lowercase();
+            speakers.iter().any(|s| *s == name || s.split_whitespace().next() == Some(name.as_str()))
+        };
+        let mut order: Vec<usize> = (0..scored.len()).collect();
+        order.sort_by(|&a, &b| scored[b].1.total_cmp(&scored[a].1));
+        order.truncate(HOP_SEEDS);
+        let mut bridges: Vec<(String, f32)> = Vec::new();
+        for &i in &order {
+            let (m, relevance, ..) = &scored[i];
+            for name in super::extract::spot_entities(&m.memory) {
+                if name.chars().count() < 3 || is_speaker(&name) || names(&query_words, &name) {
+                    continue;
+                }
+                match bridges.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                    Some(known) => known.1 = known.1.max(*relevance),
+                    None => bridges.push((name, *relevance)),
+                }
+            }
+        }
+        bridges.sort_by(|a, b| b.1.total_cmp(&a.1));
+        bridges.truncate(HOP_NAMES);
+        let now = Utc::now();
+        let mut index: HashMap<String, usize> =
+            scored.iter().enumerate().map(|(i, (m, ..))| (m.id.clone(), i)).collect();
+        let mut gains: HashMap<usize, f32> = HashMap::new();
+        for (name, relevance) in bridges {
+            let hop = SearchRequest {
+                query: format!("\"{}\"", name.replace('"', " ")),
+                mode: Mode::Keyword,
+                top_k: HOP_HITS,
+                ..request.clone()
+            };
+            let (hits, _) = self.engine.search_with_vector(&hop).await?;
+            for hit in hits {
+                let i = match index.get(&hit.record.id) {
+                    Some(&i) => i,
+                    None => {
+                        let memory = Memory::from_record(&hit.record);
+                        if !filter.matches(&memory) || (!options.show_expired && memory.is_expired(now)) {
+                            continue;
+                        }
+                        let similarity = hit.record.vector.as_deref().map_or(0.0, |v| cosine(v, query_vector));
+                        index.insert(memory.id.clone(), scored.len());
+                        scored.push((memory, 0.0, similarity, ScoreBreakdown::default()));
+                        scored.len() - 1
+                    }
+                };
+                if !order.contains(&i) {
+                    let gain = gains.entry(i).or_default();
+                    *gain = gain.max(weight * relevance);
+                }
+            }
+        }
+        for (i, gain) in gains {
+            scored[i].1 += gain;
+        }
+        Ok(())
     }
 
     /// 1 for now, decaying toward `1 - recency_weight` with the configured half-life.
@@ -533,6 +677,41 @@ mod tests {
         assert!(states_time("It was on Tuesday"));
         assert!(!states_time("I love pottery, it calms me"));
         assert!(!states_time("you may like it"));
+    }
+
+    #[test]
+    fn questions_lower_turns_that_only_ask() {
+        assert!(is_question("What does Ann like to cook?"));
+        assert!(is_question("did Bo move to Oslo"));
+        assert!(is_question("Ann's favourite book?"));
+        assert!(!is_question("Ann's favourite book"));
+        assert!(!is_question("pottery class schedule"));
+        let memory = |text: &str| {
+            Memory::from_record(&crate::store::records::Record {
+                key: 1,
+                tenant: TenantId::default_tenant(),
+                id: "m".into(),
+                kind: MEMORY_KIND.into(),
+                title: None,
+                body: Some(text.into()),
+                tags: Vec::new(),
+                metadata: serde_json::json!({}),
+                vector: None,
+                graph: None,
+                version: 1,
+                created_at: Utc::now(),
+                updated_at: Utc::now(),
+                embed: true,
+            })
+        };
+        let defaults: toml::Value = toml::from_str(crate::config::DEFAULT_CONFIG).unwrap();
+        let config = MemoryConfig { question_weight: 0.2, ..defaults["memory"].clone().try_into().unwrap() };
+        let cues = Cues::read("What does Ann like to cook?", &[], &config);
+        assert!((cues.factor(&memory("Do you like to cook?")) - 0.8).abs() < 1e-6);
+        assert_eq!(cues.factor(&memory("I like to cook pasta. Do you?  ")), 0.8, "it ends with a question");
+        assert_eq!(cues.factor(&memory("I like to cook pasta.")), 1.0);
+        let statement = Cues::read("recipes Ann likes", &[], &config);
+        assert_eq!(statement.factor(&memory("Do you like to cook?")), 1.0, "a query that asks nothing");
     }
 
     #[test]

@@ -441,6 +441,75 @@ where
     assert_eq!(store.committed_seq().await.unwrap(), 0);
 }
 
+/// Dimensions of the vectors [`small_tenant_search_suite`] writes.
+pub const SMALL_TENANT_DIMENSIONS: usize = 48;
+
+/// A tenant of at most `exact_below` vectors is searched exactly: a store built with history
+/// (first versions replaced, extra points deleted, another tenant) and one filled fresh in
+/// another order both answer every query as brute force does, for the tenant asked only. `open`
+/// gives an empty store (of [`SMALL_TENANT_DIMENSIONS`], with the default `exact_below`) each time
+/// it is called; a graph small enough to miss neighbours (connectivity 8, expansion 16) shows
+/// that the answers do not come from it.
+pub async fn small_tenant_search_suite<F, Fut>(open: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn VectorStore>>,
+{
+    let dims = SMALL_TENANT_DIMENSIONS;
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut random = move || {
+        (0..dims)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect::<Vec<f32>>()
+    };
+    let (a, b) = (tenant("exact-a"), tenant("exact-b"));
+    let point = |key: u64, tenant: &TenantId, vector: Vec<f32>| VectorPoint {
+        key,
+        tenant: tenant.clone(),
+        kind: if key.is_multiple_of(3) { "memory".into() } else { "doc".into() },
+        vector,
+    };
+    let finals: Vec<VectorPoint> = (1..=6000).map(|k| point(k, &a, random())).collect();
+    let others: Vec<VectorPoint> = (20_001..=20_300).map(|k| point(k, &b, random())).collect();
+
+    // One built with history: first versions, replaced; extra points, deleted.
+    let built = open().await;
+    assert_eq!(built.dimensions(), dims);
+    built.upsert((1..=6000).map(|k| point(k, &a, random())).collect(), 1).await.unwrap();
+    built.upsert((10_001..=12_000).map(|k| point(k, &a, random())).collect(), 2).await.unwrap();
+    built.upsert(finals.clone(), 3).await.unwrap();
+    built.delete((10_001..=12_000).collect(), 4).await.unwrap();
+    built.upsert(others.clone(), 5).await.unwrap();
+    built.commit(5).await.unwrap();
+    // The other fresh, the other tenant first and the points in reverse.
+    let fresh = open().await;
+    fresh.upsert(others.clone(), 1).await.unwrap();
+    fresh.upsert(finals.iter().rev().cloned().collect(), 2).await.unwrap();
+    fresh.commit(2).await.unwrap();
+
+    let keys = |hits: &[super::vectors::VectorHit]| hits.iter().map(|h| h.key).collect::<Vec<u64>>();
+    for q in 0..100u32 {
+        let vector = random();
+        let kinds = q.is_multiple_of(4).then(|| vec!["memory".to_string()]);
+        let query =
+            || VectorQuery { tenant: a.clone(), vector: vector.clone(), k: 10, kinds: kinds.clone(), predicate: None };
+        let mut brute: Vec<(u64, f32)> = finals
+            .iter()
+            .filter(|p| kinds.is_none() || p.kind == "memory")
+            .map(|p| (p.key, super::vectors::cosine(&p.vector, &vector)))
+            .collect();
+        brute.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+        let expected: Vec<u64> = brute.iter().take(10).map(|(k, _)| *k).collect();
+        assert_eq!(keys(&built.search(query()).await.unwrap()), expected, "query {q}, the store with history");
+        assert_eq!(keys(&fresh.search(query()).await.unwrap()), expected, "query {q}, the fresh store");
+    }
+}
+
 fn text_doc(key: u64, t: &TenantId, kind: &str, title: &str, body: &str, tags: &[&str]) -> TextDoc {
     TextDoc {
         key,

@@ -91,6 +91,21 @@ async fn qdrant_vector_store() {
     }
 }
 
+/// A tenant of at most `exact_below` points is scored exactly, as the embedded store does.
+#[tokio::test]
+async fn qdrant_small_tenants_are_searched_exactly() {
+    testsuite::small_tenant_search_suite(|| async {
+        let config = VectorsConfig {
+            connectivity: 8,
+            expansion_add: 16,
+            expansion_search: 16,
+            ..config(&qdrant::fresh_prefix("exact"), testsuite::SMALL_TENANT_DIMENSIONS, Quantization::F32)
+        };
+        Arc::new(QdrantVectorStore::open(&config).await.unwrap()) as Arc<dyn VectorStore>
+    })
+    .await;
+}
+
 /// Each point keeps the change-log position that wrote it: a replayed or stale batch never
 /// replaces a newer state, nor brings back a deleted key; the writer's own reads agree.
 #[tokio::test]

@@ -18,8 +18,10 @@
 //!   row; when a newer fencing token than this handle's has written, it fails with `conflict`,
 //!   else it records its own token and writes. A node that lost its lease can neither write
 //!   points nor move the position.
-//! - Search walks the HNSW index with iterative scans (relaxed order, re-sorted here) filtered by
-//!   tenant and kinds in SQL. A key predicate cannot run in SQL: rounds fetch k*4, k*16, ... rows
+//! - Search: a tenant of at most `exact_below` vectors is searched by scoring every one of them,
+//!   as the embedded store does, so that every twin holding the same vectors answers alike. A
+//!   larger one walks the HNSW index with iterative scans (relaxed order, re-sorted here) filtered
+//!   by tenant and kinds in SQL. A key predicate cannot run in SQL: rounds fetch k*4, k*16, ... rows
 //!   and filter them here until k pass or the tenant's rows run out. When the index gives up
 //!   before a tenant's rows run out (a small tenant in a large table), up to
 //!   [`EXACT_SCAN_MAX`] rows are scored exactly instead.
@@ -537,7 +539,16 @@ impl VectorStore for PgvectorStore {
         .await
         .map_err(err)?;
         let mut limit = k.saturating_mul(if filtered { 4 } else { 1 }) as i64;
-        let mut exhaustive = false;
+        // Few enough to score every one: exact, whatever the index's graph.
+        let mut exhaustive = self.config.exact_below > 0 && {
+            let cap = self.config.exact_below.min(i64::MAX as usize - 1) as i64 + 1;
+            let statement = tx
+                .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM vector_points WHERE tenant = $1 LIMIT $2) s")
+                .await
+                .map_err(err)?;
+            let held: i64 = tx.query_one(&statement, &[&tenant, &cap]).await.map_err(err)?.get(0);
+            held < cap
+        };
         loop {
             let mut params = filter.clone();
             params.push(&limit);

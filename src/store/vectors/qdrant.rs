@@ -42,7 +42,9 @@
 //!   replacing anything newer (or bringing back a deleted key while its tombstone lasts). A handle
 //!   whose token is older than the meta point's reads committed points only.
 //! - Search: filtered queries (`POST /collections/{alias}/points/query`) with the tenant, and the
-//!   kinds when given, as `must` conditions. A key predicate cannot run in Qdrant: rounds fetch
+//!   kinds when given, as `must` conditions. A tenant of at most `exact_below` points is scored
+//!   exactly (`exact: true`), as the embedded store does, so twins holding the same vectors
+//!   answer alike. A key predicate cannot run in Qdrant: rounds fetch
 //!   k*4, k*16, ... hits and filter them here until k pass or the tenant's points run out; when
 //!   the index returns fewer than the filter matches (up to [`EXACT_SCAN_MAX`]), they are scored
 //!   exactly. [`VectorStore::nearest_among`] always scores exactly.
@@ -793,7 +795,10 @@ impl VectorStore for QdrantVectorStore {
         let filter = tenant_filter(&query.tenant, query.kinds.as_ref());
         let filtered = predicate.is_some() || !overlay.changed.is_empty();
         let mut limit = k.saturating_mul(if filtered { 4 } else { 1 });
-        let mut exact = false;
+        // A tenant of at most `exact_below` points is scored exactly, as the embedded store does:
+        // the same answers on every twin, whatever each index's graph.
+        let mut exact = self.config.exact_below > 0
+            && self.count(&target, &tenant_filter(&query.tenant, None)).await? <= self.config.exact_below;
         loop {
             let found = self.query(&target, &query.vector, &filter, limit, exact).await?;
             let fetched = found.len();
