@@ -166,15 +166,6 @@ fn call(request: reqwest::blocking::RequestBuilder, what: &str) -> Value {
     value
 }
 
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// One LoCoMo conversation's turns as memories to add: (session, speaker, dia id, text).
 fn turns(conversation: &Value) -> Vec<(usize, String, String, String)> {
     let c = conversation.as_object().unwrap();
@@ -384,11 +375,11 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 
 fn main() {
     let mut args = args();
-    let mut corpus = read_jsonl(&args.scifact.join("corpus.jsonl"));
+    let mut corpus = common::read_jsonl(&args.scifact.join("corpus.jsonl"));
     if let Some(n) = args.docs {
         corpus.truncate(n);
     }
-    let queries: HashMap<String, String> = read_jsonl(&args.scifact.join("queries.jsonl"))
+    let queries: HashMap<String, String> = common::read_jsonl(&args.scifact.join("queries.jsonl"))
         .into_iter()
         .map(|q| (q["_id"].as_str().unwrap().to_string(), q["text"].as_str().unwrap().to_string()))
         .collect();

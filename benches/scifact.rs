@@ -45,15 +45,6 @@ mod common;
 
 use common::profile::{Profile, ServerFlags, Servers, Setup, ratio};
 
-fn read_jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn ndcg_at_10(ranking: &[String], relevant: &HashSet<String>) -> f64 {
     let dcg: f64 = ranking
         .iter()
@@ -300,8 +291,8 @@ fn run_profile(
 
 fn main() {
     let mut args = args();
-    let corpus = read_jsonl(&args.data.join("corpus.jsonl"));
-    let queries: HashMap<String, String> = read_jsonl(&args.data.join("queries.jsonl"))
+    let corpus = common::read_jsonl(&args.data.join("corpus.jsonl"));
+    let queries: HashMap<String, String> = common::read_jsonl(&args.data.join("queries.jsonl"))
         .into_iter()
         .map(|q| (q["_id"].as_str().unwrap().to_string(), q["text"].as_str().unwrap().to_string()))
         .collect();

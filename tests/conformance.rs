@@ -447,16 +447,7 @@ async fn postgres_auth_store_nodes_writing_at_once() {
     for outcome in futures::future::join_all(batches).await {
         outcome.unwrap().expect("every batch commits");
     }
-    let filter = AuditFilter {
-        within: Within::All,
-        key_id: None,
-        method: None,
-        status: None,
-        since: None,
-        until: None,
-        before_seq: None,
-        limit: 10_000,
-    };
+    let filter = AuditFilter::newest(Within::All, 10_000);
     assert_eq!(nodes[0].list_audit(&filter).await.unwrap().len(), BATCHES as usize * ids.len());
     for id in &ids {
         let latest = nodes[1].list_audit(&AuditFilter { key_id: Some(id.clone()), ..filter.clone() }).await.unwrap();

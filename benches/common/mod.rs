@@ -33,6 +33,17 @@ pub fn spawn_nexus(bin: &Path, data_dir: &Path, config: &Path, env: &[(String, S
     (child, base)
 }
 
+/// A JSON Lines file's values, one per non-empty line; panics naming the file it cannot read.
+#[allow(dead_code)] // the dataset benches
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// POSTs `body` as JSON and returns the answer; panics (naming the URL) unless it succeeded.
 #[allow(dead_code)] // not every bench posts
 pub fn post(http: &reqwest::blocking::Client, url: &str, body: &serde_json::Value) -> serde_json::Value {

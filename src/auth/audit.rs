@@ -120,16 +120,7 @@ mod tests {
     }
 
     async fn written(store: &dyn AuthStore) -> usize {
-        let filter = AuditFilter {
-            within: Within::All,
-            key_id: None,
-            method: None,
-            status: None,
-            since: None,
-            until: None,
-            before_seq: None,
-            limit: 1000,
-        };
+        let filter = AuditFilter::newest(Within::All, 1000);
         store.list_audit(&filter).await.unwrap().len()
     }
 

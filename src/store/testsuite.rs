@@ -1044,16 +1044,7 @@ where
         .append_audit(&[event(60, Some("kb"), &b, 200), event(30, Some("ka"), &a, 200), event(10, None, &a, 401)])
         .await
         .unwrap();
-    let filter = |within: Within| AuditFilter {
-        within,
-        key_id: None,
-        method: None,
-        status: None,
-        since: None,
-        until: None,
-        before_seq: None,
-        limit: 100,
-    };
+    let filter = |within: Within| AuditFilter::newest(within, 100);
     let all = store.list_audit(&filter(Within::All)).await.unwrap();
     assert_eq!(all.len(), 3);
     assert!(all[0].seq > all[1].seq && all[1].seq > all[2].seq, "newest first");

@@ -150,6 +150,22 @@ pub struct AuditFilter {
     pub limit: usize,
 }
 
+impl AuditFilter {
+    /// The newest `limit` entries in `within`, with no other condition.
+    pub fn newest(within: Within, limit: usize) -> AuditFilter {
+        AuditFilter {
+            within,
+            key_id: None,
+            method: None,
+            status: None,
+            since: None,
+            until: None,
+            before_seq: None,
+            limit,
+        }
+    }
+}
+
 /// Everything of an auth store but its audit log, as a migration copies it.
 #[derive(Clone, Debug, Default)]
 pub struct AuthExport {
