@@ -109,6 +109,22 @@ fn run_of(m: &Memory) -> Option<String> {
     m.run_id.clone().or_else(|| m.thread.clone())
 }
 
+/// A hit as a memory the search may return (it passes `filter`, and is not expired unless
+/// asked for), with its similarity to the query.
+fn admit(
+    hit: &crate::search::SearchHit,
+    filter: &Filter,
+    options: &SearchOptions,
+    now: DateTime<Utc>,
+    query_vector: &[f32],
+) -> Option<(Memory, f32)> {
+    let memory = Memory::from_record(&hit.record);
+    if !filter.matches(&memory) || (!options.show_expired && memory.is_expired(now)) {
+        return None;
+    }
+    Some((memory, hit.record.vector.as_deref().map_or(0.0, |v| cosine(v, query_vector))))
+}
+
 /// Scores are compared to 1e-5: below that, differences are rounding noise (recency moves by less
 /// than f32 resolves between memories added moments apart, and differently at each instant a
 /// search runs).
@@ -414,11 +430,7 @@ impl Memories {
         let mut scored: Vec<Candidate> = hits
             .into_iter()
             .filter_map(|hit| {
-                let memory = Memory::from_record(&hit.record);
-                if !filter.matches(&memory) || (!options.show_expired && memory.is_expired(now)) {
-                    return None;
-                }
-                let similarity = hit.record.vector.as_deref().map_or(0.0, |v| cosine(v, &query_vector));
+                let (memory, similarity) = admit(&hit, filter, options, now, &query_vector)?;
                 let b = &hit.breakdown;
                 let rank_part = |rank: Option<usize>, w: f32| rank.map_or(0.0, |r| w / (fusion.rrf_k + r as f32));
                 let relevance = match options.mode {
@@ -518,11 +530,9 @@ impl Memories {
                 let i = match index.get(&hit.record.id) {
                     Some(&i) => i,
                     None => {
-                        let memory = Memory::from_record(&hit.record);
-                        if !filter.matches(&memory) || (!options.show_expired && memory.is_expired(now)) {
+                        let Some((memory, similarity)) = admit(&hit, filter, options, now, query_vector) else {
                             continue;
-                        }
-                        let similarity = hit.record.vector.as_deref().map_or(0.0, |v| cosine(v, query_vector));
+                        };
                         index.insert(memory.id.clone(), scored.len());
                         scored.push((memory, 0.0, similarity, ScoreBreakdown::default()));
                         scored.len() - 1
