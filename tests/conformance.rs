@@ -186,6 +186,30 @@ async fn sled_graph_store() {
 }
 
 #[tokio::test]
+async fn sled_graph_store_knows_its_node_keys() {
+    use nexus::store::graph::{GraphNode, GraphWrite};
+    let (_tmp, path) = dir();
+    let store = SledGraphStore::open(&path).await.unwrap();
+    let tenant = nexus::store::TenantId::new("keys").unwrap();
+    let node = |key, id: &str| {
+        GraphWrite::Node(GraphNode {
+            key,
+            tenant: tenant.clone(),
+            id: id.into(),
+            label: "person".into(),
+            name: id.into(),
+            properties: serde_json::json!({}),
+            updated_at: 0,
+        })
+    };
+    store.apply(vec![node(7, "ada"), node(9, "bob")], 1).await.unwrap();
+    let asked: Vec<String> = ["bob", "cy", "ada"].map(String::from).to_vec();
+    let mut keys = store.node_keys(&tenant, &asked).await.unwrap();
+    keys.sort();
+    assert_eq!(keys, vec![("ada".to_string(), 7), ("bob".to_string(), 9)], "from memory, without a round trip");
+}
+
+#[tokio::test]
 async fn local_object_store() {
     let (_tmp, path) = dir();
     testsuite::object_store_suite(|| async {

@@ -30,7 +30,7 @@ pub mod llm;
 pub mod model;
 pub mod walk;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -40,7 +40,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::search::{Fusion, Mode, SearchEngine, SearchRequest};
 use crate::store::records::{Record, RecordFilter, Write};
-use crate::store::{Stores, TenantId};
+use crate::store::{RecordKey, Stores, TenantId};
 use crate::writelog::WriteLog;
 use model::*;
 pub use model::{Entity, NewEntity, NewRelation, Relation};
@@ -161,9 +161,22 @@ impl Graph {
         Ok(self.stores.records.get(tenant, id).await?.filter(|r| r.kind == ENTITY_KIND))
     }
 
-    /// The entities of `ids` that exist, in the order asked for, in one read.
+    /// The entities of `ids` that exist, in no particular order. Those whose record key the graph
+    /// store knows are read by key; the rest, and any whose key no longer names them (the
+    /// graph store is behind a deletion), by id.
     pub async fn entities(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<Entity>> {
-        let records = self.stores.records.get_many(tenant, ids).await?;
+        let keyed = self.stores.graph.node_keys(tenant, ids).await?;
+        let keys: Vec<RecordKey> = keyed.iter().map(|(_, key)| *key).collect();
+        let mut records =
+            if keys.is_empty() { Vec::new() } else { self.stores.records.get_by_keys(tenant, &keys).await? };
+        let expected: HashMap<RecordKey, &str> = keyed.iter().map(|(id, key)| (*key, id.as_str())).collect();
+        records.retain(|r| expected.get(&r.key) == Some(&r.id.as_str()));
+        if records.len() < ids.len() {
+            let found: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+            let rest: Vec<String> = ids.iter().filter(|id| !found.contains(id.as_str())).cloned().collect();
+            let more = self.stores.records.get_many(tenant, &rest).await?;
+            records.extend(more);
+        }
         Ok(records.iter().filter(|r| r.kind == ENTITY_KIND).map(Entity::from_record).collect())
     }
 

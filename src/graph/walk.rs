@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use super::model::Relation;
 use crate::error::{Error, Result};
-use crate::store::TenantId;
 use crate::store::graph::{GraphEdge, GraphStore};
+use crate::store::{RecordKey, TenantId};
 
 /// Which relations a walk or an analysis sees.
 #[derive(Clone, Debug, Default)]
@@ -49,23 +49,22 @@ pub struct Walked {
 }
 
 /// The relations at `ids` that `view` admits, each once, in key order.
-async fn admitted_at(
-    store: &dyn GraphStore,
-    tenant: &TenantId,
-    ids: &[String],
-    view: &View,
-) -> Result<Vec<(GraphEdge, Relation)>> {
-    let mut edges = store.edges_at(tenant, ids).await?;
-    edges.sort_by_key(|e| e.key);
-    edges.dedup_by_key(|e| e.key);
-    Ok(edges
-        .into_iter()
-        .filter_map(|e| {
-            let relation = Relation::from_edge(&e);
-            view.admits(&relation).then_some((e, relation))
-        })
-        .filter(|(e, _)| e.source != e.target)
-        .collect())
+async fn admitted_at(store: &dyn GraphStore, tenant: &TenantId, ids: &[String], view: &View) -> Result<Vec<Relation>> {
+    let mut admitted = Vec::new();
+    store.visit_edges_at(tenant, ids, &mut |e| admit(e, view, &mut admitted)).await?;
+    admitted.sort_by_key(|(key, _)| *key);
+    admitted.dedup_by_key(|(key, _)| *key);
+    Ok(admitted.into_iter().map(|(_, relation)| relation).collect())
+}
+
+/// Keeps an edge's relation when `view` admits it (a self-loop never).
+fn admit(edge: &GraphEdge, view: &View, into: &mut Vec<(RecordKey, Relation)>) {
+    if edge.source != edge.target {
+        let relation = Relation::from_edge(edge);
+        if view.admits(&relation) {
+            into.push((edge.key, relation));
+        }
+    }
 }
 
 /// Every entity within `hops` relations of `start` (either direction), nearest first, and every
@@ -88,7 +87,7 @@ pub async fn neighbourhood(
             break;
         }
         let mut next = Vec::new();
-        for (_, relation) in admitted_at(store, tenant, &frontier, view).await? {
+        for relation in admitted_at(store, tenant, &frontier, view).await? {
             for end in [&relation.source, &relation.target] {
                 if !depth_of.contains_key(end) {
                     depth_of.insert(end.clone(), depth);
@@ -111,12 +110,9 @@ pub async fn neighbourhood(
     }
     // Relations among the outermost entities were not walked from either end: add them.
     if !frontier.is_empty() {
-        for edge in store.edges_within(tenant, &frontier).await? {
-            let relation = Relation::from_edge(&edge);
-            if edge.source != edge.target && view.admits(&relation) && taken.insert(relation.id.clone()) {
-                relations.push(relation);
-            }
-        }
+        let mut within = Vec::new();
+        store.visit_edges_within(tenant, &frontier, &mut |e| admit(e, view, &mut within)).await?;
+        relations.extend(within.into_iter().map(|(_, r)| r).filter(|r| taken.insert(r.id.clone())));
     }
     relations.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(Walked { reached: order, relations })
@@ -142,7 +138,7 @@ pub async fn path(
     while !frontier.is_empty() {
         let mut next = Vec::new();
         let current: HashSet<String> = frontier.iter().cloned().collect();
-        for (_, relation) in admitted_at(store, tenant, &frontier, view).await? {
+        for relation in admitted_at(store, tenant, &frontier, view).await? {
             let pairs = [(&relation.source, &relation.target), (&relation.target, &relation.source)];
             for (near, far) in pairs {
                 if current.contains(near) && !parent.contains_key(far) {

@@ -696,6 +696,12 @@ where
     assert_eq!(store.node(&a, "ada").await.unwrap().unwrap().name, "Ada");
     assert_eq!(store.node(&b, "ada").await.unwrap().unwrap().name, "Other Ada", "tenants are separate graphs");
     assert!(store.node(&a, "zed").await.unwrap().is_none());
+    // Keys a store can tell are its nodes' own: none of another tenant, none for an id that only
+    // an edge names.
+    let asked: Vec<String> = ["ada", "bob", "eve", "zed"].map(String::from).to_vec();
+    for (id, key) in store.node_keys(&a, &asked).await.unwrap() {
+        assert_eq!(Some(key), store.node(&a, &id).await.unwrap().map(|n| n.key), "the key of {id}");
+    }
 
     let out = store.neighbours(&a, "ada", Direction::Out, None).await.unwrap();
     assert_eq!(out.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), vec!["bob", "eve"]);
@@ -742,6 +748,21 @@ where
     assert_eq!(within, vec!["e2", "e3"]);
     assert!(store.edges_within(&a, &ids(&["ada", "cy"])).await.unwrap().is_empty());
     assert!(store.edges_within(&b, &ids(&["bob", "cy"])).await.unwrap().is_empty(), "no edges across tenants");
+    // Visiting lends the same edges, each once.
+    for asked in [ids(&["bob", "cy", "nobody"]), ids(&["ada"]), ids(&["bob", "cy", "dee", "nobody"])] {
+        let mut lent = Vec::new();
+        store.visit_edges_at(&a, &asked, &mut |e| lent.push(e.clone())).await.unwrap();
+        let mut copied = store.edges_at(&a, &asked).await.unwrap();
+        lent.sort_by_key(|e| e.key);
+        copied.sort_by_key(|e| e.key);
+        assert_eq!(lent, copied, "visit_edges_at({asked:?})");
+        let mut lent = Vec::new();
+        store.visit_edges_within(&a, &asked, &mut |e| lent.push(e.clone())).await.unwrap();
+        let mut copied = store.edges_within(&a, &asked).await.unwrap();
+        lent.sort_by_key(|e| e.key);
+        copied.sort_by_key(|e| e.key);
+        assert_eq!(lent, copied, "visit_edges_within({asked:?})");
+    }
 
     // eve appears: the dangling edge now reaches her.
     store.apply(vec![node(5, &a, "eve", "Eve")], 2).await.unwrap();

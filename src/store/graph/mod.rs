@@ -128,6 +128,33 @@ pub trait GraphStore: Send + Sync + 'static {
         edges.retain(|e| within.contains(e.source.as_str()) && within.contains(e.target.as_str()));
         Ok(edges)
     }
+    /// [`Self::edges_at`] for a caller that only reads the edges: `visit` sees each once. A store
+    /// that holds the graph in memory lends its edges instead of copying them.
+    async fn visit_edges_at(
+        &self,
+        tenant: &TenantId,
+        ids: &[String],
+        visit: &mut (dyn for<'e> FnMut(&'e GraphEdge) + Send),
+    ) -> Result<()> {
+        self.edges_at(tenant, ids).await?.iter().for_each(visit);
+        Ok(())
+    }
+    /// [`Self::edges_within`], lent to `visit` as [`Self::visit_edges_at`] does.
+    async fn visit_edges_within(
+        &self,
+        tenant: &TenantId,
+        ids: &[String],
+        visit: &mut (dyn for<'e> FnMut(&'e GraphEdge) + Send),
+    ) -> Result<()> {
+        self.edges_within(tenant, ids).await?.iter().for_each(visit);
+        Ok(())
+    }
+    /// The record key of nodes among `ids`, as far as the store can tell without a round trip:
+    /// a caller reads those records by key (one lookup each instead of two) and the others by
+    /// id. A store that does not hold the nodes in memory returns none (the default).
+    async fn node_keys(&self, _tenant: &TenantId, _ids: &[String]) -> Result<Vec<(String, RecordKey)>> {
+        Ok(Vec::new())
+    }
     async fn shortest_path(&self, tenant: &TenantId, from: &str, to: &str) -> Result<Option<Vec<String>>>;
 
     async fn commit(&self, seq: Seq) -> Result<()>;

@@ -98,6 +98,37 @@ impl TenantGraph {
         true
     }
 
+    /// Every edge with an end among `ids`, each once, in key order.
+    fn edges_at(&self, ids: &[String]) -> impl Iterator<Item = &GraphEdge> {
+        // Keys first, sorted and deduplicated: cheaper than a hash set of keys.
+        let mut keys = Vec::new();
+        for id in ids {
+            let Some(&v) = self.vertex.get(id) else { continue };
+            for d in [PgDirection::Outgoing, PgDirection::Incoming] {
+                keys.extend(self.graph.edges_directed(v, d).map(|e| *e.weight()));
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        keys.into_iter().filter_map(|key| self.edges.get(&key).map(|(_, edge)| edge))
+    }
+
+    /// Every edge with both ends among `ids`, each once.
+    fn edges_within(&self, ids: &[String]) -> impl Iterator<Item = &GraphEdge> {
+        let within: HashSet<_> = ids.iter().filter_map(|id| self.vertex.get(id).copied()).collect();
+        let mut keys = Vec::new();
+        for &v in &within {
+            // Each edge once: from its source's side (a self-loop has no other side).
+            keys.extend(
+                self.graph
+                    .edges_directed(v, PgDirection::Outgoing)
+                    .filter(|e| within.contains(&e.target()))
+                    .map(|e| *e.weight()),
+            );
+        }
+        keys.into_iter().filter_map(|key| self.edges.get(&key).map(|(_, edge)| edge))
+    }
+
     fn reached(&self, id: &str, depth: usize) -> Reached {
         Reached { id: id.to_string(), node: self.nodes.get(id).cloned(), depth }
     }
@@ -281,41 +312,38 @@ impl GraphStore for SledGraphStore {
     }
 
     async fn edges_at(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<GraphEdge>> {
-        let found = self.read(tenant, |g| {
-            let mut seen = HashSet::new();
-            let mut out = Vec::new();
-            for id in ids {
-                let Some(&v) = g.vertex.get(id) else { continue };
-                for d in [PgDirection::Outgoing, PgDirection::Incoming] {
-                    for edge_ref in g.graph.edges_directed(v, d) {
-                        if seen.insert(*edge_ref.weight())
-                            && let Some((_, edge)) = g.edges.get(edge_ref.weight())
-                        {
-                            out.push(edge.clone());
-                        }
-                    }
-                }
-            }
-            out
-        });
+        let found = self.read(tenant, |g| g.edges_at(ids).cloned().collect::<Vec<_>>());
         Ok(found.unwrap_or_default())
     }
 
+    async fn visit_edges_at(
+        &self,
+        tenant: &TenantId,
+        ids: &[String],
+        visit: &mut (dyn for<'e> FnMut(&'e GraphEdge) + Send),
+    ) -> Result<()> {
+        self.read(tenant, |g| g.edges_at(ids).for_each(visit));
+        Ok(())
+    }
+
     async fn edges_within(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<GraphEdge>> {
+        let found = self.read(tenant, |g| g.edges_within(ids).cloned().collect::<Vec<_>>());
+        Ok(found.unwrap_or_default())
+    }
+
+    async fn visit_edges_within(
+        &self,
+        tenant: &TenantId,
+        ids: &[String],
+        visit: &mut (dyn for<'e> FnMut(&'e GraphEdge) + Send),
+    ) -> Result<()> {
+        self.read(tenant, |g| g.edges_within(ids).for_each(visit));
+        Ok(())
+    }
+
+    async fn node_keys(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<(String, RecordKey)>> {
         let found = self.read(tenant, |g| {
-            let within: HashSet<_> = ids.iter().filter_map(|id| g.vertex.get(id).copied()).collect();
-            let mut out = Vec::new();
-            for &v in &within {
-                // Each edge once: from its source's side (a self-loop has no other side).
-                for edge_ref in g.graph.edges_directed(v, PgDirection::Outgoing) {
-                    if within.contains(&edge_ref.target())
-                        && let Some((_, edge)) = g.edges.get(edge_ref.weight())
-                    {
-                        out.push(edge.clone());
-                    }
-                }
-            }
-            out
+            ids.iter().filter_map(|id| g.nodes.get(id).map(|n| (id.clone(), n.key))).collect::<Vec<_>>()
         });
         Ok(found.unwrap_or_default())
     }

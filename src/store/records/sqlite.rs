@@ -60,6 +60,18 @@ impl Inner {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len();
         f(&self.readers[i].lock())
     }
+
+    /// [`Self::read`] in one read transaction, for a reader that runs many statements: they see
+    /// one snapshot, and SQLite takes its shared lock (an `fcntl` call and a look at the WAL
+    /// index) once instead of once per statement.
+    pub(crate) fn read_snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.read(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
 }
 
 fn register_sqlite_vec() {
@@ -447,7 +459,7 @@ impl RecordStore for SqliteRecordStore {
         let inner = self.inner.clone();
         let (tenant, ids) = (tenant.clone(), ids.to_vec());
         blocking(move || {
-            inner.read(|conn| {
+            inner.read_snapshot(|conn| {
                 let sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND id = ?2");
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let mut out = Vec::with_capacity(ids.len());
@@ -465,7 +477,7 @@ impl RecordStore for SqliteRecordStore {
         let tenant = tenant.clone();
         let keys = keys.to_vec();
         blocking(move || {
-            inner.read(|conn| {
+            inner.read_snapshot(|conn| {
                 let sql = format!("SELECT {RECORD_COLUMNS} FROM records WHERE tenant = ?1 AND key = ?2");
                 let mut stmt = conn.prepare_cached(&sql)?;
                 let mut out = Vec::with_capacity(keys.len());
