@@ -54,6 +54,10 @@ pub const LOUVAIN_THRESHOLD: f64 = 1.0e-7;
 /// A move in Louvain's local phase is made only if it raises modularity by more than this: a
 /// smaller gain is rounding noise, and refusing it makes every pass of moves strictly improve.
 const LOUVAIN_MIN_GAIN: f64 = 1.0e-12;
+/// Louvain's local phase ends when a pass over every node raises modularity by no more than
+/// this (as the first implementation of the method does): on a million edges the last of
+/// hundreds of passes each add less than a millionth.
+const LOUVAIN_PASS_MIN_GAIN: f64 = 1.0e-6;
 /// Betweenness and closeness search from several sources at once from this many nodes up.
 const PARALLEL_THRESHOLD: usize = 64;
 
@@ -602,7 +606,12 @@ impl Level {
 
     /// The local phase: starting from one community per node, moves each node (in a shuffled
     /// order) to the neighbouring community of best modularity gain, pass after pass, until a
-    /// pass moves nothing. Returns each node's community and whether any node moved.
+    /// pass over every node moves nothing or raises modularity by no more than
+    /// [`LOUVAIN_PASS_MIN_GAIN`]. Between such full passes a node is weighed again only
+    /// when a neighbour has moved to another community than its own since it was last weighed
+    /// (the pruning of Ozaki, Tezuka and Inaba, 2016): on a million edges the first level
+    /// otherwise takes hundreds of full passes that each move a few nodes. Returns each node's
+    /// community and whether any node moved.
     fn move_nodes(&self, rng: &mut SplitMix64) -> (Vec<usize>, bool) {
         let n = self.len();
         let mut community: Vec<usize> = (0..n).collect();
@@ -613,9 +622,14 @@ impl Level {
         // Weight from the node being moved to each community.
         let mut link = WeightsTo::new(n);
         let mut moved = false;
+        let mut active = vec![true; n];
+        let mut full = true;
         loop {
-            let mut moves = 0usize;
+            let (mut moves, mut gained) = (0usize, 0.0f64);
             for &v in &order {
+                if !std::mem::take(&mut active[v]) {
+                    continue;
+                }
                 let own = community[v];
                 for i in self.adjacency.range(v) {
                     link.add(community[self.adjacency.neighbours[i] as usize], self.adjacency.weights[i]);
@@ -634,13 +648,26 @@ impl Level {
                 if best != own {
                     community[v] = best;
                     moves += 1;
+                    gained += best_gain;
+                    for i in self.adjacency.range(v) {
+                        let u = self.adjacency.neighbours[i] as usize;
+                        if community[u] != best {
+                            active[u] = true;
+                        }
+                    }
                 }
                 link.clear();
             }
-            if moves == 0 {
-                break;
+            moved |= moves > 0;
+            if moves == 0 || gained <= LOUVAIN_PASS_MIN_GAIN {
+                if full {
+                    break;
+                }
+                active.fill(true);
+                full = true;
+                continue;
             }
-            moved = true;
+            full = false;
         }
         (community, moved)
     }
