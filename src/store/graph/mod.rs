@@ -7,7 +7,9 @@
 //! - Walks never cross tenants. `neighbours` follows edges in the given direction; `k_hop`
 //!   returns every node within `k` edges (either direction), nearest first; `shortest_path`
 //!   returns the fewest-edges path (edges taken in either direction) or `None`; `edges_at`
-//!   returns every edge at some nodes, for walks that choose their edges themselves.
+//!   returns every edge at some nodes, for walks that choose their edges themselves
+//!   (`visit_edges_at` lends them instead of copying); `node_keys` tells the record keys of the
+//!   nodes a store holds in memory, so their records are read by key.
 //! - Changes are visible at once; [`GraphStore::commit`] makes them durable together with the
 //!   change-log position returned by [`GraphStore::committed_seq`].
 //! - Writes carry the change-log position of their batch: the highest position among its changes
