@@ -45,6 +45,8 @@ const MAX_LIST: usize = 1000;
 const MAX_BATCH: usize = 1000;
 /// v3's page size when the client gives none.
 const DEFAULT_PAGE_SIZE: usize = 100;
+/// The highest page number asked for: past it, the page's first position would overflow.
+const MAX_PAGE: usize = 1_000_000_000;
 const QUEUED_MESSAGE: &str = "Memory processing has been queued for background execution";
 
 // ---------------------------------------------------------------- shapes
@@ -569,8 +571,8 @@ impl Mem0Query {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct Mem0Params {
-    /// 1-based.
-    #[param(minimum = 1, example = 1)]
+    /// 1-based, at most 1000000000.
+    #[param(minimum = 1, maximum = 1000000000, example = 1)]
     pub page: Option<usize>,
     /// 1-1000.
     #[param(minimum = 1, maximum = 1000, example = 100)]
@@ -630,8 +632,8 @@ fn paging(page: Option<usize>, page_size: Option<usize>, always: bool) -> Result
     }
     let page = page.unwrap_or(1);
     let size = page_size.unwrap_or(DEFAULT_PAGE_SIZE);
-    if page == 0 {
-        return Err(Error::invalid("page starts at 1"));
+    if !(1..=MAX_PAGE).contains(&page) {
+        return Err(Error::invalid(format!("page must be between 1 (the first page) and {MAX_PAGE}")));
     }
     if !(1..=MAX_LIST).contains(&size) {
         return Err(Error::invalid(format!("page_size must be between 1 and {MAX_LIST}")));
@@ -1379,6 +1381,8 @@ mod tests {
         assert_eq!(paging(None, None, false).unwrap(), None);
         assert_eq!(paging(None, None, true).unwrap(), Some((1, DEFAULT_PAGE_SIZE)));
         assert!(paging(Some(0), Some(5), false).is_err());
+        assert!(paging(Some(usize::MAX / 2), Some(1000), false).is_err(), "a page whose start would overflow");
+        assert_eq!(paging(Some(MAX_PAGE), Some(1000), false).unwrap(), Some((MAX_PAGE, 1000)));
         assert!(paging(Some(1), Some(1001), false).is_err());
     }
 

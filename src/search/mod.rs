@@ -128,7 +128,7 @@ impl SearchEngine {
         if request.query.trim().is_empty() {
             return Err(Error::invalid("query must not be empty"));
         }
-        if request.top_k == 0 || request.top_k + request.offset > MAX_CANDIDATES {
+        if request.top_k == 0 || request.top_k.saturating_add(request.offset) > MAX_CANDIDATES {
             return Err(Error::invalid(format!(
                 "top_k must be at least 1 and top_k + offset at most {MAX_CANDIDATES}"
             )));
