@@ -16,7 +16,8 @@
 //!
 //! Ranking and the rules may be tuned on meetings 1-10 (file order) only; every figure is printed
 //! for those, for the held-out meetings 11-20 and for all. `--explore` also prints fusion weight
-//! and query variants, and hit@5 after collapsing overlapping results client-side.
+//! (the context ranking's among them: 0 is the search without it) and query variants, and hit@5
+//! after collapsing overlapping results client-side.
 //!
 //! ```sh
 //! cargo bench --bench qmsum -- [--data PATH/test_product.jsonl] [--bin PATH] [--explore] [--reuse DIR]
@@ -336,6 +337,10 @@ fn main() {
                 json!({"keyword_weight": kw, "semantic_weight": sem, "rrf_k": k}),
                 false,
             ));
+        }
+        for weight in [0.0, 0.5, 2.0] {
+            let name = format!("hybrid context {weight}{}", if weight == 0.0 { " (off)" } else { "" });
+            variants.push((name, "hybrid", json!({"context_weight": weight}), false));
         }
         for mode in ["keyword", "semantic", "hybrid"] {
             variants.push((format!("{mode} -meta"), mode, Value::Null, true));

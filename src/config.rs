@@ -52,6 +52,9 @@ pub struct KnowledgeConfig {
     pub keyword_weight: f32,
     pub semantic_weight: f32,
     pub title_weight: f32,
+    /// Weight of the context ranking in hybrid search over meetings: each meeting window ranked
+    /// by the passage around it.
+    pub context_weight: f32,
     /// Read each new document version's entities and relations into the entity graph, in a
     /// background job.
     pub graph_extraction: bool,
@@ -64,6 +67,7 @@ impl KnowledgeConfig {
             keyword_weight: self.keyword_weight,
             semantic_weight: self.semantic_weight,
             title_weight: self.title_weight,
+            context_weight: self.context_weight,
             ..Default::default()
         }
     }
@@ -1170,6 +1174,7 @@ impl Config {
             ("knowledge.keyword_weight", self.knowledge.keyword_weight, 4.0),
             ("knowledge.semantic_weight", self.knowledge.semantic_weight, 4.0),
             ("knowledge.title_weight", self.knowledge.title_weight, 4.0),
+            ("knowledge.context_weight", self.knowledge.context_weight, 4.0),
             ("memory.semantic_weight", self.memory.semantic_weight, 4.0),
             ("memory.recency_weight", self.memory.recency_weight, 1.0),
             ("memory.neighbour_weight", self.memory.neighbour_weight, 1.0),

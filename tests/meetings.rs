@@ -368,10 +368,35 @@ fn search_finds_an_answer_spanning_two_turns_with_sources_and_filters() {
         assert!(top["text"].as_str().unwrap().contains("Ann: What did the vendor quote"), "{top}");
         assert!(top["speaker"].is_string() && top["speakers"].as_array().unwrap().len() >= 2);
     }
-    // Default sources: documents only, as before.
+    // Hybrid search ranks meeting windows a third way, by the passage around them; the fused
+    // score is the three reciprocal ranks.
+    let r = post(&server, "/api/v1/search", json!({"query": query, "sources": ["meetings"], "top_k": 3}));
+    for hit in r["results"].as_array().unwrap() {
+        let s = &hit["scores"];
+        let part = |rank: &str| s[rank].as_f64().map_or(0.0, |r| 1.0 / (60.0 + r));
+        assert!(s["context_rank"].as_u64().is_some() && s["context_score"].as_f64().is_some(), "{hit}");
+        let fused = part("keyword_rank") + part("semantic_rank") + part("context_rank");
+        assert!((s["fused"].as_f64().unwrap() - fused).abs() < 1e-6, "{hit}");
+    }
+    let r = post(
+        &server,
+        "/api/v1/search",
+        json!({"query": query, "sources": ["meetings"], "fusion": {"context_weight": 0}}),
+    );
+    assert!(r["results"].as_array().unwrap().iter().all(|h| h["scores"].get("context_rank").is_none()), "{r}");
+    let (status, body) = call(
+        &server,
+        reqwest::Method::POST,
+        "/api/v1/search",
+        Some(json!({"query": query, "sources": ["meetings"], "fusion": {"context_weight": -1}})),
+    );
+    assert_eq!(status, 400, "{body}");
+    // Default sources: documents only, as before, and without a context ranking.
     let r = post(&server, "/api/v1/search", json!({"query": query}));
     assert!(
-        r["results"].as_array().unwrap().iter().all(|h| h["domain"] == "documents" && h["meeting_id"].is_null()),
+        r["results"].as_array().unwrap().iter().all(|h| h["domain"] == "documents"
+            && h["meeting_id"].is_null()
+            && h["scores"].get("context_rank").is_none()),
         "{r}"
     );
     let r = post(&server, "/api/v1/search", json!({"query": query, "sources": ["documents", "meetings"], "top_k": 10}));

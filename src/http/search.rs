@@ -90,7 +90,7 @@ pub struct SearchInput {
 }
 
 /// A request's ranking settings; what it leaves out comes from the configuration
-/// (`knowledge.keyword_weight`, `semantic_weight`, `title_weight`).
+/// (`knowledge.keyword_weight`, `semantic_weight`, `title_weight`, `context_weight`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FusionInput {
@@ -102,6 +102,9 @@ pub struct FusionInput {
     pub rrf_k: Option<f32>,
     /// How much a title match counts against a body match in the keyword ranking.
     pub title_weight: Option<f32>,
+    /// Weight of the context ranking (meeting windows ranked by the passage around them) in
+    /// hybrid search.
+    pub context_weight: Option<f32>,
 }
 
 impl FusionInput {
@@ -111,8 +114,9 @@ impl FusionInput {
             semantic_weight: self.semantic_weight.unwrap_or(defaults.semantic_weight),
             rrf_k: self.rrf_k.unwrap_or(defaults.rrf_k),
             title_weight: self.title_weight.unwrap_or(defaults.title_weight),
+            context_weight: self.context_weight.unwrap_or(defaults.context_weight),
         };
-        let weights = [fusion.keyword_weight, fusion.semantic_weight, fusion.title_weight];
+        let weights = [fusion.keyword_weight, fusion.semantic_weight, fusion.title_weight, fusion.context_weight];
         if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || !fusion.rrf_k.is_finite() || fusion.rrf_k < 0.0 {
             return Err(Error::invalid("fusion weights and rrf_k must be finite and at least 0"));
         }

@@ -7,7 +7,11 @@
 //! store; for vectors, a selective filter becomes the set of allowed keys (read from the record
 //! store), searched exactly when small and through the HNSW index with a key predicate otherwise.
 //! Meeting chunks overlap (each turn is in two windows), so a window that shares turns with a
-//! better-ranked window of the same meeting is left out: a page holds distinct passages.
+//! better-ranked window of the same meeting is left out: a page holds distinct passages. When
+//! meeting windows are among a hybrid search's candidates, a third ranking joins the fusion:
+//! each window by the passage around it ([`context`]).
+
+mod context;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,6 +29,10 @@ use crate::store::{RecordKey, Stores, TenantId};
 const EXACT_SEARCH_MAX_KEYS: usize = 20_000;
 /// Most candidates fetched from each store.
 const MAX_CANDIDATES: usize = 1000;
+/// Fewest candidates fetched from each store when meeting windows are ranked by context: a
+/// window whose passage matches may rank low in both lists (measured on QMSum: 50 candidates
+/// find fewer gold passages than 100).
+const CONTEXT_CANDIDATES: usize = 100;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -51,6 +59,10 @@ pub struct Fusion {
     /// its body (a document's title, a memory's speaker).
     #[serde(default = "default_title_weight")]
     pub title_weight: f32,
+    /// Weight of the context ranking in hybrid search, used when meeting windows are among the
+    /// candidates: a window ranked by the passage around it, any other hit by its own vector.
+    #[serde(default = "one")]
+    pub context_weight: f32,
 }
 
 fn one() -> f32 {
@@ -65,7 +77,13 @@ fn default_title_weight() -> f32 {
 
 impl Default for Fusion {
     fn default() -> Self {
-        Fusion { keyword_weight: 1.0, semantic_weight: 1.0, rrf_k: 60.0, title_weight: default_title_weight() }
+        Fusion {
+            keyword_weight: 1.0,
+            semantic_weight: 1.0,
+            rrf_k: 60.0,
+            title_weight: default_title_weight(),
+            context_weight: 1.0,
+        }
     }
 }
 
@@ -91,6 +109,13 @@ pub struct ScoreBreakdown {
     pub semantic_rank: Option<usize>,
     /// Cosine similarity.
     pub semantic_score: Option<f32>,
+    /// Rank in the context ranking (hybrid search with meeting windows among the candidates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_rank: Option<usize>,
+    /// Cosine similarity of the query to the hit's context: for a meeting window, the centroid
+    /// of the windows around it; for any other hit, its own vector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_score: Option<f32>,
     /// The fused score the hit is ranked by (equal to the single list's score outside hybrid mode).
     pub fused: f32,
 }
@@ -134,7 +159,8 @@ impl SearchEngine {
             )));
         }
         let wanted = request.offset + request.top_k;
-        let candidates = (wanted * 3).clamp(50, MAX_CANDIDATES).max(wanted);
+        let floor = if self.ranks_context(request) { CONTEXT_CANDIDATES } else { 50 };
+        let candidates = (wanted * 3).clamp(floor, MAX_CANDIDATES).max(wanted);
         let (keyword, (semantic, query_vector)) = match request.mode {
             Mode::Keyword => (self.keyword(request, candidates).await?, (Vec::new(), None)),
             Mode::Semantic => (Vec::new(), self.semantic(request, candidates).await?),
@@ -151,8 +177,15 @@ impl SearchEngine {
                 Ranked { key, score }
             })
             .collect();
-        let fused = fuse(&keyword_ranked, &semantic, request.mode, &request.fusion);
-        let page = self.distinct(&request.tenant, fused, wanted).await?;
+        let mut known: HashMap<RecordKey, Record> = HashMap::new();
+        let context = match &query_vector {
+            Some(vector) if self.ranks_context(request) => {
+                self.context(request, &keyword_ranked, &semantic, vector, &mut known).await?
+            }
+            _ => Vec::new(),
+        };
+        let fused = fuse(&keyword_ranked, &semantic, &context, request.mode, &request.fusion);
+        let page = self.distinct(&request.tenant, fused, wanted, known).await?;
         let page: Vec<(RecordKey, ScoreBreakdown, Record)> = page.into_iter().skip(request.offset).collect();
 
         let missing: Vec<RecordKey> = page.iter().map(|(k, _, _)| *k).filter(|k| !snippets.contains_key(k)).collect();
@@ -176,20 +209,70 @@ impl SearchEngine {
     /// The first `wanted` hits of `fused` with their records, skipping records deleted since they
     /// were indexed and meeting windows that overlap a better-ranked window of the same meeting
     /// (windows share turns, so neighbours would otherwise fill a page with one passage).
+    /// Whether a search ranks its candidates by context too: hybrid, with a context weight, over
+    /// kinds that include meeting windows.
+    fn ranks_context(&self, request: &SearchRequest) -> bool {
+        let kinds = &request.filter.kinds;
+        request.mode == Mode::Hybrid
+            && request.fusion.context_weight > 0.0
+            && (kinds.is_empty() || kinds.iter().any(|k| k == crate::meetings::model::CHUNK_KIND))
+    }
+
+    /// The context ranking of the keyword and semantic candidates (empty when none is a meeting
+    /// window). The records read on the way are left in `known` for the page.
+    async fn context(
+        &self,
+        request: &SearchRequest,
+        keyword: &[Ranked],
+        semantic: &[Ranked],
+        query: &[f32],
+        known: &mut HashMap<RecordKey, Record>,
+    ) -> Result<Vec<Ranked>> {
+        let mut keys: Vec<RecordKey> = Vec::with_capacity(keyword.len() + semantic.len());
+        let mut seen = HashSet::new();
+        keys.extend(keyword.iter().chain(semantic).map(|r| r.key).filter(|k| seen.insert(*k)));
+        let candidates = self.stores.records.get_by_keys(&request.tenant, &keys).await?;
+        if !candidates.iter().any(|r| context::window_of(r).is_some()) {
+            known.extend(candidates.into_iter().map(|r| (r.key, r)));
+            return Ok(Vec::new());
+        }
+        let have: HashSet<&str> = candidates.iter().map(|r| r.id.as_str()).collect();
+        let mut wanted_ids: Vec<String> = candidates
+            .iter()
+            .filter_map(context::window_of)
+            .flat_map(|(meeting, seq)| context::context_ids(meeting, seq))
+            .filter(|id| !have.contains(id.as_str()))
+            .collect();
+        wanted_ids.sort_unstable();
+        wanted_ids.dedup();
+        let around_records = self.stores.records.get_many(&request.tenant, &wanted_ids).await?;
+        let mut around: HashMap<String, &Record> = around_records.iter().map(|r| (r.id.clone(), r)).collect();
+        around.extend(candidates.iter().map(|r| (r.id.clone(), r)));
+        let ranked = context::rank(&candidates.iter().collect::<Vec<_>>(), &around, query);
+        drop(around);
+        known.extend(candidates.into_iter().map(|r| (r.key, r)));
+        Ok(ranked.into_iter().map(|(key, score)| Ranked { key, score }).collect())
+    }
+
     async fn distinct(
         &self,
         tenant: &TenantId,
         fused: Vec<(RecordKey, ScoreBreakdown)>,
         wanted: usize,
+        mut known: HashMap<RecordKey, Record>,
     ) -> Result<Vec<(RecordKey, ScoreBreakdown, Record)>> {
         let mut kept: Vec<(RecordKey, ScoreBreakdown, Record)> = Vec::with_capacity(wanted);
         let mut windows: Vec<Window> = Vec::new();
         let mut rest = fused.into_iter().peekable();
         while kept.len() < wanted && rest.peek().is_some() {
             let batch: Vec<(RecordKey, ScoreBreakdown)> = rest.by_ref().take((wanted - kept.len()).max(10)).collect();
-            let keys: Vec<RecordKey> = batch.iter().map(|(k, _)| *k).collect();
-            let mut records: HashMap<RecordKey, Record> =
-                self.stores.records.get_by_keys(tenant, &keys).await?.into_iter().map(|r| (r.key, r)).collect();
+            let keys: Vec<RecordKey> = batch.iter().map(|(k, _)| *k).filter(|k| !known.contains_key(k)).collect();
+            let mut records: HashMap<RecordKey, Record> = if keys.is_empty() {
+                HashMap::new()
+            } else {
+                self.stores.records.get_by_keys(tenant, &keys).await?.into_iter().map(|r| (r.key, r)).collect()
+            };
+            records.extend(batch.iter().filter_map(|(k, _)| known.remove_entry(k)));
             for (key, breakdown) in batch {
                 if kept.len() == wanted {
                     break;
@@ -299,8 +382,15 @@ impl Window {
     }
 }
 
-/// Weighted reciprocal rank fusion; single-list modes keep that list's own scores.
-fn fuse(keyword: &[Ranked], semantic: &[Ranked], mode: Mode, fusion: &Fusion) -> Vec<(RecordKey, ScoreBreakdown)> {
+/// Weighted reciprocal rank fusion (of the context ranking too, when there is one); single-list
+/// modes keep that list's own scores.
+fn fuse(
+    keyword: &[Ranked],
+    semantic: &[Ranked],
+    context: &[Ranked],
+    mode: Mode,
+    fusion: &Fusion,
+) -> Vec<(RecordKey, ScoreBreakdown)> {
     let mut by_key: HashMap<RecordKey, ScoreBreakdown> = HashMap::new();
     for (i, r) in keyword.iter().enumerate() {
         let b = by_key.entry(r.key).or_default();
@@ -312,13 +402,21 @@ fn fuse(keyword: &[Ranked], semantic: &[Ranked], mode: Mode, fusion: &Fusion) ->
         b.semantic_rank = Some(i + 1);
         b.semantic_score = Some(r.score);
     }
+    for (i, r) in context.iter().enumerate() {
+        if let Some(b) = by_key.get_mut(&r.key) {
+            b.context_rank = Some(i + 1);
+            b.context_score = Some(r.score);
+        }
+    }
     for b in by_key.values_mut() {
         b.fused = match mode {
             Mode::Keyword => b.keyword_score.unwrap_or(0.0),
             Mode::Semantic => b.semantic_score.unwrap_or(0.0),
             Mode::Hybrid => {
                 let part = |rank: Option<usize>, weight: f32| rank.map_or(0.0, |r| weight / (fusion.rrf_k + r as f32));
-                part(b.keyword_rank, fusion.keyword_weight) + part(b.semantic_rank, fusion.semantic_weight)
+                part(b.keyword_rank, fusion.keyword_weight)
+                    + part(b.semantic_rank, fusion.semantic_weight)
+                    + part(b.context_rank, fusion.context_weight)
             }
         };
     }
@@ -347,7 +445,7 @@ mod tests {
 
     #[test]
     fn rrf_rewards_agreement_and_respects_weights() {
-        let fused = fuse(&ranked(&[1, 2, 3]), &ranked(&[3, 4, 1]), Mode::Hybrid, &Fusion::default());
+        let fused = fuse(&ranked(&[1, 2, 3]), &ranked(&[3, 4, 1]), &[], Mode::Hybrid, &Fusion::default());
         let order: Vec<u64> = fused.iter().map(|(k, _)| *k).collect();
         assert_eq!(&order[..2], &[1, 3], "items in both lists lead");
         let (_, b) = &fused[0];
@@ -355,7 +453,7 @@ mod tests {
         assert!((b.fused - (1.0 / 61.0 + 1.0 / 63.0)).abs() < 1e-6);
 
         let semantic_only = Fusion { keyword_weight: 0.0, ..Fusion::default() };
-        let fused = fuse(&ranked(&[1, 2, 3]), &ranked(&[3, 4, 1]), Mode::Hybrid, &semantic_only);
+        let fused = fuse(&ranked(&[1, 2, 3]), &ranked(&[3, 4, 1]), &[], Mode::Hybrid, &semantic_only);
         assert_eq!(fused.iter().take(3).map(|(k, _)| *k).collect::<Vec<_>>(), vec![3, 4, 1]);
     }
 
@@ -370,7 +468,7 @@ mod tests {
 
     #[test]
     fn single_modes_keep_raw_scores() {
-        let fused = fuse(&ranked(&[7, 8]), &[], Mode::Keyword, &Fusion::default());
+        let fused = fuse(&ranked(&[7, 8]), &[], &[], Mode::Keyword, &Fusion::default());
         assert_eq!(fused[0].0, 7);
         assert_eq!(fused[0].1.fused, 10.0);
     }
