@@ -249,7 +249,8 @@ pub fn router(app: Arc<App>) -> Router {
             HeaderValue::from_static("max-age=31536000"),
         )
     }));
-    api.route("/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+    let routes = api
+        .route("/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
         .route(docs::PATH, get(docs::redirect))
         .route("/docs/", get(docs::index))
         .route("/docs/{*rest}", get(docs::asset))
@@ -267,9 +268,8 @@ pub fn router(app: Arc<App>) -> Router {
                 }))
                 .timeout(timeout),
         )
-        .layer(middleware::from_fn_with_state(app.clone(), auth::authenticate))
-        .layer(middleware::from_fn(mem0::mem0_error_bodies))
-        .layer(middleware::from_fn(mcp::json_rpc_errors))
+        .layer(middleware::from_fn_with_state(app.clone(), auth::authenticate));
+    error_shapes(routes)
         .layer(middleware::from_fn(record_metrics))
         .layer(cors)
         .layer(security_header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
@@ -277,10 +277,23 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(security_header(header::REFERRER_POLICY, "no-referrer"))
         .layer(security_header(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
         .layer(hsts)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            Error::internal("request handler", "panicked").into_response()
-        }))
+        // A panic in the layers outside `error_shapes` still answers 500.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(app)
+}
+
+/// Each route's own error shape, a handler's panic included: Mem0's routes answer
+/// `{detail, code}` and `/mcp` JSON-RPC errors, so a panic there is a 500 in that shape, not in
+/// the native `{"error": ...}` one.
+fn error_shapes<S: Clone + Send + Sync + 'static>(routes: Router<S>) -> Router<S> {
+    routes
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn(mem0::mem0_error_bodies))
+        .layer(middleware::from_fn(mcp::json_rpc_errors))
+}
+
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    Error::internal("request handler", "panicked").into_response()
 }
 
 /// The UI and the API docs page load only their own scripts and styles; nothing may frame them.
@@ -359,4 +372,36 @@ pub async fn serve(
         None => axum_server::from_tcp(listener)?.handle(handle).serve(service).await,
     };
     Ok(served?)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn answer(router: &Router, path: &str) -> (u16, Value) {
+        let response = router.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_its_routes_error_shape() {
+        async fn boom() -> &'static str {
+            panic!("a handler's bug")
+        }
+        let router: Router =
+            error_shapes(Router::new().route("/v3/memories/", get(boom)).route("/api/v1/status", get(boom)));
+        let (status, body) = answer(&router, "/v3/memories/").await;
+        assert_eq!(status, 500);
+        assert_eq!(body["code"], "internal", "{body}");
+        assert!(body["detail"].is_string() && body.get("error").is_none(), "Mem0's shape: {body}");
+        let (status, body) = answer(&router, "/api/v1/status").await;
+        assert_eq!(status, 500);
+        assert_eq!(body["error"]["code"], "internal", "the native shape: {body}");
+    }
 }
