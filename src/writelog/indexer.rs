@@ -15,6 +15,10 @@
 //! as being woken, since another node's writes reach it only by notification or by polling.
 //! While a rebuild of a shared store runs (it holds the store's rebuild lease), the projector
 //! steps aside and hands the rebuild its lease; reads keep using the live generation meanwhile.
+//! The lease is renewed between batches, so a shared store's batches must fit well inside it: a
+//! batch that fails or takes more than a third of the lease halves the next one, and fast ones
+//! double it back up to `batch_size`. A slow backend then gets smaller batches instead of two
+//! nodes taking the lease from each other in turn without either finishing one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +44,19 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// The longest wait between retries while a backend is unreachable (a cheap connection attempt).
 const UNAVAILABLE_RETRY: Duration = Duration::from_secs(1);
+
+/// The next batch size of a shared store's projector: half of `current` (at least 1) after a
+/// batch that failed or took more than `budget`; twice it (at most `most`) after a full batch
+/// that took less than half the budget; otherwise the same.
+fn next_batch(current: usize, most: usize, took: Duration, budget: Duration, failed: bool, full: bool) -> usize {
+    if failed || took > budget {
+        (current / 2).max(1)
+    } else if full && took < budget / 2 {
+        (current * 2).min(most)
+    } else {
+        current
+    }
+}
 
 /// The lease a shared store's projector holds.
 pub fn lease_name(store: &str) -> String {
@@ -180,24 +197,44 @@ impl Indexer {
         let mut persist_every = settings.persist_interval;
         let mut backoff = Duration::from_millis(100);
         let mut lease = LeaseState::default();
+        let mut batch = settings.batch_size;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             let held = self.gate.read().await;
+            let started = Instant::now();
             let turn = match self.lead_or_follow(&*records, &settings, &mut lease).await {
-                Ok(true) => self.step(&*records, settings.batch_size).await,
-                Ok(false) => self.follow().await.map(|_| 0),
+                Ok(true) => {
+                    let size = batch;
+                    let applied = self.step(&*records, size).await;
+                    if self.projection.shared() {
+                        let budget = settings.lease / 3;
+                        let full = applied.as_ref().is_ok_and(|n| *n == size);
+                        let next =
+                            next_batch(batch, settings.batch_size, started.elapsed(), budget, applied.is_err(), full);
+                        if next < batch {
+                            tracing::info!(
+                                store = self.name(),
+                                batch = next,
+                                "smaller batches: the last one took too long or failed"
+                            );
+                        }
+                        batch = next;
+                    }
+                    applied.map(|n| (n, n == size))
+                }
+                Ok(false) => self.follow().await.map(|_| (0, false)),
                 Err(e) => Err(e),
             };
             match turn {
-                Ok(applied) => {
+                Ok((_, more)) => {
                     backoff = Duration::from_millis(100);
                     *self.last_error.lock() = None;
                     if self.visible_seq() >= start_head {
                         self.caught_up.store(true, Ordering::Release);
                     }
-                    if applied == settings.batch_size {
+                    if more {
                         continue; // more is waiting
                     }
                 }
@@ -331,7 +368,7 @@ impl Indexer {
         Ok(())
     }
 
-    /// Applies one batch; returns how many entries it held.
+    /// Applies one batch of at most `batch_size` entries; returns how many it held.
     async fn step(&self, records: &dyn RecordStore, batch_size: usize) -> Result<usize> {
         let from = self.visible_seq();
         let changes = records.changes_since(from, batch_size).await?;
@@ -355,5 +392,34 @@ impl Indexer {
         self.projection.commit(seq).await?;
         self.committed.store(seq, Ordering::Release);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_or_failed_batch_halves_the_next_and_fast_full_ones_grow_it_back() {
+        let budget = Duration::from_secs(1);
+        let ms = Duration::from_millis;
+        // Too slow, or failed: half, never below one.
+        assert_eq!(next_batch(512, 512, ms(1500), budget, false, true), 256);
+        assert_eq!(next_batch(512, 512, ms(10), budget, true, false), 256);
+        assert_eq!(next_batch(1, 512, ms(1500), budget, false, true), 1);
+        // Fast and full: twice, never above the configured size.
+        assert_eq!(next_batch(64, 512, ms(100), budget, false, true), 128);
+        assert_eq!(next_batch(512, 512, ms(100), budget, false, true), 512);
+        // Fast but not full (the log is drained), or neither fast nor slow: unchanged.
+        assert_eq!(next_batch(64, 512, ms(100), budget, false, false), 64);
+        assert_eq!(next_batch(64, 512, ms(700), budget, false, true), 64);
+        // A backlog a slow backend takes 4 ms per entry for: batches settle where one fits.
+        let mut batch = 512;
+        for _ in 0..20 {
+            let took = ms(4 * batch as u64);
+            batch = next_batch(batch, 512, took, budget, false, true);
+        }
+        assert!(ms(4 * batch as u64) <= budget, "{batch}");
+        assert!(batch >= 64, "{batch}");
     }
 }
