@@ -9,7 +9,7 @@
 //! Meeting chunks overlap (each turn is in two windows), so a window that shares turns with a
 //! better-ranked window of the same meeting is left out: a page holds distinct passages. When
 //! meeting windows are among a hybrid search's candidates, a third ranking joins the fusion:
-//! each window by the passage around it ([`context`]).
+//! each window by the passage around it (`context.rs`).
 
 mod context;
 
