@@ -100,6 +100,47 @@ fn writes_on_one_node_are_served_by_the_other(derived: Derived) {
         found["results"].as_array().is_some_and(|r| r.iter().any(|m| m["memory"] == "I keep bees on the allotment"))
     });
 
+    // A meeting streamed through one node is searched on the other, its windows ranked by
+    // context too (their neighbours' vectors read from the shared record store).
+    let meeting: Value =
+        c.post(a.url("/api/v1/meetings")).json(&json!({"title": "Garden club"})).send().unwrap().json().unwrap();
+    let id = meeting["id"].as_str().unwrap().to_string();
+    let turns = [
+        ("Ana", "Welcome everyone to the garden club."),
+        ("Ben", "The compost bins behind the shed are full again."),
+        ("Ana", "Who can turn the compost this weekend?"),
+        ("Cleo", "I will turn the compost on Saturday morning."),
+        ("Ben", "Next, the seed swap is in April."),
+        ("Ana", "Thanks, see you all next month."),
+    ];
+    let segments: Vec<Value> = turns
+        .iter()
+        .enumerate()
+        .map(|(i, (who, text))| {
+            json!({"segment_id": format!("s{i}"), "speaker": who, "start_ms": i * 3000, "end_ms": i * 3000 + 2500,
+                   "text": text, "is_final": true})
+        })
+        .collect();
+    let r = c
+        .post(a.url(&format!("/api/v1/meetings/{id}/segments?wait=true")))
+        .json(&json!({"segments": segments}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text());
+    eventually(Duration::from_secs(10), "node b searches node a's meeting by context", || {
+        let found: Value = c
+            .post(b.url("/api/v1/search"))
+            .json(&json!({"query": "who turns the compost", "sources": ["meetings"], "top_k": 3}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        found["results"].as_array().is_some_and(|r| {
+            r.first().is_some_and(|h| h["meeting_id"] == id.as_str() && h["seq_start"].as_u64().is_some_and(|s| s <= 3))
+                && r.iter().all(|h| h["scores"]["context_rank"].is_u64())
+        })
+    });
+
     // A named speaker's memory links them in the graph; the other node's search returns the relation.
     let r = c
         .post(b.url("/api/v1/memories?wait=true"))
