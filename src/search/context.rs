@@ -14,24 +14,17 @@
 
 use std::collections::HashMap;
 
+use super::Window;
 use crate::meetings::STRIDE;
-use crate::meetings::model::{CHUNK_KIND, chunk_record_id};
+use crate::meetings::model::chunk_record_id;
 use crate::store::RecordKey;
 use crate::store::records::Record;
+use crate::store::vectors::cosine;
 
 /// Windows on each side of a meeting window whose vectors make its context, chosen on QMSum's
 /// first ten product meetings (`cargo bench --bench qmsum`): five windows of four turns every
 /// two turns span about 24 turns.
 pub const CONTEXT_RADIUS: u64 = 5;
-
-/// A meeting window's place: its meeting and its first turn.
-pub(super) fn window_of(record: &Record) -> Option<(&str, u64)> {
-    if record.kind != CHUNK_KIND {
-        return None;
-    }
-    let m = &record.metadata;
-    Some((m.get("meeting_id")?.as_str()?, m.get("seq_start")?.as_u64()?))
-}
 
 /// The ids of the windows whose vectors make a window's context (itself included).
 pub(super) fn context_ids(meeting_id: &str, seq_start: u64) -> impl Iterator<Item = String> + '_ {
@@ -48,13 +41,13 @@ pub(super) fn rank(candidates: &[&Record], around: &HashMap<String, &Record>, qu
     let mut ranked: Vec<(RecordKey, f32)> = candidates
         .iter()
         .filter_map(|record| {
-            let Some((meeting, seq_start)) = window_of(record) else {
+            let Some(window) = Window::of(record) else {
                 let v = record.vector.as_deref().filter(|v| v.len() == query.len())?;
                 return Some((record.key, cosine(v, query)));
             };
             let mut sum = vec![0f32; query.len()];
             let mut any = false;
-            for id in context_ids(meeting, seq_start) {
+            for id in context_ids(&window.meeting, window.first) {
                 let vector = if id == record.id {
                     record.vector.as_deref()
                 } else {
@@ -72,15 +65,12 @@ pub(super) fn rank(candidates: &[&Record], around: &HashMap<String, &Record>, qu
     ranked
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    crate::store::vectors::cosine(a, b)
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::meetings::model::CHUNK_KIND;
 
     fn window(key: RecordKey, meeting: &str, seq_start: u64, vector: [f32; 2]) -> Record {
         Record {

@@ -206,9 +206,6 @@ impl SearchEngine {
         Ok((hits, query_vector))
     }
 
-    /// The first `wanted` hits of `fused` with their records, skipping records deleted since they
-    /// were indexed and meeting windows that overlap a better-ranked window of the same meeting
-    /// (windows share turns, so neighbours would otherwise fill a page with one passage).
     /// Whether a search ranks its candidates by context too: hybrid, with a context weight, over
     /// kinds that include meeting windows.
     fn ranks_context(&self, request: &SearchRequest) -> bool {
@@ -232,15 +229,15 @@ impl SearchEngine {
         let mut seen = HashSet::new();
         keys.extend(keyword.iter().chain(semantic).map(|r| r.key).filter(|k| seen.insert(*k)));
         let candidates = self.stores.records.get_by_keys(&request.tenant, &keys).await?;
-        if !candidates.iter().any(|r| context::window_of(r).is_some()) {
+        if !candidates.iter().any(|r| Window::of(r).is_some()) {
             known.extend(candidates.into_iter().map(|r| (r.key, r)));
             return Ok(Vec::new());
         }
         let have: HashSet<&str> = candidates.iter().map(|r| r.id.as_str()).collect();
         let mut wanted_ids: Vec<String> = candidates
             .iter()
-            .filter_map(context::window_of)
-            .flat_map(|(meeting, seq)| context::context_ids(meeting, seq))
+            .filter_map(Window::of)
+            .flat_map(|w| context::context_ids(&w.meeting, w.first).collect::<Vec<_>>())
             .filter(|id| !have.contains(id.as_str()))
             .collect();
         wanted_ids.sort_unstable();
@@ -254,6 +251,10 @@ impl SearchEngine {
         Ok(ranked.into_iter().map(|(key, score)| Ranked { key, score }).collect())
     }
 
+    /// The first `wanted` hits of `fused` with their records, skipping records deleted since they
+    /// were indexed and meeting windows that overlap a better-ranked window of the same meeting
+    /// (windows share turns, so neighbours would otherwise fill a page with one passage).
+    /// `known` holds records already read for this search.
     async fn distinct(
         &self,
         tenant: &TenantId,
