@@ -155,6 +155,41 @@ fn a_second_hop_finds_turns_that_share_a_name_with_what_matched() {
     assert!(body["error"]["message"].as_str().unwrap().contains("hop_weight"), "{body}");
 }
 
+/// A question that names one of the people who speak is searched without the name: the speaker
+/// cue prefers that person's turns, and the name would make every one of them, and every turn
+/// that addresses them ("Thanks, Cara!"), match as if it answered.
+#[test]
+fn a_named_speakers_turns_are_found_by_what_they_say_not_by_the_name() {
+    let (_tmp, server) = server();
+    let api = Api::new(&server);
+    let say = |run: &str, speaker: &str, text: &str| {
+        api.add(json!({
+            "messages": [{"role": "user", "content": text, "name": speaker}],
+            "user_id": "pair", "run_id": run, "infer": false,
+        }));
+    };
+    let answer = "I loved reading Charlotte's Web as a kid.";
+    say("s1", "Cara", answer);
+    for (i, text) in
+        ["Cara! Hi Cara, so good to see you, Cara.", "Thanks, Cara! Have a lovely day, Cara."].iter().enumerate()
+    {
+        say(&format!("m{i}"), "Mel", text);
+    }
+    for (i, text) in
+        ["We went camping in the mountains last summer.", "My dog Bailey loves the beach."].iter().enumerate()
+    {
+        say(&format!("c{i}"), "Cara", text);
+    }
+    let found = api.search(json!({"query": "What books has Cara read?", "user_id": "pair", "top_k": 5,
+                                  "neighbour_weight": 0.0}));
+    let results = found["results"].as_array().unwrap();
+    assert_eq!(results[0]["memory"], answer, "{found}");
+    let best = results[0]["score"].as_f64().unwrap();
+    for other in &results[1..] {
+        assert!(other["score"].as_f64().unwrap() < best / 2.0, "only the answer is about books: {found}");
+    }
+}
+
 #[test]
 fn verbatim_adds_merge_duplicates_and_are_found_by_search() {
     let (_tmp, server) = server();

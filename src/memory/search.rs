@@ -12,7 +12,10 @@
 //! memories that do not fit it, and each applied only when it tells the candidates apart:
 //! - it names some of the people who speak in the candidates (a speaker's name, or the first word
 //!   of a name of several words): the turns of the other speakers are multiplied by
-//!   `1 - memory.speaker_weight` (memories without a speaker are left alone);
+//!   `1 - memory.speaker_weight` (memories without a speaker are left alone); in `hybrid` and
+//!   `semantic` mode the query is searched without their names (a keyword search tells whom it
+//!   names): the cue stands in for them, and searched for, a name favours the turns that address
+//!   its bearer ("Thanks, Ann!") and makes all of theirs match alike;
 //! - it names a calendar period ("on 4 March, 2021", "in July 2020", "in June", "in 2019") that
 //!   some candidates' event times fall in, give or take a week (people talk about a day a few
 //!   days later): the others are multiplied by `1 - memory.date_weight`;
@@ -322,14 +325,70 @@ struct Cues {
     question_factor: f32,
 }
 
+/// The lowercased `speakers` whom `query` names, unless it names all of them: naming everyone
+/// who speaks tells no one apart.
+fn named_speakers<'a>(query: &str, speakers: impl IntoIterator<Item = &'a str>) -> HashSet<String> {
+    let query_words = words(query);
+    let speakers: HashSet<String> = speakers.into_iter().map(str::to_lowercase).collect();
+    let named: HashSet<String> = speakers.iter().filter(|s| names(&query_words, s)).cloned().collect();
+    if named.len() < speakers.len() { named } else { HashSet::new() }
+}
+
+/// `query` without the words that name `speakers` (lowercased) as [`names`] finds them, nor the
+/// "'s" after them: "What books has Ann's sister read?" → "What books has sister read?".
+/// `None` when it names none of them, or nothing else.
+fn without_names(query: &str, speakers: &HashSet<String>) -> Option<String> {
+    // The query's words, split as `words` splits them, as byte ranges.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut start = None;
+    for (i, c) in query.char_indices().chain(std::iter::once((query.len(), ' '))) {
+        match (c.is_alphanumeric(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                runs.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    let lower: Vec<String> = runs.iter().map(|&(a, b)| query[a..b].to_lowercase()).collect();
+    let mut drop = vec![false; runs.len()];
+    for speaker in speakers {
+        let name = words(speaker);
+        let Some(first) = name.first() else { continue };
+        for i in 0..lower.len() {
+            if lower[i..].starts_with(&name) {
+                drop[i..i + name.len()].iter_mut().for_each(|d| *d = true);
+            } else if name.len() > 1 && first.chars().count() >= 3 && lower[i] == *first {
+                drop[i] = true;
+            }
+        }
+    }
+    if !drop.contains(&true) {
+        return None;
+    }
+    let apostrophe = |text: &str| matches!(text, "'" | "\u{2019}");
+    for i in 1..runs.len() {
+        if drop[i - 1] && !drop[i] && lower[i] == "s" && apostrophe(&query[runs[i - 1].1..runs[i].0]) {
+            drop[i] = true;
+        }
+    }
+    let mut out = String::with_capacity(query.len());
+    let mut at = 0;
+    for (&(a, b), _) in runs.iter().zip(&drop).filter(|(_, dropped)| **dropped) {
+        out.push_str(&query[at..a]);
+        out.push(' ');
+        at = b;
+    }
+    out.push_str(&query[at..]);
+    // The apostrophe of a possessive that went goes too.
+    let out = out.split_whitespace().filter(|w| !apostrophe(w)).collect::<Vec<_>>().join(" ");
+    (!words(&out).is_empty()).then_some(out)
+}
+
 impl Cues {
     fn read(query: &str, candidates: &[Candidate], config: &MemoryConfig) -> Cues {
-        let query_words = words(query);
-        let speakers: HashSet<String> =
-            candidates.iter().filter_map(|(m, ..)| m.speaker()).map(str::to_lowercase).collect();
-        let named: HashSet<String> = speakers.iter().filter(|s| names(&query_words, s)).cloned().collect();
-        // Naming everyone who speaks tells no one apart.
-        let named = if named.len() < speakers.len() { named } else { HashSet::new() };
+        let named = named_speakers(query, candidates.iter().filter_map(|(m, ..)| m.speaker()));
         let mut periods = named_periods(query);
         if !candidates.iter().any(|(m, ..)| periods.iter().any(|p| p.covers(m.moment()))) {
             periods.clear();
@@ -371,7 +430,8 @@ pub struct ScoredMemory {
     pub memory: Memory,
     /// 0..1, higher is better (see the module documentation).
     pub score: f32,
-    /// Cosine similarity of the memory and the query.
+    /// Cosine similarity of the memory and the query (as searched: in hybrid and semantic mode
+    /// without the names of the speakers it names, see the module documentation).
     pub similarity: f32,
     pub breakdown: ScoreBreakdown,
 }
@@ -419,7 +479,23 @@ impl Memories {
             fusion,
             snippets: false, // a memory is shown whole
         };
-        let (hits, query_vector) = self.engine.search_with_vector(&request).await?;
+        // A query that names some of the people who speak is searched without their names: the
+        // speaker cue prefers their turns, and in the query's vector a name would favour the
+        // turns that address them ("Thanks, Ann!") over those in which they speak. A keyword
+        // search for the query tells whom it names (a memory's record title is its speaker), at
+        // the cost of no embedding. Keyword mode keeps the names: there they match the
+        // speaker's turns, and on LoCoMo it does better with them.
+        let mut searched = None;
+        if self.config.speaker_weight > 0.0 && options.mode != Mode::Keyword {
+            let probe = SearchRequest { mode: Mode::Keyword, ..request.clone() };
+            let (hits, _) = self.engine.search_with_vector(&probe).await?;
+            let named = named_speakers(query, hits.iter().filter_map(|h| h.record.title.as_deref()));
+            searched = without_names(query, &named);
+        }
+        let (hits, query_vector) = match searched {
+            Some(rest) => self.engine.search_with_vector(&SearchRequest { query: rest, ..request.clone() }).await?,
+            None => self.engine.search_with_vector(&request).await?,
+        };
         // Keyword mode computes no vector; the similarity every hit reports still needs one.
         let query_vector = match query_vector {
             Some(v) => v,
@@ -722,6 +798,26 @@ mod tests {
         assert_eq!(cues.factor(&memory("I like to cook pasta.")), 1.0);
         let statement = Cues::read("recipes Ann likes", &[], &config);
         assert_eq!(statement.factor(&memory("Do you like to cook?")), 1.0, "a query that asks nothing");
+    }
+
+    #[test]
+    fn named_speakers_leave_the_query() {
+        let named = |query: &str, speakers: &[&str]| named_speakers(query, speakers.iter().copied());
+        let ann = named("What books has Ann read?", &["Ann", "Bo"]);
+        assert_eq!(ann, HashSet::from(["ann".to_string()]));
+        assert!(named("Did Ann and Bo both go?", &["Ann", "Bo"]).is_empty(), "naming everyone tells no one apart");
+        assert_eq!(without_names("What books has Ann read?", &ann).as_deref(), Some("What books has read?"));
+        assert_eq!(
+            without_names("What did Ann's sister (and Ann\u{2019}s) say?", &ann).as_deref(),
+            Some("What did sister (and ) say?")
+        );
+        assert_eq!(without_names("Where is ANN?", &ann).as_deref(), Some("Where is ?"));
+        assert_eq!(without_names("Where is Anna?", &ann), None, "a longer word is another name");
+        assert_eq!(without_names("Ann?", &ann), None, "nothing would be left");
+        let lee = HashSet::from(["bo lee".to_string()]);
+        assert_eq!(without_names("Did Bo Lee or Bo call?", &lee).as_deref(), Some("Did or Bo call?"));
+        let marta = HashSet::from(["marta ruiz".to_string()]);
+        assert_eq!(without_names("Where does Marta work?", &marta).as_deref(), Some("Where does work?"));
     }
 
     #[test]
