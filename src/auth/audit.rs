@@ -1,5 +1,5 @@
 //! The audit log's writer: requests hand their event to a bounded channel (never waiting), and
-//! one task writes what has queued up in batches, at most one every [`LINGER`] (or sooner when a
+//! one task writes what has queued up in batches, at most one every `LINGER` (or sooner when a
 //! batch fills). A full channel drops events and counts them in `nexus_audit_dropped_total`
 //! rather than slowing requests down.
 
@@ -124,7 +124,7 @@ mod tests {
         store.list_audit(&filter).await.unwrap().len()
     }
 
-    /// Events that come close together are written as one batch after [`LINGER`], not one commit
+    /// Events that come close together are written as one batch after `LINGER`, not one commit
     /// each; a shutdown writes what is queued at once.
     #[tokio::test]
     async fn events_close_together_are_written_together_after_a_linger() {

@@ -2,7 +2,7 @@
 //!
 //! Per sentence:
 //! - **Patterns** between two names: "X works at/for Y", "X joined Y", "X is employed by Y"
-//!   (`works_for`); "X, the <role> of Y" and "X is the <role> at Y" (`role_at`, the role kept as
+//!   (`works_for`); "X, the `<role>` of Y" and "X is the `<role>` at Y" (`role_at`, the role kept as
 //!   the fact); "X reports to Y" (`reports_to`); "X lives in Y", "X moved to Y", "X is from Y"
 //!   (`lives_in`); "X manages/leads/runs Y" (`manages`); "X is a member of Y", "X belongs to Y"
 //!   (`member_of`); "X married Y" (`married_to`); "assigned to X" (X is a person). A "the"
@@ -13,8 +13,8 @@
 //! - **Types** come from the pattern (who works for whom), then from cues: an organisation's
 //!   suffix (Inc, Corp, University, Labs...), a title before a person (Dr, Ms...); otherwise
 //!   `entity`.
-//! - **Dates** in the sentence give the relation's validity: "since/in/from/as of/on <date>"
-//!   its start, "until/till <date>" its end (ISO dates, "March 2021", "March 3, 2021", years).
+//! - **Dates** in the sentence give the relation's validity: "since/in/from/as of/on `<date>`"
+//!   its start, "until/till `<date>`" its end (ISO dates, "March 2021", "March 3, 2021", years).
 //!
 //! Resolving the names found against the project's entities is the caller's (see
 //! [`super::Graph::ingest`]).

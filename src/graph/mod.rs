@@ -454,7 +454,7 @@ impl Graph {
         read
     }
 
-    /// Reads entities and relations from texts (see [`Graph::read`]: the language model when
+    /// Reads entities and relations from texts (see `Graph::read`: the language model when
     /// configured, else the rules) and adds them: each name resolved to an entity of the
     /// project (see [`Graph::resolve`]; a lone first name to the one person of this ingest
     /// named in full with it), each relation with the text's id among its `sources`. `known`:

@@ -8,7 +8,7 @@
 //!
 //! [`json`] reads a model's JSON answers (repairing, then asking again once).
 //!
-//! Both share [`transport`]: timeouts, retries with backoff honouring `Retry-After`, immediate
+//! Both share `transport`: timeouts, retries with backoff honouring `Retry-After`, immediate
 //! errors that a retry cannot fix, the API key (read once, never logged, scrubbed from upstream
 //! messages) and SSE reading. A stream is retried only until its first piece of text; after that
 //! a failure ends it with an error item.

