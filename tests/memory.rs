@@ -48,6 +48,14 @@ impl Api {
         self.ok(reqwest::Method::POST, "/api/v1/memories", Some(body))
     }
 
+    /// Adds `text` verbatim as `speaker`'s turn in `run` of `user`'s scope.
+    fn say(&self, user: &str, run: &str, speaker: &str, text: &str) {
+        self.add(json!({
+            "messages": [{"role": "user", "content": text, "name": speaker}],
+            "user_id": user, "run_id": run, "infer": false,
+        }));
+    }
+
     fn search(&self, body: Value) -> Value {
         self.ok(reqwest::Method::POST, "/api/v1/memories/search", Some(body))
     }
@@ -108,12 +116,7 @@ fn messages_without_a_run_are_threaded_by_their_times() {
 fn a_second_hop_finds_turns_that_share_a_name_with_what_matched() {
     let (_tmp, server) = server();
     let api = Api::new(&server);
-    let say = |run: &str, speaker: &str, text: &str| {
-        api.add(json!({
-            "messages": [{"role": "user", "content": text, "name": speaker}],
-            "user_id": "cara", "run_id": run, "infer": false,
-        }));
-    };
+    let say = |run: &str, speaker: &str, text: &str| api.say("cara", run, speaker, text);
     say("s1", "Cara", "I moved here from Sweden four years ago, right after school.");
     say("s1", "Mel", "That must have been a big change for you.");
     say("s2", "Cara", "This necklace was a gift from my grandma in Sweden.");
@@ -162,12 +165,7 @@ fn a_second_hop_finds_turns_that_share_a_name_with_what_matched() {
 fn a_named_speakers_turns_are_found_by_what_they_say_not_by_the_name() {
     let (_tmp, server) = server();
     let api = Api::new(&server);
-    let say = |run: &str, speaker: &str, text: &str| {
-        api.add(json!({
-            "messages": [{"role": "user", "content": text, "name": speaker}],
-            "user_id": "pair", "run_id": run, "infer": false,
-        }));
-    };
+    let say = |run: &str, speaker: &str, text: &str| api.say("pair", run, speaker, text);
     let answer = "I loved reading Charlotte's Web as a kid.";
     say("s1", "Cara", answer);
     for (i, text) in
