@@ -1,7 +1,7 @@
 //! Backups end to end on the real binary: taken while clients write, restored and compared;
 //! broken archives refused one by one; SIGKILL during backup and restore; the schedule.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The command line: configuration errors, exit codes, check and reindex.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Crash safety: a writer is killed with SIGKILL at random moments; after each restart every
 //! acknowledged write is in the record and in every derived store, and `nexus check` is clean.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

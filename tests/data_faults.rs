@@ -2,7 +2,7 @@
 //! test as root): the disk filling up during ingestion and during a backup, and a read-only data
 //! directory; and a filesystem that cannot take a file lock.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

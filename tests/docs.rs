@@ -2,7 +2,7 @@
 //! the server's strict Content-Security-Policy, and `/openapi.json` describing every route with a
 //! summary, a description and examples.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,6 +1,6 @@
 //! `nexus doctor`, run as a person would: each check's finding, what to fix, and the exit code.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -12,7 +12,7 @@
 //! `regenerate_fixture` (ignored) writes the fixture of the current format: see
 //! tests/fixtures/dumps/README.md.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ fn cmd(data_dir: &Path) -> std::process::Command {
 }
 
 fn start(dir: &Path) -> Server {
-    let server = Server::start_command(cmd(dir), dir, |_| {});
+    let server = Server::start_command(cmd(dir), |_| {});
     server.wait_ready();
     server
 }
@@ -530,7 +530,7 @@ fn cluster_dump_imports_into_a_data_directory() {
     let node_dir = tmp.path().join("node-a");
     let mut node_cmd = cmd(&node_dir);
     node_cmd.arg("--config").arg(&config).env("NEXUS__CLUSTER__NODE_ID", "node-a");
-    let node = Arc::new(Server::start_command(node_cmd, &node_dir, |_| {}));
+    let node = Arc::new(Server::start_command(node_cmd, |_| {}));
     node.wait_ready();
     let key = seed(&node);
     let dump_to = |name: &str| {

@@ -2,7 +2,7 @@
 //! (batching, back-pressure, cache, long texts), the OpenAI-compatible client, and the embedder
 //! identity of a data directory.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The entity graph over HTTP: entities, relations with valid and system time, walks in time,
 //! entity search and the refusals.
 
-mod common;
+use crate::common;
 
 use common::{Server, client};
 use reqwest::blocking::Client;

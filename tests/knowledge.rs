@@ -1,7 +1,7 @@
 //! The knowledge base end to end: documents in (upload, JSON text, CLI), hybrid search with
 //! filters, versions, deletion everywhere, grounded answers (JSON and SSE), jobs.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 

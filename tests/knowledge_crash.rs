@@ -7,7 +7,7 @@
 //! 2. Corrupt, empty, oversized, mistyped, non-UTF-8 and deeply nested inputs are refused with
 //!    their stable error codes, nothing of them is kept, and the server keeps serving.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! store nothing), the key as a WebSocket subprotocol, and the event hub (positions, catch-up
 //! after a reconnect, tenants and scopes, server-sent events, resync, slow consumers closed).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpStream;

@@ -2,7 +2,7 @@
 //! answers and SSE streams, request shapes, retries, timeouts, broken streams and key hygiene.
 //! Every behaviour runs against both providers.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

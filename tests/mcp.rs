@@ -2,7 +2,7 @@
 //! with keys, scopes, projects and bad input. The official Python SDK drives the same server in
 //! `tests/mcp/client.py` (`.ci/mcp.sh`).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};

@@ -3,7 +3,7 @@
 //! search over turn windows with sources and filters, insights and summaries, the end job and
 //! the memories it makes, and bad input that stores nothing.
 
-mod common;
+use crate::common;
 
 use common::{Server, client};
 use reqwest::blocking::multipart::{Form, Part};

@@ -2,7 +2,7 @@
 //! events, pagination, the filter grammar, errors as `{detail, code}`, and bad input. The official
 //! Python clients themselves are driven by `tests/mem0/clients.py` (`.ci/mem0.sh`).
 
-mod common;
+use crate::common;
 
 use common::{Server, client};
 use reqwest::Method;

@@ -2,7 +2,7 @@
 //! model), duplicates, search with filters and relations, history, updates, expiry, isolation,
 //! bad input, and SIGKILL during concurrent adds.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 //! against the real binary. The checks that need system tools (shellcheck, systemd-analyze,
 //! promtool, prometheus, cargo-deb, dpkg) are in `.ci/packaging`.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -199,7 +199,7 @@ fn write_notes(server: &Server, n: usize) -> Vec<String> {
 }
 
 fn assert_notes_served(bin: &Path, data: &Path, ids: &[String]) {
-    let server = Server::start_command(nexus_at(bin, data), data, |_| {});
+    let server = Server::start_command(nexus_at(bin, data), |_| {});
     server.wait_ready();
     let c = client();
     for (i, id) in ids.iter().enumerate() {
@@ -241,7 +241,7 @@ fn upgrade_in_place_keeps_data_and_a_broken_build_is_rolled_back() {
     let first = install(Path::new(nexus_bin()), &[]);
     assert!(first.status.success());
     assert!(data.join("FORMAT").is_file(), "install.sh started the new binary on the data directory");
-    let server = Server::start_command(nexus_at(&installed, &data), &data, |_| {});
+    let server = Server::start_command(nexus_at(&installed, &data), |_| {});
     server.wait_ready();
     let ids = write_notes(&server, 5);
 

@@ -1,6 +1,6 @@
 //! Keys, scopes, tenants, limits and the audit log, end to end: the real binary over real sockets.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

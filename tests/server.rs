@@ -1,6 +1,6 @@
 //! End-to-end: the real binary, over real sockets.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! Running under systemd: the sd_notify protocol (READY, RELOADING, STOPPING, WATCHDOG) spoken to a
 //! real notification socket, and SIGHUP reloads, against the real binary.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;

@@ -1,7 +1,7 @@
 //! HTTPS over real sockets, with self-signed certificates made here: HTTP/2 by ALPN, certificate
 //! reload on SIGHUP, graceful shutdown of in-flight requests.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::path::Path;

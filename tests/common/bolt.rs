@@ -38,9 +38,11 @@ pub struct TestGraph {
     _lease: Lease,
 }
 
+/// Held, never read: dropping it stops the test's own server or hands the shared one on.
+#[allow(dead_code, reason = "held for its drop")]
 enum Lease {
     Own(OwnServer),
-    Shared(#[allow(dead_code)] tokio::sync::MutexGuard<'static, ()>),
+    Shared(tokio::sync::MutexGuard<'static, ()>),
 }
 
 /// A graph for one test: a FalkorDB of its own, or the shared server once it is this test's turn

@@ -326,11 +326,6 @@ impl Drop for OwnS3 {
     }
 }
 
-/// The script that installs, starts and stops the servers.
-pub fn script() -> &'static Path {
-    Path::new(SCRIPT)
-}
-
 /// A Postgres server of one test's own, which the test may stop and start again on the same port
 /// and data (the server [`postgres`] gives is shared and must stay up). Built from the same
 /// binaries; run as `nobody` when this process is root. Stopped, and its directory removed, on

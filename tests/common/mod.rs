@@ -55,7 +55,6 @@ pub struct Server {
     pub addr: SocketAddr,
     /// `http` or `https`, as announced.
     pub scheme: String,
-    pub data_dir: PathBuf,
     /// Every line the server printed on stdout so far.
     pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -70,20 +69,15 @@ impl Server {
     }
 
     pub fn start_on(data_dir: &Path, listen: &str, customize: impl FnOnce(&mut Command)) -> Server {
-        Self::start_command_on(nexus(data_dir), data_dir, listen, customize)
+        Self::start_command_on(nexus(data_dir), listen, customize)
     }
 
     /// Serves with the given command (from [`nexus`] or [`nexus_at`]) on a free loopback port.
-    pub fn start_command(cmd: Command, data_dir: &Path, customize: impl FnOnce(&mut Command)) -> Server {
-        Self::start_command_on(cmd, data_dir, "127.0.0.1:0", customize)
+    pub fn start_command(cmd: Command, customize: impl FnOnce(&mut Command)) -> Server {
+        Self::start_command_on(cmd, "127.0.0.1:0", customize)
     }
 
-    fn start_command_on(
-        mut cmd: Command,
-        data_dir: &Path,
-        listen: &str,
-        customize: impl FnOnce(&mut Command),
-    ) -> Server {
+    fn start_command_on(mut cmd: Command, listen: &str, customize: impl FnOnce(&mut Command)) -> Server {
         cmd.args(["serve", "--listen", listen]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         customize(&mut cmd);
         let mut child = cmd.spawn().expect("spawn nexus serve");
@@ -114,7 +108,7 @@ impl Server {
                 panic!("nexus serve did not announce its address; status {:?}", child.wait());
             }
         };
-        Server { child, addr, scheme, data_dir: data_dir.to_path_buf(), stdout: printed }
+        Server { child, addr, scheme, stdout: printed }
     }
 
     pub fn url(&self, path: &str) -> String {
