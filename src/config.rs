@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 
 pub const DEFAULT_CONFIG: &str = include_str!("../assets/default-config.toml");
 pub const SYSTEM_CONFIG_PATH: &str = "/etc/nexus/nexus.toml";
+/// Dimensions of the built-in embedding model's vectors (all-MiniLM-L6-v2): what
+/// `store.vectors.dimensions` must be when `embed.provider = "builtin"`.
+pub const BUILTIN_EMBED_DIMENSIONS: usize = 384;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -60,19 +63,6 @@ pub struct KnowledgeConfig {
     pub graph_extraction: bool,
 }
 
-impl KnowledgeConfig {
-    /// The fusion document search and answers use unless a request gives its own.
-    pub fn fusion(&self) -> crate::search::Fusion {
-        crate::search::Fusion {
-            keyword_weight: self.keyword_weight,
-            semantic_weight: self.semantic_weight,
-            title_weight: self.title_weight,
-            context_weight: self.context_weight,
-            ..Default::default()
-        }
-    }
-}
-
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryConfig {
@@ -104,13 +94,6 @@ pub struct MemoryConfig {
     pub time_weight: f32,
     /// How much a query that is a question lowers the score of memories that end with one.
     pub question_weight: f32,
-}
-
-impl MemoryConfig {
-    /// The fusion memory search uses unless a request gives its own.
-    pub fn fusion(&self) -> crate::search::Fusion {
-        crate::search::Fusion { keyword_weight: 1.0, semantic_weight: self.semantic_weight, ..Default::default() }
-    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -1218,7 +1201,7 @@ impl Config {
             return bad("backup.keep_last", "keeps nothing: set keep_last, keep_daily or keep_weekly above 0");
         }
         if let Some(dir) = self.backup.dir.as_deref().and_then(Path::to_str).filter(|d| d.starts_with("s3://")) {
-            let (bucket, prefix) = crate::backup::target::parse_s3(dir)
+            let (bucket, prefix) = parse_s3(dir)
                 .map_err(|e| Error::config(format!("invalid configuration: `backup.dir` {}", e.message)))?;
             self.backup_s3(&bucket, &prefix)?;
         }
@@ -1255,10 +1238,10 @@ impl Config {
                 }
             }
             (EmbedProvider::Builtin, _) => {
-                if self.store.vectors.dimensions != crate::embed::builtin::DIMENSIONS {
+                if self.store.vectors.dimensions != BUILTIN_EMBED_DIMENSIONS {
                     return bad(
                         "store.vectors.dimensions",
-                        &format!("must be {} with the built-in embedder", crate::embed::builtin::DIMENSIONS),
+                        &format!("must be {} with the built-in embedder", BUILTIN_EMBED_DIMENSIONS),
                     );
                 }
             }
@@ -1337,6 +1320,25 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
+}
+
+/// `s3://bucket/prefix` as (bucket, prefix); the prefix may be empty.
+pub fn parse_s3(location: &str) -> Result<(String, String)> {
+    let rest = location.strip_prefix("s3://").unwrap_or(location);
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_matches('/');
+    let bucket_ok = !bucket.is_empty()
+        && bucket.len() <= 63
+        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
+    let prefix_ok = prefix.is_empty()
+        || prefix.split('/').all(|s| !s.is_empty() && s != "." && s != ".." && !s.chars().any(char::is_control));
+    if !bucket_ok || !prefix_ok {
+        return Err(Error::invalid(format!(
+            "`{location}` is not an S3 location: write s3://BUCKET or s3://BUCKET/PREFIX (a bucket name of \
+             lowercase letters, digits, '-' and '.')"
+        )));
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
 }
 
 /// A secret named by `{setting}_env` (an environment variable) or `{setting}_file` (a file whose

@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::archive::{self, ArchiveFile};
 use super::{BackupArchive, schedule};
-use crate::config::Config;
+use crate::config::{Config, parse_s3};
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::objects::ByteStream;
 use crate::store::objects::s3;
@@ -42,25 +42,6 @@ const UNFINISHED_AFTER: chrono::Duration = chrono::Duration::days(1);
 /// Whether `location` names an S3 bucket.
 pub fn is_s3(location: &str) -> bool {
     location.starts_with("s3://")
-}
-
-/// `s3://bucket/prefix` as (bucket, prefix); the prefix may be empty.
-pub fn parse_s3(location: &str) -> Result<(String, String)> {
-    let rest = location.strip_prefix("s3://").unwrap_or(location);
-    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    let prefix = prefix.trim_matches('/');
-    let bucket_ok = !bucket.is_empty()
-        && bucket.len() <= 63
-        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.'));
-    let prefix_ok = prefix.is_empty()
-        || prefix.split('/').all(|s| !s.is_empty() && s != "." && s != ".." && !s.chars().any(char::is_control));
-    if !bucket_ok || !prefix_ok {
-        return Err(Error::invalid(format!(
-            "`{location}` is not an S3 location: write s3://BUCKET or s3://BUCKET/PREFIX (a bucket name of \
-             lowercase letters, digits, '-' and '.')"
-        )));
-    }
-    Ok((bucket.to_string(), prefix.to_string()))
 }
 
 /// `s3://bucket/prefix/NAME` as (`s3://bucket/prefix`, `NAME`).

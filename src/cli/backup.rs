@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorCode, Result};
 pub(super) async fn take(config: Config, to: Option<String>, no_derived: bool, json: bool) -> Result<i32> {
     let location = match to {
         Some(to) if target::is_s3(&to) => {
-            target::parse_s3(&to)?;
+            crate::config::parse_s3(&to)?;
             to
         }
         Some(to) => std::path::absolute(PathBuf::from(to))?.display().to_string(),

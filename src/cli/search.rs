@@ -9,7 +9,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::datadir::{DataDir, Holder};
 use crate::error::{Error, Result};
-use crate::search::Mode;
+use crate::search::{Fusion, Mode};
 use crate::store::TenantId;
 
 impl From<SearchMode> for Mode {
@@ -45,7 +45,7 @@ pub(super) async fn run(config: Config, args: SearchArgs) -> Result<i32> {
                 serde_json::from_value(body).map_err(|e| Error::internal("search request", e))?;
             let hits = app
                 .search
-                .search(&input.into_request(TenantId::default_tenant(), app.config.knowledge.fusion())?)
+                .search(&input.into_request(TenantId::default_tenant(), Fusion::for_documents(&app.config.knowledge))?)
                 .await;
             app.shutdown().await;
             let hits = hits?;

@@ -18,7 +18,7 @@ use super::bert::{Bert, BertConfig};
 use super::{Embedder, EmbedderIdentity};
 use crate::error::{Error, Result};
 
-pub const DIMENSIONS: usize = 384;
+pub const DIMENSIONS: usize = crate::config::BUILTIN_EMBED_DIMENSIONS;
 /// sentence-transformers' `max_seq_length` for this model, special tokens included.
 pub const MAX_TOKENS: usize = 256;
 /// Tokens per piece when a long text is split: room for [CLS]/[SEP] and for re-tokenising at a

@@ -44,7 +44,7 @@ pub async fn take(
 ) -> Result<(StatusCode, axum::Json<Job>)> {
     if let Some(dir) = &body.dir {
         if backup::target::is_s3(dir) {
-            backup::target::parse_s3(dir)?;
+            crate::config::parse_s3(dir)?;
         } else if !std::path::Path::new(dir).is_absolute() || dir.contains('\0') {
             return Err(crate::error::Error::invalid(format!(
                 "dir `{dir}` must be an absolute path on the server or s3://bucket/prefix (or leave it out for \

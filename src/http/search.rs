@@ -235,7 +235,7 @@ pub async fn search(
     Tenant(tenant): Tenant,
     ApiJson(input): ApiJson<SearchInput>,
 ) -> Result<axum::Json<SearchResults>> {
-    let request = input.into_request(tenant, app.config.knowledge.fusion())?;
+    let request = input.into_request(tenant, Fusion::for_documents(&app.config.knowledge))?;
     let hits = app.search.search(&request).await?;
     let results = hits
         .into_iter()
@@ -293,7 +293,7 @@ pub async fn ask(
     headers: HeaderMap,
     ApiJson(input): ApiJson<SearchInput>,
 ) -> Result<Response> {
-    let mut request = input.into_request(tenant, app.config.knowledge.fusion())?;
+    let mut request = input.into_request(tenant, Fusion::for_documents(&app.config.knowledge))?;
     if request.top_k > 20 {
         request.top_k = 20;
     }

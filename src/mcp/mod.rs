@@ -49,7 +49,7 @@ use crate::meetings::model::{CHUNK_KIND as MEETING_CHUNK_KIND, speaker_tag};
 use crate::memory::add::{AddRequest, scope_filter};
 use crate::memory::search::SearchOptions;
 use crate::memory::{Filter, ListRequest};
-use crate::search::SearchRequest;
+use crate::search::{Fusion, SearchRequest};
 use crate::store::records::RecordFilter;
 
 /// Resource URI templates: a memory and a document by id.
@@ -866,7 +866,7 @@ impl McpServer {
                 filter,
                 top_k: check_top_k(args.top_k, 10, 100)?,
                 offset: 0,
-                fusion: self.app.config.knowledge.fusion(),
+                fusion: Fusion::for_documents(&self.app.config.knowledge),
                 snippets: true,
             };
             let hits = self.app.search.search(&request).await?;
@@ -934,7 +934,7 @@ impl McpServer {
             filter: RecordFilter { kinds: vec![CHUNK_KIND.to_string()], tags, metadata, ..RecordFilter::default() },
             top_k,
             offset: 0,
-            fusion: self.app.config.knowledge.fusion(),
+            fusion: Fusion::for_documents(&self.app.config.knowledge),
             snippets: true,
         })
     }

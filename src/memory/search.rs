@@ -80,7 +80,7 @@ impl SearchOptions {
     /// The defaults `config` sets (top 10, hybrid, relations read).
     pub fn configured(config: &MemoryConfig) -> SearchOptions {
         SearchOptions {
-            fusion: config.fusion(),
+            fusion: Fusion::for_memories(config),
             neighbour_weight: config.neighbour_weight.clamp(0.0, 1.0),
             hop_weight: config.hop_weight.clamp(0.0, 1.0),
             ..SearchOptions::default()

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{KnowledgeConfig, MemoryConfig};
 use crate::embed::EmbedService;
 use crate::error::{Error, Result};
 use crate::store::records::{Record, RecordFilter, facet};
@@ -73,6 +74,24 @@ fn sixty() -> f32 {
 }
 fn default_title_weight() -> f32 {
     crate::store::text::DEFAULT_TITLE_WEIGHT
+}
+
+impl Fusion {
+    /// The fusion document search and answers use unless a request gives its own.
+    pub fn for_documents(config: &KnowledgeConfig) -> Self {
+        Fusion {
+            keyword_weight: config.keyword_weight,
+            semantic_weight: config.semantic_weight,
+            title_weight: config.title_weight,
+            context_weight: config.context_weight,
+            ..Default::default()
+        }
+    }
+
+    /// The fusion memory search uses unless a request gives its own.
+    pub fn for_memories(config: &MemoryConfig) -> Self {
+        Fusion { keyword_weight: 1.0, semantic_weight: config.semantic_weight, ..Default::default() }
+    }
 }
 
 impl Default for Fusion {
