@@ -488,8 +488,11 @@ fn a_shared_derived_backend_frozen_under_writes_falls_behind_and_catches_up() {
                 if status == 200 {
                     break;
                 }
-                if let Some(log) = stack.exited(server_name) {
-                    panic!("{server_name} exited after it was resumed; the end of its log:\n{log}");
+                // Any server of the stack that died (not only the one resumed) is named with its log.
+                for other in ["osmem", "qdrant", "falkordb"] {
+                    if let Some(log) = stack.exited(other) {
+                        panic!("{other} exited after {server_name} was resumed; the end of its log:\n{log}");
+                    }
                 }
                 assert!(back.elapsed() < RECOVERY_LIMIT, "{name} not ready after {server_name} came back: {body}");
                 std::thread::sleep(Duration::from_millis(100));
