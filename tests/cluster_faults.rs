@@ -489,7 +489,7 @@ fn a_shared_derived_backend_frozen_under_writes_falls_behind_and_catches_up() {
                     break;
                 }
                 // Any server of the stack that died (not only the one resumed) is named with its log.
-                for other in ["osmem", "qdrant", "falkordb"] {
+                for other in common::cluster::PrivateStack::FREEZABLE {
                     if let Some(log) = stack.exited(other) {
                         panic!("{other} exited after {server_name} was resumed; the end of its log:\n{log}");
                     }

@@ -626,7 +626,10 @@ impl PrivateStack {
         assert!(status.success(), "kill -{signal} {server}");
     }
 
-    /// Freezes a server (`osmem`, `qdrant` or `falkordb`): it answers nothing until resumed.
+    /// The servers a stack can freeze, each with its own process and log.
+    pub const FREEZABLE: [&'static str; 3] = ["osmem", "qdrant", "falkordb"];
+
+    /// Freezes a server (one of [`Self::FREEZABLE`]): it answers nothing until resumed.
     pub fn pause(&self, server: &str) {
         if server == "falkordb" {
             return self.bolt_proxy.freeze(true);
@@ -688,7 +691,7 @@ impl PrivateStack {
 
 impl Drop for PrivateStack {
     fn drop(&mut self) {
-        for server in ["osmem", "qdrant", "falkordb"] {
+        for server in Self::FREEZABLE {
             let _ = Command::new("bash")
                 .arg("-c")
                 .arg(format!("kill -CONT $(cat '{}/{server}.pid') 2>/dev/null", self.dir.display()))
