@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use std::ops::Bound;
 use tantivy::collector::TopDocs;
 
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
+use tantivy::query::{BooleanQuery, EmptyQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions, Value,
 };
@@ -143,9 +143,26 @@ fn tantivy_err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Error + '_ 
 
 /// Drops what was applied since the last commit; the indexer applies it again.
 fn rollback(writer: &mut IndexWriter) {
-    if let Err(e) = writer.rollback() {
+    let rolled_back = writer.rollback().and_then(|_| spend_last_commit_opstamp(writer));
+    if let Err(e) = rolled_back {
         tracing::error!(error = %e, "rolling the text index writer back failed");
     }
+}
+
+/// Opens the index's one writer.
+fn open_writer(index: &Index, memory: usize) -> tantivy::Result<IndexWriter> {
+    let writer = index.writer(memory)?;
+    spend_last_commit_opstamp(&writer)?;
+    Ok(writer)
+}
+
+/// A writer opened (or rolled back) numbers its first operation with the last commit's opstamp,
+/// which the segments whose deletions that commit advanced carry too. A merge that starts before
+/// the next commit takes such a segment to be up to date with a delete it has not seen, and the
+/// merged segment never applies it: the deleted document is back. A first operation that deletes
+/// nothing takes that opstamp instead.
+fn spend_last_commit_opstamp(writer: &IndexWriter) -> tantivy::Result<()> {
+    writer.delete_query(Box::new(EmptyQuery)).map(drop)
 }
 
 impl TantivyTextStore {
@@ -214,7 +231,7 @@ fn open_index(
     let directory = UnsyncedDirectory::open(dir).map_err(|e| Opening::Failed(Error::store("open text index", e)))?;
     let index = Index::open_or_create(directory, schema().0).map_err(damaged)?;
     // The writer's lock first: a folder another process holds is never judged, let alone rebuilt.
-    let writer = index.writer(memory).map_err(|e| Opening::Failed(Error::store("open text index writer", e)))?;
+    let writer = open_writer(&index, memory).map_err(|e| Opening::Failed(Error::store("open text index writer", e)))?;
     if verify {
         let bad = index.validate_checksum().map_err(damaged)?;
         if !bad.is_empty() {
@@ -566,5 +583,69 @@ impl TextStore for TantivyTextStore {
     async fn stats(&self) -> Result<StoreStats> {
         let items = self.inner.reader.searcher().num_docs();
         Ok(StoreStats { items, bytes: dir_size(&self.inner.dir) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tantivy::indexer::NoMergePolicy;
+
+    use super::*;
+
+    /// An index of two committed segments, {1, 2} and {3}, whose last commit deleted 1: the
+    /// first segment's deletions are at that commit's opstamp.
+    fn deletions_at_last_commit(dir: &Path) -> (Index, Fields) {
+        let (schema, f) = schema();
+        let index = Index::create_in_dir(dir, schema).unwrap();
+        let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        for keys in [&[1u64, 2][..], &[3]] {
+            for &key in keys {
+                writer.add_document(doc!(f.key => key, f.tenant => "t")).unwrap();
+            }
+            writer.commit().unwrap();
+        }
+        writer.delete_term(Term::from_field_u64(f.key, 1));
+        writer.commit().unwrap();
+        (index, f)
+    }
+
+    /// Deletes 2 first thing, merges both segments before the next commit (the one without
+    /// deletions first), commits, and returns the live keys.
+    fn delete_merge_commit(index: &Index, f: Fields, writer: &mut IndexWriter) -> Vec<u64> {
+        writer.set_merge_policy(Box::new(NoMergePolicy));
+        writer.delete_term(Term::from_field_u64(f.key, 2));
+        let mut segments = index.searchable_segment_metas().unwrap();
+        segments.sort_by_key(|s| s.num_deleted_docs());
+        let ids: Vec<_> = segments.iter().map(|s| s.id()).collect();
+        writer.merge(&ids).wait().unwrap();
+        writer.commit().unwrap();
+        let reader = index.reader().unwrap();
+        let searcher = reader.searcher();
+        let mut keys = Vec::new();
+        for segment in searcher.segment_readers() {
+            let column = segment.fast_fields().u64("key").unwrap();
+            keys.extend(segment.doc_ids_alive().filter_map(|doc| column.first(doc)));
+        }
+        keys.sort_unstable();
+        keys
+    }
+
+    #[test]
+    fn a_delete_first_after_reopening_survives_a_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, f) = deletions_at_last_commit(dir.path());
+        let mut writer = open_writer(&index, 50_000_000).unwrap();
+        assert_eq!(delete_merge_commit(&index, f, &mut writer), vec![3]);
+    }
+
+    #[test]
+    fn a_delete_first_after_a_rollback_survives_a_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, f) = deletions_at_last_commit(dir.path());
+        let mut writer = open_writer(&index, 50_000_000).unwrap();
+        writer.add_document(doc!(f.key => 4u64, f.tenant => "t")).unwrap();
+        rollback(&mut writer);
+        assert_eq!(delete_merge_commit(&index, f, &mut writer), vec![3]);
     }
 }
