@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use std::ops::Bound;
 use tantivy::collector::TopDocs;
 
@@ -67,6 +67,10 @@ struct Inner {
     index: Index,
     reader: IndexReader,
     writer: Mutex<IndexWriter>,
+    /// The writer's memory budget, for a writer opened again.
+    memory: usize,
+    /// Set when a rollback left the writer unusable and no new one could be opened yet.
+    writer_lost: AtomicBool,
     fields: Fields,
     /// Set by a closing [`TextStore::sync`]; a later commit marks the folder unsynced again.
     closed: AtomicBool,
@@ -141,14 +145,6 @@ fn tantivy_err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Error + '_ 
     move |e| Error::store(context, e)
 }
 
-/// Drops what was applied since the last commit; the indexer applies it again.
-fn rollback(writer: &mut IndexWriter) {
-    let rolled_back = writer.rollback().and_then(|_| spend_last_commit_opstamp(writer));
-    if let Err(e) = rolled_back {
-        tracing::error!(error = %e, "rolling the text index writer back failed");
-    }
-}
-
 /// Opens the index's one writer.
 fn open_writer(index: &Index, memory: usize) -> tantivy::Result<IndexWriter> {
     let writer = index.writer(memory)?;
@@ -193,6 +189,8 @@ impl TantivyTextStore {
                     index,
                     reader,
                     writer: Mutex::new(writer),
+                    memory,
+                    writer_lost: AtomicBool::new(false),
                     fields: schema().1,
                     closed: AtomicBool::new(false),
                     tokens: Mutex::new((u64::MAX, Default::default())),
@@ -246,6 +244,44 @@ fn open_index(
 }
 
 impl Inner {
+    /// The writer, opened again first if a rollback left it unusable.
+    fn writer(&self) -> Result<MutexGuard<'_, IndexWriter>> {
+        let mut writer = self.writer.lock();
+        if self.writer_lost.load(Ordering::Acquire) {
+            *writer = open_writer(&self.index, self.memory).map_err(tantivy_err("open text index writer"))?;
+            self.writer_lost.store(false, Ordering::Release);
+        }
+        Ok(writer)
+    }
+
+    /// Drops what was applied since the last commit; the indexer applies it again. tantivy's
+    /// rollback builds a new writer and hands it the directory lock: when building it fails
+    /// (the folder went away), the old writer holds no lock and panics on its next rollback, so
+    /// it is left unused and a new one is opened instead, now or before the next write.
+    fn rollback(&self, writer: &mut IndexWriter) {
+        if !self.writer_lost.load(Ordering::Acquire) {
+            match writer.rollback() {
+                Ok(_) => {
+                    if let Err(e) = spend_last_commit_opstamp(writer) {
+                        tracing::error!(error = %e, "preparing the rolled-back text index writer failed");
+                    }
+                    return;
+                }
+                Err(e) => tracing::error!(error = %e, "rolling the text index writer back failed; opening a new one"),
+            }
+        }
+        match open_writer(&self.index, self.memory) {
+            Ok(opened) => {
+                *writer = opened;
+                self.writer_lost.store(false, Ordering::Release);
+            }
+            Err(e) => {
+                self.writer_lost.store(true, Ordering::Release);
+                tracing::error!(error = %e, "opening a new text index writer failed; the next write tries again");
+            }
+        }
+    }
+
     fn filters(&self, query: &TextQuery) -> Vec<(Occur, Box<dyn Query>)> {
         let f = self.fields;
         let term = |field: Field, value: &str| -> Box<dyn Query> {
@@ -407,7 +443,7 @@ impl TextStore for TantivyTextStore {
         let inner = self.inner.clone();
         blocking(move || {
             let f = inner.fields;
-            let mut writer = inner.writer.lock();
+            let mut writer = inner.writer()?;
             for d in docs {
                 writer.delete_term(Term::from_field_u64(f.key, d.key));
                 let mut document = doc!(
@@ -425,7 +461,7 @@ impl TextStore for TantivyTextStore {
                     document.add_text(f.facets, facet);
                 }
                 if let Err(e) = writer.add_document(document) {
-                    rollback(&mut writer);
+                    inner.rollback(&mut writer);
                     return Err(Error::store("index text document", e));
                 }
             }
@@ -437,7 +473,7 @@ impl TextStore for TantivyTextStore {
     async fn delete(&self, keys: Vec<RecordKey>, _seq: Seq) -> Result<()> {
         let inner = self.inner.clone();
         blocking(move || {
-            let writer = inner.writer.lock();
+            let writer = inner.writer()?;
             for key in keys {
                 writer.delete_term(Term::from_field_u64(inner.fields.key, key));
             }
@@ -467,7 +503,7 @@ impl TextStore for TantivyTextStore {
     async fn commit(&self, seq: Seq) -> Result<()> {
         let inner = self.inner.clone();
         blocking(move || {
-            let mut writer = inner.writer.lock();
+            let mut writer = inner.writer()?;
             if inner.closed.swap(false, Ordering::AcqRel) {
                 unsynced::mark_unsynced(&inner.dir)?;
             }
@@ -478,7 +514,7 @@ impl TextStore for TantivyTextStore {
                 Ok::<_, Error>(())
             })();
             if let Err(e) = committed {
-                rollback(&mut writer);
+                inner.rollback(&mut writer);
                 return Err(e);
             }
             drop(writer);
@@ -568,7 +604,7 @@ impl TextStore for TantivyTextStore {
     async fn clear(&self) -> Result<()> {
         let inner = self.inner.clone();
         blocking(move || {
-            let mut writer = inner.writer.lock();
+            let mut writer = inner.writer()?;
             writer.delete_all_documents().map_err(tantivy_err("clear text index"))?;
             let mut prepared = writer.prepare_commit().map_err(tantivy_err("prepare text commit"))?;
             prepared.set_payload("0");
@@ -592,9 +628,9 @@ mod tests {
 
     use super::*;
 
-    /// An index of two committed segments, {1, 2} and {3}, whose last commit deleted 1: the
-    /// first segment's deletions are at that commit's opstamp.
-    fn deletions_at_last_commit(dir: &Path) -> (Index, Fields) {
+    /// A text store over an index of two committed segments, {1, 2} and {3}, whose last commit
+    /// deleted 1: the first segment's deletions are at that commit's opstamp.
+    async fn deletions_at_last_commit(dir: &Path) -> TantivyTextStore {
         let (schema, f) = schema();
         let index = Index::create_in_dir(dir, schema).unwrap();
         let mut writer: IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
@@ -607,45 +643,78 @@ mod tests {
         }
         writer.delete_term(Term::from_field_u64(f.key, 1));
         writer.commit().unwrap();
-        (index, f)
+        drop(writer);
+        TantivyTextStore::open(dir, &TextConfig::default()).await.unwrap()
     }
 
     /// Deletes 2 first thing, merges both segments before the next commit (the one without
     /// deletions first), commits, and returns the live keys.
-    fn delete_merge_commit(index: &Index, f: Fields, writer: &mut IndexWriter) -> Vec<u64> {
-        writer.set_merge_policy(Box::new(NoMergePolicy));
-        writer.delete_term(Term::from_field_u64(f.key, 2));
-        let mut segments = index.searchable_segment_metas().unwrap();
-        segments.sort_by_key(|s| s.num_deleted_docs());
-        let ids: Vec<_> = segments.iter().map(|s| s.id()).collect();
-        writer.merge(&ids).wait().unwrap();
-        writer.commit().unwrap();
-        let reader = index.reader().unwrap();
-        let searcher = reader.searcher();
-        let mut keys = Vec::new();
-        for segment in searcher.segment_readers() {
-            let column = segment.fast_fields().u64("key").unwrap();
-            keys.extend(segment.doc_ids_alive().filter_map(|doc| column.first(doc)));
+    async fn delete_merge_commit(store: &TantivyTextStore) -> Vec<u64> {
+        let inner = &store.inner;
+        {
+            let mut writer = inner.writer.lock();
+            writer.set_merge_policy(Box::new(NoMergePolicy));
+            writer.delete_term(Term::from_field_u64(inner.fields.key, 2));
+            let mut segments = inner.index.searchable_segment_metas().unwrap();
+            segments.sort_by_key(|s| s.num_deleted_docs());
+            let ids: Vec<_> = segments.iter().map(|s| s.id()).collect();
+            writer.merge(&ids).wait().unwrap();
         }
-        keys.sort_unstable();
-        keys
+        store.commit(9).await.unwrap();
+        store.keys().await.unwrap()
     }
 
-    #[test]
-    fn a_delete_first_after_reopening_survives_a_merge() {
+    #[tokio::test]
+    async fn a_delete_first_after_reopening_survives_a_merge() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, f) = deletions_at_last_commit(dir.path());
-        let mut writer = open_writer(&index, 50_000_000).unwrap();
-        assert_eq!(delete_merge_commit(&index, f, &mut writer), vec![3]);
+        let store = deletions_at_last_commit(dir.path()).await;
+        assert_eq!(delete_merge_commit(&store).await, vec![3]);
     }
 
-    #[test]
-    fn a_delete_first_after_a_rollback_survives_a_merge() {
+    #[tokio::test]
+    async fn a_delete_first_after_a_rollback_survives_a_merge() {
         let dir = tempfile::tempdir().unwrap();
-        let (index, f) = deletions_at_last_commit(dir.path());
-        let mut writer = open_writer(&index, 50_000_000).unwrap();
-        writer.add_document(doc!(f.key => 4u64, f.tenant => "t")).unwrap();
-        rollback(&mut writer);
-        assert_eq!(delete_merge_commit(&index, f, &mut writer), vec![3]);
+        let store = deletions_at_last_commit(dir.path()).await;
+        {
+            let mut writer = store.inner.writer.lock();
+            writer.add_document(doc!(store.inner.fields.key => 4u64, store.inner.fields.tenant => "t")).unwrap();
+            store.inner.rollback(&mut writer);
+        }
+        assert_eq!(delete_merge_commit(&store).await, vec![3]);
+    }
+
+    fn text_doc(key: u64) -> TextDoc {
+        TextDoc {
+            key,
+            tenant: TenantId::new("t").unwrap(),
+            kind: "note".into(),
+            title: String::new(),
+            body: format!("note {key}"),
+            tags: Vec::new(),
+            facets: Vec::new(),
+            date: 0,
+        }
+    }
+
+    /// tantivy cannot roll a writer back while the index's `meta.json` is gone: the writer is
+    /// replaced instead, once the index can be opened again, and nothing panics meanwhile.
+    #[tokio::test]
+    async fn a_writer_that_cannot_be_rolled_back_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TantivyTextStore::open(dir.path(), &TextConfig::default()).await.unwrap();
+        store.upsert(vec![text_doc(1)], 1).await.unwrap();
+        store.commit(1).await.unwrap();
+        let meta = dir.path().join("meta.json");
+        let saved = std::fs::read(&meta).unwrap();
+        std::fs::remove_file(&meta).unwrap();
+        for _ in 0..2 {
+            store.inner.rollback(&mut store.inner.writer.lock());
+        }
+        assert!(store.upsert(vec![text_doc(2)], 2).await.is_err(), "no writer can be opened yet");
+        std::fs::write(&meta, saved).unwrap();
+        store.upsert(vec![text_doc(2)], 2).await.unwrap();
+        store.commit(2).await.unwrap();
+        assert_eq!(store.keys().await.unwrap(), vec![1, 2]);
+        assert_eq!(store.committed_seq().await.unwrap(), 2);
     }
 }
