@@ -69,7 +69,7 @@ struct Inner {
     writer: Mutex<IndexWriter>,
     /// The writer's memory budget, for a writer opened again.
     memory: usize,
-    /// Set when a rollback left the writer unusable and no new one could be opened yet.
+    /// Set when a rollback left the writer unusable: the next write opens a new one.
     writer_lost: AtomicBool,
     fields: Fields,
     /// Set by a closing [`TextStore::sync`]; a later commit marks the folder unsynced again.
@@ -256,28 +256,21 @@ impl Inner {
 
     /// Drops what was applied since the last commit; the indexer applies it again. tantivy's
     /// rollback builds a new writer and hands it the directory lock: when building it fails
-    /// (the folder went away), the old writer holds no lock and panics on its next rollback, so
-    /// it is left unused and a new one is opened instead, now or before the next write.
+    /// (the folder went away), the old writer holds no lock and would panic on its next
+    /// rollback, so it is marked lost and [`Inner::writer`] opens a new one before the next write.
     fn rollback(&self, writer: &mut IndexWriter) {
-        if !self.writer_lost.load(Ordering::Acquire) {
-            match writer.rollback() {
-                Ok(_) => {
-                    if let Err(e) = spend_last_commit_opstamp(writer) {
-                        tracing::error!(error = %e, "preparing the rolled-back text index writer failed");
-                    }
-                    return;
-                }
-                Err(e) => tracing::error!(error = %e, "rolling the text index writer back failed; opening a new one"),
-            }
+        if self.writer_lost.load(Ordering::Acquire) {
+            return;
         }
-        match open_writer(&self.index, self.memory) {
-            Ok(opened) => {
-                *writer = opened;
-                self.writer_lost.store(false, Ordering::Release);
+        match writer.rollback() {
+            Ok(_) => {
+                if let Err(e) = spend_last_commit_opstamp(writer) {
+                    tracing::error!(error = %e, "preparing the rolled-back text index writer failed");
+                }
             }
             Err(e) => {
                 self.writer_lost.store(true, Ordering::Release);
-                tracing::error!(error = %e, "opening a new text index writer failed; the next write tries again");
+                tracing::error!(error = %e, "rolling the text index writer back failed; the next write opens a new one");
             }
         }
     }
