@@ -4,6 +4,7 @@
 # (tenants), and tests/mem0/clients.py run under each venv. Fails when any generation fails.
 # Expects target/debug/nexus (built by `cargo test`).
 #
+#   bash .ci/mem0.sh install             only make the venvs (`.ci/run` does it while it builds)
 #   bash .ci/mem0.sh                     one node, embedded stores
 #   bash .ci/mem0.sh cluster [VECTORS]   two nodes on one Postgres: a fresh database on the test
 #                                        server that NEXUS_TEST_POSTGRES_URL and NEXUS_TEST_PG_BIN
@@ -21,8 +22,8 @@ cd "$(dirname "$0")/.."
 mode="${1:-single}"
 vectors="${2:-pgvector}"
 case "$mode:${2:-}" in
-    single: | cluster: | cluster:pgvector | cluster:usearch | cluster:full) ;;
-    *) echo "usage: $0 [single | cluster [pgvector | usearch | full]]"; exit 2 ;;
+    install: | single: | cluster: | cluster:pgvector | cluster:usearch | cluster:full) ;;
+    *) echo "usage: $0 [install | single | cluster [pgvector | usearch | full]]"; exit 2 ;;
 esac
 
 versions=(0.1.118 1.0.11 2.2.1)
@@ -37,6 +38,7 @@ for version in "${versions[@]}"; do
     installed="$("$venv/bin/python" -c 'from importlib.metadata import version; print(version("mem0ai"))')"
     [ "$installed" = "$version" ] || { echo "venv $venv holds mem0ai $installed, not $version"; exit 1; }
 done
+if [ "$mode" = install ]; then exit 0; fi
 
 work="$(mktemp -d)"
 pids=()
