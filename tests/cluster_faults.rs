@@ -3,6 +3,8 @@
 //! `/health` stays 200 and `/ready` names the record store unreachable; once it is back the nodes
 //! recover by themselves, and every acknowledged write is in the record store and in every
 //! derived store of every node. Node-local derived stores (usearch) and a shared one (pgvector).
+//! Then the full cluster stack: each shared derived backend frozen under writes, and the graph
+//! server crashed and back empty, refilled from the change log.
 
 mod common;
 
@@ -541,6 +543,119 @@ fn a_shared_derived_backend_frozen_under_writes_falls_behind_and_catches_up() {
         }
         eprintln!("{name}: every store caught up {:?} after the writes stopped", started.elapsed());
     }
+    for (name, server) in nodes {
+        assert_eq!(server.stop().code(), Some(0), "{name}");
+        let out = run(nexus(&tmp.path().join(name)).arg("--config").arg(&config).arg("check"));
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+/// The full cluster stack's graph server crashes and comes back empty (FalkorDB keeps nothing
+/// on disk here), twice: once under writes through two nodes, once with nothing written after.
+/// Writes go on being acknowledged; the projector finds the store holding less than it committed,
+/// puts the graph's layout back and projects the change log again, so that every graph node is
+/// back on both nodes, without a restart and without a write to set it off.
+#[test]
+fn a_shared_graph_server_that_comes_back_empty_is_refilled_from_the_change_log() {
+    let stack = common::cluster::PrivateStack::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = stack.database("graph-lost");
+    let config = tmp.path().join("nexus-full.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}[cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n[indexer]\npersist_interval_ms = 100\n",
+            stack.stores_toml(tmp.path(), &db, "graphlost")
+        ),
+    )
+    .unwrap();
+    let nodes = [
+        ("node-a", start_node(tmp.path(), "node-a", &config, None)),
+        ("node-b", start_node(tmp.path(), "node-b", &config, None)),
+    ];
+    let ledger: Shared = Arc::default();
+    let phase = Arc::new(AtomicU8::new(BEFORE));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = nodes
+        .iter()
+        .map(|(name, server)| (name.to_string(), format!("http://{}", server.addr)))
+        .map(|(name, base)| {
+            let (ledger, phase, stop) = (ledger.clone(), phase.clone(), stop.clone());
+            std::thread::spawn(move || writer(name.clone(), base, format!("{name}-w"), ledger, phase, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    phase.store(DURING, Ordering::Relaxed);
+    stack.crash_graph_server();
+    std::thread::sleep(Duration::from_secs(3));
+    phase.store(AFTER, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().expect("a writer panicked");
+    }
+    let ledger = ledger.lock().unwrap();
+    assert!(ledger.wrong.is_empty(), "answers other than success: {:#?}", ledger.wrong);
+    assert!(
+        ledger.refused_in.is_empty(),
+        "writes refused while only the graph server was down: {:?}",
+        ledger.refused_in
+    );
+    for (name, _) in &nodes {
+        for at in [BEFORE, AFTER] {
+            assert!(ledger.acked_in.get(&(name.to_string(), at)).copied().unwrap_or(0) > 0, "{name}: writes in {at}");
+        }
+    }
+    let present: Vec<&String> = ledger.acked.iter().filter(|(_, s)| s.is_some()).map(|(id, _)| id).collect();
+    let deleted: Vec<&String> = ledger.acked.iter().filter(|(_, s)| s.is_none()).map(|(id, _)| id).collect();
+    assert!(present.len() > 20 && !deleted.is_empty(), "{} written, {} deleted", present.len(), deleted.len());
+
+    let c = client();
+    // Every graph node of an acknowledged write is there on both nodes, and no deleted one.
+    let graph_matches = |server: &Server| -> Result<(), String> {
+        let report: Value = c.get(server.url("/api/v1/admin/check")).send().unwrap().json().unwrap();
+        if report["ok"] != true {
+            return Err(format!("{report:#}"));
+        }
+        for id in &present {
+            let got = c.get(server.url(&format!("/api/v1/graph/nodes/{id}"))).send().unwrap();
+            if got.status() != 200 {
+                return Err(format!("graph node {id}: {}", got.status()));
+            }
+        }
+        for id in &deleted {
+            let got = c.get(server.url(&format!("/api/v1/graph/nodes/{id}"))).send().unwrap();
+            if got.status() != 404 {
+                return Err(format!("deleted graph node {id}: {}", got.status()));
+            }
+        }
+        Ok(())
+    };
+    let refilled = |when: &str| {
+        for (name, server) in &nodes {
+            let started = Instant::now();
+            loop {
+                match graph_matches(server) {
+                    Ok(()) => break,
+                    Err(why) => assert!(started.elapsed() < RECOVERY_LIMIT, "{name}, {when}: {why}"),
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            eprintln!("{name}: the graph refilled {:?} after {when}", started.elapsed());
+        }
+    };
+    refilled("the crash under writes");
+    let resets = || -> f64 {
+        nodes.iter().map(|(_, s)| metric(s, "nexus_indexer_store_resets_total", "store=\"graph\"").unwrap_or(0.0)).sum()
+    };
+    assert!(resets() >= 1.0, "the projector counted the store it found empty");
+
+    // Again, with nothing written after it: the projector's own check finds the store empty.
+    let before = resets();
+    stack.crash_graph_server();
+    refilled("the crash with no write after it");
+    assert!(resets() > before, "the second reset is counted");
+
     for (name, server) in nodes {
         assert_eq!(server.stop().code(), Some(0), "{name}");
         let out = run(nexus(&tmp.path().join(name)).arg("--config").arg(&config).arg("check"));

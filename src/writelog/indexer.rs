@@ -19,6 +19,10 @@
 //! batch that fails or takes more than a third of the lease halves the next one, and fast ones
 //! double it back up to `batch_size`. A slow backend then gets smaller batches instead of two
 //! nodes taking the lease from each other in turn without either finishing one.
+//! The projector also compares the position a shared store holds with what it committed to it,
+//! each time it renews its lease and after a failed batch. A server that lost data while Nexus
+//! ran (restarted empty, or restored from an older copy) holds less: the store's layout is put
+//! back and the change log, which keeps every entry, is projected again from the store's position.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,6 +101,9 @@ pub struct Indexer {
     failures: AtomicU64,
     /// For a shared store: whether this node holds its projector's lease.
     leading: AtomicBool,
+    /// For a shared store: a batch failed, so the store's layout and position are checked
+    /// before the next one (its server may have lost its data).
+    recheck: AtomicBool,
     /// Each turn of the run loop holds it for reading; [`Indexer::hold`] takes it for writing, so
     /// that the store's files stay still while a backup copies them.
     gate: tokio::sync::RwLock<()>,
@@ -171,6 +178,7 @@ impl Indexer {
             last_error: Mutex::new(None),
             failures: AtomicU64::new(0),
             leading: AtomicBool::new(false),
+            recheck: AtomicBool::new(false),
             gate: tokio::sync::RwLock::new(()),
         });
         if committed < start_head {
@@ -240,6 +248,9 @@ impl Indexer {
                 }
                 Err(e) => {
                     self.failures.fetch_add(1, Ordering::Relaxed);
+                    if self.projection.shared() {
+                        self.recheck.store(true, Ordering::Release);
+                    }
                     tracing::error!(store = self.name(), error = %e, "indexing failed; retrying");
                     *self.last_error.lock() = Some(e.to_string());
                     drop(held);
@@ -317,6 +328,9 @@ impl Indexer {
         }
         let fresh = lease.renewed.is_some_and(|at| at.elapsed() < settings.lease / 3);
         if fresh {
+            if self.recheck.load(Ordering::Acquire) {
+                self.recheck_store(true).await?;
+            }
             return Ok(true);
         }
         let name = lease_name(self.name());
@@ -341,6 +355,8 @@ impl Indexer {
                     self.committed.store(committed, Ordering::Release);
                     tracing::info!(store = self.name(), node = %settings.node_id, token, from = committed,
                         "projecting the shared store");
+                } else {
+                    self.recheck_store(self.recheck.load(Ordering::Acquire)).await?;
                 }
                 lease.token = Some(token);
                 lease.renewed = Some(Instant::now());
@@ -356,6 +372,35 @@ impl Indexer {
                 Ok(false)
             }
         }
+    }
+
+    /// For a shared store this node projects: makes sure the store still holds what this node
+    /// committed to it. When it holds less, its server lost data; projecting starts again from
+    /// the position it holds, after its layout is put back. `restore` puts the layout back first
+    /// in any case (after a failed batch: the layout may be gone with nothing committed yet).
+    async fn recheck_store(&self, restore: bool) -> Result<()> {
+        if restore {
+            self.projection.restore_layout().await?;
+        }
+        let stored = self.projection.committed_seq().await?;
+        let committed = self.committed_seq();
+        if stored < committed {
+            if !restore {
+                self.projection.restore_layout().await?;
+            }
+            tracing::warn!(
+                store = self.name(),
+                stored,
+                committed,
+                "the shared store holds less than this node committed to it (its server lost data); \
+                 projecting the change log again from the store's position"
+            );
+            metrics::counter!("nexus_indexer_store_resets_total", "store" => self.name()).increment(1);
+            self.committed.store(stored, Ordering::Release);
+            self.visible.send_replace(stored);
+        }
+        self.recheck.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Publishes what the shared store's projector (another node) has committed.

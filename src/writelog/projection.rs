@@ -50,6 +50,11 @@ pub trait Projection: Send + Sync + 'static {
         Ok(())
     }
     async fn committed_seq(&self) -> Result<Seq>;
+    /// See `GraphStore::restore_layout`: a shared store whose server lost its data is made
+    /// writable again.
+    async fn restore_layout(&self) -> Result<()> {
+        Ok(())
+    }
     /// See `TextStore::snapshot`: the store's durable state copied into `into` for a backup.
     async fn snapshot(&self, into: &std::path::Path) -> Result<Option<Seq>>;
     async fn keys(&self) -> Result<Vec<RecordKey>>;
@@ -287,6 +292,9 @@ impl Projection for GraphProjection {
     }
     async fn committed_seq(&self) -> Result<Seq> {
         self.0.committed_seq().await
+    }
+    async fn restore_layout(&self) -> Result<()> {
+        self.0.restore_layout().await
     }
     async fn snapshot(&self, into: &std::path::Path) -> Result<Option<Seq>> {
         self.0.snapshot(into).await

@@ -649,6 +649,33 @@ impl PrivateStack {
         }
     }
 
+    /// Kills the graph server's process (SIGKILL), as a crash would, and waits until its
+    /// supervisor (`cluster-servers.sh supervise`) has started it again on the same port: empty,
+    /// since it keeps nothing on disk.
+    pub fn crash_graph_server(&self) {
+        let log = self.dir.join("falkordb.log");
+        let started = || std::fs::read_to_string(&log).unwrap_or_default().matches("Ready to accept").count();
+        let before = started();
+        let supervisor = std::fs::read_to_string(self.dir.join("falkordb.pid")).expect("falkordb's pid file");
+        let supervisor = supervisor.trim();
+        let children = std::fs::read_to_string(format!("/proc/{supervisor}/task/{supervisor}/children"))
+            .unwrap_or_else(|e| panic!("falkordb's supervisor {supervisor} is gone: {e}"));
+        let children: Vec<&str> = children.split_whitespace().collect();
+        assert!(!children.is_empty(), "falkordb's supervisor runs no server");
+        for child in &children {
+            let status = Command::new("kill").arg("-KILL").arg(child).status().unwrap();
+            assert!(status.success(), "kill -KILL falkordb ({child})");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while started() == before {
+            if let Some(log) = self.exited("falkordb") {
+                panic!("falkordb's supervisor exited instead of starting it again; the end of its log:\n{log}");
+            }
+            assert!(std::time::Instant::now() < deadline, "falkordb was not started again in 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// The end of a server's log if its process has exited; None while it runs.
     pub fn exited(&self, server: &str) -> Option<String> {
         let pid = std::fs::read_to_string(self.dir.join(format!("{server}.pid"))).unwrap_or_default();

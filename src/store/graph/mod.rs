@@ -161,6 +161,14 @@ pub trait GraphStore: Send + Sync + 'static {
 
     async fn commit(&self, seq: Seq) -> Result<()>;
     async fn committed_seq(&self) -> Result<Seq>;
+    /// Puts back what writes need and the server no longer holds (the layout `open` made), and
+    /// keeps the data there. A shared store's server can lose its data (restarted empty, or
+    /// restored from an older copy) while Nexus runs: after a failed write the projector calls
+    /// this, then compares [`Self::committed_seq`] with what it committed and replays the change
+    /// log from the store's position. Nothing to do for a store a node keeps itself (the default).
+    async fn restore_layout(&self) -> Result<()> {
+        Ok(())
+    }
     /// Copies the store's durable state (as of its last commit) into the empty directory `into`,
     /// for a backup, and returns the change-log position that state holds. `None`: the backend
     /// is a service that keeps its own data (it has its own backups). The caller makes sure

@@ -322,17 +322,23 @@ impl Neo4jGraphStore {
 
     /// The first session: its failures name the settings to check.
     async fn set_up(&self) -> Result<()> {
-        let shown = self.shown().to_string();
         let mut session = self.shared.pool.session().await.map_err(|f| self.refused(f))?;
         // The first query also checks the database.
         let probe = self.run(&mut session, false, "RETURN 1", Params::default()).await;
         if let Err(e) = probe {
             return Err(self.database_refused(e));
         }
-        self.create_indexes(&mut session).await?;
+        self.lay_out(&mut session).await
+    }
+
+    /// Creates the indexes and the meta node that are missing, and checks the layout the meta
+    /// node names: at open, and again once the server is found to have lost its data.
+    async fn lay_out(&self, session: &mut Session<'_>) -> Result<()> {
+        let shown = self.shown().to_string();
+        self.create_indexes(session).await?;
         let rows = self
             .run(
-                &mut session,
+                session,
                 false,
                 "MERGE (m:NexusMeta {name: 'graph'})
                  ON CREATE SET m.format = $format, m.live = 1, m.last = 1, m.fence = 0
@@ -1218,6 +1224,16 @@ impl GraphStore for Neo4jGraphStore {
             Ok(())
         })
         .await
+    }
+
+    async fn restore_layout(&self) -> Result<()> {
+        // A rebuild's generation is written by `nexus reindex`, which starts over when it fails.
+        if self.target() != Target::Live {
+            return Ok(());
+        }
+        let _writing = self.writing.lock().await;
+        let mut session = self.session("restore the graph layout").await?;
+        self.lay_out(&mut session).await
     }
 
     async fn committed_seq(&self) -> Result<Seq> {
