@@ -403,11 +403,12 @@ impl Indexer {
         Ok(())
     }
 
-    /// Publishes what the shared store's projector (another node) has committed.
+    /// Publishes what the shared store's projector (another node) has committed: less than
+    /// before too, when the store's server lost data and is being refilled.
     async fn follow(&self) -> Result<()> {
         let committed = self.projection.committed_seq().await?;
         self.committed.store(committed, Ordering::Release);
-        if committed > self.visible_seq() {
+        if committed != self.visible_seq() {
             self.visible.send_replace(committed);
         }
         Ok(())

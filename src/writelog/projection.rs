@@ -138,6 +138,9 @@ impl Projection for TextProjection {
     async fn committed_seq(&self) -> Result<Seq> {
         self.0.committed_seq().await
     }
+    async fn restore_layout(&self) -> Result<()> {
+        self.0.restore_layout().await
+    }
     async fn snapshot(&self, into: &std::path::Path) -> Result<Option<Seq>> {
         self.0.snapshot(into).await
     }
@@ -207,6 +210,9 @@ impl Projection for VectorProjection {
     }
     async fn committed_seq(&self) -> Result<Seq> {
         self.0.committed_seq().await
+    }
+    async fn restore_layout(&self) -> Result<()> {
+        self.0.restore_layout().await
     }
     async fn snapshot(&self, into: &std::path::Path) -> Result<Option<Seq>> {
         self.0.snapshot(into).await

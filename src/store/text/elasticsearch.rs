@@ -1049,6 +1049,14 @@ impl TextStore for ElasticsearchTextStore {
         Ok(())
     }
 
+    async fn restore_layout(&self) -> Result<()> {
+        // A rebuild's generation is written by `nexus reindex`, which starts over when it fails.
+        if *self.target.read() != Target::Live {
+            return Ok(());
+        }
+        ensure_alias(&self.client).await
+    }
+
     async fn committed_seq(&self) -> Result<Seq> {
         let context = "read the text position";
         let answer = self

@@ -124,6 +124,11 @@ pub trait TextStore: Send + Sync + 'static {
         Ok(())
     }
     async fn committed_seq(&self) -> Result<Seq>;
+    /// See `GraphStore::restore_layout`: puts back what writes need and the server no longer
+    /// holds (for a shared store whose server lost its data), keeping the data there.
+    async fn restore_layout(&self) -> Result<()> {
+        Ok(())
+    }
     /// Copies the store's durable state (as of its last commit) into the empty directory `into`,
     /// for a backup, and returns the change-log position that state holds. `None`: the backend
     /// is a service that keeps its own data (it has its own backups). The caller makes sure

@@ -313,41 +313,7 @@ impl QdrantVectorStore {
         let rest = Arc::new(Rest::new(config)?);
         rest.check_server().await?;
         let alias = format!("{}-vectors", config.collection_prefix);
-        match rest.alias_target(&alias).await? {
-            Some(live) => verify(&rest, config, &live).await?,
-            None => {
-                if rest.collection_info(&alias).await?.is_some() {
-                    return Err(Error::config(format!(
-                        "qdrant at {} holds a collection named `{alias}`, the alias nexus keeps its vectors \
-                         behind; choose another {SETTING}.collection_prefix",
-                        rest.shown
-                    )));
-                }
-                let (name, created) = create_generation(&rest, config, true).await?;
-                // Another node may have made the alias meanwhile: use it.
-                match rest.alias_target(&alias).await? {
-                    Some(live) if live != name => {
-                        if created {
-                            rest.call(
-                                Method::DELETE,
-                                &format!("/collections/{name}"),
-                                None,
-                                "drop an unused collection",
-                            )
-                            .await?;
-                        }
-                        verify(&rest, config, &live).await?;
-                    }
-                    Some(_) => {}
-                    None => {
-                        let actions =
-                            json!({"actions": [{"create_alias": {"collection_name": name, "alias_name": alias}}]});
-                        rest.call(Method::POST, "/collections/aliases", Some(&actions), "create the alias").await?;
-                        tracing::info!(target = %rest.shown, collection = %name, alias = %alias, "qdrant collection created");
-                    }
-                }
-            }
-        }
+        ensure_live(&rest, config, &alias).await?;
         Ok(QdrantVectorStore::handle(rest, config, alias, None, true, 0))
     }
 
@@ -618,6 +584,42 @@ impl QdrantVectorStore {
     }
 }
 
+/// Makes sure the alias names a live collection for `config`'s vectors made by Nexus, creating
+/// the first generation and the alias when there is none; refuses anything else under the name.
+async fn ensure_live(rest: &Rest, config: &VectorsConfig, alias: &str) -> Result<()> {
+    match rest.alias_target(alias).await? {
+        Some(live) => verify(rest, config, &live).await?,
+        None => {
+            if rest.collection_info(alias).await?.is_some() {
+                return Err(Error::config(format!(
+                    "qdrant at {} holds a collection named `{alias}`, the alias nexus keeps its vectors \
+                         behind; choose another {SETTING}.collection_prefix",
+                    rest.shown
+                )));
+            }
+            let (name, created) = create_generation(rest, config, true).await?;
+            // Another node may have made the alias meanwhile: use it.
+            match rest.alias_target(alias).await? {
+                Some(live) if live != name => {
+                    if created {
+                        rest.call(Method::DELETE, &format!("/collections/{name}"), None, "drop an unused collection")
+                            .await?;
+                    }
+                    verify(rest, config, &live).await?;
+                }
+                Some(_) => {}
+                None => {
+                    let actions =
+                        json!({"actions": [{"create_alias": {"collection_name": name, "alias_name": alias}}]});
+                    rest.call(Method::POST, "/collections/aliases", Some(&actions), "create the alias").await?;
+                    tracing::info!(target = %rest.shown, collection = %name, alias = %alias, "qdrant collection created");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Creates the meta point of `collection` unless it is there.
 async fn ensure_meta(rest: &Rest, collection: &str) -> Result<()> {
     // The condition matches no stored meta point, so an existing one is kept.
@@ -878,6 +880,14 @@ impl VectorStore for QdrantVectorStore {
         self.pending.lock().clear();
         self.sweep_tombstones(&target).await;
         Ok(())
+    }
+
+    async fn restore_layout(&self) -> Result<()> {
+        // A rebuild's generation is written by `nexus reindex`, which starts over when it fails.
+        if self.generation.read().is_some() {
+            return Ok(());
+        }
+        ensure_live(&self.rest, &self.config, &self.alias).await
     }
 
     async fn committed_seq(&self) -> Result<Seq> {
