@@ -1,5 +1,6 @@
 //! The Neo4j graph store on a real Bolt server (tests/common/bolt.rs): the shared suite, stale
-//! replays, generations, tenants, fencing, and what open refuses.
+//! replays, generations, tenants, fencing, a wiped graph made writable again, and what open
+//! refuses.
 
 use std::sync::Arc;
 
@@ -280,4 +281,34 @@ async fn neo4j_any_text_and_large_batches_round_trip() {
     assert_eq!(path, vec!["spoke-010".to_string(), awkward.id.clone(), "spoke-290".to_string()]);
     let all = store.k_hop(&a, "spoke-000", 3, 1000).await.unwrap();
     assert_eq!(all.len(), 300, "the hub and the 299 other spokes");
+}
+
+/// A server that lost the graph behind the store's back (restarted empty): writes are refused
+/// and the position reads 0 until `restore_layout` puts the meta node back; it keeps what the
+/// graph holds when nothing was lost.
+#[tokio::test]
+async fn neo4j_restore_layout_makes_a_wiped_graph_writable_again() {
+    let graph = bolt::graph().await;
+    let store = open(&graph.server).await;
+    let a = tenant("wiped");
+    store.set_fence(1);
+    store.apply(vec![node(1, &a, "ada", "Ada")], 5).await.unwrap();
+    store.commit(5).await.unwrap();
+    store.restore_layout().await.unwrap();
+    assert_eq!(store.committed_seq().await.unwrap(), 5, "nothing lost: the layout and the data are kept");
+    assert_eq!(name_of(&store, &a, "ada").await.as_deref(), Some("Ada"));
+
+    let mut session = bolt::session(&graph.server).await;
+    let _wiped = session.run("MATCH (n) DETACH DELETE n").await.expect("wipe the graph");
+    assert_eq!(bolt::count(&graph.server, "MATCH (n) RETURN count(n)").await, 0);
+    assert_eq!(store.committed_seq().await.unwrap(), 0);
+    assert!(store.apply(vec![node(2, &a, "bob", "Bob")], 6).await.is_err(), "a write without the meta node");
+
+    store.restore_layout().await.unwrap();
+    assert_eq!(store.committed_seq().await.unwrap(), 0);
+    store.apply(vec![node(1, &a, "ada", "Ada"), node(2, &a, "bob", "Bob")], 6).await.unwrap();
+    store.commit(6).await.unwrap();
+    assert_eq!(store.committed_seq().await.unwrap(), 6);
+    assert_eq!(store.keys().await.unwrap(), vec![1, 2]);
+    assert_eq!(name_of(&store, &a, "bob").await.as_deref(), Some("Bob"));
 }
