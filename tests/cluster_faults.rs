@@ -124,6 +124,72 @@ fn writer(node: String, base: String, prefix: String, ledger: Shared, phase: Arc
     }
 }
 
+/// Writers through every node, recording into one ledger the phase they wrote in.
+struct Writers {
+    ledger: Shared,
+    phase: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// `per_node` writers through each node, in phase [`BEFORE`].
+    fn start(nodes: &[(&str, Server)], per_node: usize) -> Writers {
+        let ledger: Shared = Arc::default();
+        let phase = Arc::new(AtomicU8::new(BEFORE));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = nodes
+            .iter()
+            .flat_map(|(name, server)| {
+                (0..per_node).map(move |w| (name.to_string(), format!("http://{}", server.addr), w))
+            })
+            .map(|(name, base, w)| {
+                let (ledger, phase, stop) = (ledger.clone(), phase.clone(), stop.clone());
+                std::thread::spawn(move || writer(name.clone(), base, format!("{name}-w{w}"), ledger, phase, stop))
+            })
+            .collect();
+        Writers { ledger, phase, stop, threads }
+    }
+
+    fn enter(&self, phase: u8) {
+        self.phase.store(phase, Ordering::Relaxed);
+    }
+
+    /// An id written and acknowledged so far.
+    fn known_id(&self) -> String {
+        let ledger = self.ledger.lock().unwrap();
+        ledger.acked.iter().find(|(_, s)| s.is_some()).map(|(id, _)| id.clone()).expect("writes acknowledged")
+    }
+
+    /// Stops the writers and waits for them; returns what they saw.
+    fn finish(self) -> Shared {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().expect("a writer panicked");
+        }
+        self.ledger
+    }
+}
+
+/// A configuration for two nodes on `stack`'s full cluster stack (records on a fresh database
+/// named after `hint`). `quick_timeouts`: backends answer within 2 s or count as unreachable, for
+/// a test that freezes them.
+fn full_stack_config(stack: &common::cluster::PrivateStack, dir: &Path, hint: &str, quick_timeouts: bool) -> PathBuf {
+    let db = stack.database(hint);
+    let mut stores = stack.stores_toml(dir, &db, &hint.replace('-', ""));
+    if !quick_timeouts {
+        // The default time to answer, which a busy machine needs when two tests' stacks run at once.
+        stores = stores.replace("\ntimeout_ms = 2000\n", "\n");
+    }
+    let config = dir.join("nexus-full.toml");
+    std::fs::write(
+        &config,
+        format!("{stores}[cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n[indexer]\npersist_interval_ms = 100\n"),
+    )
+    .unwrap();
+    config
+}
+
 fn search_ids(server: &Server, query: &str) -> Vec<String> {
     let hits: Value = client()
         .post(server.url("/api/v1/records/search"))
@@ -216,28 +282,14 @@ fn postgres_stopped_under_load(shared_vectors: bool) {
         ("node-b", start_node(tmp.path(), "node-b", &config, None)),
     ];
 
-    let ledger: Shared = Arc::default();
-    let phase = Arc::new(AtomicU8::new(BEFORE));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = nodes
-        .iter()
-        .flat_map(|(name, server)| (0..2).map(move |w| (name.to_string(), format!("http://{}", server.addr), w)))
-        .map(|(name, base, w)| {
-            let (ledger, phase, stop) = (ledger.clone(), phase.clone(), stop.clone());
-            std::thread::spawn(move || writer(name.clone(), base, format!("{name}-w{w}"), ledger, phase, stop))
-        })
-        .collect();
-
+    let writers = Writers::start(&nodes, 2);
     std::thread::sleep(Duration::from_secs(2));
-    let known_id = {
-        let ledger = ledger.lock().unwrap();
-        ledger.acked.iter().find(|(_, s)| s.is_some()).map(|(id, _)| id.clone()).expect("writes before the outage")
-    };
+    let known_id = writers.known_id();
 
     // The outage.
     pg.stop();
     let down = Instant::now();
-    phase.store(DURING, Ordering::Relaxed);
+    writers.enter(DURING);
     while down.elapsed() < OUTAGE - Duration::from_secs(2) {
         for (name, server) in &nodes {
             probe_outage(name, server, &known_id);
@@ -245,7 +297,7 @@ fn postgres_stopped_under_load(shared_vectors: bool) {
         std::thread::sleep(Duration::from_millis(500));
     }
     std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
-    phase.store(AFTER, Ordering::Relaxed);
+    writers.enter(AFTER);
     pg.start_again();
 
     // Recovery, by themselves.
@@ -279,7 +331,7 @@ fn postgres_stopped_under_load(shared_vectors: bool) {
         assert!(r.status().is_success(), "{name}: write after recovery: {:?}", r.text());
         assert_eq!(r.json::<Value>().unwrap()["indexed"], true, "{name}: indexed after recovery");
         let indexed_in = started.elapsed();
-        ledger.lock().unwrap().acked.insert(id.clone(), Some(words.clone()));
+        writers.ledger.lock().unwrap().acked.insert(id.clone(), Some(words.clone()));
         loop {
             if search_ids(other, &words) == vec![id.clone()] {
                 break;
@@ -297,7 +349,7 @@ fn postgres_stopped_under_load(shared_vectors: bool) {
     }
     let writing_again = Instant::now();
     loop {
-        let ledger = ledger.lock().unwrap();
+        let ledger = writers.ledger.lock().unwrap();
         if nodes.iter().all(|(name, _)| ledger.acked_in.get(&(name.to_string(), AFTER)).copied().unwrap_or(0) >= 20) {
             break;
         }
@@ -305,11 +357,7 @@ fn postgres_stopped_under_load(shared_vectors: bool) {
         drop(ledger);
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.join().expect("a writer panicked");
-    }
-
+    let ledger = writers.finish();
     let ledger = ledger.lock().unwrap();
     assert!(ledger.wrong.is_empty(), "answers other than success or 503 backend_unavailable: {:#?}", ledger.wrong);
     for (name, _) in &nodes {
@@ -402,41 +450,19 @@ fn metric(server: &Server, name: &str, label: &str) -> Option<f64> {
 fn a_shared_derived_backend_frozen_under_writes_falls_behind_and_catches_up() {
     let stack = common::cluster::PrivateStack::start();
     let tmp = tempfile::tempdir().unwrap();
-    let db = stack.database("derived-outage");
-    let config = tmp.path().join("nexus-full.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n[indexer]\npersist_interval_ms = 100\n",
-            stack.stores_toml(tmp.path(), &db, "outage")
-        ),
-    )
-    .unwrap();
+    let config = full_stack_config(&stack, tmp.path(), "derived-outage", true);
     let nodes = [
         ("node-a", start_node(tmp.path(), "node-a", &config, None)),
         ("node-b", start_node(tmp.path(), "node-b", &config, None)),
     ];
-    let ledger: Shared = Arc::default();
-    let phase = Arc::new(AtomicU8::new(BEFORE));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = nodes
-        .iter()
-        .map(|(name, server)| (name.to_string(), format!("http://{}", server.addr)))
-        .map(|(name, base)| {
-            let (ledger, phase, stop) = (ledger.clone(), phase.clone(), stop.clone());
-            std::thread::spawn(move || writer(name.clone(), base, format!("{name}-w"), ledger, phase, stop))
-        })
-        .collect();
+    let writers = Writers::start(&nodes, 1);
     std::thread::sleep(Duration::from_secs(2));
-    let known_id = {
-        let ledger = ledger.lock().unwrap();
-        ledger.acked.iter().find(|(_, s)| s.is_some()).map(|(id, _)| id.clone()).expect("writes before the outage")
-    };
+    let known_id = writers.known_id();
     let mut v = vec![0.02f32; 384];
     v[3] = 1.0;
 
     for (server_name, store) in [("osmem", "text"), ("qdrant", "vectors"), ("falkordb", "graph")] {
-        phase.store(DURING, Ordering::Relaxed);
+        writers.enter(DURING);
         stack.pause(server_name);
         let down = Instant::now();
         // The projector falls behind while writes go on; /ready and /metrics say so on both nodes.
@@ -483,7 +509,7 @@ fn a_shared_derived_backend_frozen_under_writes_falls_behind_and_catches_up() {
         }
         std::thread::sleep(OUTAGE.saturating_sub(down.elapsed()));
         stack.resume(server_name);
-        phase.store(AFTER, Ordering::Relaxed);
+        writers.enter(AFTER);
         let back = Instant::now();
         for (name, server) in &nodes {
             loop {
@@ -503,11 +529,7 @@ fn a_shared_derived_backend_frozen_under_writes_falls_behind_and_catches_up() {
         }
         eprintln!("{store}: ready again {:?} after {server_name} came back", back.elapsed());
     }
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.join().expect("a writer panicked");
-    }
-
+    let ledger = writers.finish();
     let ledger = ledger.lock().unwrap();
     assert!(ledger.wrong.is_empty(), "answers other than success: {:#?}", ledger.wrong);
     assert!(
@@ -562,43 +584,20 @@ fn a_shared_derived_backend_frozen_under_writes_falls_behind_and_catches_up() {
 fn shared_derived_stores_whose_servers_lost_their_data_are_refilled_from_the_change_log() {
     let stack = common::cluster::PrivateStack::start();
     let tmp = tempfile::tempdir().unwrap();
-    let db = stack.database("graph-lost");
-    let config = tmp.path().join("nexus-full.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[cluster]\npoll_interval_ms = 200\nlease_ms = 3000\n[indexer]\npersist_interval_ms = 100\n",
-            // Nothing here waits on a frozen server: the backends get the default time to answer,
-            // which a busy machine needs when two tests' stacks run at once.
-            stack.stores_toml(tmp.path(), &db, "graphlost").replace("\ntimeout_ms = 2000\n", "\n")
-        ),
-    )
-    .unwrap();
+    // Nothing here waits on a frozen server: the backends get the default time to answer.
+    let config = full_stack_config(&stack, tmp.path(), "graph-lost", false);
     let nodes = [
         ("node-a", start_node(tmp.path(), "node-a", &config, None)),
         ("node-b", start_node(tmp.path(), "node-b", &config, None)),
     ];
-    let ledger: Shared = Arc::default();
-    let phase = Arc::new(AtomicU8::new(BEFORE));
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = nodes
-        .iter()
-        .map(|(name, server)| (name.to_string(), format!("http://{}", server.addr)))
-        .map(|(name, base)| {
-            let (ledger, phase, stop) = (ledger.clone(), phase.clone(), stop.clone());
-            std::thread::spawn(move || writer(name.clone(), base, format!("{name}-w"), ledger, phase, stop))
-        })
-        .collect();
+    let writers = Writers::start(&nodes, 1);
     std::thread::sleep(Duration::from_secs(2));
-    phase.store(DURING, Ordering::Relaxed);
+    writers.enter(DURING);
     stack.crash_graph_server();
     std::thread::sleep(Duration::from_secs(3));
-    phase.store(AFTER, Ordering::Relaxed);
+    writers.enter(AFTER);
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    for writer in writers {
-        writer.join().expect("a writer panicked");
-    }
+    let ledger = writers.finish();
     let ledger = ledger.lock().unwrap();
     assert!(ledger.wrong.is_empty(), "answers other than success: {:#?}", ledger.wrong);
     assert!(
