@@ -120,7 +120,8 @@ impl App {
             tracing::warn!(target = %migrated.target, "this data directory moved to a cluster: serving it read-only");
             writes.set_read_only(Some(migrated.refusal(dir.root()))).await;
         }
-        let search = SearchEngine::new(stores.clone(), embed.clone());
+        let reranker = crate::rerank::Reranker::open(&config.rerank)?;
+        let search = SearchEngine::new(stores.clone(), embed.clone()).with_reranker(reranker);
         let chunking = ChunkOptions {
             max_tokens: config.knowledge.chunk_max_tokens,
             overlap_tokens: config.knowledge.chunk_overlap_tokens,
@@ -132,8 +133,14 @@ impl App {
             chunking,
             config.knowledge.graph_extraction,
         ));
-        let memories =
-            Arc::new(Memories::new(stores.clone(), writes.clone(), embed.clone(), llm.clone(), config.memory.clone()));
+        let memories = Arc::new(Memories::new(
+            stores.clone(),
+            writes.clone(),
+            embed.clone(),
+            search.clone(),
+            llm.clone(),
+            config.memory.clone(),
+        ));
         let mut jobs = Jobs::new(stores.jobs.clone());
         jobs.register(INGEST_JOB, Arc::new(IngestHandler { stores: stores.clone(), documents: documents.clone() }));
         jobs.register(crate::memory::ADD_JOB, Arc::new(AddHandler(memories.clone())));

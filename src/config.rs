@@ -19,6 +19,8 @@ pub const SYSTEM_CONFIG_PATH: &str = "/etc/nexus/nexus.toml";
 /// Dimensions of the built-in embedding model's vectors (all-MiniLM-L6-v2): what
 /// `store.vectors.dimensions` must be when `embed.provider = "builtin"`.
 pub const BUILTIN_EMBED_DIMENSIONS: usize = 384;
+/// The most results one search sends to the reranker.
+pub const MAX_RERANK_CANDIDATES: usize = 1000;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +34,7 @@ pub struct Config {
     pub indexer: IndexerConfig,
     pub embed: EmbedConfig,
     pub llm: LlmConfig,
+    pub rerank: RerankConfig,
     pub knowledge: KnowledgeConfig,
     pub memory: MemoryConfig,
     pub jobs: JobsConfig,
@@ -321,6 +324,45 @@ pub struct LlmEndpointConfig {
     /// Tokens of retrieved context a prompt may carry (estimated).
     #[serde(default = "default_llm_context_tokens")]
     pub context_tokens: usize,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RerankProvider {
+    /// No reranker: results keep the order of the hybrid ranking.
+    None,
+    /// `POST {url}/rerank` as Cohere, Jina, Mixedbread, Infinity and vLLM take it:
+    /// `{model, query, documents, top_n}` → `{results: [{index, relevance_score}]}`.
+    Cohere,
+    /// text-embeddings-inference: `POST {url}/rerank` `{query, texts}` → `[{index, score}]`.
+    Tei,
+}
+
+/// `[rerank]`: a cross-encoder that reorders the best results of a search.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankConfig {
+    pub provider: RerankProvider,
+    /// Base URL, up to the API version: `https://api.cohere.com/v2`, `http://localhost:8080`.
+    #[serde(default)]
+    pub url: String,
+    /// The model the server knows (required by `cohere`, ignored by `tei`).
+    #[serde(default)]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// How many of the best results are reordered; the rest follow in their order.
+    pub candidates: usize,
+    /// Characters of each result sent to the reranker.
+    pub max_chars: usize,
+    /// Longest a search waits for the reranker, retries included; then it answers unreranked.
+    pub timeout_ms: u64,
+    /// Retries of 429, 5xx, timeouts and broken connections, within `timeout_ms`.
+    pub max_retries: u32,
+    /// Whether a search that does not say (`rerank` in its request) is reranked.
+    pub by_default: bool,
 }
 
 fn default_llm_timeout_secs() -> u64 {
@@ -1247,6 +1289,7 @@ impl Config {
             }
         }
         self.validate_llm()?;
+        self.validate_rerank()?;
         if !(1..=16_384).contains(&self.store.vectors.dimensions) {
             return bad("store.vectors.dimensions", "must be between 1 and 16384");
         }
@@ -1312,6 +1355,36 @@ impl Config {
         }
         if endpoint.context_tokens < 100 {
             return bad(format!("{section}.context_tokens"), "must be at least 100");
+        }
+        Ok(())
+    }
+
+    fn validate_rerank(&self) -> Result<()> {
+        let bad = |key: &str, why: &str| Err(Error::config(format!("invalid configuration: `rerank.{key}` {why}")));
+        let r = &self.rerank;
+        if r.provider == RerankProvider::None {
+            return Ok(());
+        }
+        if !(r.url.starts_with("http://") || r.url.starts_with("https://")) {
+            return bad("url", "must start with http:// or https:// when rerank.provider is set");
+        }
+        if r.provider == RerankProvider::Cohere && r.model.trim().is_empty() {
+            return bad("model", "must name the reranking model when rerank.provider = \"cohere\"");
+        }
+        if r.api_key_env.is_some() && r.api_key_file.is_some() {
+            return bad("api_key_file", "cannot be set together with api_key_env; keep one");
+        }
+        if !(1..=MAX_RERANK_CANDIDATES).contains(&r.candidates) {
+            return bad("candidates", &format!("must be between 1 and {MAX_RERANK_CANDIDATES}"));
+        }
+        if r.max_chars < 16 {
+            return bad("max_chars", "must be at least 16");
+        }
+        if r.timeout_ms < 10 {
+            return bad("timeout_ms", "must be at least 10");
+        }
+        if r.max_retries > 5 {
+            return bad("max_retries", "must be at most 5");
         }
         Ok(())
     }
@@ -1454,6 +1527,31 @@ mod tests {
         };
         let config = Config::load_with_env(ConfigFile::Explicit(file.path()), &flags, quiet_env(), None).unwrap();
         assert_eq!(config.server.listen.port(), 2222);
+    }
+
+    #[test]
+    fn rerank_defaults_to_none_and_bad_values_name_their_key() {
+        let config = load_str("# empty\n").unwrap();
+        assert_eq!(config.rerank.provider, RerankProvider::None);
+        assert!(crate::rerank::Reranker::open(&config.rerank).unwrap().is_none());
+        let ok = load_str("[rerank]\nprovider = \"tei\"\nurl = \"http://localhost:8080\"\n").unwrap();
+        assert_eq!((ok.rerank.candidates, ok.rerank.timeout_ms, ok.rerank.by_default), (50, 3000, true));
+        let cases = [
+            ("[rerank]\nprovider = \"cohere\"\nmodel = \"m\"\n", "rerank.url"),
+            ("[rerank]\nprovider = \"cohere\"\nurl = \"https://api.cohere.com/v2\"\n", "rerank.model"),
+            ("[rerank]\nprovider = \"jina\"\n", "rerank.provider"),
+            ("[rerank]\nprovider = \"tei\"\nurl = \"http://h\"\ncandidates = 0\n", "rerank.candidates"),
+            ("[rerank]\nprovider = \"tei\"\nurl = \"http://h\"\ncandidates = 1001\n", "rerank.candidates"),
+            ("[rerank]\nprovider = \"tei\"\nurl = \"http://h\"\ntimeout_ms = 0\n", "rerank.timeout_ms"),
+            (
+                "[rerank]\nprovider = \"tei\"\nurl = \"http://h\"\napi_key_env = \"A\"\napi_key_file = \"/k\"\n",
+                "rerank.api_key_file",
+            ),
+        ];
+        for (toml, key) in cases {
+            let err = load_str(toml).unwrap_err();
+            assert!(err.message.contains(key), "{toml}: {}", err.message);
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod meetings;
 mod mem0;
 mod memory;
 mod packaging;
+mod rerank;
 mod security;
 mod server;
 mod service;

@@ -100,6 +100,9 @@ pub struct Mem0Scored {
     #[serde(flatten)]
     pub memory: Mem0Memory,
     pub score: f32,
+    /// The reranker's score, when `[rerank]` reordered the results (as Mem0's rerankers add it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -130,7 +133,7 @@ impl From<Memory> for Mem0Memory {
 
 impl From<ScoredMemory> for Mem0Scored {
     fn from(s: ScoredMemory) -> Self {
-        Mem0Scored { memory: s.memory.into(), score: s.score.clamp(0.0, 1.0) }
+        Mem0Scored { memory: s.memory.into(), score: s.score.clamp(0.0, 1.0), rerank_score: s.rerank_score }
     }
 }
 
@@ -488,6 +491,9 @@ pub struct Mem0Query {
     /// results (search) or of the listed memories (list). v3 search always carries them.
     #[serde(default)]
     pub enable_graph: bool,
+    /// Search only: reorder the best results by the configured reranker (`[rerank]`); without
+    /// one, ignored, as Mem0 does. Left out: `rerank.by_default`.
+    pub rerank: Option<bool>,
     pub page: Option<usize>,
     pub page_size: Option<usize>,
 }
@@ -555,6 +561,7 @@ impl Mem0Query {
             mode: if self.keyword_search { Mode::Keyword } else { Mode::Hybrid },
             show_expired: self.show_expired,
             relations: version == Version::V3 || self.enable_graph,
+            rerank: self.rerank,
             ..SearchOptions::configured(memory)
         })
     }

@@ -259,6 +259,9 @@ pub struct SearchInput {
     /// Share of a candidate's relevance a memory mentioning a name it mentions gains (0-1;
     /// default `memory.hop_weight`).
     pub hop_weight: Option<f32>,
+    /// Reorder the best results by the configured reranker (`[rerank]`; default
+    /// `rerank.by_default`). `true` without a reranker configured is refused.
+    pub rerank: Option<bool>,
 }
 
 /// Searches memories.
@@ -296,6 +299,7 @@ pub async fn search(
         fusion: input.fusion.unwrap_or(configured.fusion),
         neighbour_weight: input.neighbour_weight.unwrap_or(configured.neighbour_weight),
         hop_weight: input.hop_weight.unwrap_or(configured.hop_weight),
+        rerank: Some(app.search.wants_rerank(input.rerank)?),
     };
     options.check()?;
     Ok(axum::Json(app.memories.search(&tenant, &input.query, &filter, &options).await?))

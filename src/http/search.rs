@@ -87,6 +87,9 @@ pub struct SearchInput {
     pub filters: Filters,
     #[serde(default)]
     pub fusion: Option<FusionInput>,
+    /// Reorder the best results by the configured reranker (`[rerank]`; default
+    /// `rerank.by_default`). `true` without a reranker configured is refused.
+    pub rerank: Option<bool>,
 }
 
 /// A request's ranking settings; what it leaves out comes from the configuration
@@ -216,11 +219,18 @@ pub struct SearchResult {
     /// A memory result's user.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// The reranker's score, when it reordered this result; results are then in its order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SearchResults {
     pub results: Vec<SearchResult>,
+    /// Present when the search asked for the reranker: `false` when it failed (or did not answer
+    /// within `rerank.timeout_ms`) and the results keep their own order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reranked: Option<bool>,
 }
 
 /// Hybrid search over the knowledge base.
@@ -235,8 +245,9 @@ pub async fn search(
     Tenant(tenant): Tenant,
     ApiJson(input): ApiJson<SearchInput>,
 ) -> Result<axum::Json<SearchResults>> {
+    let rerank = app.search.wants_rerank(input.rerank)?;
     let request = input.into_request(tenant, Fusion::for_documents(&app.config.knowledge))?;
-    let hits = app.search.search(&request).await?;
+    let (hits, reranked) = app.search.search_reranked(&request, rerank).await?;
     let results = hits
         .into_iter()
         .map(|h| {
@@ -264,10 +275,11 @@ pub async fn search(
                 seq_end: n("seq_end").filter(|_| meeting),
                 start_ms: n("start_ms").filter(|_| meeting),
                 user_id: s("user_id").filter(|_| domain == Some(Source::Memories)),
+                rerank_score: h.rerank_score,
             }
         })
         .collect();
-    Ok(axum::Json(SearchResults { results }))
+    Ok(axum::Json(SearchResults { results, reranked }))
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -293,11 +305,12 @@ pub async fn ask(
     headers: HeaderMap,
     ApiJson(input): ApiJson<SearchInput>,
 ) -> Result<Response> {
+    let rerank = app.search.wants_rerank(input.rerank)?;
     let mut request = input.into_request(tenant, Fusion::for_documents(&app.config.knowledge))?;
     if request.top_k > 20 {
         request.top_k = 20;
     }
-    let streamed = answer(&app.search, app.llm.clone(), request).await?;
+    let streamed = answer(&app.search, app.llm.clone(), request, rerank).await?;
     let wants_sse =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
     if !wants_sse {

@@ -47,11 +47,12 @@ pub async fn answer(
     search: &SearchEngine,
     llm: Option<Arc<dyn Llm>>,
     mut request: SearchRequest,
+    rerank: bool,
 ) -> Result<AnswerStream> {
     if request.filter.kinds.is_empty() {
         request.filter.kinds = vec![CHUNK_KIND.to_string()];
     }
-    let hits = search.search(&request).await?;
+    let (hits, _) = search.search_reranked(&request, rerank).await?;
     let citations: Vec<Citation> = hits.iter().enumerate().map(|(i, h)| citation(i + 1, h)).collect();
     let Some(llm) = llm.filter(|_| !hits.is_empty()) else {
         let text = extractive(&citations);

@@ -681,7 +681,8 @@ impl McpServer {
                 args.tags,
                 args.mode,
             )?;
-            let hits = self.app.search.search(&request).await?;
+            let search = &self.app.search;
+            let (hits, _) = search.search_reranked(&request, search.wants_rerank(None)?).await?;
             let results: Vec<Value> = hits
                 .into_iter()
                 .map(|h| {
@@ -715,7 +716,8 @@ impl McpServer {
             let top_k = check_top_k(args.top_k, 5, 20)?;
             let request =
                 self.knowledge_request(&ctx, args.question, top_k, args.collection, Vec::new(), ModeArg::Hybrid)?;
-            let mut streamed = answer(&self.app.search, self.app.llm.clone(), request).await?;
+            let mut streamed =
+                answer(&self.app.search, self.app.llm.clone(), request, self.app.search.wants_rerank(None)?).await?;
             let mut text = String::new();
             while let Some(piece) = streamed.text.next().await {
                 text.push_str(&piece?);
@@ -869,7 +871,8 @@ impl McpServer {
                 fusion: Fusion::for_documents(&self.app.config.knowledge),
                 snippets: true,
             };
-            let hits = self.app.search.search(&request).await?;
+            let search = &self.app.search;
+            let (hits, _) = search.search_reranked(&request, search.wants_rerank(None)?).await?;
             let results: Vec<Value> = hits
                 .into_iter()
                 .map(|h| {

@@ -150,10 +150,10 @@ impl Memories {
         stores: Stores,
         writes: Arc<WriteLog>,
         embed: Arc<EmbedService>,
+        engine: SearchEngine,
         llm: Option<Arc<dyn Llm>>,
         config: MemoryConfig,
     ) -> Memories {
-        let engine = SearchEngine::new(stores.clone(), embed.clone());
         Memories {
             stores,
             writes,

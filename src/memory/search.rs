@@ -26,7 +26,9 @@
 //!   holds the answer).
 //!
 //! A turn of a run first gains `neighbour_weight` of its best neighbouring turn's relevance.
-//! Results are ordered by score; `threshold` drops those below it.
+//! Results are ordered by score; `threshold` drops those below it. With a reranker configured
+//! (`[rerank]`, [`crate::rerank`]), the best `rerank.candidates` of them are then reordered by it
+//! (it reads `"Speaker: text"`), each with its `rerank_score`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -59,6 +61,9 @@ pub struct SearchOptions {
     /// Share of the relevance of the best candidate naming it that a memory mentioning the same
     /// name gains (the second hop; 0 turns it off).
     pub hop_weight: f32,
+    /// Whether the best results are reordered by the reranker (`[rerank]`): `None` leaves it to
+    /// `rerank.by_default`. Without a reranker configured, nothing is reranked.
+    pub rerank: Option<bool>,
 }
 
 impl Default for SearchOptions {
@@ -72,6 +77,7 @@ impl Default for SearchOptions {
             fusion: Fusion::default(),
             neighbour_weight: 0.0,
             hop_weight: 0.0,
+            rerank: None,
         }
     }
 }
@@ -434,12 +440,19 @@ pub struct ScoredMemory {
     /// without the names of the speakers it names, see the module documentation).
     pub similarity: f32,
     pub breakdown: ScoreBreakdown,
+    /// The reranker's score, when it reordered this result; results are then in its order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct SearchOutcome {
     pub results: Vec<ScoredMemory>,
     pub relations: Vec<Relation>,
+    /// Present when the search asked for the reranker: `false` when it failed (or did not answer
+    /// within `rerank.timeout_ms`) and the results keep their own order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reranked: Option<bool>,
 }
 
 pub fn tier_weight(tier: Tier) -> f32 {
@@ -531,7 +544,8 @@ impl Memories {
             .map(|(memory, relevance, similarity, breakdown)| {
                 let score =
                     relevance * tier_weight(memory.tier) * self.recency(memory.moment(), now) * cues.factor(&memory);
-                (ScoredMemory { memory, score: score.clamp(0.0, 1.0), similarity, breakdown }, score)
+                let shown = score.clamp(0.0, 1.0);
+                (ScoredMemory { memory, score: shown, similarity, breakdown, rerank_score: None }, score)
             })
             .filter(|(r, _)| options.threshold.is_none_or(|t| r.score >= t))
             .collect();
@@ -543,10 +557,20 @@ impl Memories {
                 .then_with(|| a.memory.id.cmp(&b.memory.id))
         });
         let mut results: Vec<ScoredMemory> = ranked.into_iter().map(|(r, _)| r).collect();
+        let mut reranked = None;
+        if let Some(reranker) = self.engine.reranker()
+            && options.rerank.unwrap_or(reranker.by_default())
+        {
+            let text = |r: &ScoredMemory| match r.memory.speaker() {
+                Some(speaker) => format!("{speaker}: {}", r.memory.memory),
+                None => r.memory.memory.clone(),
+            };
+            reranked = Some(reranker.reorder(query, &mut results, text, |r, s| r.rerank_score = Some(s)).await);
+        }
         results.truncate(options.top_k);
         let relations =
             if options.relations { self.relations_around(tenant, query, &results).await? } else { Vec::new() };
-        Ok(SearchOutcome { results, relations })
+        Ok(SearchOutcome { results, relations, reranked })
     }
 
     /// The second hop of a question that needs two: the names the best candidates mention

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{KnowledgeConfig, MemoryConfig};
 use crate::embed::EmbedService;
 use crate::error::{Error, Result};
+use crate::rerank::Reranker;
 use crate::store::records::{Record, RecordFilter, facet};
 use crate::store::text::{Snippet, TextQuery};
 use crate::store::vectors::VectorQuery;
@@ -145,11 +146,25 @@ pub struct SearchHit {
     pub score: f32,
     pub breakdown: ScoreBreakdown,
     pub snippet: Snippet,
+    /// The reranker's score, when it reordered this hit ([`SearchEngine::search_reranked`]).
+    pub rerank_score: Option<f32>,
 }
 
+/// What the reranker reads of a hit: its title (a memory's speaker, a document's title) and text.
+pub fn rerank_text(hit: &SearchHit) -> String {
+    match (hit.record.title.as_deref(), hit.record.body.as_deref()) {
+        (Some(title), Some(body)) if !title.is_empty() => format!("{title}: {body}"),
+        (_, Some(body)) => body.to_string(),
+        (Some(title), None) => title.to_string(),
+        (None, None) => String::new(),
+    }
+}
+
+#[derive(Clone)]
 pub struct SearchEngine {
     stores: Stores,
     embed: Arc<EmbedService>,
+    reranker: Option<Arc<Reranker>>,
 }
 
 struct Ranked {
@@ -159,7 +174,52 @@ struct Ranked {
 
 impl SearchEngine {
     pub fn new(stores: Stores, embed: Arc<EmbedService>) -> SearchEngine {
-        SearchEngine { stores, embed }
+        SearchEngine { stores, embed, reranker: None }
+    }
+
+    /// This engine, with `reranker` for [`Self::search_reranked`].
+    pub fn with_reranker(mut self, reranker: Option<Arc<Reranker>>) -> SearchEngine {
+        self.reranker = reranker;
+        self
+    }
+
+    /// The configured reranker, if any.
+    pub fn reranker(&self) -> Option<&Arc<Reranker>> {
+        self.reranker.as_ref()
+    }
+
+    /// Whether a request that says `rerank` (or leaves it to the configuration: `None`) is
+    /// reranked. Asking for it with no reranker configured is an error.
+    pub fn wants_rerank(&self, asked: Option<bool>) -> Result<bool> {
+        match (asked, &self.reranker) {
+            (Some(true), None) => Err(Error::invalid(
+                "rerank is true, but no reranker is configured: set [rerank] provider and url, or leave rerank out",
+            )),
+            (Some(asked), Some(_)) => Ok(asked),
+            (None, Some(r)) => Ok(r.by_default()),
+            (_, None) => Ok(false),
+        }
+    }
+
+    /// [`Self::search`], then, when `rerank`, the reranker's order over the best
+    /// `rerank.candidates` hits (at least the page asked for), paged as asked. The flag says
+    /// whether the hits were reranked: `None` when not asked, `Some(false)` when the reranker
+    /// failed and the hits keep the search's order.
+    pub async fn search_reranked(
+        &self,
+        request: &SearchRequest,
+        rerank: bool,
+    ) -> Result<(Vec<SearchHit>, Option<bool>)> {
+        let Some(reranker) = self.reranker.as_ref().filter(|_| rerank) else {
+            return Ok((self.search(request).await?, None));
+        };
+        let wanted = request.offset.saturating_add(request.top_k);
+        let pool = reranker.candidates().max(wanted).min(MAX_CANDIDATES);
+        let mut hits = self.search(&SearchRequest { top_k: pool, offset: 0, ..request.clone() }).await?;
+        let reranked =
+            reranker.reorder(&request.query, &mut hits, rerank_text, |hit, score| hit.rerank_score = Some(score)).await;
+        let page = hits.into_iter().skip(request.offset).take(request.top_k).collect();
+        Ok((page, Some(reranked)))
     }
 
     pub async fn search(&self, request: &SearchRequest) -> Result<Vec<SearchHit>> {
@@ -219,7 +279,7 @@ impl SearchEngine {
                     None if request.snippets => leading_snippet(&record),
                     None => Snippet::default(),
                 };
-                SearchHit { score: breakdown.fused, breakdown, snippet, record }
+                SearchHit { score: breakdown.fused, breakdown, snippet, record, rerank_score: None }
             })
             .collect();
         Ok((hits, query_vector))

@@ -5,6 +5,7 @@ pub mod bolt;
 pub mod cluster;
 pub mod fake_llm;
 pub mod fake_openai;
+pub mod fake_rerank;
 pub mod opensearch;
 pub mod qdrant;
 
