@@ -281,6 +281,29 @@ async fn neo4j_any_text_and_large_batches_round_trip() {
     assert_eq!(path, vec!["spoke-010".to_string(), awkward.id.clone(), "spoke-290".to_string()]);
     let all = store.k_hop(&a, "spoke-000", 3, 1000).await.unwrap();
     assert_eq!(all.len(), 300, "the hub and the 299 other spokes");
+
+    // The edges among some nodes: a short list is one statement, a list longer than one
+    // statement takes every edge at the nodes and keeps those among them; both agree.
+    let within = |ids: Vec<String>| {
+        let store = &store;
+        let a = &a;
+        async move {
+            let mut found: Vec<String> = store.edges_within(a, &ids).await.unwrap().into_iter().map(|e| e.id).collect();
+            found.sort();
+            found
+        }
+    };
+    let few = vec![awkward.id.clone(), "spoke-003".to_string(), "spoke-200".to_string(), "nobody".to_string()];
+    assert_eq!(within(few).await, vec!["e200", "e3"]);
+    let mut many: Vec<String> = (0..300).filter(|i| i % 2 == 1).map(|i| format!("spoke-{i:03}")).collect();
+    many.extend((0..800).map(|i| format!("absent-{i}")));
+    many.push(awkward.id.clone());
+    let expected: Vec<String> = {
+        let mut e: Vec<String> = (0..300).filter(|i| i % 2 == 1).map(|i| format!("e{i}")).collect();
+        e.sort();
+        e
+    };
+    assert_eq!(within(many).await, expected);
 }
 
 /// A server that lost the graph behind the store's back (restarted empty): writes are refused

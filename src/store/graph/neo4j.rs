@@ -1191,6 +1191,35 @@ impl GraphStore for Neo4jGraphStore {
         Ok(out)
     }
 
+    /// One statement when the list fits in one (the list is named once and both ends are
+    /// matched against it on the server); otherwise every edge at the nodes, filtered here.
+    async fn edges_within(&self, tenant: &TenantId, ids: &[String]) -> Result<Vec<GraphEdge>> {
+        let query = format!(
+            "{} WITH g, $ids AS ids UNWIND ids AS fid
+             MATCH (a:NexusNode {{tenant: $tenant, id: fid, gen: g}})-[r:NEXUS_EDGE]-(b:NexusNode {{tenant: $tenant, gen: g}})
+             WHERE b.id IN ids
+             RETURN DISTINCT r.key, r.id, r.label, r.props, r.updated_at, startNode(r).id, endNode(r).id",
+            self.read_gen()
+        );
+        let values: Vec<BoltValue> = ids.iter().map(|id| text(id)).collect();
+        if self.batches(&values, &query).len() > 1 {
+            let within: HashSet<&str> = ids.iter().map(String::as_str).collect();
+            let mut edges = self.edges_at(tenant, ids).await?;
+            edges.retain(|e| within.contains(e.source.as_str()) && within.contains(e.target.as_str()));
+            return Ok(edges);
+        }
+        let params = Params::default().set("tenant", text(tenant.as_str())).set("ids", BoltValue::List(values));
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for row in self.query("read the graph", &query, params).await? {
+            let edge = edge_from(&row, tenant)?;
+            if seen.insert(edge.key) {
+                out.push(edge);
+            }
+        }
+        Ok(out)
+    }
+
     async fn k_hop(&self, tenant: &TenantId, id: &str, k: usize, limit: usize) -> Result<Vec<Reached>> {
         if k == 0 || limit == 0 {
             return Ok(Vec::new());
