@@ -14,7 +14,9 @@
 //! `--user-only` adds every turn with only its `user_id`, as many chat apps do (no `run_id`), one
 //! conversation's sessions in order: Nexus then finds the sessions itself (threads, see
 //! `memory.thread_gap_secs`).
-//! `--env` passes a setting to the server (`NEXUS__MEMORY__SPEAKER_WEIGHT=0`: an ablation);
+//! `--env` passes a setting to the server (`NEXUS__MEMORY__SPEAKER_WEIGHT=0`: an ablation; with
+//! a reranker you run, `NEXUS__RERANK__PROVIDER=tei` and `NEXUS__RERANK__URL=http://HOST:PORT`
+//! rerank every retriever's searches, and `--variant 'plain={"rerank":false}'` adds one without);
 //! `--only` runs the retrievers whose label contains TEXT; `--variant` adds a retriever whose
 //! search body takes JSON's fields (`'wide={"mode":"hybrid","top_k":10}'`); `--reuse DIR` keeps the ingested data
 //! directory in DIR and, when DIR already holds one, skips ingestion (settings that change how
