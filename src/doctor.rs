@@ -73,6 +73,7 @@ pub async fn diagnose(config: &Config, config_file: Option<&Path>) -> Vec<Findin
     findings.push(check_model());
     findings.extend(check_backends(config));
     findings.extend(check_cluster(config).await);
+    findings.extend(check_rerank(config).await);
     if let Holder::Held(info) = &holder {
         findings.push(check_running_server(info).await);
     }
@@ -449,6 +450,32 @@ fn vector_recent(version: &str) -> bool {
 /// A backend's name as written in the configuration.
 fn name<T: serde::Serialize>(backend: &T) -> String {
     serde_json::to_value(backend).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// The reranker, when one is configured: one small request. A search still answers when it
+/// fails (in its own order), so a reranker that does not answer is a warning.
+async fn check_rerank(config: &Config) -> Option<Finding> {
+    let reranker = match crate::rerank::Reranker::open(&config.rerank) {
+        Ok(None) => return None,
+        Ok(Some(r)) => r,
+        Err(e) => {
+            return Some(fail("rerank", e.message, "set rerank.api_key_env or api_key_file to a key that is there"));
+        }
+    };
+    let provider = name(&config.rerank.provider);
+    let started = std::time::Instant::now();
+    Some(match reranker.scores("nexus doctor", &["a passage for nexus doctor".to_string()]).await {
+        Ok(_) => ok(
+            "rerank",
+            format!("{provider} reranker at {} answered in {} ms", config.rerank.url, started.elapsed().as_millis()),
+        ),
+        Err(e) => warn(
+            "rerank",
+            e.message,
+            "searches answer in their own order until it does: check rerank.url, rerank.model and the key, \
+             or set rerank.provider = \"none\"",
+        ),
+    })
 }
 
 /// A server holds the data directory: ask it whether it is ready.

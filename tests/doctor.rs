@@ -128,6 +128,38 @@ fn names_each_problem_and_its_fix() {
 }
 
 #[test]
+fn checks_the_reranker_when_one_is_configured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let none = doctor(&data, &[]);
+    assert!(!none.text.contains(" rerank "), "no reranker, no line:\n{}", none.text);
+
+    let fake = common::fake_rerank::FakeRerank::start();
+    let url = fake.url();
+    let cohere = [
+        ("NEXUS__RERANK__PROVIDER", "cohere"),
+        ("NEXUS__RERANK__URL", url.as_str()),
+        ("NEXUS__RERANK__MODEL", common::fake_rerank::MODEL),
+        ("NEXUS__RERANK__API_KEY_ENV", "NEXUS_TEST_DOCTOR_RERANK_KEY"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| -> Vec<(&str, &str)> {
+        cohere.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    let report = doctor(&data, &with(&[("NEXUS_TEST_DOCTOR_RERANK_KEY", common::fake_rerank::KEY)]));
+    assert_eq!(report.level("rerank", "answered"), "ok", "{}", report.text);
+    assert_eq!(fake.calls.requests(), 1);
+
+    // A refused key: a warning (searches still answer), naming what to check.
+    let report = doctor(&data, &with(&[("NEXUS_TEST_DOCTOR_RERANK_KEY", "wrong")]));
+    assert_eq!(report.level("rerank", "API key"), "warn", "{}", report.text);
+    assert!(report.fix("rerank", "API key").contains("rerank.url"));
+    // The key's variable unset: the server would not start.
+    let report = doctor(&data, &with(&[]));
+    assert_eq!(report.level("rerank", "NEXUS_TEST_DOCTOR_RERANK_KEY"), "FAIL", "{}", report.text);
+    assert_eq!(report.code, Some(1));
+}
+
+#[test]
 fn asks_the_running_server() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
