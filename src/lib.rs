@@ -20,6 +20,7 @@ pub mod mcp;
 pub mod meetings;
 pub mod memory;
 pub mod migrate;
+pub mod outbound;
 pub mod rerank;
 pub mod search;
 pub mod service;

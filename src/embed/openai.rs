@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{Embedder, EmbedderIdentity};
 use crate::config::OpenAiEmbedConfig;
 use crate::error::{Error, ErrorCode, Result};
+use crate::outbound::describe;
 
 pub struct OpenAiEmbedder {
     client: reqwest::Client,
@@ -89,25 +90,18 @@ impl OpenAiEmbedder {
             Err(e) if e.is_timeout() => {
                 return Err(Attempt::Retry(format!("no answer within {} s", self.config.timeout_secs), None));
             }
-            Err(e) => return Err(Attempt::Retry(format!("cannot connect: {}", without_url(&e)), None)),
+            Err(e) => return Err(Attempt::Retry(format!("cannot connect: {}", describe(&e)), None)),
         };
         let status = response.status();
         if status.is_success() {
-            let parsed: EmbeddingResponse =
-                response.json().await.map_err(|e| {
-                    Attempt::Fail(self.unavailable(format!(
-                        "answered with a body that is not an embeddings list: {}",
-                        without_url(&e)
-                    )))
-                })?;
+            let parsed: EmbeddingResponse = response.json().await.map_err(|e| {
+                Attempt::Fail(
+                    self.unavailable(format!("answered with a body that is not an embeddings list: {}", describe(&e))),
+                )
+            })?;
             return self.check(parsed, texts.len()).map_err(Attempt::Fail);
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::outbound::retry_after(response.headers());
         let detail = response.text().await.unwrap_or_default();
         let detail: String = detail.chars().take(300).collect();
         match status {
@@ -152,15 +146,6 @@ impl OpenAiEmbedder {
 enum Attempt {
     Retry(String, Option<Duration>),
     Fail(Error),
-}
-
-/// reqwest errors can carry the URL; the message already names the endpoint.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(url) = e.url() {
-        s = s.replace(url.as_str(), "");
-    }
-    s
 }
 
 fn read_api_key(config: &OpenAiEmbedConfig) -> Result<Option<String>> {

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use crate::config::{RerankConfig, RerankProvider, Secret, read_secret};
 use crate::error::{Error, ErrorCode, Result};
+use crate::outbound::{describe, retry_after};
 
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
 /// Upstream error text kept in a message: enough to act on, not a whole HTML page.
@@ -168,22 +169,17 @@ impl Reranker {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return Err(Attempt::Retry(format!("cannot connect: {}", without_url(&e)), None)),
+            Err(e) => return Err(Attempt::Retry(format!("cannot connect: {}", describe(&e)), None)),
         };
         let status = response.status();
         if status.is_success() {
             let value: Value = match response.json().await {
                 Ok(v) => v,
-                Err(e) => return Err(Attempt::Retry(format!("the answer broke off: {}", without_url(&e)), None)),
+                Err(e) => return Err(Attempt::Retry(format!("the answer broke off: {}", describe(&e)), None)),
             };
             return read_scores(value, documents.len()).map_err(Attempt::Fail);
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let detail: String = response.text().await.unwrap_or_default().chars().take(DETAIL_CHARS).collect();
         match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
@@ -232,15 +228,6 @@ fn cut(text: &str, max: usize) -> String {
         Some((at, _)) => text[..at].to_string(),
         None => text.to_string(),
     }
-}
-
-/// reqwest errors can carry the URL; the message already names the endpoint.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    if let Some(url) = e.url() {
-        s = s.replace(url.as_str(), "");
-    }
-    s
 }
 
 #[cfg(test)]
