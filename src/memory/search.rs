@@ -544,8 +544,9 @@ impl Memories {
             .map(|(memory, relevance, similarity, breakdown)| {
                 let score =
                     relevance * tier_weight(memory.tier) * self.recency(memory.moment(), now) * cues.factor(&memory);
-                let shown = score.clamp(0.0, 1.0);
-                (ScoredMemory { memory, score: shown, similarity, breakdown, rerank_score: None }, score)
+                let shown =
+                    ScoredMemory { memory, score: score.clamp(0.0, 1.0), similarity, breakdown, rerank_score: None };
+                (shown, score)
             })
             .filter(|(r, _)| options.threshold.is_none_or(|t| r.score >= t))
             .collect();
@@ -558,9 +559,7 @@ impl Memories {
         });
         let mut results: Vec<ScoredMemory> = ranked.into_iter().map(|(r, _)| r).collect();
         let mut reranked = None;
-        if let Some(reranker) = self.engine.reranker()
-            && options.rerank.unwrap_or(reranker.by_default())
-        {
+        if let Some(reranker) = self.engine.reranker_for(options.rerank) {
             let text = |r: &ScoredMemory| match r.memory.speaker() {
                 Some(speaker) => format!("{speaker}: {}", r.memory.memory),
                 None => r.memory.memory.clone(),

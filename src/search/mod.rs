@@ -151,7 +151,7 @@ pub struct SearchHit {
 }
 
 /// What the reranker reads of a hit: its title (a memory's speaker, a document's title) and text.
-pub fn rerank_text(hit: &SearchHit) -> String {
+fn rerank_text(hit: &SearchHit) -> String {
     match (hit.record.title.as_deref(), hit.record.body.as_deref()) {
         (Some(title), Some(body)) if !title.is_empty() => format!("{title}: {body}"),
         (_, Some(body)) => body.to_string(),
@@ -183,22 +183,21 @@ impl SearchEngine {
         self
     }
 
-    /// The configured reranker, if any.
-    pub fn reranker(&self) -> Option<&Arc<Reranker>> {
-        self.reranker.as_ref()
+    /// The reranker a request that says `rerank` (or leaves it to `rerank.by_default`: `None`)
+    /// is reranked by; none when it says no or none is configured.
+    pub fn reranker_for(&self, asked: Option<bool>) -> Option<&Arc<Reranker>> {
+        self.reranker.as_ref().filter(|r| asked.unwrap_or(r.by_default()))
     }
 
-    /// Whether a request that says `rerank` (or leaves it to the configuration: `None`) is
-    /// reranked. Asking for it with no reranker configured is an error.
+    /// [`Self::reranker_for`] as a yes or no, for a route that refuses `rerank: true` when no
+    /// reranker is configured.
     pub fn wants_rerank(&self, asked: Option<bool>) -> Result<bool> {
-        match (asked, &self.reranker) {
-            (Some(true), None) => Err(Error::invalid(
+        if asked == Some(true) && self.reranker.is_none() {
+            return Err(Error::invalid(
                 "rerank is true, but no reranker is configured: set [rerank] provider and url, or leave rerank out",
-            )),
-            (Some(asked), Some(_)) => Ok(asked),
-            (None, Some(r)) => Ok(r.by_default()),
-            (_, None) => Ok(false),
+            ));
         }
+        Ok(self.reranker_for(asked).is_some())
     }
 
     /// [`Self::search`], then, when `rerank`, the reranker's order over the best
@@ -210,7 +209,7 @@ impl SearchEngine {
         request: &SearchRequest,
         rerank: bool,
     ) -> Result<(Vec<SearchHit>, Option<bool>)> {
-        let Some(reranker) = self.reranker.as_ref().filter(|_| rerank) else {
+        let Some(reranker) = self.reranker_for(Some(rerank)) else {
             return Ok((self.search(request).await?, None));
         };
         let wanted = request.offset.saturating_add(request.top_k);
